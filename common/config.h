@@ -1,0 +1,74 @@
+/*
+ * config.h - every setting of every service, in one typed table.
+ *
+ * Each setting is an environment variable with a default and bounds. The
+ * table in config.c is the single place where settings are documented;
+ * `phr-<service> --help-config` prints it.
+ */
+#ifndef PHR_CONFIG_H
+#define PHR_CONFIG_H
+
+#include <stddef.h>
+
+enum { CFG_SVC_AUTH, CFG_SVC_RECORDS, CFG_SVC_NOTIFICATION, CFG_SVC_AUDIT, CFG_SVC_COUNT };
+
+typedef struct cfg {
+    int service;                   /* CFG_SVC_* of the running binary */
+    const char *service_name;      /* "auth", ... */
+
+    char listen_host[64];
+    int port[CFG_SVC_COUNT];       /* each service's h2c port */
+    char host[CFG_SVC_COUNT][128]; /* where each service is reached by its peers */
+
+    char pg_host[128];
+    int pg_port;
+    int pg_pool_size;
+    int pg_statement_timeout_ms;
+    int pg_connect_timeout_ms;
+
+    char redis_host[128];
+    int redis_port;
+    int redis_timeout_ms;
+
+    char secrets_dir[256];
+    char log_level[8];
+
+    int max_header_list;           /* bytes of one request's header list */
+    int max_body;                  /* default request body limit, bytes */
+    int max_streams;               /* SETTINGS_MAX_CONCURRENT_STREAMS */
+    int output_cap;                /* bytes buffered per connection before pausing */
+    int idle_timeout_ms;           /* connection idle timeout */
+    int request_timeout_ms;        /* time to receive a whole request */
+    int drain_timeout_ms;          /* graceful shutdown budget */
+
+    int workers;                   /* CPU worker threads */
+    int worker_queue;              /* bounded queue length */
+
+    int session_idle_s;            /* sliding idle expiry of sessions */
+    int session_absolute_s;        /* absolute session lifetime */
+
+    int call_timeout_ms;           /* service-to-service call deadline */
+} cfg_t;
+
+/*
+ * Fills |cfg| from the environment for |service| ("auth", "records",
+ * "notification", "audit"). On a bad value returns PHR_EINVAL and writes a
+ * message naming the variable into |err|.
+ */
+int cfg_load(cfg_t *cfg, const char *service, char *err, size_t errlen);
+
+/* Writes the table (variable, default, bounds, description) to stdout. */
+void cfg_print_help(void);
+
+/* Index of |name| in CFG_SVC_*, or -1. */
+int cfg_service_index(const char *name);
+const char *cfg_service_name(int idx);
+
+/*
+ * Reads secret file |name| from cfg->secrets_dir into |buf| (NUL-terminated,
+ * trailing newline removed). Returns PHR_OK, PHR_ENOTFOUND, PHR_ETOOBIG or
+ * PHR_EDENIED when the file is readable by group or others.
+ */
+int cfg_read_secret(const cfg_t *cfg, const char *name, char *buf, size_t len);
+
+#endif

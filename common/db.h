@@ -1,0 +1,84 @@
+/*
+ * db.h - PostgreSQL on non-blocking libpq inside the libevent loop.
+ *
+ * A pool of connections made with PQconnectStart/PQconnectPoll, queries sent
+ * with PQsendQueryParams (parameterized only), a bounded wait queue when all
+ * connections are busy, statement_timeout set on every session, reconnect
+ * with exponential backoff, and versioned migrations applied once at start
+ * under an advisory lock. The pool is ready (db_pool_ready) only when at least
+ * one connection is up and every migration has been applied.
+ */
+#ifndef PHR_DB_H
+#define PHR_DB_H
+
+#include <libpq-fe.h>
+#include <stddef.h>
+
+#include "db_migrate.h"
+
+struct event_base;
+typedef struct db_pool db_pool_t;
+typedef struct db_txn db_txn_t;
+
+/*
+ * Result callback. |rc| is PHR_OK with |res| (PGRES_TUPLES_OK or
+ * PGRES_COMMAND_OK) or an error: PHR_EUNAVAIL (no connection / connection
+ * lost), PHR_ETIMEDOUT (statement_timeout or queue wait), PHR_ECONFLICT
+ * (unique or exclusion violation, SQLSTATE 23505/23P01/40001), PHR_EINVAL
+ * (other SQLSTATE class 22/23 data errors), PHR_EGENERIC otherwise; |res| may
+ * then be non-NULL for inspection (PQresultErrorField). |res| is owned by the
+ * pool and cleared when the callback returns.
+ */
+typedef void (*db_cb)(int rc, PGresult *res, void *ud);
+
+typedef struct {
+    const char *conninfo;     /* libpq connection string */
+    int size;                 /* number of connections */
+    int statement_timeout_ms; /* SET statement_timeout on each session */
+    int connect_timeout_ms;   /* deadline of one connection attempt */
+    int queue_max;            /* waiting queries before PHR_EFULL */
+    const db_migration_t *migrations; /* terminated by {0, NULL, NULL}; may be NULL */
+    const char *lock_name;    /* advisory lock key for migrations (the service name) */
+} db_config_t;
+
+/* Creates the pool and starts connecting. Returns NULL on allocation failure. */
+db_pool_t *db_pool_create(struct event_base *base, const db_config_t *cfg);
+
+/* Closes every connection; pending callbacks run with PHR_ECLOSED. NULL is a no-op. */
+void db_pool_free(db_pool_t *pool);
+
+/* 1 when a connection is up and migrations are done, else 0. */
+int db_pool_ready(const db_pool_t *pool);
+
+typedef struct {
+    int size, connected, busy, waiting;
+    unsigned long queries, errors, reconnects;
+} db_stats_t;
+
+void db_pool_stats(const db_pool_t *pool, db_stats_t *out);
+
+/*
+ * Runs one parameterized statement on any free connection (queued when all
+ * are busy). |params| are text-format values (NULL = SQL NULL).
+ * Returns PHR_OK (|cb| will be called exactly once, never from inside this
+ * call), PHR_EUNAVAIL when the pool is not ready, PHR_EFULL when the wait
+ * queue is full (|cb| is then not called).
+ */
+int db_query(db_pool_t *pool, const char *sql, int nparams, const char *const *params, db_cb cb,
+             void *ud);
+
+/*
+ * Transactions: db_txn_begin reserves a connection and runs BEGIN; |cb| gets
+ * the transaction handle (or NULL with an error). Statements then run in
+ * order on that connection with db_txn_query; db_txn_end(commit=1|0) runs
+ * COMMIT or ROLLBACK, releases the connection and frees |txn| after |cb|.
+ * If a statement fails, the caller must still call db_txn_end (with 0).
+ * Return codes as for db_query.
+ */
+typedef void (*db_txn_cb)(int rc, db_txn_t *txn, void *ud);
+int db_txn_begin(db_pool_t *pool, db_txn_cb cb, void *ud);
+int db_txn_query(db_txn_t *txn, const char *sql, int nparams, const char *const *params,
+                 db_cb cb, void *ud);
+int db_txn_end(db_txn_t *txn, int commit, db_cb cb, void *ud);
+
+#endif

@@ -1,0 +1,911 @@
+/*
+ * hcli.c - HTTP/2 client (h2c prior knowledge) on libevent + nghttp2 1.52.
+ *
+ * Ownership:
+ *   hcli_t owns its connections (|conns|: live, |dead|: waiting to be
+ *   freed) and the queue of finished requests waiting for their callback.
+ *   A connection owns the requests attached to its nghttp2 streams.
+ *
+ * A request is freed when both (a) its callback ran and (b) nghttp2 no
+ * longer refers to it (its stream closed, or the session was deleted).
+ * A request that timed out keeps its memory until its RST_STREAM closes
+ * the stream, so a late nghttp2 callback never sees freed memory.
+ *
+ * Callbacks to the caller always run from |defer_ev| (never inside
+ * hcli_request, never inside nghttp2 or bufferevent callbacks), so a
+ * caller may submit or free from its callback. Dead connections are
+ * freed from there as well, never inside their own callbacks.
+ */
+#include "hcli.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <nghttp2/nghttp2.h>
+
+#include "err.h"
+#include "log.h"
+
+#define HCLI_MAX_BODY (8u * 1024u * 1024u) /* response body limit */
+#define HCLI_OUT_CAP (64 * 1024)           /* bytes buffered before WOULDBLOCK */
+#define HCLI_BACKOFF_MIN_MS 50
+#define HCLI_BACKOFF_MAX_MS 2000
+#define HCLI_DEFAULT_TIMEOUT_MS 5000
+#define HCLI_STREAM_WINDOW (1 << 20)
+#define HCLI_CONN_WINDOW (16 << 20)
+#define HCLI_MAX_CTYPE 256
+#define HCLI_MAX_NV 12
+
+typedef struct hcli_conn hcli_conn_t;
+typedef struct hcli_req hcli_req_t;
+
+struct hcli_req {
+    hcli_t *cli;
+    hcli_conn_t *conn; /* set while attached */
+    int32_t stream_id;
+    int attached;  /* nghttp2 stream user data points at us */
+    int completed; /* rc decided, callback queued */
+    int delivered; /* callback returned */
+    int rc;
+    struct event *timer;
+    hcli_cb cb;
+    void *ud;
+
+    char *body; /* request body copy */
+    size_t body_len;
+    size_t body_off;
+
+    int status;
+    char *ctype;
+    char *rbody;
+    size_t rlen;
+    size_t rcap;
+
+    hcli_req_t *cprev, *cnext; /* conn->reqs */
+    hcli_req_t *dnext;         /* cli->done queue */
+};
+
+struct hcli_conn {
+    hcli_t *cli;
+    struct bufferevent *bev;
+    nghttp2_session *session;
+    int connected;
+    int got_settings; /* the peer spoke HTTP/2: resets the backoff */
+    int goaway;
+    int dead;
+    int deleting; /* inside nghttp2_session_del: ignore callbacks */
+    hcli_req_t *reqs;
+    hcli_conn_t *prev, *next; /* cli->conns, or cli->dead (next only) */
+};
+
+struct hcli {
+    struct event_base *base;
+    char *host;
+    int port;
+    char *caller;
+    char *credential;
+    char *authority;
+    int timeout_ms;
+
+    hcli_conn_t *conn;  /* the one new requests use; NULL when none */
+    hcli_conn_t *conns; /* every live connection (incl. |conn|, GOAWAY'd ones) */
+    hcli_conn_t *dead;  /* failed, to be freed from defer_ev */
+
+    hcli_req_t *done_head, *done_tail;
+    struct event *defer_ev;
+
+    int backoff_ms;      /* last backoff step; 0 when the last attempt worked */
+    int64_t retry_at_us; /* monotonic; no new connection before this */
+
+    int delivering;
+    int closing;
+    int free_pending;
+};
+
+static int64_t
+hcli_mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static char *
+hcli_strdup(const char *s, size_t max)
+{
+    size_t n;
+    char *p;
+
+    if (s == NULL) {
+        return NULL;
+    }
+    n = strnlen(s, max);
+    p = malloc(n + 1);
+    if (p != NULL) {
+        memcpy(p, s, n);
+        p[n] = '\0';
+    }
+    return p;
+}
+
+/* ---- requests --------------------------------------------------------- */
+
+static void
+hcli_req_free(hcli_req_t *r)
+{
+    if (r->timer != NULL) {
+        event_free(r->timer);
+    }
+    free(r->body);
+    free(r->ctype);
+    free(r->rbody);
+    free(r);
+}
+
+/* Decides the outcome of |r| once and queues its callback. */
+static void
+hcli_req_complete(hcli_req_t *r, int rc)
+{
+    hcli_t *cli = r->cli;
+
+    if (r->completed) {
+        return;
+    }
+    r->completed = 1;
+    r->rc = rc;
+    if (r->timer != NULL) {
+        evtimer_del(r->timer);
+    }
+    r->dnext = NULL;
+    if (cli->done_tail != NULL) {
+        cli->done_tail->dnext = r;
+    } else {
+        cli->done_head = r;
+    }
+    cli->done_tail = r;
+    event_active(cli->defer_ev, EV_TIMEOUT, 0);
+}
+
+static void
+hcli_req_attach(hcli_conn_t *c, hcli_req_t *r)
+{
+    r->conn = c;
+    r->attached = 1;
+    r->cprev = NULL;
+    r->cnext = c->reqs;
+    if (c->reqs != NULL) {
+        c->reqs->cprev = r;
+    }
+    c->reqs = r;
+}
+
+/* nghttp2 no longer refers to |r|; frees it when its callback already ran. */
+static void
+hcli_req_detach(hcli_req_t *r)
+{
+    hcli_conn_t *c = r->conn;
+
+    if (!r->attached) {
+        return;
+    }
+    if (r->cprev != NULL) {
+        r->cprev->cnext = r->cnext;
+    } else {
+        c->reqs = r->cnext;
+    }
+    if (r->cnext != NULL) {
+        r->cnext->cprev = r->cprev;
+    }
+    r->cprev = r->cnext = NULL;
+    r->conn = NULL;
+    r->attached = 0;
+    if (r->delivered) {
+        hcli_req_free(r);
+    }
+}
+
+/* Runs queued callbacks in order. */
+static void
+hcli_deliver(hcli_t *cli)
+{
+    hcli_req_t *r;
+
+    while ((r = cli->done_head) != NULL) {
+        cli->done_head = r->dnext;
+        if (cli->done_head == NULL) {
+            cli->done_tail = NULL;
+        }
+        r->dnext = NULL;
+        if (r->rc == PHR_OK) {
+            hcli_resp_t resp;
+            resp.status = r->status;
+            resp.content_type = r->ctype;
+            resp.body = r->rbody != NULL ? r->rbody : "";
+            resp.body_len = r->rlen;
+            r->cb(PHR_OK, &resp, r->ud);
+        } else {
+            r->cb(r->rc, NULL, r->ud);
+        }
+        /* Set only now: a hcli_free inside the callback must not free |r|. */
+        r->delivered = 1;
+        if (!r->attached) {
+            hcli_req_free(r);
+        } else {
+            free(r->rbody);
+            r->rbody = NULL;
+            r->rlen = r->rcap = 0;
+        }
+    }
+}
+
+/* ---- connections ------------------------------------------------------ */
+
+static void
+hcli_conn_destroy(hcli_conn_t *c)
+{
+    c->deleting = 1;
+    if (c->session != NULL) {
+        nghttp2_session_del(c->session);
+        c->session = NULL;
+    }
+    while (c->reqs != NULL) {
+        hcli_req_detach(c->reqs);
+    }
+    if (c->bev != NULL) {
+        bufferevent_free(c->bev);
+    }
+    free(c);
+}
+
+static void
+hcli_conns_unlink(hcli_t *cli, hcli_conn_t *c)
+{
+    if (c->prev != NULL) {
+        c->prev->next = c->next;
+    } else {
+        cli->conns = c->next;
+    }
+    if (c->next != NULL) {
+        c->next->prev = c->prev;
+    }
+    c->prev = c->next = NULL;
+}
+
+static void
+hcli_reap(hcli_t *cli)
+{
+    hcli_conn_t *c;
+
+    while ((c = cli->dead) != NULL) {
+        cli->dead = c->next;
+        hcli_conn_destroy(c);
+    }
+}
+
+/*
+ * Marks |c| dead: its unfinished requests complete with |rc|, and it is
+ * freed later from defer_ev. Safe inside bufferevent callbacks.
+ */
+static void
+hcli_conn_fail(hcli_conn_t *c, int rc, const char *why)
+{
+    hcli_t *cli = c->cli;
+    hcli_req_t *r;
+
+    if (c->dead) {
+        return;
+    }
+    c->dead = 1;
+    if (cli->conn == c) {
+        cli->conn = NULL;
+    }
+    if (!c->got_settings) {
+        int step = cli->backoff_ms == 0 ? HCLI_BACKOFF_MIN_MS : cli->backoff_ms * 2;
+        if (step > HCLI_BACKOFF_MAX_MS) {
+            step = HCLI_BACKOFF_MAX_MS;
+        }
+        cli->backoff_ms = step;
+        cli->retry_at_us = hcli_mono_us() + (int64_t)step * 1000;
+        log_warn("hcli: %s unavailable (%s), next attempt in %d ms", cli->authority, why, step);
+    } else if (c->reqs != NULL || !c->goaway) {
+        log_info("hcli: connection to %s closed (%s)", cli->authority, why);
+    }
+    for (r = c->reqs; r != NULL; r = r->cnext) {
+        hcli_req_complete(r, rc);
+    }
+    hcli_conns_unlink(cli, c);
+    c->next = cli->dead;
+    cli->dead = c;
+    if (c->bev != NULL) {
+        bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+        bufferevent_setcb(c->bev, NULL, NULL, NULL, NULL);
+    }
+    event_active(cli->defer_ev, EV_TIMEOUT, 0);
+}
+
+/* Flushes nghttp2 output; never call from inside an nghttp2 callback. */
+static void
+hcli_conn_send(hcli_conn_t *c)
+{
+    int rv;
+
+    if (c->dead) {
+        return;
+    }
+    rv = nghttp2_session_send(c->session);
+    if (rv != 0) {
+        hcli_conn_fail(c, PHR_EUNAVAIL, nghttp2_strerror(rv));
+        return;
+    }
+    if (!nghttp2_session_want_read(c->session) && !nghttp2_session_want_write(c->session) &&
+        evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
+        hcli_conn_fail(c, PHR_EUNAVAIL, "session finished");
+    }
+}
+
+static ssize_t
+hcli_send_cb(nghttp2_session *session, const uint8_t *data, size_t length, int flags,
+             void *user_data)
+{
+    hcli_conn_t *c = user_data;
+
+    if (evbuffer_get_length(bufferevent_get_output(c->bev)) >= HCLI_OUT_CAP) {
+        return NGHTTP2_ERR_WOULDBLOCK;
+    }
+    if (bufferevent_write(c->bev, data, length) != 0) {
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
+    }
+    return (ssize_t)length;
+}
+
+static int
+hcli_on_header_cb(nghttp2_session *session, const nghttp2_frame *frame, const uint8_t *name,
+                  size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
+                  void *user_data)
+{
+    hcli_req_t *r;
+
+    if (frame->hd.type != NGHTTP2_HEADERS) {
+        return 0;
+    }
+    r = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+    if (r == NULL || r->completed) {
+        return 0;
+    }
+    if (namelen == 7 && memcmp(name, ":status", 7) == 0) {
+        int st = 0;
+        for (size_t i = 0; i < valuelen && i < 3; i++) {
+            if (value[i] < '0' || value[i] > '9') {
+                st = 0;
+                break;
+            }
+            st = st * 10 + (value[i] - '0');
+        }
+        r->status = valuelen == 3 ? st : 0;
+    } else if (namelen == 12 && memcmp(name, "content-type", 12) == 0) {
+        size_t n = valuelen < HCLI_MAX_CTYPE ? valuelen : HCLI_MAX_CTYPE;
+        char *ct = malloc(n + 1);
+        if (ct != NULL) {
+            memcpy(ct, value, n);
+            ct[n] = '\0';
+            free(r->ctype);
+            r->ctype = ct;
+        }
+    }
+    return 0;
+}
+
+static int
+hcli_on_data_chunk_cb(nghttp2_session *session, uint8_t flags, int32_t stream_id,
+                      const uint8_t *data, size_t len, void *user_data)
+{
+    hcli_req_t *r = nghttp2_session_get_stream_user_data(session, stream_id);
+
+    if (r == NULL || r->completed) {
+        return 0;
+    }
+    if (len > HCLI_MAX_BODY - r->rlen) {
+        log_warn("hcli: response from %s over %u bytes, stream reset", r->cli->authority,
+                 HCLI_MAX_BODY);
+        hcli_req_complete(r, PHR_EPROTO);
+        nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, stream_id, NGHTTP2_CANCEL);
+        return 0;
+    }
+    if (r->rlen + len + 1 > r->rcap) {
+        size_t cap = r->rcap != 0 ? r->rcap : 4096;
+        while (cap < r->rlen + len + 1) {
+            cap *= 2;
+        }
+        char *nb = realloc(r->rbody, cap);
+        if (nb == NULL) {
+            hcli_req_complete(r, PHR_ENOMEM);
+            nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, stream_id,
+                                      NGHTTP2_INTERNAL_ERROR);
+            return 0;
+        }
+        r->rbody = nb;
+        r->rcap = cap;
+    }
+    memcpy(r->rbody + r->rlen, data, len);
+    r->rlen += len;
+    r->rbody[r->rlen] = '\0';
+    return 0;
+}
+
+static int
+hcli_on_frame_recv_cb(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
+{
+    hcli_conn_t *c = user_data;
+    hcli_t *cli = c->cli;
+    hcli_req_t *r;
+
+    switch (frame->hd.type) {
+    case NGHTTP2_SETTINGS:
+        if (!(frame->hd.flags & NGHTTP2_FLAG_ACK) && !c->got_settings) {
+            c->got_settings = 1;
+            cli->backoff_ms = 0;
+            cli->retry_at_us = 0;
+        }
+        break;
+    case NGHTTP2_GOAWAY:
+        /* New requests go to a new connection; streams the peer will not
+         * process are closed by nghttp2 with REFUSED_STREAM (-> EUNAVAIL). */
+        c->goaway = 1;
+        if (cli->conn == c) {
+            cli->conn = NULL;
+        }
+        for (r = c->reqs; r != NULL; r = r->cnext) {
+            if (r->stream_id > frame->goaway.last_stream_id) {
+                hcli_req_complete(r, PHR_EUNAVAIL);
+            }
+        }
+        break;
+    case NGHTTP2_HEADERS:
+    case NGHTTP2_DATA:
+        if (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) {
+            r = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+            if (r != NULL && !r->completed) {
+                hcli_req_complete(r, r->status >= 200 ? PHR_OK : PHR_EPROTO);
+            }
+        }
+        break;
+    default:
+        break;
+    }
+    return 0;
+}
+
+static int
+hcli_on_stream_close_cb(nghttp2_session *session, int32_t stream_id, uint32_t error_code,
+                        void *user_data)
+{
+    hcli_conn_t *c = user_data;
+    hcli_req_t *r;
+
+    if (c->deleting) {
+        return 0;
+    }
+    r = nghttp2_session_get_stream_user_data(session, stream_id);
+    if (r == NULL) {
+        return 0;
+    }
+    if (!r->completed) {
+        /* REFUSED_STREAM: the peer did not process it (GOAWAY, limits). */
+        hcli_req_complete(r, error_code == NGHTTP2_REFUSED_STREAM ? PHR_EUNAVAIL : PHR_EPROTO);
+    }
+    hcli_req_detach(r);
+    return 0;
+}
+
+static ssize_t
+hcli_body_read_cb(nghttp2_session *session, int32_t stream_id, uint8_t *buf, size_t length,
+                  uint32_t *data_flags, nghttp2_data_source *source, void *user_data)
+{
+    hcli_req_t *r = source->ptr;
+    size_t n = r->body_len - r->body_off;
+
+    if (n > length) {
+        n = length;
+    }
+    if (n > 0) {
+        memcpy(buf, r->body + r->body_off, n);
+        r->body_off += n;
+    }
+    if (r->body_off == r->body_len) {
+        *data_flags |= NGHTTP2_DATA_FLAG_EOF;
+    }
+    return (ssize_t)n;
+}
+
+static void
+hcli_readcb(struct bufferevent *bev, void *arg)
+{
+    hcli_conn_t *c = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    size_t len = evbuffer_get_length(in);
+    unsigned char *data;
+    ssize_t rv;
+
+    if (c->dead || len == 0) {
+        return;
+    }
+    data = evbuffer_pullup(in, -1);
+    rv = nghttp2_session_mem_recv(c->session, data, len);
+    if (rv < 0) {
+        hcli_conn_fail(c, PHR_EPROTO, nghttp2_strerror((int)rv));
+        return;
+    }
+    evbuffer_drain(in, (size_t)rv);
+    hcli_conn_send(c);
+}
+
+static void
+hcli_writecb(struct bufferevent *bev, void *arg)
+{
+    hcli_conn_t *c = arg;
+
+    if (!c->dead) {
+        hcli_conn_send(c);
+    }
+}
+
+static void
+hcli_eventcb(struct bufferevent *bev, short events, void *arg)
+{
+    hcli_conn_t *c = arg;
+
+    if (c->dead) {
+        return;
+    }
+    if (events & BEV_EVENT_CONNECTED) {
+        int one = 1;
+        evutil_socket_t fd = bufferevent_getfd(bev);
+        if (fd >= 0) {
+            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        }
+        c->connected = 1;
+        hcli_conn_send(c);
+        return;
+    }
+    if (events & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)) {
+        hcli_conn_fail(c, PHR_EUNAVAIL,
+                       (events & BEV_EVENT_EOF) ? "closed by peer"
+                       : c->connected           ? "socket error"
+                                                : "connect failed");
+    }
+}
+
+static int
+hcli_conn_start(hcli_conn_t *c)
+{
+    hcli_t *cli = c->cli;
+    struct sockaddr_in sin;
+    struct sockaddr_in6 sin6;
+
+    memset(&sin, 0, sizeof(sin));
+    memset(&sin6, 0, sizeof(sin6));
+    if (inet_pton(AF_INET, cli->host, &sin.sin_addr) == 1) {
+        sin.sin_family = AF_INET;
+        sin.sin_port = htons((uint16_t)cli->port);
+        return bufferevent_socket_connect(c->bev, (struct sockaddr *)&sin, sizeof(sin));
+    }
+    if (inet_pton(AF_INET6, cli->host, &sin6.sin6_addr) == 1) {
+        sin6.sin6_family = AF_INET6;
+        sin6.sin6_port = htons((uint16_t)cli->port);
+        return bufferevent_socket_connect(c->bev, (struct sockaddr *)&sin6, sizeof(sin6));
+    }
+    /* No evdns base: a name is resolved with a blocking getaddrinfo. */
+    return bufferevent_socket_connect_hostname(c->bev, NULL, AF_UNSPEC, cli->host, cli->port);
+}
+
+/*
+ * Creates a connection and starts connecting. Returns NULL on allocation
+ * failure. The result may already be dead (connect refused at once).
+ */
+static hcli_conn_t *
+hcli_conn_new(hcli_t *cli)
+{
+    nghttp2_session_callbacks *cbs = NULL;
+    nghttp2_settings_entry iv[3] = {
+        {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
+        {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, 100},
+        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, HCLI_STREAM_WINDOW},
+    };
+    hcli_conn_t *c = calloc(1, sizeof(*c));
+
+    if (c == NULL) {
+        return NULL;
+    }
+    c->cli = cli;
+    if (nghttp2_session_callbacks_new(&cbs) != 0) {
+        free(c);
+        return NULL;
+    }
+    nghttp2_session_callbacks_set_send_callback(cbs, hcli_send_cb);
+    nghttp2_session_callbacks_set_on_header_callback(cbs, hcli_on_header_cb);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, hcli_on_data_chunk_cb);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, hcli_on_frame_recv_cb);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cbs, hcli_on_stream_close_cb);
+    int rv = nghttp2_session_client_new(&c->session, cbs, c);
+    nghttp2_session_callbacks_del(cbs);
+    if (rv != 0) {
+        free(c);
+        return NULL;
+    }
+    /* Preface + SETTINGS are queued now and flushed by the first send. */
+    if (nghttp2_submit_settings(c->session, NGHTTP2_FLAG_NONE, iv, 3) != 0 ||
+        nghttp2_submit_window_update(c->session, NGHTTP2_FLAG_NONE, 0,
+                                     HCLI_CONN_WINDOW - NGHTTP2_INITIAL_CONNECTION_WINDOW_SIZE) !=
+            0) {
+        nghttp2_session_del(c->session);
+        free(c);
+        return NULL;
+    }
+    c->bev = bufferevent_socket_new(cli->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    if (c->bev == NULL) {
+        nghttp2_session_del(c->session);
+        free(c);
+        return NULL;
+    }
+    bufferevent_setcb(c->bev, hcli_readcb, hcli_writecb, hcli_eventcb, c);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+
+    c->next = cli->conns;
+    if (cli->conns != NULL) {
+        cli->conns->prev = c;
+    }
+    cli->conns = c;
+    cli->conn = c;
+
+    if (hcli_conn_start(c) != 0) {
+        hcli_conn_fail(c, PHR_EUNAVAIL, "connect failed");
+    }
+    return c;
+}
+
+/* ---- public API ------------------------------------------------------- */
+
+static void
+hcli_defer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    hcli_t *cli = arg;
+
+    cli->delivering = 1;
+    hcli_reap(cli);
+    hcli_deliver(cli);
+    cli->delivering = 0;
+    if (cli->free_pending) {
+        event_free(cli->defer_ev);
+        free(cli->host);
+        free(cli->caller);
+        free(cli->credential);
+        free(cli->authority);
+        free(cli);
+    }
+}
+
+static void
+hcli_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+    hcli_req_t *r = arg;
+    hcli_conn_t *c = r->conn;
+
+    if (r->completed) {
+        return;
+    }
+    hcli_req_complete(r, PHR_ETIMEDOUT);
+    if (c == NULL || !r->attached || c->dead) {
+        return;
+    }
+    if (!c->got_settings) {
+        /* The peer never spoke HTTP/2 within a whole deadline. */
+        hcli_conn_fail(c, PHR_EUNAVAIL, "no SETTINGS before the deadline");
+        return;
+    }
+    nghttp2_submit_rst_stream(c->session, NGHTTP2_FLAG_NONE, r->stream_id, NGHTTP2_CANCEL);
+    hcli_conn_send(c);
+}
+
+hcli_t *
+hcli_create(struct event_base *base, const hcli_config_t *cfg)
+{
+    hcli_t *cli;
+    size_t alen;
+
+    if (base == NULL || cfg == NULL || cfg->host == NULL || cfg->host[0] == '\0' ||
+        cfg->port < 1 || cfg->port > 65535) {
+        return NULL;
+    }
+    cli = calloc(1, sizeof(*cli));
+    if (cli == NULL) {
+        return NULL;
+    }
+    cli->base = base;
+    cli->port = cfg->port;
+    cli->timeout_ms = cfg->timeout_ms > 0 ? cfg->timeout_ms : HCLI_DEFAULT_TIMEOUT_MS;
+    cli->host = hcli_strdup(cfg->host, 255);
+    cli->caller = hcli_strdup(cfg->caller, 255);
+    cli->credential = hcli_strdup(cfg->credential, 1024);
+    alen = strlen(cfg->host) + 16;
+    cli->authority = malloc(alen);
+    cli->defer_ev = event_new(base, -1, 0, hcli_defer_cb, cli);
+    if (cli->host == NULL || (cfg->caller != NULL && cli->caller == NULL) ||
+        (cfg->credential != NULL && cli->credential == NULL) || cli->authority == NULL ||
+        cli->defer_ev == NULL) {
+        if (cli->defer_ev != NULL) {
+            event_free(cli->defer_ev);
+        }
+        free(cli->host);
+        free(cli->caller);
+        free(cli->credential);
+        free(cli->authority);
+        free(cli);
+        return NULL;
+    }
+    if (strchr(cli->host, ':') != NULL) {
+        snprintf(cli->authority, alen, "[%s]:%d", cli->host, cli->port);
+    } else {
+        snprintf(cli->authority, alen, "%s:%d", cli->host, cli->port);
+    }
+    return cli;
+}
+
+void
+hcli_free(hcli_t *cli)
+{
+    hcli_conn_t *c;
+
+    if (cli == NULL || cli->closing) {
+        return;
+    }
+    cli->closing = 1;
+    while ((c = cli->conns) != NULL) {
+        for (hcli_req_t *r = c->reqs; r != NULL; r = r->cnext) {
+            hcli_req_complete(r, PHR_ECLOSED);
+        }
+        hcli_conns_unlink(cli, c);
+        c->next = cli->dead;
+        cli->dead = c;
+    }
+    cli->conn = NULL;
+    hcli_reap(cli);
+    hcli_deliver(cli);
+    if (cli->delivering) {
+        cli->free_pending = 1; /* hcli_defer_cb frees us when the callback returns */
+        return;
+    }
+    event_free(cli->defer_ev);
+    free(cli->host);
+    free(cli->caller);
+    free(cli->credential);
+    free(cli->authority);
+    free(cli);
+}
+
+static void
+hcli_nv(nghttp2_nv *nv, const char *name, const char *value, uint8_t flags)
+{
+    nv->name = (uint8_t *)(uintptr_t)name;
+    nv->namelen = strlen(name);
+    nv->value = (uint8_t *)(uintptr_t)value;
+    nv->valuelen = strlen(value);
+    nv->flags = flags;
+}
+
+int
+hcli_request(hcli_t *cli, const char *method, const char *path, const char *content_type,
+             const char *body, size_t body_len, const char *request_id, hcli_cb cb, void *ud)
+{
+    nghttp2_nv nva[HCLI_MAX_NV];
+    size_t n = 0;
+    char clen[24];
+    nghttp2_data_provider prd;
+    hcli_conn_t *c;
+    hcli_req_t *r;
+    int32_t sid;
+
+    if (cli == NULL || method == NULL || path == NULL || cb == NULL) {
+        return PHR_EINVAL;
+    }
+    if (cli->closing) {
+        return PHR_ECLOSED;
+    }
+    r = calloc(1, sizeof(*r));
+    if (r == NULL) {
+        return PHR_ENOMEM;
+    }
+    r->cli = cli;
+    r->cb = cb;
+    r->ud = ud;
+    if (body != NULL) {
+        r->body = malloc(body_len > 0 ? body_len : 1);
+        if (r->body == NULL) {
+            free(r);
+            return PHR_ENOMEM;
+        }
+        memcpy(r->body, body, body_len);
+        r->body_len = body_len;
+    }
+    r->timer = evtimer_new(cli->base, hcli_timeout_cb, r);
+    if (r->timer == NULL) {
+        hcli_req_free(r);
+        return PHR_ENOMEM;
+    }
+    struct timeval tv = {cli->timeout_ms / 1000, (cli->timeout_ms % 1000) * 1000};
+    evtimer_add(r->timer, &tv);
+
+    c = cli->conn;
+    if (c == NULL) {
+        if (cli->retry_at_us != 0 && hcli_mono_us() < cli->retry_at_us) {
+            hcli_req_complete(r, PHR_EUNAVAIL); /* backing off: fail fast */
+            return PHR_OK;
+        }
+        c = hcli_conn_new(cli);
+        if (c == NULL) {
+            hcli_req_free(r);
+            return PHR_ENOMEM;
+        }
+    }
+    if (c->dead) {
+        hcli_req_complete(r, PHR_EUNAVAIL);
+        return PHR_OK;
+    }
+
+    hcli_nv(&nva[n++], ":method", method, NGHTTP2_NV_FLAG_NONE);
+    hcli_nv(&nva[n++], ":scheme", "http", NGHTTP2_NV_FLAG_NONE);
+    hcli_nv(&nva[n++], ":authority", cli->authority, NGHTTP2_NV_FLAG_NONE);
+    hcli_nv(&nva[n++], ":path", path, NGHTTP2_NV_FLAG_NONE);
+    if (body != NULL) {
+        if (content_type != NULL) {
+            hcli_nv(&nva[n++], "content-type", content_type, NGHTTP2_NV_FLAG_NONE);
+        }
+        snprintf(clen, sizeof(clen), "%zu", body_len);
+        hcli_nv(&nva[n++], "content-length", clen, NGHTTP2_NV_FLAG_NONE);
+    }
+    if (cli->caller != NULL) {
+        hcli_nv(&nva[n++], "x-phr-caller", cli->caller, NGHTTP2_NV_FLAG_NONE);
+    }
+    if (cli->credential != NULL) {
+        /* Never put the secret into the HPACK dynamic table. */
+        hcli_nv(&nva[n++], "x-phr-credential", cli->credential, NGHTTP2_NV_FLAG_NO_INDEX);
+    }
+    if (request_id != NULL) {
+        hcli_nv(&nva[n++], "x-request-id", request_id, NGHTTP2_NV_FLAG_NONE);
+    }
+    hcli_nv(&nva[n++], "accept", "application/json", NGHTTP2_NV_FLAG_NONE);
+
+    prd.source.ptr = r;
+    prd.read_callback = hcli_body_read_cb;
+    sid = nghttp2_submit_request(c->session, NULL, nva, n, body != NULL ? &prd : NULL, r);
+    if (sid < 0) {
+        if (sid == NGHTTP2_ERR_NOMEM) {
+            hcli_req_free(r);
+            return PHR_ENOMEM;
+        }
+        /* Stream ids exhausted or the session is going away: retire it. */
+        c->goaway = 1;
+        if (cli->conn == c) {
+            cli->conn = NULL;
+        }
+        if (c->reqs == NULL) {
+            hcli_conn_fail(c, PHR_EUNAVAIL, "cannot open a stream");
+        }
+        hcli_req_complete(r, PHR_EUNAVAIL);
+        return PHR_OK;
+    }
+    r->stream_id = sid;
+    hcli_req_attach(c, r);
+    hcli_conn_send(c);
+    return PHR_OK;
+}

@@ -1,0 +1,51 @@
+/*
+ * hcli.h - HTTP/2 client for service-to-service calls (h2c prior knowledge).
+ *
+ * One multiplexed connection per peer, made lazily and re-made after it
+ * drops (exponential backoff), a deadline per call, and the caller's
+ * service credential sent on every request (headers x-phr-caller and
+ * x-phr-credential).
+ */
+#ifndef PHR_HCLI_H
+#define PHR_HCLI_H
+
+#include <stddef.h>
+
+struct event_base;
+typedef struct hcli hcli_t;
+
+typedef struct {
+    int status;
+    const char *content_type; /* may be NULL */
+    const char *body;         /* NUL-terminated for convenience */
+    size_t body_len;
+} hcli_resp_t;
+
+/*
+ * |rc| is PHR_OK with |resp| (any HTTP status), PHR_ETIMEDOUT (deadline),
+ * PHR_EUNAVAIL (cannot connect / connection lost / GOAWAY before the stream
+ * was processed), PHR_EPROTO, or PHR_ECLOSED (client freed). |resp| is valid
+ * only during the callback. Called exactly once, never from inside the
+ * submitting call.
+ */
+typedef void (*hcli_cb)(int rc, const hcli_resp_t *resp, void *ud);
+
+typedef struct {
+    const char *host;
+    int port;
+    const char *caller;     /* our service name */
+    const char *credential; /* our service secret */
+    int timeout_ms;         /* default per-call deadline */
+} hcli_config_t;
+
+hcli_t *hcli_create(struct event_base *base, const hcli_config_t *cfg);
+void hcli_free(hcli_t *cli);
+
+/*
+ * Sends one request. |body| may be NULL. |request_id| is forwarded as
+ * x-request-id when not NULL. Returns PHR_OK or PHR_ENOMEM.
+ */
+int hcli_request(hcli_t *cli, const char *method, const char *path, const char *content_type,
+                 const char *body, size_t body_len, const char *request_id, hcli_cb cb, void *ud);
+
+#endif

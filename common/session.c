@@ -1,0 +1,472 @@
+/*
+ * session.c - the shared session record in Redis (see session.h).
+ *
+ * Key   "phr:sess:<hex SHA-256 of the bearer token>"
+ * Value {"session_id","account_id","kind","org_id","role","mfa",
+ *        "created_at","idle_expires_at","absolute_expires_at"}
+ *        with the times as RFC 3339 JST strings (proto/schemas/session.json).
+ * TTL   the idle expiry, never past the absolute expiry.
+ *
+ * The bearer token itself is never stored and never logged.
+ */
+#include "session.h"
+
+#include <json-c/json.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "err.h"
+#include "log.h"
+#include "timeutil.h"
+
+#define SESS_KEY_PREFIX "phr:sess:"
+#define SESS_KEY_LEN (sizeof(SESS_KEY_PREFIX) - 1 + SESS_HASH_LEN)
+#define SESS_JSON_MAX 4096
+#define SESS_JSON_DEPTH 4
+
+typedef struct {
+    kv_t *kv;
+    sess_cb cb;
+    void *ud;
+    int idle_s;
+    char key[SESS_KEY_LEN + 1];
+} sess_lookup_t;
+
+typedef struct {
+    sess_done_cb cb;
+    void *ud;
+} sess_done_t;
+
+static const char *const sess_kinds[] = {"patient", "staff", "operator", NULL};
+static const char *const sess_roles[] = {"", "staff", "admin", NULL};
+static const char *const sess_mfas[] = {"none", "totp", "sms", NULL};
+
+void
+sess_token_hash(const char *token, char *out)
+{
+    static const char hex[] = "0123456789abcdef";
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+
+    if (EVP_Digest(token, strlen(token), md, &mdlen, EVP_sha256(), NULL) != 1 || mdlen != 32) {
+        /* Cannot happen with the default provider; never yield a usable key. */
+        memset(out, '0', SESS_HASH_LEN);
+        out[SESS_HASH_LEN] = '\0';
+        return;
+    }
+    for (unsigned int i = 0; i < 32; i++) {
+        out[2 * i] = hex[md[i] >> 4];
+        out[2 * i + 1] = hex[md[i] & 0x0f];
+    }
+    out[SESS_HASH_LEN] = '\0';
+    OPENSSL_cleanse(md, sizeof(md));
+}
+
+int
+sess_token_new(char *token)
+{
+    static const char b64url[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    unsigned char raw[SESS_TOKEN_BYTES];
+    size_t o = 0;
+    size_t i;
+
+    if (RAND_bytes(raw, sizeof(raw)) != 1) {
+        return PHR_EGENERIC;
+    }
+    for (i = 0; i + 3 <= sizeof(raw); i += 3) {
+        uint32_t v = (uint32_t)raw[i] << 16 | (uint32_t)raw[i + 1] << 8 | raw[i + 2];
+        token[o++] = b64url[(v >> 18) & 63];
+        token[o++] = b64url[(v >> 12) & 63];
+        token[o++] = b64url[(v >> 6) & 63];
+        token[o++] = b64url[v & 63];
+    }
+    /* 32 = 10 * 3 + 2: two bytes left -> three characters, no padding */
+    uint32_t v = (uint32_t)raw[i] << 16 | (uint32_t)raw[i + 1] << 8;
+    token[o++] = b64url[(v >> 18) & 63];
+    token[o++] = b64url[(v >> 12) & 63];
+    token[o++] = b64url[(v >> 6) & 63];
+    token[o] = '\0';
+    OPENSSL_cleanse(raw, sizeof(raw));
+    return PHR_OK;
+}
+
+static void
+sess_key(const char *token_hash, char *key)
+{
+    memcpy(key, SESS_KEY_PREFIX, sizeof(SESS_KEY_PREFIX) - 1);
+    memcpy(key + sizeof(SESS_KEY_PREFIX) - 1, token_hash, SESS_HASH_LEN);
+    key[SESS_KEY_LEN] = '\0';
+}
+
+static int
+sess_add_str(json_object *o, const char *name, const char *val)
+{
+    json_object *s = json_object_new_string(val);
+    if (s == NULL) {
+        return PHR_ENOMEM;
+    }
+    if (json_object_object_add(o, name, s) != 0) {
+        json_object_put(s);
+        return PHR_ENOMEM;
+    }
+    return PHR_OK;
+}
+
+static int
+sess_add_time(json_object *o, const char *name, int64_t ms)
+{
+    char buf[TU_JST_LEN];
+    tu_format_jst(ms, buf, sizeof(buf));
+    return sess_add_str(o, name, buf);
+}
+
+char *
+sess_to_json(const sess_t *s)
+{
+    json_object *o = json_object_new_object();
+    char *out = NULL;
+
+    if (o == NULL) {
+        return NULL;
+    }
+    if (sess_add_str(o, "session_id", s->session_id) == PHR_OK &&
+        sess_add_str(o, "account_id", s->account_id) == PHR_OK &&
+        sess_add_str(o, "kind", s->kind) == PHR_OK &&
+        sess_add_str(o, "org_id", s->org_id) == PHR_OK &&
+        sess_add_str(o, "role", s->role) == PHR_OK && sess_add_str(o, "mfa", s->mfa) == PHR_OK &&
+        sess_add_time(o, "created_at", s->created_ms) == PHR_OK &&
+        sess_add_time(o, "idle_expires_at", s->idle_expires_ms) == PHR_OK &&
+        sess_add_time(o, "absolute_expires_at", s->absolute_expires_ms) == PHR_OK) {
+        const char *txt = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
+        if (txt != NULL) {
+            out = strdup(txt);
+        }
+    }
+    json_object_put(o);
+    return out;
+}
+
+static int
+sess_in(const char *v, const char *const *allowed)
+{
+    for (size_t i = 0; allowed[i] != NULL; i++) {
+        if (strcmp(v, allowed[i]) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Copies string member |name| of |o| into |dst| (capacity |cap|). */
+static int
+sess_get_str(json_object *o, const char *name, char *dst, size_t cap, int allow_empty)
+{
+    json_object *v;
+
+    if (!json_object_object_get_ex(o, name, &v) || !json_object_is_type(v, json_type_string)) {
+        return PHR_EINVAL;
+    }
+    const char *str = json_object_get_string(v);
+    size_t len = (size_t)json_object_get_string_len(v);
+    if (len >= cap || strlen(str) != len || (len == 0 && !allow_empty)) {
+        return PHR_EINVAL;
+    }
+    memcpy(dst, str, len + 1);
+    return PHR_OK;
+}
+
+static int
+sess_get_time(json_object *o, const char *name, int64_t *ms)
+{
+    char buf[64];
+    if (sess_get_str(o, name, buf, sizeof(buf), 0) != PHR_OK) {
+        return PHR_EINVAL;
+    }
+    return tu_parse_rfc3339(buf, ms);
+}
+
+int
+sess_from_json(const char *json, sess_t *s)
+{
+    json_tokener *tok;
+    json_object *o;
+    size_t len;
+    int rc = PHR_EINVAL;
+
+    if (json == NULL || s == NULL) {
+        return PHR_EINVAL;
+    }
+    len = strlen(json);
+    if (len == 0 || len > SESS_JSON_MAX) {
+        return PHR_EINVAL;
+    }
+    tok = json_tokener_new_ex(SESS_JSON_DEPTH);
+    if (tok == NULL) {
+        return PHR_ENOMEM;
+    }
+    o = json_tokener_parse_ex(tok, json, (int)len);
+    if (o == NULL || json_tokener_get_error(tok) != json_tokener_success ||
+        json_tokener_get_parse_end(tok) != len) {
+        goto out;
+    }
+    if (!json_object_is_type(o, json_type_object)) {
+        goto out;
+    }
+    memset(s, 0, sizeof(*s));
+    if (sess_get_str(o, "session_id", s->session_id, sizeof(s->session_id), 0) != PHR_OK ||
+        sess_get_str(o, "account_id", s->account_id, sizeof(s->account_id), 0) != PHR_OK ||
+        sess_get_str(o, "kind", s->kind, sizeof(s->kind), 0) != PHR_OK ||
+        sess_get_str(o, "org_id", s->org_id, sizeof(s->org_id), 1) != PHR_OK ||
+        sess_get_str(o, "role", s->role, sizeof(s->role), 1) != PHR_OK ||
+        sess_get_str(o, "mfa", s->mfa, sizeof(s->mfa), 0) != PHR_OK ||
+        sess_get_time(o, "created_at", &s->created_ms) != PHR_OK ||
+        sess_get_time(o, "idle_expires_at", &s->idle_expires_ms) != PHR_OK ||
+        sess_get_time(o, "absolute_expires_at", &s->absolute_expires_ms) != PHR_OK) {
+        goto out;
+    }
+    if (!sess_in(s->kind, sess_kinds) || !sess_in(s->role, sess_roles) ||
+        !sess_in(s->mfa, sess_mfas)) {
+        goto out;
+    }
+    rc = PHR_OK;
+out:
+    if (o != NULL) {
+        json_object_put(o);
+    }
+    json_tokener_free(tok);
+    if (rc != PHR_OK) {
+        memset(s, 0, sizeof(*s));
+    }
+    return rc;
+}
+
+static void
+sess_ignore_cb(int rc, redisReply *reply, void *ud)
+{
+    if (rc == PHR_OK && reply != NULL && reply->type == REDIS_REPLY_ERROR) {
+        log_warn("session: follow-up command failed: %.120s", reply->str);
+    }
+}
+
+/* Fire and forget: kv owns the request, nothing to free here. */
+static void
+sess_fire(kv_t *kv, int argc, const char **argv, const size_t *argvlen)
+{
+    if (kv_command_argv(kv, sess_ignore_cb, NULL, argc, argv, argvlen) != PHR_OK) {
+        log_warn("session: could not send %s (redis unavailable)", argv[0]);
+    }
+}
+
+static void
+sess_lookup_done(int rc, redisReply *reply, void *ud)
+{
+    sess_lookup_t *lk = ud;
+    sess_t s;
+
+    if (rc != PHR_OK) {
+        lk->cb(rc, NULL, lk->ud);
+        goto out;
+    }
+    if (reply->type == REDIS_REPLY_NIL) {
+        lk->cb(PHR_ENOTFOUND, NULL, lk->ud);
+        goto out;
+    }
+    if (reply->type == REDIS_REPLY_ERROR) {
+        if (reply->str != NULL && strncmp(reply->str, "WRONGTYPE", 9) == 0) {
+            log_warn("session: record has the wrong Redis type; treated as absent");
+            lk->cb(PHR_ENOTFOUND, NULL, lk->ud);
+        } else {
+            log_error("session: GETEX failed: %.120s", reply->str != NULL ? reply->str : "");
+            lk->cb(PHR_EUNAVAIL, NULL, lk->ud);
+        }
+        goto out;
+    }
+    if (reply->type != REDIS_REPLY_STRING || reply->str == NULL ||
+        strlen(reply->str) != reply->len || sess_from_json(reply->str, &s) != PHR_OK) {
+        log_warn("session: corrupt session record; treated as absent");
+        lk->cb(PHR_ENOTFOUND, NULL, lk->ud);
+        goto out;
+    }
+
+    int64_t now = tu_now_ms();
+    const char *argv[3];
+    size_t argvlen[3];
+    char num[24];
+
+    if (now >= s.absolute_expires_ms) {
+        argv[0] = "DEL";
+        argvlen[0] = 3;
+        argv[1] = lk->key;
+        argvlen[1] = SESS_KEY_LEN;
+        sess_fire(lk->kv, 2, argv, argvlen);
+        lk->cb(PHR_ENOTFOUND, NULL, lk->ud);
+        goto out;
+    }
+    int64_t idle = now + (int64_t)lk->idle_s * 1000;
+    if (idle >= s.absolute_expires_ms) {
+        /* GETEX slid the TTL past the absolute expiry: pull it back. */
+        int n = snprintf(num, sizeof(num), "%lld", (long long)(s.absolute_expires_ms / 1000));
+        argv[0] = "EXPIREAT";
+        argvlen[0] = 8;
+        argv[1] = lk->key;
+        argvlen[1] = SESS_KEY_LEN;
+        argv[2] = num;
+        argvlen[2] = (size_t)n;
+        sess_fire(lk->kv, 3, argv, argvlen);
+        idle = s.absolute_expires_ms;
+    }
+    s.idle_expires_ms = idle;
+    lk->cb(PHR_OK, &s, lk->ud);
+out:
+    free(lk);
+}
+
+int
+sess_lookup(kv_t *kv, const char *token, int idle_s, sess_cb cb, void *ud)
+{
+    sess_lookup_t *lk;
+    char hash[SESS_HASH_LEN + 1];
+    char num[16];
+    const char *argv[4];
+    size_t argvlen[4];
+    int rc;
+
+    if (token == NULL || cb == NULL || idle_s <= 0) {
+        return PHR_EINVAL;
+    }
+    if (!kv_ready(kv)) {
+        return PHR_EUNAVAIL;
+    }
+    lk = calloc(1, sizeof(*lk));
+    if (lk == NULL) {
+        return PHR_ENOMEM;
+    }
+    lk->kv = kv;
+    lk->cb = cb;
+    lk->ud = ud;
+    lk->idle_s = idle_s;
+    sess_token_hash(token, hash);
+    sess_key(hash, lk->key);
+
+    int n = snprintf(num, sizeof(num), "%d", idle_s);
+    argv[0] = "GETEX";
+    argvlen[0] = 5;
+    argv[1] = lk->key;
+    argvlen[1] = SESS_KEY_LEN;
+    argv[2] = "EX";
+    argvlen[2] = 2;
+    argv[3] = num;
+    argvlen[3] = (size_t)n;
+    rc = kv_command_argv(kv, sess_lookup_done, lk, 4, argv, argvlen);
+    if (rc != PHR_OK) {
+        free(lk);
+    }
+    return rc;
+}
+
+static void
+sess_done(int rc, redisReply *reply, void *ud)
+{
+    sess_done_t *d = ud;
+
+    if (rc == PHR_OK && reply->type == REDIS_REPLY_ERROR) {
+        log_error("session: redis refused the write: %.120s",
+                  reply->str != NULL ? reply->str : "");
+        rc = PHR_EGENERIC;
+    } else if (rc == PHR_OK && reply->type == REDIS_REPLY_INTEGER && reply->integer == 0) {
+        rc = PHR_ENOTFOUND; /* DEL of a key that was not there */
+    }
+    if (d->cb != NULL) {
+        d->cb(rc, d->ud);
+    }
+    free(d);
+}
+
+static int
+sess_send_done(kv_t *kv, sess_done_cb cb, void *ud, int argc, const char **argv,
+               const size_t *argvlen)
+{
+    sess_done_t *d;
+    int rc;
+
+    if (!kv_ready(kv)) {
+        return PHR_EUNAVAIL;
+    }
+    d = calloc(1, sizeof(*d));
+    if (d == NULL) {
+        return PHR_ENOMEM;
+    }
+    d->cb = cb;
+    d->ud = ud;
+    rc = kv_command_argv(kv, sess_done, d, argc, argv, argvlen);
+    if (rc != PHR_OK) {
+        free(d);
+    }
+    return rc;
+}
+
+int
+sess_store(kv_t *kv, const char *token, const sess_t *s, sess_done_cb cb, void *ud)
+{
+    char hash[SESS_HASH_LEN + 1];
+    char key[SESS_KEY_LEN + 1];
+    char num[24];
+    const char *argv[5];
+    size_t argvlen[5];
+    char *json;
+    int rc;
+
+    if (token == NULL || s == NULL) {
+        return PHR_EINVAL;
+    }
+    int64_t now = tu_now_ms();
+    int64_t until = s->idle_expires_ms < s->absolute_expires_ms ? s->idle_expires_ms
+                                                                 : s->absolute_expires_ms;
+    int64_t ttl_s = (until - now) / 1000;
+    if (ttl_s <= 0) {
+        return PHR_EINVAL;
+    }
+    json = sess_to_json(s);
+    if (json == NULL) {
+        return PHR_ENOMEM;
+    }
+    sess_token_hash(token, hash);
+    sess_key(hash, key);
+    int n = snprintf(num, sizeof(num), "%lld", (long long)ttl_s);
+    argv[0] = "SET";
+    argvlen[0] = 3;
+    argv[1] = key;
+    argvlen[1] = SESS_KEY_LEN;
+    argv[2] = json;
+    argvlen[2] = strlen(json);
+    argv[3] = "EX";
+    argvlen[3] = 2;
+    argv[4] = num;
+    argvlen[4] = (size_t)n;
+    rc = sess_send_done(kv, cb, ud, 5, argv, argvlen);
+    free(json);
+    return rc;
+}
+
+int
+sess_delete_hash(kv_t *kv, const char *token_hash, sess_done_cb cb, void *ud)
+{
+    char key[SESS_KEY_LEN + 1];
+    const char *argv[2];
+    size_t argvlen[2];
+
+    if (token_hash == NULL || strlen(token_hash) != SESS_HASH_LEN ||
+        strspn(token_hash, "0123456789abcdef") != SESS_HASH_LEN) {
+        return PHR_EINVAL;
+    }
+    sess_key(token_hash, key);
+    argv[0] = "DEL";
+    argvlen[0] = 3;
+    argv[1] = key;
+    argvlen[1] = SESS_KEY_LEN;
+    return sess_send_done(kv, cb, ud, 2, argv, argvlen);
+}

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# gen-secrets.sh DIR - create the local stack's secrets once (never overwrites).
+#
+# DIR is created with mode 0700, every file with mode 0600. Passwords and keys
+# are alphanumeric so they need no quoting inside a libpq conninfo.
+#   pg_<svc>.password pg_test.password redis.password   database/redis passwords
+#   svc_<svc>.key                                        service credentials
+#   data_key_v1                                          AES-256 key, 64 hex chars
+#   audit_signing.pem / audit_signing.pub.pem            Ed25519 key pair
+set -euo pipefail
+
+if [ $# -ne 1 ]; then
+    echo "usage: $0 DIR" >&2
+    exit 2
+fi
+dir=$1
+umask 077
+mkdir -p "$dir"
+chmod 0700 "$dir"
+
+# 32 alphanumeric characters from openssl's CSPRNG.
+rand_alnum() {
+    local out=""
+    while [ "${#out}" -lt 32 ]; do
+        out+=$(openssl rand -base64 48 | tr -dc 'A-Za-z0-9')
+    done
+    printf '%s\n' "${out:0:32}"
+}
+
+# write_once NAME CMD...: run CMD into DIR/NAME unless the file exists.
+write_once() {
+    local name=$1 tmp
+    shift
+    if [ -s "$dir/$name" ]; then
+        chmod 0600 "$dir/$name"
+        return 0
+    fi
+    tmp=$(mktemp "$dir/.$name.XXXXXX")
+    "$@" > "$tmp"
+    chmod 0600 "$tmp"
+    mv "$tmp" "$dir/$name"
+}
+
+for name in pg_auth pg_records pg_notification pg_audit pg_test redis; do
+    write_once "$name.password" rand_alnum
+done
+for svc in auth records notification audit; do
+    write_once "svc_$svc.key" rand_alnum
+done
+write_once data_key_v1 openssl rand -hex 32
+
+if [ ! -s "$dir/audit_signing.pem" ]; then
+    write_once audit_signing.pem openssl genpkey -algorithm ed25519
+    rm -f "$dir/audit_signing.pub.pem"
+fi
+write_once audit_signing.pub.pem openssl pkey -in "$dir/audit_signing.pem" -pubout

@@ -1,0 +1,556 @@
+#!/usr/bin/env bash
+# stack.sh up|up-deps|down|status|logs|run|purge - the local real stack under $PHR_VAR.
+#
+#   up      start whatever is not running (secrets, TLS, PostgreSQL, Redis, the four
+#           services, nginx), wait for every /readyz and the gateway's /healthz, then
+#           print "ready: https://127.0.0.1:<PHR_GATEWAY_PORT>". Exit 1 on timeout.
+#   up-deps only secrets, TLS, PostgreSQL and Redis (for unit tests).
+#   down    stop everything (idempotent).
+#   status  one line per part.
+#   logs    follow $PHR_VAR/log/*.log.
+#   run     follow the logs in the foreground; Ctrl-C runs down and exits 0.
+#   purge   down, then delete $PHR_VAR and the PostgreSQL cluster (tests use this).
+#
+# Environment (defaults): PHR_VAR (var, relative to the repo root), PHR_BUILD (build),
+# PHR_GATEWAY_PORT 8443, PHR_PG_PORT 55432, PHR_REDIS_PORT 56379, PHR_AUTH_PORT 9101,
+# PHR_RECORDS_PORT 9102, PHR_NOTIFICATION_PORT 9103, PHR_AUDIT_PORT 9104,
+# PHR_UP_TIMEOUT 60 (seconds to wait for readiness), PHR_TZ Asia/Tokyo (nginx log times), NGINX_LOGIN_RATE/BURST and
+# NGINX_API_RATE/BURST (see deploy/nginx/render.sh).
+#
+# Layout: var/pg (cluster; or /var/tmp/phr-pg-<hash> when user postgres cannot reach
+# var/, recorded in var/run/pgdata), var/redis, var/nginx, var/tls, var/secrets,
+# var/log, var/run (pid files).
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$(pwd -P)
+
+abspath() {
+    case $1 in
+        /*) printf '%s\n' "$1" ;;
+        *) printf '%s\n' "$ROOT/$1" ;;
+    esac
+}
+
+PHR_VAR=$(abspath "${PHR_VAR:-var}")
+PHR_VAR=${PHR_VAR%/}
+PHR_BUILD=$(abspath "${PHR_BUILD:-build}")
+export PHR_VAR PHR_BUILD
+export PHR_GATEWAY_PORT=${PHR_GATEWAY_PORT:-8443}
+export PHR_PG_PORT=${PHR_PG_PORT:-55432}
+export PHR_REDIS_PORT=${PHR_REDIS_PORT:-56379}
+export PHR_AUTH_PORT=${PHR_AUTH_PORT:-9101}
+export PHR_RECORDS_PORT=${PHR_RECORDS_PORT:-9102}
+export PHR_NOTIFICATION_PORT=${PHR_NOTIFICATION_PORT:-9103}
+export PHR_AUDIT_PORT=${PHR_AUDIT_PORT:-9104}
+export PHR_PG_HOST=127.0.0.1
+export PHR_REDIS_HOST=127.0.0.1
+UP_TIMEOUT=${PHR_UP_TIMEOUT:-60}
+
+SERVICES=(auth records notification audit)
+LOG=$PHR_VAR/log
+RUN=$PHR_VAR/run
+SECRETS=$PHR_VAR/secrets
+TLS=$PHR_VAR/tls
+REDIS_DIR=$PHR_VAR/redis
+NGINX_DIR=$PHR_VAR/nginx
+NGINX_CONF=$NGINX_DIR/nginx.conf
+PG_BIN=/usr/lib/postgresql/15/bin
+export PHR_SECRETS_DIR=$SECRETS
+
+say() {
+    printf 'stack: %s\n' "$*" >&2
+}
+
+die() {
+    say "$*"
+    exit 1
+}
+
+port_of() {
+    local v="PHR_${1^^}_PORT"
+    printf '%s\n' "${!v}"
+}
+
+# pid_of FILE: prints the pid in FILE if that process is alive.
+pid_of() {
+    local pid
+    [ -s "$1" ] || return 1
+    pid=$(head -n 1 "$1")
+    [[ $pid =~ ^[0-9]+$ ]] || return 1
+    kill -0 "$pid" 2>/dev/null || return 1
+    printf '%s\n' "$pid"
+}
+
+# comm_is PID NAME: the process' command name starts with NAME (guards stale pid files).
+comm_is() {
+    local comm
+    comm=$(cat "/proc/$1/comm" 2>/dev/null) || return 1
+    [[ $comm == "$2"* ]]
+}
+
+# wait_gone PID SECONDS: 0 once PID has exited, 1 if still alive after SECONDS.
+wait_gone() {
+    local i
+    for ((i = 0; i < $2 * 10; i++)); do
+        kill -0 "$1" 2>/dev/null || return 0
+        sleep 0.1
+    done
+    ! kill -0 "$1" 2>/dev/null
+}
+
+# ---- PostgreSQL --------------------------------------------------------------------
+
+if [ "$(id -u)" -eq 0 ]; then
+    PG_SUPER=postgres
+else
+    PG_SUPER=$(id -un)
+fi
+
+as_pg() {
+    if [ "$(id -u)" -eq 0 ]; then
+        runuser -u postgres -- "$@"
+    else
+        "$@"
+    fi
+}
+
+# Sets PG_AREA (cluster root: data/ and sock/ inside), PG_DATA, PG_SOCK.
+pg_locate() {
+    local hash
+    if [ -s "$RUN/pgdata" ]; then
+        PG_AREA=$(head -n 1 "$RUN/pgdata")
+    else
+        PG_AREA=$PHR_VAR/pg
+        # The socket path must fit sockaddr_un (107 bytes) and postgres must reach it.
+        if [ "$(id -u)" -eq 0 ] && ! runuser -u postgres -- test -x "$PHR_VAR"; then
+            PG_AREA=""
+        elif [ $((${#PG_AREA} + 25)) -gt 107 ]; then
+            PG_AREA=""
+        fi
+        if [ -z "$PG_AREA" ]; then
+            hash=$(printf '%s' "$PHR_VAR" | sha1sum | cut -c1-12)
+            PG_AREA=/var/tmp/phr-pg-$hash
+        fi
+    fi
+    PG_DATA=$PG_AREA/data
+    PG_SOCK=$PG_AREA/sock
+}
+
+pg_running() {
+    [ -f "$PG_DATA/PG_VERSION" ] || return 1
+    as_pg "$PG_BIN/pg_ctl" -D "$PG_DATA" status >/dev/null 2>&1
+}
+
+pg_psql() {
+    as_pg "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$PG_SOCK" -p "$PHR_PG_PORT" \
+        -U "$PG_SUPER" -d postgres "$@"
+}
+
+pg_init() {
+    mkdir -p "$PG_AREA"
+    if [ "$(id -u)" -eq 0 ]; then
+        chown postgres:postgres "$PG_AREA"
+    fi
+    chmod 0700 "$PG_AREA"
+    printf '%s\n' "$PG_AREA" > "$RUN/pgdata"
+    if [ ! -f "$PG_DATA/PG_VERSION" ]; then
+        say "initdb $PG_DATA"
+        rm -rf "$PG_DATA"
+        as_pg "$PG_BIN/initdb" -D "$PG_DATA" -U "$PG_SUPER" -E UTF8 --no-locale \
+            --auth-local=peer --auth-host=scram-sha-256 >"$LOG/initdb.log" 2>&1 \
+            || { tail -n 20 "$LOG/initdb.log" >&2; die "initdb failed"; }
+        printf "\ninclude 'phr.conf'\n" | as_pg tee -a "$PG_DATA/postgresql.conf" >/dev/null
+    fi
+    as_pg mkdir -p "$PG_SOCK"
+    as_pg chmod 0700 "$PG_SOCK"
+    as_pg tee "$PG_DATA/phr.conf" >/dev/null <<EOF
+# written by deploy/stack.sh on every up
+listen_addresses = '127.0.0.1'
+port = $PHR_PG_PORT
+unix_socket_directories = '$PG_SOCK'
+password_encryption = 'scram-sha-256'
+max_connections = 200
+shared_buffers = 64MB
+log_line_prefix = '%m [%p] %q%u@%d '
+log_connections = off
+EOF
+    as_pg tee "$PG_DATA/pg_hba.conf" >/dev/null <<EOF
+# written by deploy/stack.sh on every up
+local   all   $PG_SUPER                peer
+host    all   all        127.0.0.1/32  scram-sha-256
+EOF
+}
+
+pg_up() {
+    pg_locate
+    if pg_running; then
+        return 0
+    fi
+    pg_init
+    touch "$LOG/postgresql.log"
+    if [ "$(id -u)" -eq 0 ]; then
+        chown postgres "$LOG/postgresql.log"
+    fi
+    say "starting postgresql on 127.0.0.1:$PHR_PG_PORT"
+    as_pg "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$LOG/postgresql.log" -w -t 60 start >/dev/null \
+        || { tail -n 20 "$LOG/postgresql.log" >&2; die "postgresql failed to start"; }
+}
+
+# One role + database per service (and phr_test); passwords re-set from the secrets.
+pg_provision() {
+    local name pw sql=""
+    for name in "${SERVICES[@]}" test; do
+        pw=$(head -n 1 "$SECRETS/pg_$name.password")
+        [[ $pw =~ ^[A-Za-z0-9]+$ ]] || die "bad secret pg_$name.password"
+        sql+="SELECT 'CREATE ROLE phr_$name LOGIN' WHERE NOT EXISTS
+    (SELECT 1 FROM pg_roles WHERE rolname = 'phr_$name') \\gexec
+ALTER ROLE phr_$name WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD '$pw';
+SELECT 'CREATE DATABASE phr_$name OWNER phr_$name' WHERE NOT EXISTS
+    (SELECT 1 FROM pg_database WHERE datname = 'phr_$name') \\gexec
+REVOKE ALL ON DATABASE phr_$name FROM PUBLIC;
+GRANT ALL ON DATABASE phr_$name TO phr_$name;
+"
+    done
+    sql+="REVOKE ALL ON DATABASE postgres FROM PUBLIC;
+"
+    # Through stdin: passwords never appear on a command line.
+    printf '%s' "$sql" | pg_psql -f - >/dev/null || die "postgresql provisioning failed"
+}
+
+pg_down() {
+    pg_locate
+    if pg_running; then
+        say "stopping postgresql"
+        as_pg "$PG_BIN/pg_ctl" -D "$PG_DATA" -m fast -w -t 30 stop >/dev/null || true
+    fi
+}
+
+# ---- Redis --------------------------------------------------------------------------
+
+redis_pid() {
+    local pid
+    pid=$(pid_of "$RUN/redis.pid") || return 1
+    comm_is "$pid" redis-server || return 1
+    printf '%s\n' "$pid"
+}
+
+redis_ping() {
+    REDISCLI_AUTH=$(head -n 1 "$SECRETS/redis.password") \
+        redis-cli -h 127.0.0.1 -p "$PHR_REDIS_PORT" ping 2>/dev/null | grep -q PONG
+}
+
+redis_up() {
+    local i
+    if redis_pid >/dev/null; then
+        return 0
+    fi
+    mkdir -p "$REDIS_DIR"
+    chmod 0700 "$REDIS_DIR"
+    (
+        umask 077
+        cat > "$REDIS_DIR/redis.conf" <<EOF
+# written by deploy/stack.sh on every up
+bind 127.0.0.1
+port $PHR_REDIS_PORT
+protected-mode yes
+requirepass $(head -n 1 "$SECRETS/redis.password")
+dir $REDIS_DIR
+appendonly yes
+appendfsync everysec
+daemonize yes
+pidfile $RUN/redis.pid
+logfile $LOG/redis.log
+EOF
+    )
+    say "starting redis on 127.0.0.1:$PHR_REDIS_PORT"
+    redis-server "$REDIS_DIR/redis.conf" || die "redis failed to start"
+    for ((i = 0; i < 100; i++)); do
+        redis_ping && return 0
+        sleep 0.1
+    done
+    tail -n 20 "$LOG/redis.log" >&2
+    die "redis does not answer PING"
+}
+
+redis_down() {
+    local pid
+    pid=$(redis_pid) || return 0
+    say "stopping redis"
+    kill -TERM "$pid" 2>/dev/null || true
+    wait_gone "$pid" 15 || kill -KILL "$pid" 2>/dev/null || true
+}
+
+# ---- services -----------------------------------------------------------------------
+
+# The service's pid, only if the process was started by this stack (same PHR_VAR).
+svc_pid() {
+    local pid
+    pid=$(pid_of "$RUN/$1.pid") || return 1
+    tr '\0' '\n' 2>/dev/null < "/proc/$pid/environ" \
+        | grep -qxF "PHR_STACK_ID=$PHR_VAR" || return 1
+    printf '%s\n' "$pid"
+}
+
+svc_up() {
+    local svc=$1 bin
+    bin=$PHR_BUILD/bin/phr-$svc
+    if svc_pid "$svc" >/dev/null; then
+        return 0
+    fi
+    [ -x "$bin" ] || die "$bin not built (run make)"
+    say "starting phr-$svc on 127.0.0.1:$(port_of "$svc")"
+    PHR_STACK_ID=$PHR_VAR setsid nohup "$bin" >>"$LOG/$svc.log" 2>&1 </dev/null &
+    printf '%s\n' "$!" > "$RUN/$svc.pid"
+}
+
+svc_down_all() {
+    local svc pid pids=() i
+    for svc in "${SERVICES[@]}"; do
+        if pid=$(svc_pid "$svc"); then
+            say "stopping phr-$svc"
+            kill -TERM "$pid" 2>/dev/null || true
+            pids+=("$pid")
+        fi
+        rm -f "$RUN/$svc.pid"
+    done
+    # Services drain for up to 10 s on SIGTERM; give them 15 s, then SIGKILL.
+    for ((i = 0; i < 150; i++)); do
+        local alive=0
+        for pid in "${pids[@]}"; do
+            kill -0 "$pid" 2>/dev/null && alive=1
+        done
+        [ "$alive" -eq 0 ] && return 0
+        sleep 0.1
+    done
+    for pid in "${pids[@]}"; do
+        if kill -0 "$pid" 2>/dev/null; then
+            say "pid $pid did not exit after 15 s: SIGKILL"
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+    done
+}
+
+# ---- nginx --------------------------------------------------------------------------
+
+nginx_pid() {
+    local pid
+    pid=$(pid_of "$RUN/nginx.pid") || return 1
+    comm_is "$pid" nginx || return 1
+    printf '%s\n' "$pid"
+}
+
+nginx_cmd() {
+    nginx -c "$NGINX_CONF" -p "$NGINX_DIR/" -e "$LOG/nginx-error.log" "$@"
+}
+
+nginx_render() {
+    NGINX_TLS_CERT=$TLS/server.crt NGINX_TLS_KEY=$TLS/server.key \
+        NGINX_PREFIX=$NGINX_DIR NGINX_LOG_DIR=$LOG NGINX_PID_FILE=$RUN/nginx.pid \
+        bash "$ROOT/deploy/nginx/render.sh" "$1"
+}
+
+nginx_up() {
+    local pid
+    mkdir -p "$NGINX_DIR"
+    chmod 0755 "$NGINX_DIR"
+    nginx_render "$NGINX_CONF.new"
+    if pid=$(nginx_pid); then
+        if cmp -s "$NGINX_CONF.new" "$NGINX_CONF"; then
+            rm -f "$NGINX_CONF.new"
+            return 0
+        fi
+        mv "$NGINX_CONF.new" "$NGINX_CONF"
+        nginx_cmd -t -q || die "nginx config test failed"
+        say "reloading nginx (config changed)"
+        kill -HUP "$pid"
+        return 0
+    fi
+    mv "$NGINX_CONF.new" "$NGINX_CONF"
+    nginx_cmd -t -q || die "nginx config test failed"
+    say "starting nginx on https://127.0.0.1:$PHR_GATEWAY_PORT"
+    # Access log times in the service's zone (JST), like the services' own logs.
+    TZ=${PHR_TZ:-Asia/Tokyo} nginx_cmd || { tail -n 20 "$LOG/nginx-error.log" >&2; die "nginx failed to start"; }
+}
+
+nginx_down() {
+    local pid
+    pid=$(nginx_pid) || return 0
+    say "stopping nginx"
+    nginx_cmd -s quit 2>/dev/null || kill -QUIT "$pid" 2>/dev/null || true
+    if ! wait_gone "$pid" 15; then
+        kill -TERM "$pid" 2>/dev/null || true
+        wait_gone "$pid" 5 || kill -KILL "$pid" 2>/dev/null || true
+    fi
+}
+
+# ---- readiness ----------------------------------------------------------------------
+
+http_code() {
+    curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$@" 2>/dev/null || true
+}
+
+svc_ready() {
+    [ "$(http_code --http2-prior-knowledge "http://127.0.0.1:$(port_of "$1")/readyz")" = 200 ]
+}
+
+gateway_ready() {
+    [ "$(http_code -k "https://127.0.0.1:$PHR_GATEWAY_PORT/healthz")" = 200 ]
+}
+
+not_ready() {
+    local part=$1 logfile=$2
+    say "not ready: $part"
+    if [ -f "$logfile" ]; then
+        say "--- tail of $logfile"
+        tail -n 20 "$logfile" >&2
+    fi
+}
+
+wait_ready() {
+    local deadline svc pending
+    deadline=$((SECONDS + UP_TIMEOUT))
+    while :; do
+        pending=()
+        for svc in "${SERVICES[@]}"; do
+            if ! svc_pid "$svc" >/dev/null; then
+                not_ready "phr-$svc (process exited)" "$LOG/$svc.log"
+                return 1
+            fi
+            svc_ready "$svc" || pending+=("$svc")
+        done
+        gateway_ready || pending+=(gateway)
+        [ "${#pending[@]}" -eq 0 ] && return 0
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            for svc in "${pending[@]}"; do
+                if [ "$svc" = gateway ]; then
+                    not_ready "gateway https://127.0.0.1:$PHR_GATEWAY_PORT/healthz" \
+                        "$LOG/nginx-error.log"
+                else
+                    not_ready "phr-$svc /readyz on 127.0.0.1:$(port_of "$svc")" \
+                        "$LOG/$svc.log"
+                fi
+            done
+            return 1
+        fi
+        sleep 0.3
+    done
+}
+
+# ---- commands -----------------------------------------------------------------------
+
+cmd_up() {
+    local svc
+    mkdir -p "$PHR_VAR" "$LOG" "$RUN"
+    chmod 0755 "$PHR_VAR" "$LOG" "$RUN"
+    bash "$ROOT/deploy/gen-secrets.sh" "$SECRETS"
+    bash "$ROOT/deploy/gen-tls.sh" "$TLS"
+    pg_up
+    pg_provision
+    redis_up
+    for svc in "${SERVICES[@]}"; do
+        svc_up "$svc"
+    done
+    nginx_up
+    wait_ready || exit 1
+    echo "ready: https://127.0.0.1:$PHR_GATEWAY_PORT"
+}
+
+# Only what unit tests need: secrets, TLS material, PostgreSQL, Redis.
+cmd_up_deps() {
+    mkdir -p "$PHR_VAR" "$LOG" "$RUN"
+    chmod 0755 "$PHR_VAR" "$LOG" "$RUN"
+    bash "$ROOT/deploy/gen-secrets.sh" "$SECRETS"
+    bash "$ROOT/deploy/gen-tls.sh" "$TLS"
+    pg_up
+    pg_provision
+    redis_up
+    echo "ready: postgresql 127.0.0.1:$PHR_PG_PORT, redis 127.0.0.1:$PHR_REDIS_PORT"
+}
+
+cmd_down() {
+    [ -d "$PHR_VAR" ] || return 0
+    mkdir -p "$RUN"
+    nginx_down
+    svc_down_all
+    redis_down
+    pg_down
+}
+
+cmd_status() {
+    local svc pid rc=0
+    [ -d "$PHR_VAR" ] && mkdir -p "$RUN"
+    pg_locate
+    if pg_running; then
+        echo "postgresql    running  127.0.0.1:$PHR_PG_PORT ($PG_DATA)"
+    else
+        echo "postgresql    stopped"
+        rc=1
+    fi
+    if pid=$(redis_pid); then
+        echo "redis         running  127.0.0.1:$PHR_REDIS_PORT (pid $pid)"
+    else
+        echo "redis         stopped"
+        rc=1
+    fi
+    for svc in "${SERVICES[@]}"; do
+        if pid=$(svc_pid "$svc"); then
+            printf '%-13s running  127.0.0.1:%s (pid %s)\n' "$svc" "$(port_of "$svc")" "$pid"
+        else
+            printf '%-13s stopped\n' "$svc"
+            rc=1
+        fi
+    done
+    if pid=$(nginx_pid); then
+        echo "nginx         running  https://127.0.0.1:$PHR_GATEWAY_PORT (pid $pid)"
+    else
+        echo "nginx         stopped"
+        rc=1
+    fi
+    return "$rc"
+}
+
+cmd_logs() {
+    mkdir -p "$LOG"
+    exec tail -n 20 -F "$LOG"/*.log
+}
+
+cmd_run() {
+    local tail_pid
+    mkdir -p "$LOG"
+    trap 'trap - INT TERM; kill "$tail_pid" 2>/dev/null || true; cmd_down; exit 0' INT TERM
+    tail -n 20 -F "$LOG"/*.log &
+    tail_pid=$!
+    wait "$tail_pid" || true
+    cmd_down
+}
+
+cmd_purge() {
+    case $PHR_VAR/ in
+        "$ROOT/" | "$ROOT"/build*/ | "$ROOT"/deploy/* | "$ROOT"/.git/*)
+            die "refusing to purge $PHR_VAR" ;;
+    esac
+    case $ROOT/ in
+        "$PHR_VAR"/*) die "refusing to purge $PHR_VAR (contains the repo)" ;;
+    esac
+    cmd_down
+    pg_locate
+    if [[ $PG_AREA == /var/tmp/phr-pg-* ]]; then
+        rm -rf "$PG_AREA"
+    fi
+    rm -rf "$PHR_VAR"
+}
+
+case ${1:-} in
+    up) cmd_up ;;
+    up-deps) cmd_up_deps ;;
+    down) cmd_down ;;
+    status) cmd_status ;;
+    logs) cmd_logs ;;
+    run) cmd_run ;;
+    purge) cmd_purge ;;
+    *)
+        echo "usage: $0 up|up-deps|down|status|logs|run|purge" >&2
+        exit 2
+        ;;
+esac

@@ -1,0 +1,146 @@
+/*
+ * phr-auth - identities: accounts, organizations, sessions, passwords.
+ */
+#include <stdlib.h>
+
+#include "err.h"
+#include "password.h"
+#include "timeutil.h"
+#include "svc.h"
+
+extern const db_migration_t auth_migrations[];
+
+/* The password rules of the white paper: 8+ characters, upper, lower and digits. */
+static const struct {
+    int min_length, max_length;
+    int require_upper, require_lower, require_digit, require_symbol;
+    int disallow_common, disallow_context;
+} auth_policy = {8, 128, 1, 1, 1, 0, 1, 1};
+
+static void
+auth_password_policy(svc_t *svc, h2s_req_t *req, const sess_t *sess)
+{
+    json_object *o = json_object_new_object();
+
+    json_object_object_add(o, "min_length", json_object_new_int(auth_policy.min_length));
+    json_object_object_add(o, "max_length", json_object_new_int(auth_policy.max_length));
+    json_object_object_add(o, "require_upper", json_object_new_boolean(auth_policy.require_upper));
+    json_object_object_add(o, "require_lower", json_object_new_boolean(auth_policy.require_lower));
+    json_object_object_add(o, "require_digit", json_object_new_boolean(auth_policy.require_digit));
+    json_object_object_add(o, "require_symbol",
+                           json_object_new_boolean(auth_policy.require_symbol));
+    json_object_object_add(o, "disallow_common",
+                           json_object_new_boolean(auth_policy.disallow_common));
+    json_object_object_add(o, "disallow_context",
+                           json_object_new_boolean(auth_policy.disallow_context));
+    h2s_respond_json(req, 200, o);
+}
+
+typedef struct {
+    h2s_req_t *req;
+    pw_violations_t v;
+} auth_check_t;
+
+static void
+auth_check_respond(h2s_req_t *req, const pw_violations_t *v)
+{
+    json_object *o = json_object_new_object();
+    json_object *arr = json_object_new_array();
+
+    for (size_t i = 0; i < v->n; i++) {
+        json_object_array_add(arr, json_object_new_string(v->items[i]));
+    }
+    json_object_object_add(o, "acceptable", json_object_new_boolean(v->n == 0));
+    json_object_object_add(o, "violations", arr);
+    h2s_respond_json(req, 200, o);
+}
+
+static void
+auth_check_common_done(int rc, PGresult *res, void *ud)
+{
+    auth_check_t *chk = ud;
+
+    if (rc != PHR_OK) {
+        svc_respond_error(chk->req, rc, "the password blocklist is unavailable; retry later");
+    } else {
+        if (PQntuples(res) > 0) {
+            chk->v.items[chk->v.n++] = "common_password";
+        }
+        auth_check_respond(chk->req, &chk->v);
+    }
+    free(chk);
+}
+
+/* POST /api/v1/auth/password-policy/check {password, email?}: live checks for sign-up forms. */
+static void
+auth_password_check(svc_t *svc, h2s_req_t *req, const sess_t *sess)
+{
+    static const jx_field_t fields[] = {
+        {"password", JX_STRING, 1, 0, -1, 1, 1024, NULL},
+        {"email", JX_STRING, 0, 0, -1, 0, 254, NULL},
+    };
+    json_object *body;
+
+    if (svc_read_json(req, fields, 2, &body) != PHR_OK) {
+        return;
+    }
+    auth_check_t *chk = calloc(1, sizeof(*chk));
+    if (chk == NULL) {
+        json_object_put(body);
+        svc_respond_error(req, PHR_ENOMEM, NULL);
+        return;
+    }
+    chk->req = req;
+    const char *password = jx_get_str(body, "password", "");
+    pw_check_rules(password, jx_get_str(body, "email", NULL), &chk->v);
+    char key[65];
+    pw_common_key(password, key);
+    const char *params[] = {key};
+    int rc = db_query(svc_db(svc), pw_common_sql, 1, params, auth_check_common_done, chk);
+    json_object_put(body);
+    if (rc != PHR_OK) {
+        free(chk);
+        svc_respond_error(req, rc, "the password blocklist is unavailable; retry later");
+    }
+}
+
+/* GET /api/v1/auth/session: the caller's session as the shared store holds it. */
+static void
+auth_session(svc_t *svc, h2s_req_t *req, const sess_t *sess)
+{
+    char created[TU_JST_LEN], idle[TU_JST_LEN], absolute[TU_JST_LEN];
+    json_object *o = json_object_new_object();
+
+    tu_format_jst(sess->created_ms, created, sizeof(created));
+    tu_format_jst(sess->idle_expires_ms, idle, sizeof(idle));
+    tu_format_jst(sess->absolute_expires_ms, absolute, sizeof(absolute));
+    json_object_object_add(o, "session_id", json_object_new_string(sess->session_id));
+    json_object_object_add(o, "account_id", json_object_new_string(sess->account_id));
+    json_object_object_add(o, "kind", json_object_new_string(sess->kind));
+    json_object_object_add(o, "org_id",
+                           sess->org_id[0] ? json_object_new_string(sess->org_id) : NULL);
+    json_object_object_add(o, "role", sess->role[0] ? json_object_new_string(sess->role) : NULL);
+    json_object_object_add(o, "mfa", json_object_new_string(sess->mfa));
+    json_object_object_add(o, "created_at", json_object_new_string(created));
+    json_object_object_add(o, "idle_expires_at", json_object_new_string(idle));
+    json_object_object_add(o, "expires_at", json_object_new_string(absolute));
+    h2s_respond_json(req, 200, o);
+}
+
+static const svc_route_t auth_routes[] = {
+    {"POST", "/api/v1/auth/password-policy/check", auth_password_check, SVC_NEEDS_DB, 4096},
+    {"GET", "/api/v1/auth/session", auth_session, SVC_SESSION, 0},
+    {"GET", "/api/v1/auth/password-policy", auth_password_policy, SVC_PUBLIC, 0},
+};
+
+int
+main(int argc, char **argv)
+{
+    static const svc_def_t def = {
+        .name = "auth",
+        .migrations = auth_migrations,
+        .routes = auth_routes,
+        .nroutes = sizeof(auth_routes) / sizeof(auth_routes[0]),
+    };
+    return svc_main(&def, argc, argv);
+}

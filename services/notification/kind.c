@@ -1,0 +1,38 @@
+#include "kind.h"
+
+#include <string.h>
+
+static const char *const p_verify[] = {"name", "link", NULL};
+static const char *const p_onboarding[] = {"name", "org_name", "initial_password", "login_url",
+                                           NULL};
+static const char *const p_reset[] = {"name", "link", NULL};
+static const char *const p_changed[] = {"name", "changed_at", NULL};
+static const char *const p_locked[] = {"name", "locked_until", NULL};
+static const char *const p_mfa[] = {"name", "method", "changed_at", NULL};
+static const char *const p_sms[] = {"code", NULL};
+static const char *const p_maintenance[] = {"subject", "body", "starts_at", "ends_at", NULL};
+static const char *const p_incident[] = {"title", "description", "detected_at", NULL};
+
+const kind_t kind_table[] = {
+    {"email_verification", KIND_EMAIL, p_verify},
+    {"staff_onboarding", KIND_EMAIL, p_onboarding},
+    {"password_reset", KIND_EMAIL, p_reset},
+    {"password_changed", KIND_EMAIL, p_changed},
+    {"account_locked", KIND_EMAIL, p_locked},
+    {"mfa_changed", KIND_EMAIL, p_mfa},
+    {"sms_code", KIND_SMS, p_sms},
+    {"maintenance_notice", KIND_EMAIL, p_maintenance},
+    {"incident_notice", KIND_EMAIL, p_incident},
+};
+const size_t kind_count = sizeof(kind_table) / sizeof(kind_table[0]);
+
+const kind_t *
+kind_find(const char *name)
+{
+    for (size_t i = 0; i < kind_count; i++) {
+        if (strcmp(kind_table[i].kind, name) == 0) {
+            return &kind_table[i];
+        }
+    }
+    return NULL;
+}

@@ -1,0 +1,63 @@
+/*
+ * phr-notification - e-mail through SendGrid and SMS through Twilio.
+ */
+#include "err.h"
+#include "kind.h"
+#include "svc.h"
+
+extern const db_migration_t notification_migrations[];
+
+static json_object *
+notification_strings(const char *const *v)
+{
+    json_object *arr = json_object_new_array();
+
+    for (; *v != NULL; v++) {
+        json_object_array_add(arr, json_object_new_string(*v));
+    }
+    return arr;
+}
+
+static void
+notification_kinds(svc_t *svc, h2s_req_t *req, const sess_t *sess)
+{
+    static const char *const locales[] = {"ja", "en", NULL};
+    json_object *items = json_object_new_array();
+    json_object *o = json_object_new_object();
+
+    for (size_t i = 0; i < kind_count; i++) {
+        const kind_t *k = &kind_table[i];
+        json_object *it = json_object_new_object();
+        json_object *channels = json_object_new_array();
+        if (k->channels & KIND_EMAIL) {
+            json_object_array_add(channels, json_object_new_string("email"));
+        }
+        if (k->channels & KIND_SMS) {
+            json_object_array_add(channels, json_object_new_string("sms"));
+        }
+        json_object_object_add(it, "kind", json_object_new_string(k->kind));
+        json_object_object_add(it, "channels", channels);
+        json_object_object_add(it, "locales", notification_strings(locales));
+        json_object_object_add(it, "params", notification_strings(k->params));
+        json_object_array_add(items, it);
+    }
+    json_object_object_add(o, "items", items);
+    json_object_object_add(o, "next_cursor", NULL);
+    h2s_respond_json(req, 200, o);
+}
+
+static const svc_route_t notification_routes[] = {
+    {"GET", "/api/v1/notifications/kinds", notification_kinds, SVC_PUBLIC, 0},
+};
+
+int
+main(int argc, char **argv)
+{
+    static const svc_def_t def = {
+        .name = "notification",
+        .migrations = notification_migrations,
+        .routes = notification_routes,
+        .nroutes = sizeof(notification_routes) / sizeof(notification_routes[0]),
+    };
+    return svc_main(&def, argc, argv);
+}

@@ -1,0 +1,82 @@
+/*
+ * phr-records - patients' health records and their sharing with clinics.
+ */
+#include "err.h"
+#include "rectype.h"
+#include "svc.h"
+
+extern const db_migration_t records_migrations[];
+
+static const char *const records_kind_names[] = {"number", "integer", "text", "boolean", "enum"};
+
+static json_object *
+records_field_json(const rectype_field_t *f)
+{
+    json_object *o = json_object_new_object();
+
+    json_object_object_add(o, "name", json_object_new_string(f->name));
+    json_object_object_add(o, "kind", json_object_new_string(records_kind_names[f->kind]));
+    json_object_object_add(o, "required", json_object_new_boolean(f->required));
+    if (f->kind == RF_NUMBER || f->kind == RF_INTEGER) {
+        json_object_object_add(o, "min", json_object_new_double(f->min));
+        json_object_object_add(o, "max", json_object_new_double(f->max));
+    }
+    if (f->kind == RF_TEXT) {
+        json_object_object_add(o, "max_length", json_object_new_int((int)f->max_len));
+    }
+    if (f->unit != NULL) {
+        json_object_object_add(o, "unit", json_object_new_string(f->unit));
+    }
+    if (f->loinc != NULL) {
+        json_object_object_add(o, "loinc", json_object_new_string(f->loinc));
+    }
+    if (f->enum_vals != NULL) {
+        json_object *vals = json_object_new_array();
+        for (const char *const *v = f->enum_vals; *v != NULL; v++) {
+            json_object_array_add(vals, json_object_new_string(*v));
+        }
+        json_object_object_add(o, "enum", vals);
+    }
+    return o;
+}
+
+static void
+records_types(svc_t *svc, h2s_req_t *req, const sess_t *sess)
+{
+    json_object *items = json_object_new_array();
+    json_object *o = json_object_new_object();
+
+    for (size_t i = 0; i < rectype_count; i++) {
+        const rectype_t *t = &rectype_table[i];
+        json_object *it = json_object_new_object();
+        json_object *fields = json_object_new_array();
+        json_object_object_add(it, "type", json_object_new_string(t->type));
+        json_object_object_add(it, "loinc", t->loinc ? json_object_new_string(t->loinc) : NULL);
+        json_object_object_add(it, "unit", t->unit ? json_object_new_string(t->unit) : NULL);
+        json_object_object_add(it, "one_per_day", json_object_new_boolean(t->one_per_day));
+        for (size_t j = 0; j < t->nfields; j++) {
+            json_object_array_add(fields, records_field_json(&t->fields[j]));
+        }
+        json_object_object_add(it, "fields", fields);
+        json_object_array_add(items, it);
+    }
+    json_object_object_add(o, "items", items);
+    json_object_object_add(o, "next_cursor", NULL);
+    h2s_respond_json(req, 200, o);
+}
+
+static const svc_route_t records_routes[] = {
+    {"GET", "/api/v1/records/types", records_types, SVC_PUBLIC, 0},
+};
+
+int
+main(int argc, char **argv)
+{
+    static const svc_def_t def = {
+        .name = "records",
+        .migrations = records_migrations,
+        .routes = records_routes,
+        .nroutes = sizeof(records_routes) / sizeof(records_routes[0]),
+    };
+    return svc_main(&def, argc, argv);
+}

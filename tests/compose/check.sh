@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# tests/compose/check.sh - validate docker-compose.yml (CI; no container engine needed).
+#
+# 1. `docker-compose -f docker-compose.yml config -q` (Debian's docker-compose 1.29) must pass,
+#    with the default settings and with the documented env file.
+# 2. Structural checks on the resolved config: every long-running service has a health check,
+#    restart unless-stopped, init and a 15 s stop grace period; only the gateway publishes a
+#    port, on 127.0.0.1:8443; the named volumes exist; the files the compose file and the
+#    Dockerfile refer to exist; the shell scripts parse.
+# Exit status 0 when everything passes, 1 otherwise.
+set -uo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/../.." || exit 1
+fail=0
+bad() {
+    echo "compose check: FAIL: $*" >&2
+    fail=1
+}
+
+if ! command -v docker-compose >/dev/null 2>&1; then
+    echo "compose check: docker-compose not installed (apt-get install docker-compose)" >&2
+    exit 1
+fi
+
+# A clean environment: a developer's PHR_* or COMPOSE_* variables must not change the result.
+run_compose() {
+    env -i PATH="$PATH" HOME="${HOME:-/root}" "$@"
+}
+
+if ! run_compose docker-compose -f docker-compose.yml config -q; then
+    bad "docker-compose config -q"
+fi
+if ! run_compose PHR_ENV_FILE=deploy/compose/phr.env.example \
+        docker-compose -f docker-compose.yml config -q; then
+    bad "docker-compose config -q with PHR_ENV_FILE"
+fi
+
+resolved=$(run_compose docker-compose -f docker-compose.yml config 2>/dev/null) || {
+    bad "docker-compose config"
+    resolved=""
+}
+
+if [ -n "$resolved" ]; then
+    if ! printf '%s\n' "$resolved" | python3 -c '
+import sys, yaml
+cfg = yaml.safe_load(sys.stdin)
+svcs = cfg.get("services", {})
+errs = []
+want = {"secrets-init", "postgres", "redis", "auth", "records", "notification", "audit",
+        "gateway"}
+missing = want - set(svcs)
+if missing:
+    errs.append("missing services: %s" % sorted(missing))
+if "backup" in svcs:
+    errs.append("backup service is not wanted yet (issue 7)")
+for name, s in svcs.items():
+    if name != "gateway" and s.get("ports"):
+        errs.append("%s publishes ports" % name)
+    if name == "secrets-init":
+        continue
+    if not s.get("healthcheck", {}).get("test"):
+        errs.append("%s has no healthcheck" % name)
+    if s.get("restart") != "unless-stopped":
+        errs.append("%s: restart is not unless-stopped" % name)
+    if s.get("init") is not True:
+        errs.append("%s: init is not true" % name)
+    if str(s.get("stop_grace_period")) not in ("15s",):
+        errs.append("%s: stop_grace_period is not 15s" % name)
+    deps = s.get("depends_on", {})
+    if not isinstance(deps, dict) or "secrets-init" not in deps and name != "gateway":
+        errs.append("%s does not wait for secrets-init" % name)
+    for dep, cond in (deps.items() if isinstance(deps, dict) else []):
+        c = cond.get("condition")
+        if dep == "secrets-init":
+            ok = c == "service_completed_successfully"
+        else:
+            ok = c == "service_healthy"
+        if not ok:
+            errs.append("%s: depends_on %s has condition %s" % (name, dep, c))
+ports = svcs.get("gateway", {}).get("ports", [])
+flat = [p if isinstance(p, str) else
+        "%s:%s:%s" % (p.get("host_ip"), p.get("published"), p.get("target")) for p in ports]
+if [f[:-4] if f.endswith("/tcp") else f for f in flat] != ["127.0.0.1:8443:8443"]:
+    errs.append("gateway ports are %s, want 127.0.0.1:8443:8443" % flat)
+for v in ("pgdata", "redisdata", "secrets", "tls", "backups"):
+    if v not in cfg.get("volumes", {}):
+        errs.append("volume %s missing" % v)
+for svc in ("auth", "records", "notification", "audit"):
+    env = svcs.get(svc, {}).get("environment", {})
+    for k in ("PHR_LISTEN_HOST", "PHR_AUTH_PORT", "PHR_RECORDS_PORT", "PHR_NOTIFICATION_PORT",
+              "PHR_AUDIT_PORT", "PHR_AUTH_HOST", "PHR_RECORDS_HOST", "PHR_NOTIFICATION_HOST",
+              "PHR_AUDIT_HOST", "PHR_PG_HOST", "PHR_PG_PORT", "PHR_REDIS_HOST",
+              "PHR_REDIS_PORT", "PHR_SECRETS_DIR"):
+        if k not in env:
+            errs.append("%s: %s not set" % (svc, k))
+    if svcs.get(svc, {}).get("build", {}).get("target") != svc:
+        errs.append("%s: build target is not %s" % (svc, svc))
+for e in errs:
+    print("compose check: FAIL: " + e, file=sys.stderr)
+sys.exit(1 if errs else 0)
+'; then
+        fail=1
+    fi
+fi
+
+# Files the compose file and the Dockerfile use.
+for f in deploy/Dockerfile deploy/compose/postgres-init.sh deploy/compose/redis-start.sh \
+        deploy/compose/secrets-init.sh deploy/compose/gateway-entrypoint.sh \
+        deploy/compose/phr.env.example deploy/gen-secrets.sh deploy/gen-tls.sh \
+        deploy/nginx/render.sh deploy/nginx/nginx.conf.tmpl; do
+    [ -f "$f" ] || bad "missing $f"
+done
+for target in secrets-init gateway builder runtime auth records notification audit; do
+    grep -Eq "^FROM .* AS $target\$" deploy/Dockerfile || bad "Dockerfile has no stage $target"
+done
+grep -Eq '^ARG BASE_IMAGE=debian:bookworm-slim$' deploy/Dockerfile \
+    || bad "Dockerfile: BASE_IMAGE must default to debian:bookworm-slim"
+for s in deploy/compose/*.sh; do
+    bash -n "$s" || bad "$s does not parse"
+done
+
+if [ "$fail" -ne 0 ]; then
+    echo "compose check: FAILED" >&2
+    exit 1
+fi
+echo "compose check: ok"

@@ -1,0 +1,171 @@
+#!/usr/bin/env bash
+# tests/run.sh unit|all BUILD_DIR - run the tests against a private, fresh stack.
+#
+#   unit  PostgreSQL + Redis only (stack.sh up-deps), then every BUILD_DIR/tests/test_*
+#         (cmocka binaries).
+#   all   the whole stack (stack.sh up), the cmocka binaries, then BUILD_DIR/tests/itest.
+#
+# The private stack lives in var/test (removed first, after stopping anything left there)
+# on its own ports, so a stack a person runs is never touched. It is stopped at the end,
+# also on failure or Ctrl-C.
+#
+# Environment given to every test binary:
+#   PHR_TEST_VAR             absolute path of var/test
+#   PHR_TEST_GATEWAY         https://127.0.0.1:18443 (self-signed: PHR_TEST_VAR/tls/server.crt)
+#   PHR_TEST_PG_HOST/PORT    127.0.0.1 / 55532
+#   PHR_TEST_PG_CONNINFO     libpq conninfo for database phr_test, role phr_test
+#   PHR_TEST_REDIS_HOST/PORT/PASSWORD   127.0.0.1 / 56479 / the password
+#   PHR_SECRETS_DIR, PHR_BUILD, PHR_GATEWAY_PORT, PHR_PG_PORT, PHR_REDIS_PORT,
+#   PHR_{AUTH,RECORDS,NOTIFICATION,AUDIT}_PORT (19101-19104), PHR_PG_HOST, PHR_REDIS_HOST,
+#   CMOCKA_MESSAGE_OUTPUT=STDOUT
+# PHR_TEST_TIMEOUT (default 600) bounds each binary's run time in seconds.
+#
+# Output of each binary goes to the console and var/test/log/tests/<name>.log. Counting:
+# cmocka's "[  PASSED  ] N test(s)." / "[  FAILED  ] N test(s), listed below:" lines, the
+# itest's final "N passed, N failed" line; a binary that exits non-zero (or prints no
+# count) without reporting a failure counts as 1 failed. The last line printed is
+# "N passed, N failed"; exit status 1 if anything failed or nothing ran.
+set -uo pipefail
+
+if [ $# -ne 2 ] || { [ "$1" != unit ] && [ "$1" != all ]; }; then
+    echo "usage: $0 unit|all BUILD_DIR" >&2
+    exit 2
+fi
+mode=$1
+cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 2
+root=$(pwd -P)
+case $2 in
+    /*) build=$2 ;;
+    *) build=$root/$2 ;;
+esac
+
+export PHR_VAR=$root/var/test
+export PHR_BUILD=$build
+export PHR_GATEWAY_PORT=18443
+export PHR_PG_PORT=55532
+export PHR_REDIS_PORT=56479
+export PHR_AUTH_PORT=19101
+export PHR_RECORDS_PORT=19102
+export PHR_NOTIFICATION_PORT=19103
+export PHR_AUDIT_PORT=19104
+export PHR_PG_HOST=127.0.0.1
+export PHR_REDIS_HOST=127.0.0.1
+export PHR_SECRETS_DIR=$PHR_VAR/secrets
+export CMOCKA_MESSAGE_OUTPUT=STDOUT
+timeout_s=${PHR_TEST_TIMEOUT:-600}
+
+passed=0
+failed=0
+ran=0
+stack_up=0
+
+stack() {
+    bash "$root/deploy/stack.sh" "$@"
+}
+
+stop_stack() {
+    if [ "$stack_up" -eq 1 ]; then
+        stack_up=0
+        stack down
+    fi
+}
+
+trap 'stop_stack' EXIT
+trap 'echo "run.sh: interrupted" >&2; stop_stack; exit 130' INT TERM
+
+# ---- fresh private stack ----
+stack purge || { echo "run.sh: could not clean $PHR_VAR" >&2; exit 1; }
+stack_up=1
+if [ "$mode" = all ]; then
+    stack up
+else
+    stack up-deps
+fi
+up_rc=$?
+if [ "$up_rc" -ne 0 ]; then
+    echo "run.sh: FAILED: the test stack did not come up (see $PHR_VAR/log)" >&2
+    failed=$((failed + 1))
+fi
+
+export PHR_TEST_VAR=$PHR_VAR
+export PHR_TEST_GATEWAY=https://127.0.0.1:$PHR_GATEWAY_PORT
+export PHR_TEST_PG_HOST=127.0.0.1
+export PHR_TEST_PG_PORT=$PHR_PG_PORT
+export PHR_TEST_REDIS_HOST=127.0.0.1
+export PHR_TEST_REDIS_PORT=$PHR_REDIS_PORT
+PHR_TEST_REDIS_PASSWORD=$(head -n 1 "$PHR_SECRETS_DIR/redis.password" 2>/dev/null)
+export PHR_TEST_REDIS_PASSWORD
+pg_test_pw=$(head -n 1 "$PHR_SECRETS_DIR/pg_test.password" 2>/dev/null)
+export PHR_TEST_PG_CONNINFO="host=127.0.0.1 port=$PHR_PG_PORT dbname=phr_test user=phr_test password=$pg_test_pw connect_timeout=5"
+
+logdir=$PHR_VAR/log/tests
+mkdir -p "$logdir"
+
+# run_one KIND BINARY: run, tee the output, add the counts to passed/failed.
+run_one() {
+    local kind=$1 bin=$2 name log rc p=0 f=0 counted=0 line
+    name=$(basename "$bin")
+    log=$logdir/$name.log
+    echo "=== $name"
+    timeout --kill-after=10 "$timeout_s" "$bin" 2>&1 | tee "$log"
+    rc=${PIPESTATUS[0]}
+    ran=$((ran + 1))
+    if [ "$kind" = cmocka ]; then
+        while IFS= read -r line; do
+            if [[ $line =~ ^\[\ \ PASSED\ \ \]\ ([0-9]+)\ test\(s\)\. ]]; then
+                p=$((p + BASH_REMATCH[1]))
+                counted=1
+            elif [[ $line =~ ^\[\ \ FAILED\ \ \]\ ([0-9]+)\ test\(s\),\ listed\ below: ]]; then
+                f=$((f + BASH_REMATCH[1]))
+                counted=1
+            fi
+        done < "$log"
+    else
+        line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$log" | tail -n 1)
+        if [[ $line =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
+            p=${BASH_REMATCH[1]}
+            f=${BASH_REMATCH[2]}
+            counted=1
+        fi
+    fi
+    if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+        if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+            echo "run.sh: $name timed out after ${timeout_s}s" | tee -a "$log"
+        else
+            echo "run.sh: $name exited with status $rc" | tee -a "$log"
+        fi
+        f=1
+    elif [ "$counted" -eq 0 ]; then
+        echo "run.sh: $name printed no test count" | tee -a "$log"
+        f=1
+    fi
+    passed=$((passed + p))
+    failed=$((failed + f))
+}
+
+shopt -s nullglob
+for bin in "$build"/tests/test_*; do
+    if [ ! -f "$bin" ] || [ ! -x "$bin" ]; then
+        continue
+    fi
+    run_one cmocka "$bin"
+done
+if [ "$mode" = all ]; then
+    if [ -x "$build/tests/itest" ]; then
+        run_one itest "$build/tests/itest"
+    else
+        echo "run.sh: no $build/tests/itest; integration tests skipped"
+    fi
+fi
+
+stop_stack
+trap - EXIT
+
+if [ "$ran" -eq 0 ]; then
+    echo "run.sh: no test binaries in $build/tests"
+fi
+echo "$passed passed, $failed failed"
+if [ "$failed" -ne 0 ] || [ "$ran" -eq 0 ]; then
+    exit 1
+fi
+exit 0

@@ -1,0 +1,807 @@
+/*
+ * test_db.c - common/db.c against a real PostgreSQL.
+ *
+ * Environment:
+ *   PHR_TEST_PG_CONNINFO  libpq key=value connection string (or postgresql:// URI) of a
+ *                         database where the test may create and drop schemas, e.g.
+ *                         "host=127.0.0.1 port=55990 dbname=postgres user=postgres".
+ *                         The role needs CREATE on the database and permission to call
+ *                         pg_terminate_backend on its own sessions. When unset the test
+ *                         FAILS (exit 1): it never passes silently without a server.
+ *
+ * Every test runs in its own schema phrtest_db_<pid>_<n> (selected with
+ * options=-csearch_path=...), dropped afterwards, so parallel runs do not collide.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <event2/event.h>
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "db.h"
+#include "err.h"
+#include "log.h"
+
+static const char *g_base_ci;
+static PGconn *g_side;
+static struct event_base *g_base;
+static struct event *g_tick;
+static char g_schema[64];
+static char g_ci[1024];
+static int g_seq;
+static int g_in_api; /* set around db_* calls: callbacks must never run inside them */
+
+/* ---- helpers ------------------------------------------------------------- */
+
+static int64_t
+now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+#define WAIT_UNTIL(cond, ms)                                                                      \
+    do {                                                                                          \
+        int64_t dl_ = now_ms() + (ms);                                                            \
+        while (!(cond) && now_ms() < dl_) {                                                       \
+            event_base_loop(g_base, EVLOOP_ONCE);                                                 \
+        }                                                                                         \
+    } while (0)
+
+/* Runs the loop for |ms| regardless of progress. */
+static void
+spin(int ms)
+{
+    int64_t dl = now_ms() + ms;
+    while (now_ms() < dl) {
+        event_base_loop(g_base, EVLOOP_ONCE);
+    }
+}
+
+static void
+tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+}
+
+static void
+side_exec(const char *sql)
+{
+    PGresult *r = PQexec(g_side, sql);
+    ExecStatusType st = PQresultStatus(r);
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+        fprintf(stderr, "side query failed: %s: %s\n", sql, PQerrorMessage(g_side));
+    }
+    assert_true(st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK);
+    PQclear(r);
+}
+
+/* First cell of |sql| (run on the side connection in the test schema) as a long. */
+static long
+side_long(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static long
+side_long(const char *fmt, ...)
+{
+    char sql[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(sql, sizeof(sql), fmt, ap);
+    va_end(ap);
+    PGresult *r = PQexec(g_side, sql);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        fprintf(stderr, "side query failed: %s: %s\n", sql, PQerrorMessage(g_side));
+    }
+    assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+    assert_int_equal(PQntuples(r), 1);
+    long v = strtol(PQgetvalue(r, 0, 0), NULL, 10);
+    PQclear(r);
+    return v;
+}
+
+typedef struct {
+    int calls;
+    int rc;
+    int ntuples;
+    int isnull[4];
+    char val[4][256];
+    /* optional reentrancy probes */
+    db_pool_t *pool;
+    int requery_rc;
+    int free_pool;
+} qres_t;
+
+static void
+q_cb(int rc, PGresult *res, void *ud)
+{
+    qres_t *q = ud;
+    assert_false(g_in_api);
+    q->calls++;
+    q->rc = rc;
+    if (rc == PHR_OK) {
+        assert_non_null(res);
+        q->ntuples = PQntuples(res);
+        for (int i = 0; i < 4 && i < PQnfields(res) && q->ntuples > 0; i++) {
+            q->isnull[i] = PQgetisnull(res, 0, i);
+            snprintf(q->val[i], sizeof(q->val[i]), "%s", PQgetvalue(res, 0, i));
+        }
+    }
+    if (q->pool != NULL) {
+        q->requery_rc = db_query(q->pool, "SELECT 1", 0, NULL, q_cb, NULL);
+        if (q->free_pool) {
+            db_pool_free(q->pool);
+        }
+    }
+}
+
+static int
+submit(db_pool_t *p, const char *sql, int n, const char *const *params, qres_t *q)
+{
+    g_in_api = 1;
+    int rc = db_query(p, sql, n, params, q_cb, q);
+    g_in_api = 0;
+    return rc;
+}
+
+/* Runs one query to completion and returns its callback rc. */
+static int
+run_q(db_pool_t *p, const char *sql, int n, const char *const *params, qres_t *q)
+{
+    memset(q, 0, sizeof(*q));
+    assert_int_equal(submit(p, sql, n, params, q), PHR_OK);
+    WAIT_UNTIL(q->calls > 0, 10000);
+    assert_int_equal(q->calls, 1);
+    return q->rc;
+}
+
+static db_pool_t *
+make_pool(const char *ci, int size, int stmt_ms, int queue_max, const db_migration_t *m)
+{
+    db_config_t cfg = {
+        .conninfo = ci,
+        .size = size,
+        .statement_timeout_ms = stmt_ms,
+        .connect_timeout_ms = 3000,
+        .queue_max = queue_max,
+        .migrations = m,
+        .lock_name = "test_db",
+    };
+    db_pool_t *p = db_pool_create(g_base, &cfg);
+    assert_non_null(p);
+    return p;
+}
+
+static db_pool_t *
+ready_pool(int size, int stmt_ms, int queue_max)
+{
+    db_pool_t *p = make_pool(g_ci, size, stmt_ms, queue_max, NULL);
+    WAIT_UNTIL(db_pool_ready(p), 5000);
+    assert_true(db_pool_ready(p));
+    return p;
+}
+
+static int
+setup(void **state)
+{
+    char sql[160];
+    g_base = event_base_new();
+    assert_non_null(g_base);
+    g_tick = event_new(g_base, -1, EV_PERSIST, tick_cb, NULL);
+    struct timeval tv = {0, 10000};
+    event_add(g_tick, &tv);
+
+    snprintf(g_schema, sizeof(g_schema), "phrtest_db_%ld_%d", (long)getpid(), ++g_seq);
+    snprintf(sql, sizeof(sql), "DROP SCHEMA IF EXISTS %s CASCADE; CREATE SCHEMA %s", g_schema,
+             g_schema);
+    side_exec(sql);
+    snprintf(sql, sizeof(sql), "SET search_path = %s", g_schema);
+    side_exec(sql);
+    if (strncmp(g_base_ci, "postgres", 8) == 0) {
+        snprintf(g_ci, sizeof(g_ci), "%s%soptions=-csearch_path%%3D%s", g_base_ci,
+                 strchr(g_base_ci, '?') != NULL ? "&" : "?", g_schema);
+    } else {
+        snprintf(g_ci, sizeof(g_ci), "%s options='-csearch_path=%s'", g_base_ci, g_schema);
+    }
+    return 0;
+}
+
+static int
+teardown(void **state)
+{
+    char sql[128];
+    side_exec("RESET search_path");
+    snprintf(sql, sizeof(sql), "DROP SCHEMA IF EXISTS %s CASCADE", g_schema);
+    side_exec(sql);
+    event_free(g_tick);
+    event_base_free(g_base);
+    g_base = NULL;
+    return 0;
+}
+
+/* ---- tests ---------------------------------------------------------------- */
+
+static void
+test_params_null_utf8(void **state)
+{
+    qres_t q;
+    db_stats_t st;
+    const char *utf8 = "日本語テキスト✓ é";
+    const char *params[3] = {"hello", NULL, utf8};
+
+    db_pool_t *p = ready_pool(1, 5000, 10);
+    db_pool_stats(p, &st);
+    assert_int_equal(st.size, 1);
+    assert_int_equal(st.connected, 1);
+
+    assert_int_equal(run_q(p, "SELECT $1::text, $2::text IS NULL, char_length($3::text), $3::text",
+                           3, params, &q),
+                     PHR_OK);
+    assert_int_equal(q.ntuples, 1);
+    assert_string_equal(q.val[0], "hello");
+    assert_string_equal(q.val[1], "t");
+    assert_string_equal(q.val[2], "10");
+    assert_string_equal(q.val[3], utf8);
+
+    /* A NULL parameter comes back as SQL NULL. */
+    assert_int_equal(run_q(p, "SELECT $1::text", 1, params + 1, &q), PHR_OK);
+    assert_int_equal(q.isnull[0], 1);
+
+    /* Session settings: UTC. */
+    assert_int_equal(run_q(p, "SELECT current_setting('TimeZone')", 0, NULL, &q), PHR_OK);
+    assert_string_equal(q.val[0], "UTC");
+
+    /* A value that would be an injection if concatenated is stored verbatim. */
+    const char *evil[1] = {"x'); DROP TABLE inj; --"};
+    assert_int_equal(run_q(p, "CREATE TABLE inj (name text)", 0, NULL, &q), PHR_OK);
+    assert_int_equal(run_q(p, "INSERT INTO inj (name) VALUES ($1)", 1, evil, &q), PHR_OK);
+    assert_int_equal(run_q(p, "SELECT count(*), max(name) FROM inj WHERE name = $1", 1, evil, &q),
+                     PHR_OK);
+    assert_string_equal(q.val[0], "1");
+    assert_string_equal(q.val[1], evil[0]);
+    assert_int_equal(side_long("SELECT count(*) FROM inj"), 1);
+
+    /* The extended protocol refuses stacked statements. */
+    assert_int_not_equal(run_q(p, "SELECT 1; DROP TABLE inj", 0, NULL, &q), PHR_OK);
+    assert_int_equal(side_long("SELECT count(*) FROM inj"), 1);
+
+    /* Bad arguments are refused synchronously. */
+    assert_int_equal(db_query(p, NULL, 0, NULL, q_cb, &q), PHR_EINVAL);
+    assert_int_equal(db_query(p, "SELECT 1", 1, NULL, q_cb, &q), PHR_EINVAL);
+
+    db_pool_stats(p, &st);
+    assert_true(st.queries >= 7);
+    assert_true(st.errors >= 1);
+    db_pool_free(p);
+}
+
+static void
+test_concurrent_50_on_2(void **state)
+{
+    enum { N = 50 };
+    static qres_t q[N];
+    char num[N][16];
+    db_stats_t st;
+
+    db_pool_t *p = ready_pool(2, 5000, N);
+    WAIT_UNTIL(({
+                   db_pool_stats(p, &st);
+                   st.connected == 2;
+               }),
+               5000);
+    memset(q, 0, sizeof(q));
+    for (int i = 0; i < N; i++) {
+        snprintf(num[i], sizeof(num[i]), "%d", i);
+        const char *params[1] = {num[i]};
+        assert_int_equal(submit(p, "SELECT $1::int * 2, pg_sleep(0.005)", 1, params, &q[i]),
+                         PHR_OK);
+    }
+    db_pool_stats(p, &st);
+    assert_int_equal(st.busy, 2);
+    assert_int_equal(st.waiting, N - 2);
+
+    int done = 0;
+    WAIT_UNTIL(({
+                   done = 0;
+                   for (int i = 0; i < N; i++) {
+                       done += q[i].calls > 0;
+                   }
+                   done == N;
+               }),
+               20000);
+    assert_int_equal(done, N);
+    spin(50);
+    for (int i = 0; i < N; i++) {
+        char want[16];
+        snprintf(want, sizeof(want), "%d", i * 2);
+        assert_int_equal(q[i].calls, 1);
+        assert_int_equal(q[i].rc, PHR_OK);
+        assert_string_equal(q[i].val[0], want);
+    }
+    db_pool_stats(p, &st);
+    assert_int_equal(st.waiting, 0);
+    assert_int_equal(st.busy, 0);
+    db_pool_free(p);
+}
+
+static void
+test_queue_full_and_wait_timeout(void **state)
+{
+    qres_t q[4];
+    memset(q, 0, sizeof(q));
+
+    db_pool_t *p = ready_pool(1, 5000, 2);
+    assert_int_equal(submit(p, "SELECT pg_sleep(0.3)", 0, NULL, &q[0]), PHR_OK);
+    assert_int_equal(submit(p, "SELECT 2", 0, NULL, &q[1]), PHR_OK);
+    assert_int_equal(submit(p, "SELECT 3", 0, NULL, &q[2]), PHR_OK);
+    assert_int_equal(submit(p, "SELECT 4", 0, NULL, &q[3]), PHR_EFULL);
+    WAIT_UNTIL(q[0].calls && q[1].calls && q[2].calls, 5000);
+    spin(50);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(q[i].calls, 1);
+        assert_int_equal(q[i].rc, PHR_OK);
+    }
+    assert_int_equal(q[3].calls, 0);
+    assert_string_equal(q[2].val[0], "3");
+    db_pool_free(p);
+
+    /* A query waiting longer than statement_timeout fails with PHR_ETIMEDOUT. */
+    p = ready_pool(1, 300, 5);
+    assert_int_equal(submit(p, "SELECT pg_sleep(0.25)", 0, NULL, &q[0]), PHR_OK);
+    memset(q, 0, sizeof(q));
+    assert_int_equal(submit(p, "SELECT pg_sleep(0.25)", 0, NULL, &q[0]), PHR_OK);
+    assert_int_equal(submit(p, "SELECT pg_sleep(0.25)", 0, NULL, &q[1]), PHR_OK);
+    int64_t t0 = now_ms();
+    WAIT_UNTIL(q[1].calls > 0, 3000);
+    assert_int_equal(q[1].calls, 1);
+    assert_int_equal(q[1].rc, PHR_ETIMEDOUT);
+    assert_true(now_ms() - t0 < 1500);
+    WAIT_UNTIL(q[0].calls > 0, 3000);
+    db_pool_free(p);
+}
+
+static void
+test_error_mapping(void **state)
+{
+    qres_t q;
+    const char *a[1] = {"alice@example.org"};
+    const char *bad[1] = {"not-a-number"};
+
+    db_pool_t *p = ready_pool(1, 5000, 10);
+    assert_int_equal(run_q(p, "CREATE TABLE acct (email text PRIMARY KEY, n int NOT NULL)", 0,
+                           NULL, &q),
+                     PHR_OK);
+    assert_int_equal(run_q(p, "INSERT INTO acct VALUES ($1, 1)", 1, a, &q), PHR_OK);
+    assert_int_equal(run_q(p, "INSERT INTO acct VALUES ($1, 1)", 1, a, &q), PHR_ECONFLICT);
+    assert_int_equal(run_q(p, "SELECT $1::int", 1, bad, &q), PHR_EINVAL);
+    assert_int_equal(run_q(p, "INSERT INTO acct VALUES ('b', NULL)", 0, NULL, &q), PHR_EINVAL);
+    assert_int_equal(run_q(p, "SELECT * FROM no_such_table", 0, NULL, &q), PHR_EGENERIC);
+    /* The connection is still fine. */
+    assert_int_equal(run_q(p, "SELECT count(*) FROM acct", 0, NULL, &q), PHR_OK);
+    assert_string_equal(q.val[0], "1");
+    db_pool_free(p);
+}
+
+static void
+test_statement_timeout(void **state)
+{
+    qres_t q;
+    db_stats_t st;
+
+    db_pool_t *p = ready_pool(1, 200, 10);
+    int64_t t0 = now_ms();
+    assert_int_equal(run_q(p, "SELECT pg_sleep(2)", 0, NULL, &q), PHR_ETIMEDOUT);
+    assert_true(now_ms() - t0 < 1500);
+    assert_int_equal(run_q(p, "SELECT 41 + 1", 0, NULL, &q), PHR_OK);
+    assert_string_equal(q.val[0], "42");
+    db_pool_stats(p, &st);
+    assert_int_equal(st.reconnects, 0);
+    db_pool_free(p);
+}
+
+static const db_migration_t mig_v2[] = {
+    {1, "create_a", "CREATE TABLE mig_a (id int); INSERT INTO mig_a VALUES (1);"},
+    {2, "create_b", "CREATE TABLE mig_b (id int PRIMARY KEY)"},
+    {0, NULL, NULL},
+};
+
+static const db_migration_t mig_v3[] = {
+    {1, "create_a", "CREATE TABLE mig_a (id int); INSERT INTO mig_a VALUES (1);"},
+    {2, "create_b", "CREATE TABLE mig_b (id int PRIMARY KEY)"},
+    {5, "add_col", "ALTER TABLE mig_b ADD COLUMN note text; INSERT INTO mig_a VALUES (5)"},
+    {0, NULL, NULL},
+};
+
+static void
+test_migrations_once(void **state)
+{
+    qres_t q;
+    db_pool_t *p = make_pool(g_ci, 2, 5000, 10, mig_v2);
+    WAIT_UNTIL(db_pool_ready(p), 5000);
+    assert_true(db_pool_ready(p));
+    assert_int_equal(run_q(p, "SELECT count(*) FROM mig_b", 0, NULL, &q), PHR_OK);
+    db_pool_free(p);
+    assert_int_equal(side_long("SELECT count(*) FROM schema_migrations"), 2);
+    assert_int_equal(side_long("SELECT count(*) FROM mig_a"), 1);
+
+    /* Second run: nothing to apply. */
+    p = make_pool(g_ci, 1, 5000, 10, mig_v2);
+    WAIT_UNTIL(db_pool_ready(p), 5000);
+    assert_true(db_pool_ready(p));
+    db_pool_free(p);
+    assert_int_equal(side_long("SELECT count(*) FROM schema_migrations"), 2);
+    assert_int_equal(side_long("SELECT count(*) FROM mig_a"), 1);
+
+    /* A new version applies only itself. */
+    p = make_pool(g_ci, 1, 5000, 10, mig_v3);
+    WAIT_UNTIL(db_pool_ready(p), 5000);
+    assert_true(db_pool_ready(p));
+    db_pool_free(p);
+    assert_int_equal(side_long("SELECT count(*) FROM schema_migrations"), 3);
+    assert_int_equal(side_long("SELECT sum(version) FROM schema_migrations"), 8);
+    assert_int_equal(side_long("SELECT count(*) FROM schema_migrations WHERE version = 5 AND "
+                               "name = 'add_col' AND applied_at <= now()"),
+                     1);
+    assert_int_equal(side_long("SELECT count(*) FROM mig_a"), 2);
+}
+
+static void
+test_migrations_concurrent(void **state)
+{
+    db_pool_t *p1 = make_pool(g_ci, 2, 5000, 10, mig_v3);
+    db_pool_t *p2 = make_pool(g_ci, 2, 5000, 10, mig_v3);
+    WAIT_UNTIL(db_pool_ready(p1) && db_pool_ready(p2), 10000);
+    assert_true(db_pool_ready(p1));
+    assert_true(db_pool_ready(p2));
+    db_pool_free(p1);
+    db_pool_free(p2);
+    assert_int_equal(side_long("SELECT count(*) FROM schema_migrations"), 3);
+    assert_int_equal(side_long("SELECT count(*) FROM mig_a"), 2);
+}
+
+static void
+test_migration_failure(void **state)
+{
+    static const db_migration_t bad[] = {
+        {1, "ok", "CREATE TABLE mig_ok (id int)"},
+        {2, "broken", "CREATE TABLE mig_bad (id int); SELECT * FROM no_such_table"},
+        {0, NULL, NULL},
+    };
+    static const db_migration_t unordered[] = {
+        {2, "b", "SELECT 1"},
+        {1, "a", "SELECT 1"},
+        {0, NULL, NULL},
+    };
+    qres_t q;
+    db_stats_t st;
+
+    db_pool_t *p = make_pool(g_ci, 2, 5000, 10, bad);
+    WAIT_UNTIL(({
+                   db_pool_stats(p, &st);
+                   st.connected == 2;
+               }),
+               5000);
+    spin(1200); /* several attempts with backoff */
+    assert_false(db_pool_ready(p));
+    memset(&q, 0, sizeof(q));
+    assert_int_equal(submit(p, "SELECT 1", 0, NULL, &q), PHR_EUNAVAIL);
+    g_in_api = 1;
+    assert_int_equal(db_txn_begin(p, NULL, NULL), PHR_EUNAVAIL);
+    g_in_api = 0;
+    db_pool_free(p);
+    assert_int_equal(q.calls, 0);
+    assert_int_equal(side_long("SELECT count(*) FROM pg_tables WHERE schemaname = '%s'",
+                               g_schema),
+                     0);
+
+    /* Versions must increase strictly. */
+    db_config_t cfg = {.conninfo = g_ci, .size = 1, .migrations = unordered};
+    assert_null(db_pool_create(g_base, &cfg));
+}
+
+typedef struct {
+    db_pool_t *pool;
+    db_txn_t *txn;
+    int begin_calls;
+    int begin_rc;
+    int ins_rc;
+    int end_calls;
+    int end_rc;
+    int step_rc;
+} txs_t;
+
+static void
+tx_end_cb(int rc, PGresult *res, void *ud)
+{
+    txs_t *t = ud;
+    assert_false(g_in_api);
+    t->end_calls++;
+    t->end_rc = rc;
+}
+
+static void
+tx_ins_cb(int rc, PGresult *res, void *ud)
+{
+    txs_t *t = ud;
+    assert_false(g_in_api);
+    t->ins_rc = rc;
+    g_in_api = 1;
+    t->step_rc = db_txn_end(t->txn, 1, tx_end_cb, t);
+    g_in_api = 0;
+}
+
+/* Begin callback that chains INSERT then COMMIT from inside callbacks. */
+static void
+tx_begin_chain_cb(int rc, db_txn_t *txn, void *ud)
+{
+    txs_t *t = ud;
+    static const char *v[1] = {"committed"};
+    assert_false(g_in_api);
+    t->begin_calls++;
+    t->begin_rc = rc;
+    t->txn = txn;
+    if (rc == PHR_OK) {
+        g_in_api = 1;
+        t->step_rc = db_txn_query(txn, "INSERT INTO tx (v) VALUES ($1)", 1, v, tx_ins_cb, t);
+        g_in_api = 0;
+    }
+}
+
+static void
+tx_begin_cb(int rc, db_txn_t *txn, void *ud)
+{
+    txs_t *t = ud;
+    assert_false(g_in_api);
+    t->begin_calls++;
+    t->begin_rc = rc;
+    t->txn = txn;
+}
+
+static void
+test_txn_commit_rollback(void **state)
+{
+    qres_t q, q2;
+    txs_t t;
+    db_stats_t st;
+    const char *v[1] = {"rolled-back"};
+
+    db_pool_t *p = ready_pool(2, 5000, 10);
+    assert_int_equal(run_q(p, "CREATE TABLE tx (v text)", 0, NULL, &q), PHR_OK);
+
+    /* Commit, driven from callbacks. */
+    memset(&t, 0, sizeof(t));
+    g_in_api = 1;
+    assert_int_equal(db_txn_begin(p, tx_begin_chain_cb, &t), PHR_OK);
+    g_in_api = 0;
+    WAIT_UNTIL(t.end_calls > 0, 5000);
+    assert_int_equal(t.begin_calls, 1);
+    assert_int_equal(t.begin_rc, PHR_OK);
+    assert_int_equal(t.ins_rc, PHR_OK);
+    assert_int_equal(t.step_rc, PHR_OK);
+    assert_int_equal(t.end_calls, 1);
+    assert_int_equal(t.end_rc, PHR_OK);
+    assert_int_equal(run_q(p, "SELECT count(*) FROM tx WHERE v = 'committed'", 0, NULL, &q),
+                     PHR_OK);
+    assert_string_equal(q.val[0], "1");
+
+    /* Rollback, driven step by step; the row is invisible outside before and after. */
+    memset(&t, 0, sizeof(t));
+    assert_int_equal(db_txn_begin(p, tx_begin_cb, &t), PHR_OK);
+    WAIT_UNTIL(t.begin_calls > 0, 5000);
+    assert_int_equal(t.begin_rc, PHR_OK);
+    assert_non_null(t.txn);
+    db_pool_stats(p, &st);
+    assert_int_equal(st.busy, 1);
+    memset(&q, 0, sizeof(q));
+    memset(&q2, 0, sizeof(q2));
+    assert_int_equal(db_txn_query(t.txn, "INSERT INTO tx (v) VALUES ($1)", 1, v, q_cb, &q),
+                     PHR_OK);
+    assert_int_equal(db_txn_query(t.txn, "SELECT count(*) FROM tx", 0, NULL, q_cb, &q2), PHR_OK);
+    WAIT_UNTIL(q2.calls > 0, 5000);
+    assert_int_equal(q.rc, PHR_OK);
+    assert_int_equal(q2.rc, PHR_OK);
+    assert_string_equal(q2.val[0], "2"); /* visible inside */
+    assert_int_equal(side_long("SELECT count(*) FROM tx"), 1);
+    assert_int_equal(db_txn_end(t.txn, 0, tx_end_cb, &t), PHR_OK);
+    WAIT_UNTIL(t.end_calls > 0, 5000);
+    assert_int_equal(t.end_rc, PHR_OK);
+    assert_int_equal(run_q(p, "SELECT count(*) FROM tx", 0, NULL, &q), PHR_OK);
+    assert_string_equal(q.val[0], "1");
+
+    /* A failed statement makes COMMIT report an error. */
+    memset(&t, 0, sizeof(t));
+    assert_int_equal(db_txn_begin(p, tx_begin_cb, &t), PHR_OK);
+    WAIT_UNTIL(t.begin_calls > 0, 5000);
+    memset(&q, 0, sizeof(q));
+    assert_int_equal(db_txn_query(t.txn, "SELECT * FROM missing", 0, NULL, q_cb, &q), PHR_OK);
+    assert_int_equal(db_txn_end(t.txn, 1, tx_end_cb, &t), PHR_OK);
+    WAIT_UNTIL(t.end_calls > 0, 5000);
+    assert_int_equal(q.rc, PHR_EGENERIC);
+    assert_int_not_equal(t.end_rc, PHR_OK);
+
+    db_pool_stats(p, &st);
+    assert_int_equal(st.busy, 0);
+    db_pool_free(p);
+}
+
+static void
+terminate(const char *pid)
+{
+    char sql[128];
+    snprintf(sql, sizeof(sql), "SELECT pg_terminate_backend(%s)", pid);
+    assert_int_equal(side_long("%s::int", sql), 1);
+}
+
+static void
+test_terminated_connection(void **state)
+{
+    qres_t q, q2;
+    txs_t t;
+    db_stats_t st;
+    char pid[32];
+
+    db_pool_t *p = ready_pool(1, 5000, 10);
+    assert_int_equal(run_q(p, "SELECT pg_backend_pid()", 0, NULL, &q), PHR_OK);
+    snprintf(pid, sizeof(pid), "%s", q.val[0]);
+
+    memset(&q, 0, sizeof(q));
+    assert_int_equal(submit(p, "SELECT pg_sleep(3)", 0, NULL, &q), PHR_OK);
+    spin(100);
+    terminate(pid);
+    int64_t t0 = now_ms();
+    WAIT_UNTIL(q.calls > 0, 5000);
+    assert_int_equal(q.calls, 1);
+    assert_int_equal(q.rc, PHR_EUNAVAIL);
+    assert_true(now_ms() - t0 < 2000);
+
+    /* Reconnects by itself and serves again. */
+    WAIT_UNTIL(db_pool_ready(p), 5000);
+    assert_true(db_pool_ready(p));
+    assert_int_equal(run_q(p, "SELECT pg_backend_pid()", 0, NULL, &q), PHR_OK);
+    assert_string_not_equal(q.val[0], pid);
+    snprintf(pid, sizeof(pid), "%s", q.val[0]);
+    db_pool_stats(p, &st);
+    assert_true(st.reconnects >= 1);
+
+    /* A transaction whose connection dies: pending statement fails, end still works. */
+    memset(&t, 0, sizeof(t));
+    assert_int_equal(db_txn_begin(p, tx_begin_cb, &t), PHR_OK);
+    WAIT_UNTIL(t.begin_calls > 0, 5000);
+    assert_int_equal(t.begin_rc, PHR_OK);
+    memset(&q, 0, sizeof(q));
+    memset(&q2, 0, sizeof(q2));
+    assert_int_equal(db_txn_query(t.txn, "SELECT pg_sleep(3)", 0, NULL, q_cb, &q), PHR_OK);
+    assert_int_equal(db_txn_query(t.txn, "SELECT 1", 0, NULL, q_cb, &q2), PHR_OK);
+    spin(100);
+    terminate(pid);
+    WAIT_UNTIL(q.calls > 0 && q2.calls > 0, 5000);
+    assert_int_equal(q.rc, PHR_EUNAVAIL);
+    assert_int_equal(q2.rc, PHR_EUNAVAIL);
+    assert_int_equal(db_txn_query(t.txn, "SELECT 1", 0, NULL, q_cb, &q), PHR_EUNAVAIL);
+    assert_int_equal(db_txn_end(t.txn, 1, tx_end_cb, &t), PHR_EUNAVAIL);
+    assert_int_equal(t.end_calls, 0);
+
+    /* An idle connection killed behind our back is replaced too. */
+    WAIT_UNTIL(db_pool_ready(p), 5000);
+    assert_int_equal(run_q(p, "SELECT pg_backend_pid()", 0, NULL, &q), PHR_OK);
+    snprintf(pid, sizeof(pid), "%s", q.val[0]);
+    terminate(pid);
+    spin(400);
+    WAIT_UNTIL(db_pool_ready(p), 5000);
+    assert_int_equal(run_q(p, "SELECT 7", 0, NULL, &q), PHR_OK);
+    assert_string_equal(q.val[0], "7");
+    db_pool_free(p);
+}
+
+static void
+test_unreachable(void **state)
+{
+    db_stats_t st;
+    qres_t q;
+    memset(&q, 0, sizeof(q));
+
+    int64_t t0 = now_ms();
+    db_pool_t *p = make_pool("host=127.0.0.1 port=1 dbname=postgres user=postgres", 2, 1000, 10,
+                             mig_v2);
+    spin(700);
+    assert_false(db_pool_ready(p));
+    assert_int_equal(submit(p, "SELECT 1", 0, NULL, &q), PHR_EUNAVAIL);
+    assert_int_equal(db_txn_begin(p, tx_begin_cb, NULL), PHR_EUNAVAIL);
+    db_pool_stats(p, &st);
+    assert_int_equal(st.connected, 0);
+    assert_true(st.reconnects >= 2); /* retrying with backoff */
+    assert_true(st.reconnects < 20);
+    db_pool_free(p);
+    spin(50);
+    assert_int_equal(q.calls, 0);
+    assert_true(now_ms() - t0 < 2000);
+}
+
+static void
+test_free_with_pending(void **state)
+{
+    qres_t q[4];
+    memset(q, 0, sizeof(q));
+
+    db_pool_t *p = ready_pool(1, 5000, 10);
+    assert_int_equal(submit(p, "SELECT pg_sleep(5)", 0, NULL, &q[0]), PHR_OK);
+    q[1].pool = p; /* its callback calls db_query on the freeing pool */
+    assert_int_equal(submit(p, "SELECT 2", 0, NULL, &q[1]), PHR_OK);
+    assert_int_equal(submit(p, "SELECT 3", 0, NULL, &q[2]), PHR_OK);
+    spin(50);
+    db_pool_free(p);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(q[i].calls, 1);
+        assert_int_equal(q[i].rc, PHR_ECLOSED);
+    }
+    assert_int_equal(q[1].requery_rc, PHR_ECLOSED);
+    spin(50);
+
+    /* db_pool_free from inside a result callback, with queued work and an open txn. */
+    txs_t t;
+    memset(q, 0, sizeof(q));
+    memset(&t, 0, sizeof(t));
+    p = ready_pool(2, 5000, 10);
+    assert_int_equal(db_txn_begin(p, tx_begin_cb, &t), PHR_OK);
+    WAIT_UNTIL(t.begin_calls > 0, 5000);
+    assert_int_equal(t.begin_rc, PHR_OK);
+    assert_int_equal(db_txn_query(t.txn, "SELECT pg_sleep(5)", 0, NULL, q_cb, &q[3]), PHR_OK);
+    q[0].pool = p;
+    q[0].free_pool = 1;
+    assert_int_equal(submit(p, "SELECT 1", 0, NULL, &q[0]), PHR_OK);
+    assert_int_equal(submit(p, "SELECT 2", 0, NULL, &q[1]), PHR_OK);
+    WAIT_UNTIL(q[0].calls > 0, 5000);
+    assert_int_equal(q[0].rc, PHR_OK);
+    assert_int_equal(q[0].requery_rc, PHR_OK);
+    assert_int_equal(q[1].calls, 1);
+    assert_int_equal(q[1].rc, PHR_ECLOSED);
+    assert_int_equal(q[3].calls, 1);
+    assert_int_equal(q[3].rc, PHR_ECLOSED);
+    spin(100);
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_params_null_utf8, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_concurrent_50_on_2, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_queue_full_and_wait_timeout, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_error_mapping, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_statement_timeout, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_migrations_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_migrations_concurrent, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_migration_failure, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_txn_commit_rollback, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_terminated_connection, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unreachable, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_free_with_pending, setup, teardown),
+    };
+
+    g_base_ci = getenv("PHR_TEST_PG_CONNINFO");
+    if (g_base_ci == NULL || g_base_ci[0] == '\0') {
+        fprintf(stderr, "test_db: FAIL: PHR_TEST_PG_CONNINFO is not set; this test needs a "
+                        "running PostgreSQL (see the top of tests/unit/test_db.c)\n");
+        return 1;
+    }
+    g_side = PQconnectdb(g_base_ci);
+    if (PQstatus(g_side) != CONNECTION_OK) {
+        fprintf(stderr, "test_db: FAIL: cannot connect with PHR_TEST_PG_CONNINFO: %s\n",
+                PQerrorMessage(g_side));
+        PQfinish(g_side);
+        return 1;
+    }
+    log_init("test_db", getenv("PHR_TEST_LOG_LEVEL") != NULL ? getenv("PHR_TEST_LOG_LEVEL")
+                                                              : "error");
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    PQfinish(g_side);
+    return rc == 0 ? 0 : 1;
+}
