@@ -29,7 +29,7 @@
 
 #define DB_BACKOFF_MIN_MS 100
 #define DB_BACKOFF_MAX_MS 5000
-#define DB_DEADLINE_SLACK_MS 2000   /* client deadline = statement_timeout + slack */
+#define DB_DEADLINE_SLACK_MS 2000 /* client deadline = statement_timeout + slack */
 #define DB_DEFAULT_CONNECT_MS 10000
 #define DB_IDLE_TXN_TIMEOUT_MS 60000 /* server drops sessions idle inside a txn */
 #define DB_MAX_PARAMS 65535
@@ -54,15 +54,15 @@ typedef struct db_conn db_conn_t;
 
 struct db_req {
     db_req_t *next;
-    int kind;        /* DBR_* */
-    int rc;          /* result of a deferred failure */
-    int commit;      /* DBR_END: COMMIT (1) or ROLLBACK (0) */
-    int64_t enq_us;  /* when it entered the wait queue */
+    int kind;       /* DBR_* */
+    int rc;         /* result of a deferred failure */
+    int commit;     /* DBR_END: COMMIT (1) or ROLLBACK (0) */
+    int64_t enq_us; /* when it entered the wait queue */
     db_cb cb;
-    db_txn_cb tcb;   /* DBR_BEGIN */
+    db_txn_cb tcb; /* DBR_BEGIN */
     void *ud;
-    db_txn_t *txn;   /* DBR_BEGIN, DBR_END */
-    char *sql;       /* copies, in the same allocation */
+    db_txn_t *txn; /* DBR_BEGIN, DBR_END */
+    char *sql;     /* copies, in the same allocation */
     int nparams;
     char **params;
 };
@@ -76,27 +76,27 @@ typedef struct {
 struct db_conn {
     db_pool_t *pool;
     int idx;
-    int state;          /* DBC_* */
+    int state; /* DBC_* */
     PGconn *pg;
-    struct event *ev;   /* socket event, re-made when fd or interest changes */
+    struct event *ev; /* socket event, re-made when fd or interest changes */
     evutil_socket_t ev_fd;
     short ev_what;
-    struct event *tmr;  /* backoff, connect deadline or query deadline */
-    int flushing;       /* PQflush returned 1: wait for writability */
-    PGresult *res;      /* result being collected */
-    db_req_t *cur;      /* request in flight (DBC_BUSY) */
-    db_txn_t *txn;      /* transaction holding this connection */
+    struct event *tmr; /* backoff, connect deadline or query deadline */
+    int flushing;      /* PQflush returned 1: wait for writability */
+    PGresult *res;     /* result being collected */
+    db_req_t *cur;     /* request in flight (DBC_BUSY) */
+    db_txn_t *txn;     /* transaction holding this connection */
     int backoff_ms;
-    int attempts;       /* connection attempts made */
-    int mig_step;       /* MS_* */
+    int attempts; /* connection attempts made */
+    int mig_step; /* MS_* */
     int mig_idx;
 };
 
 struct db_txn {
     db_pool_t *pool;
-    db_conn_t *conn;    /* NULL before BEGIN is sent and after a break */
-    db_fifo_t q;        /* statements (and the END) not yet sent */
-    db_req_t *end_req;  /* preallocated so db_txn_end cannot fail on memory */
+    db_conn_t *conn;   /* NULL before BEGIN is sent and after a break */
+    db_fifo_t q;       /* statements (and the END) not yet sent */
+    db_req_t *end_req; /* preallocated so db_txn_end cannot fail on memory */
     int broken;
     int ending;
     db_txn_t *prev;
@@ -119,14 +119,14 @@ struct db_pool {
     int *applied;
     int napplied;
     db_conn_t *conns;
-    db_fifo_t queue;     /* requests waiting for a connection */
-    db_fifo_t deferred;  /* requests to fail from the deferred event */
+    db_fifo_t queue;    /* requests waiting for a connection */
+    db_fifo_t deferred; /* requests to fail from the deferred event */
     struct event *defer_ev;
     struct event *queue_tmr;
     struct event *mig_tmr;
-    db_txn_t *txns;      /* every live transaction */
+    db_txn_t *txns; /* every live transaction */
     int closing;
-    int depth;           /* nesting of handlers / db_pool_free currently running */
+    int depth; /* nesting of handlers / db_pool_free currently running */
     uint64_t rng;
     unsigned long queries;
     unsigned long errors;
@@ -283,15 +283,11 @@ db_res_rc(const PGresult *res)
     }
     switch (PQresultStatus(res)) {
     case PGRES_COMMAND_OK:
-    case PGRES_TUPLES_OK:
-        return PHR_OK;
-    case PGRES_EMPTY_QUERY:
-        return PHR_EINVAL;
+    case PGRES_TUPLES_OK: return PHR_OK;
+    case PGRES_EMPTY_QUERY: return PHR_EINVAL;
     case PGRES_FATAL_ERROR:
-    case PGRES_NONFATAL_ERROR:
-        return db_sqlstate_rc(PQresultErrorField(res, PG_DIAG_SQLSTATE));
-    default:
-        return PHR_EGENERIC;
+    case PGRES_NONFATAL_ERROR: return db_sqlstate_rc(PQresultErrorField(res, PG_DIAG_SQLSTATE));
+    default: return PHR_EGENERIC;
     }
 }
 
@@ -318,8 +314,7 @@ db_notice_rx(void *arg, const PGresult *res)
     log_debug("db[%d]: server notice sqlstate=%s", c->idx, st != NULL ? st : "none");
 }
 
-static void
-db_conn_io(evutil_socket_t fd, short what, void *arg);
+static void db_conn_io(evutil_socket_t fd, short what, void *arg);
 
 /* Watches the connection's socket for |what| (EV_READ and/or EV_WRITE). */
 static int
@@ -608,9 +603,9 @@ db_conn_broken(db_conn_t *c, int cur_rc, const char *why)
 {
     db_pool_t *pool = c->pool;
     const char *msg = c->pg != NULL ? PQerrorMessage(c->pg) : "";
-    size_t len = strlen(msg);
+    size_t len = strcspn(msg, "\n"); /* first line: the rest is libpq boilerplate */
 
-    while (len > 0 && (msg[len - 1] == '\n' || msg[len - 1] == ' ')) {
+    while (len > 0 && msg[len - 1] == ' ') {
         len--;
     }
     log_warn("db[%d]: %s%s%.*s", c->idx, why, len > 0 ? ": " : "", (int)len, msg);
@@ -685,18 +680,10 @@ db_conn_connect_poll(db_conn_t *c)
 {
     int rc = PHR_OK;
     switch (PQconnectPoll(c->pg)) {
-    case PGRES_POLLING_READING:
-        rc = db_conn_watch(c, EV_READ);
-        break;
-    case PGRES_POLLING_WRITING:
-        rc = db_conn_watch(c, EV_WRITE);
-        break;
-    case PGRES_POLLING_OK:
-        db_conn_setup(c);
-        return;
-    default:
-        rc = PHR_EUNAVAIL;
-        break;
+    case PGRES_POLLING_READING: rc = db_conn_watch(c, EV_READ); break;
+    case PGRES_POLLING_WRITING: rc = db_conn_watch(c, EV_WRITE); break;
+    case PGRES_POLLING_OK: db_conn_setup(c); return;
+    default: rc = PHR_EUNAVAIL; break;
     }
     if (rc != PHR_OK) {
         db_conn_broken(c, PHR_EUNAVAIL, "connect failed");
@@ -739,12 +726,13 @@ static void
 db_mig_next(db_conn_t *c)
 {
     db_pool_t *pool = c->pool;
-    while (c->mig_idx < pool->nmig &&
-           db_mig_applied(pool, pool->migrations[c->mig_idx].version)) {
+    while (c->mig_idx < pool->nmig && db_mig_applied(pool, pool->migrations[c->mig_idx].version)) {
         c->mig_idx++;
     }
     if (c->mig_idx < pool->nmig) {
-        db_mig_send(c, MS_APPLY, pool->migrations[c->mig_idx].sql, 0, NULL, 0);
+        const db_migration_t *m = &pool->migrations[c->mig_idx];
+        log_info("db: applying migration %d (%s)", m->version, m->name != NULL ? m->name : "");
+        db_mig_send(c, MS_APPLY, m->sql, 0, NULL, 0);
     } else {
         db_mig_send(c, MS_COMMIT, "COMMIT", 0, NULL, 0);
     }
@@ -821,8 +809,8 @@ db_mig_result(db_conn_t *c, PGresult *res)
                     0, NULL, 1);
         break;
     case MS_CREATE:
-        db_mig_send(c, MS_READ, "SELECT version FROM schema_migrations ORDER BY version", 0,
-                    NULL, 1);
+        db_mig_send(c, MS_READ, "SELECT version FROM schema_migrations ORDER BY version", 0, NULL,
+                    1);
         break;
     case MS_READ:
         if (db_mig_read(pool, res) != PHR_OK) {
@@ -841,8 +829,6 @@ db_mig_result(db_conn_t *c, PGresult *res)
                     2, params, 1);
         break;
     case MS_RECORD:
-        m = &pool->migrations[c->mig_idx];
-        log_info("db: applying migration %d (%s)", m->version, m->name != NULL ? m->name : "");
         c->mig_idx++;
         db_mig_next(c);
         break;
@@ -850,12 +836,10 @@ db_mig_result(db_conn_t *c, PGresult *res)
         pool->migrated = 1;
         pool->migrating = 0;
         c->state = DBC_IDLE;
-        log_info("db: migrations done (%d known, %d applied before)", pool->nmig,
-                 pool->napplied);
+        log_info("db: migrations done (%d known, %d applied before)", pool->nmig, pool->napplied);
         db_pool_pump(pool);
         break;
-    default:
-        break;
+    default: break;
     }
 }
 
@@ -915,11 +899,8 @@ db_conn_done(db_conn_t *c)
         db_mig_result(c, res);
         PQclear(res);
         return;
-    case DBC_BUSY:
-        break;
-    default:
-        PQclear(res);
-        return;
+    case DBC_BUSY: break;
+    default: PQclear(res); return;
     }
 
     req = c->cur;
@@ -938,9 +919,7 @@ db_conn_done(db_conn_t *c)
             c->state = DBC_IDLE;
         }
         break;
-    case DBR_STMT:
-        c->state = DBC_TXN;
-        break;
+    case DBR_STMT: c->state = DBC_TXN; break;
     case DBR_END:
         if (rc == PHR_OK && req->commit && strcmp(PQcmdStatus(res), "ROLLBACK") == 0) {
             log_warn("db[%d]: COMMIT of a failed transaction rolled back", c->idx);
@@ -950,9 +929,7 @@ db_conn_done(db_conn_t *c)
         req->txn->conn = NULL;
         c->state = DBC_IDLE;
         break;
-    default:
-        c->state = DBC_IDLE;
-        break;
+    default: c->state = DBC_IDLE; break;
     }
     db_req_finish(pool, req, rc, res);
     PQclear(res);
@@ -1033,8 +1010,7 @@ db_conn_io_idle(db_conn_t *c)
     }
 }
 
-static void
-db_pool_leave(db_pool_t *pool);
+static void db_pool_leave(db_pool_t *pool);
 
 static void
 db_conn_io(evutil_socket_t fd, short what, void *arg)
@@ -1044,20 +1020,13 @@ db_conn_io(evutil_socket_t fd, short what, void *arg)
 
     pool->depth++;
     switch (c->state) {
-    case DBC_CONNECTING:
-        db_conn_connect_poll(c);
-        break;
+    case DBC_CONNECTING: db_conn_connect_poll(c); break;
     case DBC_SETUP:
     case DBC_MIGRATE:
-    case DBC_BUSY:
-        db_conn_io_busy(c, what);
-        break;
+    case DBC_BUSY: db_conn_io_busy(c, what); break;
     case DBC_IDLE:
-    case DBC_TXN:
-        db_conn_io_idle(c);
-        break;
-    default:
-        break;
+    case DBC_TXN: db_conn_io_idle(c); break;
+    default: break;
     }
     db_pool_leave(pool);
 }
@@ -1070,18 +1039,11 @@ db_conn_timer(evutil_socket_t fd, short what, void *arg)
 
     pool->depth++;
     switch (c->state) {
-    case DBC_DOWN:
-        db_conn_connect(c);
-        break;
+    case DBC_DOWN: db_conn_connect(c); break;
     case DBC_CONNECTING:
-    case DBC_SETUP:
-        db_conn_broken(c, PHR_EUNAVAIL, "connect timed out");
-        break;
-    case DBC_BUSY:
-        db_conn_broken(c, PHR_ETIMEDOUT, "query exceeded its client deadline");
-        break;
-    default:
-        break;
+    case DBC_SETUP: db_conn_broken(c, PHR_EUNAVAIL, "connect timed out"); break;
+    case DBC_BUSY: db_conn_broken(c, PHR_ETIMEDOUT, "query exceeded its client deadline"); break;
+    default: break;
     }
     db_pool_leave(pool);
 }
@@ -1402,8 +1364,8 @@ db_txn_submit(db_txn_t *txn, db_req_t *req)
 }
 
 int
-db_txn_query(db_txn_t *txn, const char *sql, int nparams, const char *const *params,
-             db_cb cb, void *ud)
+db_txn_query(db_txn_t *txn, const char *sql, int nparams, const char *const *params, db_cb cb,
+             void *ud)
 {
     if (txn == NULL || db_check_args(sql, nparams, params) != PHR_OK || txn->ending) {
         return PHR_EINVAL;

@@ -420,7 +420,7 @@ h2s_respond(h2s_req_t *req, int status, const char *content_type, const char *bo
         }
         return PHR_ECLOSED;
     }
-    if (req->timer != NULL) {
+    if (req->timer != NULL && req->recv_complete) {
         event_del(req->timer);
     }
     req->state = REQ_RESPONDED;
@@ -517,13 +517,33 @@ h2s_respond_problem(h2s_req_t *req, int status, const char *code, const char *de
 }
 
 static void
+h2s_req_arm_timer(h2s_req_t *req)
+{
+    int ms = req->srv->limits.request_timeout_ms;
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+
+    evtimer_add(req->timer, &tv);
+}
+
+/*
+ * The receive deadline. A request still incomplete gets 408; one answered
+ * early (413, 408, 431) whose client keeps the stream open past another
+ * period is reset, so no stream outlives its deadline.
+ */
+static void
 h2s_req_timeout(evutil_socket_t fd, short what, void *arg)
 {
     h2s_req_t *req = arg;
+    h2s_conn_t *conn = req->conn;
 
     if (req->state == REQ_HEADERS || req->state == REQ_BODY) {
+        h2s_req_arm_timer(req);
         h2s_respond_problem(req, 408, "request_timeout",
                             "the request was not received completely in time", NULL);
+    } else if (req->state == REQ_RESPONDED && !req->recv_complete && conn != NULL) {
+        nghttp2_submit_rst_stream(conn->session, NGHTTP2_FLAG_NONE, req->stream_id,
+                                  NGHTTP2_NO_ERROR);
+        h2s_conn_flush(conn);
     }
 }
 
@@ -632,11 +652,11 @@ h2s_on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame, void 
     req->stream_id = frame->hd.stream_id;
     req->start_us = tu_mono_us();
     req->timer = evtimer_new(bufferevent_get_base(conn->bev), h2s_req_timeout, req);
-    if (req->timer != NULL) {
-        struct timeval tv = {conn->srv->limits.request_timeout_ms / 1000,
-                             (conn->srv->limits.request_timeout_ms % 1000) * 1000};
-        evtimer_add(req->timer, &tv);
+    if (req->timer == NULL) {
+        free(req);
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     }
+    h2s_req_arm_timer(req);
     h2s_request_id_new(req->request_id);
     req->next = conn->reqs;
     if (conn->reqs != NULL) {
@@ -756,24 +776,6 @@ h2s_on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *us
         if (req->state == REQ_BODY) {
             h2s_dispatch(req);
         }
-    }
-    return 0;
-}
-
-static int
-h2s_on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
-{
-    h2s_req_t *req;
-
-    if ((frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA) ||
-        !(frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
-        return 0;
-    }
-    req = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
-    if (req != NULL && !req->recv_complete) {
-        /* Answered before the client finished sending (413, 408, 431): stop it. */
-        nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, frame->hd.stream_id,
-                                  NGHTTP2_NO_ERROR);
     }
     return 0;
 }
@@ -964,7 +966,6 @@ h2s_conn_create(h2s_server_t *srv, evutil_socket_t fd, const char *peer)
     nghttp2_session_callbacks_set_on_header_callback(cbs, h2s_on_header);
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, h2s_on_data_chunk);
     nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, h2s_on_frame_recv);
-    nghttp2_session_callbacks_set_on_frame_send_callback(cbs, h2s_on_frame_send);
     nghttp2_session_callbacks_set_on_stream_close_callback(cbs, h2s_on_stream_close);
     int rv = nghttp2_session_server_new2(&conn->session, cbs, conn, srv->option);
     nghttp2_session_callbacks_del(cbs);

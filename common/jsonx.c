@@ -146,8 +146,8 @@ typedef struct {
     uint64_t kinds[JX_DEPTH_CAP / 64]; /* bit set = object, clear = array */
     const char *err;                   /* NULL or a static description */
     size_t err_pos;
-    int err_depth;                     /* 1 when the depth limit was hit */
-    int err_trailing;                  /* 1 when data follows the value */
+    int err_depth;    /* 1 when the depth limit was hit */
+    int err_trailing; /* 1 when data follows the value */
 } scan_t;
 
 static int
@@ -245,8 +245,7 @@ scan_string(scan_t *sc, int is_key)
             if (cp >= 0xD800 && cp <= 0xDBFF) {
                 long lo = -1;
 
-                if (sc->len - sc->pos >= 6 && sc->p[sc->pos] == '\\' &&
-                    sc->p[sc->pos + 1] == 'u')
+                if (sc->len - sc->pos >= 6 && sc->p[sc->pos] == '\\' && sc->p[sc->pos + 1] == 'u')
                     lo = scan_hex4(sc, sc->pos + 2);
                 if (lo < 0xDC00 || lo > 0xDFFF)
                     return scan_fail(sc, esc, "unpaired surrogate escape in string");
@@ -322,14 +321,10 @@ scan_scalar(scan_t *sc)
     unsigned char c = sc->p[sc->pos];
 
     switch (c) {
-    case '"':
-        return scan_string(sc, 0);
-    case 't':
-        return scan_literal(sc, "true");
-    case 'f':
-        return scan_literal(sc, "false");
-    case 'n':
-        return scan_literal(sc, "null");
+    case '"': return scan_string(sc, 0);
+    case 't': return scan_literal(sc, "true");
+    case 'f': return scan_literal(sc, "false");
+    case 'n': return scan_literal(sc, "null");
     default:
         if (c == '-' || is_digit(c))
             return scan_number(sc);
@@ -360,7 +355,7 @@ scan_top_is_object(const scan_t *sc)
 {
     int d = sc->depth - 1;
 
-    return (sc->kinds[d / 64] >> (d % 64)) & 1;
+    return ((sc->kinds[d / 64] >> (d % 64)) & 1) != 0;
 }
 
 /*
@@ -538,8 +533,8 @@ jx_parse(const char *buf, size_t len, int max_depth, json_object **out, jx_error
 
         json_object_put(obj);
         if (jerr == json_tokener_error_depth)
-            jx_error_add(errs, "", "body is nested deeper than %d levels at byte %zu",
-                         max_depth, at);
+            jx_error_add(errs, "", "body is nested deeper than %d levels at byte %zu", max_depth,
+                         at);
         else
             jx_error_add(errs, "", "body is not valid JSON: %s at byte %zu",
                          json_tokener_error_desc(jerr), at);
@@ -552,8 +547,7 @@ jx_parse(const char *buf, size_t len, int max_depth, json_object **out, jx_error
             ;
         if (i < len) {
             json_object_put(obj);
-            jx_error_add(errs, "", "body has trailing data after the JSON value at byte %zu",
-                         i);
+            jx_error_add(errs, "", "body has trailing data after the JSON value at byte %zu", i);
             json_tokener_free(tok);
             return PHR_EINVAL;
         }
@@ -578,18 +572,12 @@ static const char *
 type_message(jx_type_t t)
 {
     switch (t) {
-    case JX_STRING:
-        return "must be a string";
-    case JX_INT:
-        return "must be an integer";
-    case JX_NUMBER:
-        return "must be a number";
-    case JX_BOOL:
-        return "must be a boolean";
-    case JX_OBJECT:
-        return "must be an object";
-    case JX_ARRAY:
-        return "must be an array";
+    case JX_STRING: return "must be a string";
+    case JX_INT: return "must be an integer";
+    case JX_NUMBER: return "must be a number";
+    case JX_BOOL: return "must be a boolean";
+    case JX_OBJECT: return "must be an object";
+    case JX_ARRAY: return "must be an array";
     }
     return "has the wrong type";
 }
@@ -822,7 +810,6 @@ jx_to_string(json_object *obj, size_t *len)
 {
     size_t dummy;
 
-    return json_object_to_json_string_length(obj, JSON_C_TO_STRING_PLAIN |
-                                                      JSON_C_TO_STRING_NOSLASHESCAPE,
-                                             len != NULL ? len : &dummy);
+    return json_object_to_json_string_length(
+        obj, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, len != NULL ? len : &dummy);
 }

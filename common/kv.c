@@ -43,11 +43,11 @@
 typedef struct kv_req {
     struct kv_req *prev, *next; /* kv->pending while !done */
     kv_t *kv;
-    redisAsyncContext *ac;      /* the connection the command was sent on */
+    redisAsyncContext *ac; /* the connection the command was sent on */
     struct event *timer;
     kv_cb cb;
     void *ud;
-    int done;                   /* user callback already called */
+    int done; /* user callback already called */
 } kv_req_t;
 
 typedef struct kv_dying {
@@ -62,21 +62,21 @@ struct kv {
     char *password;
     int timeout_ms;
 
-    redisAsyncContext *ac;      /* current connection or NULL */
-    int ready;                  /* ac connected and authenticated */
-    int closing;                /* kv_free called */
-    int cb_depth;               /* > 0 while inside a user callback run by hiredis */
-    int down_logged;            /* "unavailable" already logged for this outage */
+    redisAsyncContext *ac; /* current connection or NULL */
+    int ready;             /* ac connected and authenticated */
+    int closing;           /* kv_free called */
+    int cb_depth;          /* > 0 while inside a user callback run by hiredis */
+    int down_logged;       /* "unavailable" already logged for this outage */
     int attempts;
     int backoff_ms;
     uint64_t rng;
 
     struct event *connect_timer;
     struct event *retry_timer;
-    struct event *reap_timer;   /* zero timer: frees dying contexts / the kv */
+    struct event *reap_timer; /* zero timer: frees dying contexts / the kv */
 
     kv_dying_t *dying;
-    kv_req_t *pending;          /* commands whose callback has not run yet */
+    kv_req_t *pending; /* commands whose callback has not run yet */
     kv_stats_t stats;
 };
 
@@ -95,7 +95,7 @@ kv_rand(kv_t *kv)
 static void
 kv_timer_add_ms(struct event *ev, int ms)
 {
-    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (suseconds_t)(ms % 1000) * 1000};
     evtimer_add(ev, &tv);
 }
 
@@ -372,8 +372,7 @@ kv_on_disconnect(const redisAsyncContext *ac, int status)
 
     /* hiredis frees |ac| when we return. */
     if (ac == kv->ac) {
-        kv_lost(kv, ac->errstr != NULL && ac->errstr[0] != '\0' ? ac->errstr
-                                                               : "connection closed");
+        kv_lost(kv, ac->errstr != NULL && ac->errstr[0] != '\0' ? ac->errstr : "connection closed");
     } else {
         kv_dying_remove(kv, ac);
     }
@@ -452,8 +451,8 @@ kv_create(struct event_base *base, const kv_config_t *cfg)
 {
     kv_t *kv;
 
-    if (base == NULL || cfg == NULL || cfg->host == NULL || cfg->port <= 0 ||
-        cfg->port > 65535 || cfg->timeout_ms <= 0) {
+    if (base == NULL || cfg == NULL || cfg->host == NULL || cfg->port <= 0 || cfg->port > 65535 ||
+        cfg->timeout_ms <= 0) {
         return NULL;
     }
     kv = calloc(1, sizeof(*kv));
@@ -472,8 +471,8 @@ kv_create(struct event_base *base, const kv_config_t *cfg)
     kv->connect_timer = evtimer_new(base, kv_connect_timeout_cb, kv);
     kv->retry_timer = evtimer_new(base, kv_retry_cb, kv);
     kv->reap_timer = evtimer_new(base, kv_reap_cb, kv);
-    if (kv->host == NULL || (cfg->password != NULL && cfg->password[0] != '\0' &&
-                             kv->password == NULL) ||
+    if (kv->host == NULL ||
+        (cfg->password != NULL && cfg->password[0] != '\0' && kv->password == NULL) ||
         kv->connect_timer == NULL || kv->retry_timer == NULL || kv->reap_timer == NULL) {
         if (kv->connect_timer != NULL) {
             event_free(kv->connect_timer);
@@ -534,8 +533,7 @@ kv_stats(const kv_t *kv, kv_stats_t *out)
 }
 
 int
-kv_command_argv(kv_t *kv, kv_cb cb, void *ud, int argc, const char **argv,
-                const size_t *argvlen)
+kv_command_argv(kv_t *kv, kv_cb cb, void *ud, int argc, const char **argv, const size_t *argvlen)
 {
     kv_req_t *req;
 

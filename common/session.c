@@ -57,7 +57,7 @@ sess_token_hash(const char *token, char *out)
         out[SESS_HASH_LEN] = '\0';
         return;
     }
-    for (unsigned int i = 0; i < 32; i++) {
+    for (size_t i = 0; i < 32; i++) {
         out[2 * i] = hex[md[i] >> 4];
         out[2 * i + 1] = hex[md[i] & 0x0f];
     }
@@ -68,8 +68,7 @@ sess_token_hash(const char *token, char *out)
 int
 sess_token_new(char *token)
 {
-    static const char b64url[] =
-        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    static const char b64url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     unsigned char raw[SESS_TOKEN_BYTES];
     size_t o = 0;
     size_t i;
@@ -374,8 +373,7 @@ sess_done(int rc, redisReply *reply, void *ud)
     sess_done_t *d = ud;
 
     if (rc == PHR_OK && reply->type == REDIS_REPLY_ERROR) {
-        log_error("session: redis refused the write: %.120s",
-                  reply->str != NULL ? reply->str : "");
+        log_error("session: redis refused the write: %.120s", reply->str != NULL ? reply->str : "");
         rc = PHR_EGENERIC;
     } else if (rc == PHR_OK && reply->type == REDIS_REPLY_INTEGER && reply->integer == 0) {
         rc = PHR_ENOTFOUND; /* DEL of a key that was not there */
@@ -424,8 +422,8 @@ sess_store(kv_t *kv, const char *token, const sess_t *s, sess_done_cb cb, void *
         return PHR_EINVAL;
     }
     int64_t now = tu_now_ms();
-    int64_t until = s->idle_expires_ms < s->absolute_expires_ms ? s->idle_expires_ms
-                                                                 : s->absolute_expires_ms;
+    int64_t until =
+        s->idle_expires_ms < s->absolute_expires_ms ? s->idle_expires_ms : s->absolute_expires_ms;
     int64_t ttl_s = (until - now) / 1000;
     if (ttl_s <= 0) {
         return PHR_EINVAL;

@@ -233,6 +233,40 @@ svc_metrics(h2s_req_t *req, void *ud)
     free(text);
 }
 
+/* GET /internal/v1/status: readiness and backlogs, for phrctl status and peers. */
+static void
+svc_status(svc_t *svc, h2s_req_t *req, const sess_t *sess)
+{
+    db_stats_t ds;
+    kv_stats_t ks;
+    json_object *o = json_object_new_object();
+    json_object *db = json_object_new_object();
+    json_object *kv = json_object_new_object();
+
+    db_pool_stats(svc->db, &ds);
+    kv_stats(svc->kv, &ks);
+    json_object_object_add(db, "ready", json_object_new_boolean(db_pool_ready(svc->db)));
+    json_object_object_add(db, "connected", json_object_new_int(ds.connected));
+    json_object_object_add(db, "busy", json_object_new_int(ds.busy));
+    json_object_object_add(db, "waiting", json_object_new_int(ds.waiting));
+    json_object_object_add(kv, "ready", json_object_new_boolean(kv_ready(svc->kv)));
+    json_object_object_add(kv, "timeouts", json_object_new_int64((int64_t)ks.timeouts));
+    json_object_object_add(o, "service", json_object_new_string(svc->cfg.service_name));
+    json_object_object_add(o, "draining", json_object_new_boolean(svc->draining));
+    json_object_object_add(o, "postgres", db);
+    json_object_object_add(o, "redis", kv);
+    json_object_object_add(o, "workq_pending", json_object_new_int(workq_pending(svc->wq)));
+    json_object_object_add(o, "connections",
+                           json_object_new_int64((int64_t)h2s_connections(svc->srv)));
+    json_object_object_add(o, "inflight", json_object_new_int64((int64_t)h2s_inflight(svc->srv)));
+    h2s_respond_json(req, 200, o);
+}
+
+static const svc_route_t svc_builtin_routes[] = {
+    {"GET", "/internal/v1/status", svc_status, SVC_INTERNAL, 0},
+};
+#define SVC_NBUILTIN (sizeof(svc_builtin_routes) / sizeof(svc_builtin_routes[0]))
+
 /* ---- authentication of routes ------------------------------------------- */
 
 static void
@@ -391,8 +425,9 @@ svc_add_routes(svc_t *svc, svc_call_t *tmpls)
     if (rc == PHR_OK) {
         rc = h2s_route(svc->srv, "GET", "/metrics", svc_metrics, svc, 0);
     }
-    for (size_t i = 0; rc == PHR_OK && i < svc->def->nroutes; i++) {
-        const svc_route_t *r = &svc->def->routes[i];
+    for (size_t i = 0; rc == PHR_OK && i < svc->def->nroutes + SVC_NBUILTIN; i++) {
+        const svc_route_t *r = i < SVC_NBUILTIN ? &svc_builtin_routes[i]
+                                                : &svc->def->routes[i - SVC_NBUILTIN];
         tmpls[i].svc = svc;
         tmpls[i].route = r;
         rc = h2s_route(svc->srv, r->method, r->pattern, svc_route_handler, &tmpls[i],
@@ -534,7 +569,7 @@ svc_main(const svc_def_t *def, int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     svc.def = def;
     svc.base = event_base_new();
-    svc_call_t *tmpls = calloc(def->nroutes + 1, sizeof(*tmpls));
+    svc_call_t *tmpls = calloc(def->nroutes + SVC_NBUILTIN, sizeof(*tmpls));
     if (svc.base == NULL || tmpls == NULL) {
         log_error("out of memory at start-up");
         return 1;

@@ -78,7 +78,7 @@ pid_of() {
     [ -s "$1" ] || return 1
     pid=$(head -n 1 "$1")
     [[ $pid =~ ^[0-9]+$ ]] || return 1
-    kill -0 "$pid" 2>/dev/null || return 1
+    alive "$pid" || return 1
     printf '%s\n' "$pid"
 }
 
@@ -89,14 +89,24 @@ comm_is() {
     [[ $comm == "$2"* ]]
 }
 
+# alive PID: the process exists and is not a zombie (exited children reparented to
+# PID 1 may stay zombies for a while when PID 1 reaps slowly, as in some containers).
+alive() {
+    local stat
+    kill -0 "$1" 2>/dev/null || return 1
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    stat=${stat##*) }
+    [ "${stat:0:1}" != Z ]
+}
+
 # wait_gone PID SECONDS: 0 once PID has exited, 1 if still alive after SECONDS.
 wait_gone() {
     local i
     for ((i = 0; i < $2 * 10; i++)); do
-        kill -0 "$1" 2>/dev/null || return 0
+        alive "$1" || return 0
         sleep 0.1
     done
-    ! kill -0 "$1" 2>/dev/null
+    ! alive "$1"
 }
 
 # ---- PostgreSQL --------------------------------------------------------------------
@@ -316,15 +326,15 @@ svc_down_all() {
     done
     # Services drain for up to 10 s on SIGTERM; give them 15 s, then SIGKILL.
     for ((i = 0; i < 150; i++)); do
-        local alive=0
+        local running=0
         for pid in "${pids[@]}"; do
-            kill -0 "$pid" 2>/dev/null && alive=1
+            alive "$pid" && running=1
         done
-        [ "$alive" -eq 0 ] && return 0
+        [ "$running" -eq 0 ] && return 0
         sleep 0.1
     done
     for pid in "${pids[@]}"; do
-        if kill -0 "$pid" 2>/dev/null; then
+        if alive "$pid"; then
             say "pid $pid did not exit after 15 s: SIGKILL"
             kill -KILL "$pid" 2>/dev/null || true
         fi

@@ -107,7 +107,7 @@ run_one() {
     name=$(basename "$bin")
     log=$logdir/$name.log
     echo "=== $name"
-    timeout --kill-after=10 "$timeout_s" "$bin" 2>&1 | tee "$log"
+    timeout --foreground --kill-after=10 "$timeout_s" "$bin" 2>&1 | tee "$log"
     rc=${PIPESTATUS[0]}
     ran=$((ran + 1))
     if [ "$kind" = cmocka ]; then

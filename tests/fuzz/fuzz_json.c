@@ -24,14 +24,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 static const char *const fuzz_kinds[] = {"blood_pressure", "weight", "glucose", NULL};
 
 static const jx_field_t fuzz_fields[] = {
-    {.name = "kind", .type = JX_STRING, .required = 1, .min = 1, .max = 0,
-     .enum_vals = fuzz_kinds},
-    {.name = "measured_at", .type = JX_STRING, .required = 1, .min = 1, .max = 0, .min_len = 20,
-     .max_len = 40},
-    {.name = "note", .type = JX_STRING, .min = 1, .max = 0, .max_len = 500},
-    {.name = "values", .type = JX_OBJECT, .required = 1, .min = 1, .max = 0},
-    {.name = "tags", .type = JX_ARRAY, .min = 1, .max = 0, .max_len = 10},
-    {.name = "shared", .type = JX_BOOL, .min = 1, .max = 0},
+    {.name = "kind", .type = JX_STRING, .required = 1, .enum_vals = fuzz_kinds},
+    {.name = "measured_at", .type = JX_STRING, .required = 1, .min_len = 20, .max_len = 40},
+    {.name = "note", .type = JX_STRING, .max_len = 500},
+    {.name = "values", .type = JX_OBJECT, .required = 1},
+    {.name = "tags", .type = JX_ARRAY, .max_len = 10},
+    {.name = "shared", .type = JX_BOOL},
     {.name = "limit", .type = JX_INT, .min = 1, .max = 100},
 };
 
@@ -98,8 +96,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if ((rc == PHR_OK) != (errs.n == 0))
             __builtin_trap();
         if (json_object_object_get_ex(obj, "values", &values))
-            (void)jx_validate(values, fuzz_values, sizeof(fuzz_values) / sizeof(fuzz_values[0]),
-                              1, "values", &errs);
+            (void)jx_validate(values, fuzz_values, sizeof(fuzz_values) / sizeof(fuzz_values[0]), 1,
+                              "values", &errs);
         check_errors(&errs);
         (void)jx_get_str(obj, "kind", NULL);
         (void)jx_get_int(obj, "limit", 0);

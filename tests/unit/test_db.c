@@ -19,11 +19,14 @@
 
 #include <cmocka.h>
 
+#include <arpa/inet.h>
 #include <event2/event.h>
 #include <libpq-fe.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -50,12 +53,12 @@ now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-#define WAIT_UNTIL(cond, ms)                                                                      \
-    do {                                                                                          \
-        int64_t dl_ = now_ms() + (ms);                                                            \
-        while (!(cond) && now_ms() < dl_) {                                                       \
-            event_base_loop(g_base, EVLOOP_ONCE);                                                 \
-        }                                                                                         \
+#define WAIT_UNTIL(cond, ms)                                                                       \
+    do {                                                                                           \
+        int64_t dl_ = now_ms() + (ms);                                                             \
+        while (!(cond) && now_ms() < dl_) {                                                        \
+            event_base_loop(g_base, EVLOOP_ONCE);                                                  \
+        }                                                                                          \
     } while (0)
 
 /* Runs the loop for |ms| regardless of progress. */
@@ -86,8 +89,7 @@ side_exec(const char *sql)
 }
 
 /* First cell of |sql| (run on the side connection in the test schema) as a long. */
-static long
-side_long(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static long side_long(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 static long
 side_long(const char *fmt, ...)
@@ -136,7 +138,8 @@ q_cb(int rc, PGresult *res, void *ud)
         }
     }
     if (q->pool != NULL) {
-        q->requery_rc = db_query(q->pool, "SELECT 1", 0, NULL, q_cb, NULL);
+        static qres_t sink;
+        q->requery_rc = db_query(q->pool, "SELECT 1", 0, NULL, q_cb, &sink);
         if (q->free_pool) {
             db_pool_free(q->pool);
         }
@@ -161,6 +164,32 @@ run_q(db_pool_t *p, const char *sql, int n, const char *const *params, qres_t *q
     WAIT_UNTIL(q->calls > 0, 10000);
     assert_int_equal(q->calls, 1);
     return q->rc;
+}
+
+static int
+connected(const db_pool_t *p)
+{
+    db_stats_t st;
+    db_pool_stats(p, &st);
+    return st.connected;
+}
+
+static unsigned long
+reconnects(const db_pool_t *p)
+{
+    db_stats_t st;
+    db_pool_stats(p, &st);
+    return st.reconnects;
+}
+
+static int
+ncalled(const qres_t *q, int n)
+{
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        k += q[i].calls > 0;
+    }
+    return k;
 }
 
 static db_pool_t *
@@ -192,7 +221,7 @@ ready_pool(int size, int stmt_ms, int queue_max)
 static int
 setup(void **state)
 {
-    char sql[160];
+    char sql[256];
     g_base = event_base_new();
     assert_non_null(g_base);
     g_tick = event_new(g_base, -1, EV_PERSIST, tick_cb, NULL);
@@ -217,7 +246,7 @@ setup(void **state)
 static int
 teardown(void **state)
 {
-    char sql[128];
+    char sql[256];
     side_exec("RESET search_path");
     snprintf(sql, sizeof(sql), "DROP SCHEMA IF EXISTS %s CASCADE", g_schema);
     side_exec(sql);
@@ -228,6 +257,64 @@ teardown(void **state)
 }
 
 /* ---- tests ---------------------------------------------------------------- */
+
+typedef struct {
+    db_pool_t *pool;
+    db_txn_t *txn;
+    int begin_calls;
+    int begin_rc;
+    int ins_rc;
+    int end_calls;
+    int end_rc;
+    int step_rc;
+} txs_t;
+
+static void
+tx_end_cb(int rc, PGresult *res, void *ud)
+{
+    txs_t *t = ud;
+    assert_false(g_in_api);
+    t->end_calls++;
+    t->end_rc = rc;
+}
+
+static void
+tx_ins_cb(int rc, PGresult *res, void *ud)
+{
+    txs_t *t = ud;
+    assert_false(g_in_api);
+    t->ins_rc = rc;
+    g_in_api = 1;
+    t->step_rc = db_txn_end(t->txn, 1, tx_end_cb, t);
+    g_in_api = 0;
+}
+
+/* Begin callback that chains INSERT then COMMIT from inside callbacks. */
+static void
+tx_begin_chain_cb(int rc, db_txn_t *txn, void *ud)
+{
+    txs_t *t = ud;
+    static const char *v[1] = {"committed"};
+    assert_false(g_in_api);
+    t->begin_calls++;
+    t->begin_rc = rc;
+    t->txn = txn;
+    if (rc == PHR_OK) {
+        g_in_api = 1;
+        t->step_rc = db_txn_query(txn, "INSERT INTO tx (v) VALUES ($1)", 1, v, tx_ins_cb, t);
+        g_in_api = 0;
+    }
+}
+
+static void
+tx_begin_cb(int rc, db_txn_t *txn, void *ud)
+{
+    txs_t *t = ud;
+    assert_false(g_in_api);
+    t->begin_calls++;
+    t->begin_rc = rc;
+    t->txn = txn;
+}
 
 static void
 test_params_null_utf8(void **state)
@@ -292,11 +379,7 @@ test_concurrent_50_on_2(void **state)
     db_stats_t st;
 
     db_pool_t *p = ready_pool(2, 5000, N);
-    WAIT_UNTIL(({
-                   db_pool_stats(p, &st);
-                   st.connected == 2;
-               }),
-               5000);
+    WAIT_UNTIL(connected(p) == 2, 5000);
     memset(q, 0, sizeof(q));
     for (int i = 0; i < N; i++) {
         snprintf(num[i], sizeof(num[i]), "%d", i);
@@ -308,16 +391,8 @@ test_concurrent_50_on_2(void **state)
     assert_int_equal(st.busy, 2);
     assert_int_equal(st.waiting, N - 2);
 
-    int done = 0;
-    WAIT_UNTIL(({
-                   done = 0;
-                   for (int i = 0; i < N; i++) {
-                       done += q[i].calls > 0;
-                   }
-                   done == N;
-               }),
-               20000);
-    assert_int_equal(done, N);
+    WAIT_UNTIL(ncalled(q, N) == N, 20000);
+    assert_int_equal(ncalled(q, N), N);
     spin(50);
     for (int i = 0; i < N; i++) {
         char want[16];
@@ -353,18 +428,28 @@ test_queue_full_and_wait_timeout(void **state)
     assert_string_equal(q[2].val[0], "3");
     db_pool_free(p);
 
-    /* A query waiting longer than statement_timeout fails with PHR_ETIMEDOUT. */
-    p = ready_pool(1, 300, 5);
-    assert_int_equal(submit(p, "SELECT pg_sleep(0.25)", 0, NULL, &q[0]), PHR_OK);
+    /*
+     * A query waiting longer than statement_timeout fails with PHR_ETIMEDOUT:
+     * an open transaction holds the only connection.
+     */
+    txs_t t;
+    memset(&t, 0, sizeof(t));
     memset(q, 0, sizeof(q));
-    assert_int_equal(submit(p, "SELECT pg_sleep(0.25)", 0, NULL, &q[0]), PHR_OK);
-    assert_int_equal(submit(p, "SELECT pg_sleep(0.25)", 0, NULL, &q[1]), PHR_OK);
+    p = ready_pool(1, 300, 5);
+    assert_int_equal(db_txn_begin(p, tx_begin_cb, &t), PHR_OK);
+    WAIT_UNTIL(t.begin_calls > 0, 5000);
+    assert_int_equal(t.begin_rc, PHR_OK);
     int64_t t0 = now_ms();
-    WAIT_UNTIL(q[1].calls > 0, 3000);
-    assert_int_equal(q[1].calls, 1);
-    assert_int_equal(q[1].rc, PHR_ETIMEDOUT);
-    assert_true(now_ms() - t0 < 1500);
+    assert_int_equal(submit(p, "SELECT 1", 0, NULL, &q[0]), PHR_OK);
     WAIT_UNTIL(q[0].calls > 0, 3000);
+    assert_int_equal(q[0].calls, 1);
+    assert_int_equal(q[0].rc, PHR_ETIMEDOUT);
+    assert_true(now_ms() - t0 >= 250);
+    assert_true(now_ms() - t0 < 1500);
+    assert_int_equal(db_txn_end(t.txn, 0, tx_end_cb, &t), PHR_OK);
+    WAIT_UNTIL(t.end_calls > 0, 3000);
+    assert_int_equal(t.end_rc, PHR_OK);
+    assert_int_equal(run_q(p, "SELECT 5", 0, NULL, &q[1]), PHR_OK);
     db_pool_free(p);
 }
 
@@ -376,9 +461,9 @@ test_error_mapping(void **state)
     const char *bad[1] = {"not-a-number"};
 
     db_pool_t *p = ready_pool(1, 5000, 10);
-    assert_int_equal(run_q(p, "CREATE TABLE acct (email text PRIMARY KEY, n int NOT NULL)", 0,
-                           NULL, &q),
-                     PHR_OK);
+    assert_int_equal(
+        run_q(p, "CREATE TABLE acct (email text PRIMARY KEY, n int NOT NULL)", 0, NULL, &q),
+        PHR_OK);
     assert_int_equal(run_q(p, "INSERT INTO acct VALUES ($1, 1)", 1, a, &q), PHR_OK);
     assert_int_equal(run_q(p, "INSERT INTO acct VALUES ($1, 1)", 1, a, &q), PHR_ECONFLICT);
     assert_int_equal(run_q(p, "SELECT $1::int", 1, bad, &q), PHR_EINVAL);
@@ -453,11 +538,30 @@ test_migrations_once(void **state)
     assert_int_equal(side_long("SELECT count(*) FROM mig_a"), 2);
 }
 
+static long
+advisory_waiters(void)
+{
+    return side_long("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted");
+}
+
 static void
 test_migrations_concurrent(void **state)
 {
-    db_pool_t *p1 = make_pool(g_ci, 2, 5000, 10, mig_v3);
-    db_pool_t *p2 = make_pool(g_ci, 2, 5000, 10, mig_v3);
+    static const db_migration_t slow[] = {
+        {1, "create_a",
+         "SELECT pg_sleep(0.5); CREATE TABLE mig_a (id int); "
+         "INSERT INTO mig_a VALUES (1);"},
+        {2, "create_b", "CREATE TABLE mig_b (id int PRIMARY KEY)"},
+        {5, "add_col", "ALTER TABLE mig_b ADD COLUMN note text; INSERT INTO mig_a VALUES (5)"},
+        {0, NULL, NULL},
+    };
+    db_pool_t *p1 = make_pool(g_ci, 2, 5000, 10, slow);
+    db_pool_t *p2 = make_pool(g_ci, 2, 5000, 10, slow);
+
+    /* While one pool migrates, the other waits on the advisory lock. */
+    WAIT_UNTIL(advisory_waiters() > 0, 3000);
+    assert_true(advisory_waiters() > 0);
+    assert_false(db_pool_ready(p1) || db_pool_ready(p2));
     WAIT_UNTIL(db_pool_ready(p1) && db_pool_ready(p2), 10000);
     assert_true(db_pool_ready(p1));
     assert_true(db_pool_ready(p2));
@@ -481,14 +585,9 @@ test_migration_failure(void **state)
         {0, NULL, NULL},
     };
     qres_t q;
-    db_stats_t st;
 
     db_pool_t *p = make_pool(g_ci, 2, 5000, 10, bad);
-    WAIT_UNTIL(({
-                   db_pool_stats(p, &st);
-                   st.connected == 2;
-               }),
-               5000);
+    WAIT_UNTIL(connected(p) == 2, 5000);
     spin(1200); /* several attempts with backoff */
     assert_false(db_pool_ready(p));
     memset(&q, 0, sizeof(q));
@@ -498,71 +597,12 @@ test_migration_failure(void **state)
     g_in_api = 0;
     db_pool_free(p);
     assert_int_equal(q.calls, 0);
-    assert_int_equal(side_long("SELECT count(*) FROM pg_tables WHERE schemaname = '%s'",
-                               g_schema),
+    assert_int_equal(side_long("SELECT count(*) FROM pg_tables WHERE schemaname = '%s'", g_schema),
                      0);
 
     /* Versions must increase strictly. */
     db_config_t cfg = {.conninfo = g_ci, .size = 1, .migrations = unordered};
     assert_null(db_pool_create(g_base, &cfg));
-}
-
-typedef struct {
-    db_pool_t *pool;
-    db_txn_t *txn;
-    int begin_calls;
-    int begin_rc;
-    int ins_rc;
-    int end_calls;
-    int end_rc;
-    int step_rc;
-} txs_t;
-
-static void
-tx_end_cb(int rc, PGresult *res, void *ud)
-{
-    txs_t *t = ud;
-    assert_false(g_in_api);
-    t->end_calls++;
-    t->end_rc = rc;
-}
-
-static void
-tx_ins_cb(int rc, PGresult *res, void *ud)
-{
-    txs_t *t = ud;
-    assert_false(g_in_api);
-    t->ins_rc = rc;
-    g_in_api = 1;
-    t->step_rc = db_txn_end(t->txn, 1, tx_end_cb, t);
-    g_in_api = 0;
-}
-
-/* Begin callback that chains INSERT then COMMIT from inside callbacks. */
-static void
-tx_begin_chain_cb(int rc, db_txn_t *txn, void *ud)
-{
-    txs_t *t = ud;
-    static const char *v[1] = {"committed"};
-    assert_false(g_in_api);
-    t->begin_calls++;
-    t->begin_rc = rc;
-    t->txn = txn;
-    if (rc == PHR_OK) {
-        g_in_api = 1;
-        t->step_rc = db_txn_query(txn, "INSERT INTO tx (v) VALUES ($1)", 1, v, tx_ins_cb, t);
-        g_in_api = 0;
-    }
-}
-
-static void
-tx_begin_cb(int rc, db_txn_t *txn, void *ud)
-{
-    txs_t *t = ud;
-    assert_false(g_in_api);
-    t->begin_calls++;
-    t->begin_rc = rc;
-    t->txn = txn;
 }
 
 static void
@@ -602,8 +642,7 @@ test_txn_commit_rollback(void **state)
     assert_int_equal(st.busy, 1);
     memset(&q, 0, sizeof(q));
     memset(&q2, 0, sizeof(q2));
-    assert_int_equal(db_txn_query(t.txn, "INSERT INTO tx (v) VALUES ($1)", 1, v, q_cb, &q),
-                     PHR_OK);
+    assert_int_equal(db_txn_query(t.txn, "INSERT INTO tx (v) VALUES ($1)", 1, v, q_cb, &q), PHR_OK);
     assert_int_equal(db_txn_query(t.txn, "SELECT count(*) FROM tx", 0, NULL, q_cb, &q2), PHR_OK);
     WAIT_UNTIL(q2.calls > 0, 5000);
     assert_int_equal(q.rc, PHR_OK);
@@ -650,7 +689,7 @@ test_terminated_connection(void **state)
 
     db_pool_t *p = ready_pool(1, 5000, 10);
     assert_int_equal(run_q(p, "SELECT pg_backend_pid()", 0, NULL, &q), PHR_OK);
-    snprintf(pid, sizeof(pid), "%s", q.val[0]);
+    snprintf(pid, sizeof(pid), "%.31s", q.val[0]);
 
     memset(&q, 0, sizeof(q));
     assert_int_equal(submit(p, "SELECT pg_sleep(3)", 0, NULL, &q), PHR_OK);
@@ -667,7 +706,7 @@ test_terminated_connection(void **state)
     assert_true(db_pool_ready(p));
     assert_int_equal(run_q(p, "SELECT pg_backend_pid()", 0, NULL, &q), PHR_OK);
     assert_string_not_equal(q.val[0], pid);
-    snprintf(pid, sizeof(pid), "%s", q.val[0]);
+    snprintf(pid, sizeof(pid), "%.31s", q.val[0]);
     db_pool_stats(p, &st);
     assert_true(st.reconnects >= 1);
 
@@ -692,7 +731,7 @@ test_terminated_connection(void **state)
     /* An idle connection killed behind our back is replaced too. */
     WAIT_UNTIL(db_pool_ready(p), 5000);
     assert_int_equal(run_q(p, "SELECT pg_backend_pid()", 0, NULL, &q), PHR_OK);
-    snprintf(pid, sizeof(pid), "%s", q.val[0]);
+    snprintf(pid, sizeof(pid), "%.31s", q.val[0]);
     terminate(pid);
     spin(400);
     WAIT_UNTIL(db_pool_ready(p), 5000);
@@ -709,8 +748,8 @@ test_unreachable(void **state)
     memset(&q, 0, sizeof(q));
 
     int64_t t0 = now_ms();
-    db_pool_t *p = make_pool("host=127.0.0.1 port=1 dbname=postgres user=postgres", 2, 1000, 10,
-                             mig_v2);
+    db_pool_t *p =
+        make_pool("host=127.0.0.1 port=1 dbname=postgres user=postgres", 2, 1000, 10, mig_v2);
     spin(700);
     assert_false(db_pool_ready(p));
     assert_int_equal(submit(p, "SELECT 1", 0, NULL, &q), PHR_EUNAVAIL);
@@ -722,6 +761,38 @@ test_unreachable(void **state)
     db_pool_free(p);
     spin(50);
     assert_int_equal(q.calls, 0);
+    assert_true(now_ms() - t0 < 2000);
+
+    /* A server that accepts TCP but never answers: the connect deadline fires. */
+    struct sockaddr_in sa;
+    socklen_t salen = sizeof(sa);
+    char ci[128];
+    int lfd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(lfd >= 0);
+    memset(&sa, 0, sizeof(sa));
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_equal(listen(lfd, 16), 0);
+    assert_int_equal(getsockname(lfd, (struct sockaddr *)&sa, &salen), 0);
+    snprintf(ci, sizeof(ci), "host=127.0.0.1 port=%d dbname=postgres user=postgres sslmode=disable",
+             ntohs(sa.sin_port));
+    db_config_t cfg = {.conninfo = ci,
+                       .size = 1,
+                       .statement_timeout_ms = 1000,
+                       .connect_timeout_ms = 200,
+                       .queue_max = 1};
+    t0 = now_ms();
+    p = db_pool_create(g_base, &cfg);
+    assert_non_null(p);
+    WAIT_UNTIL(reconnects(p) >= 1, 3000);
+    db_pool_stats(p, &st);
+    assert_true(st.reconnects >= 1);
+    assert_true(now_ms() - t0 >= 150);
+    assert_false(db_pool_ready(p));
+    assert_int_equal(submit(p, "SELECT 1", 0, NULL, &q), PHR_EUNAVAIL);
+    db_pool_free(p);
+    close(lfd);
     assert_true(now_ms() - t0 < 2000);
 }
 
@@ -799,8 +870,9 @@ main(void)
         PQfinish(g_side);
         return 1;
     }
-    log_init("test_db", getenv("PHR_TEST_LOG_LEVEL") != NULL ? getenv("PHR_TEST_LOG_LEVEL")
-                                                              : "error");
+    PQclear(PQexec(g_side, "SET client_min_messages = warning"));
+    log_init("test_db",
+             getenv("PHR_TEST_LOG_LEVEL") != NULL ? getenv("PHR_TEST_LOG_LEVEL") : "error");
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     PQfinish(g_side);
     return rc == 0 ? 0 : 1;

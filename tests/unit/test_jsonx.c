@@ -2,7 +2,8 @@
  * test_jsonx.c - unit tests of common/jsonx.c (cmocka).
  *
  * No environment variables or servers needed.
- * Build and run: make BUILD=build-jsonx build-jsonx/tests/test_jsonx && build-jsonx/tests/test_jsonx
+ * Build and run:
+ *   make BUILD=build-jsonx build-jsonx/tests/test_jsonx && build-jsonx/tests/test_jsonx
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -45,13 +46,13 @@ static const parse_ok_case_t parse_ok_cases[] = {
     {"\"plain\"", json_type_string},
     {"\"esc \\\" \\\\ \\/ \\b \\f \\n \\r \\t \\u00e9\"", json_type_string},
     {"\"pair \\ud83d\\ude00\"", json_type_string},
-    {"\"\xC3\xA9\"", json_type_string},             /* U+00E9, 2 bytes */
-    {"\"\xE2\x82\xAC\"", json_type_string},         /* U+20AC, 3 bytes */
-    {"\"\xED\x9F\xBF\"", json_type_string},         /* U+D7FF, last before surrogates */
-    {"\"\xEE\x80\x80\"", json_type_string},         /* U+E000, first after surrogates */
-    {"\"\xEF\xBF\xBF\"", json_type_string},         /* U+FFFF */
-    {"\"\xF0\x9F\x98\x80\"", json_type_string},     /* U+1F600, 4 bytes */
-    {"\"\xF4\x8F\xBF\xBF\"", json_type_string},     /* U+10FFFF, the last code point */
+    {"\"\xC3\xA9\"", json_type_string},         /* U+00E9, 2 bytes */
+    {"\"\xE2\x82\xAC\"", json_type_string},     /* U+20AC, 3 bytes */
+    {"\"\xED\x9F\xBF\"", json_type_string},     /* U+D7FF, last before surrogates */
+    {"\"\xEE\x80\x80\"", json_type_string},     /* U+E000, first after surrogates */
+    {"\"\xEF\xBF\xBF\"", json_type_string},     /* U+FFFF */
+    {"\"\xF0\x9F\x98\x80\"", json_type_string}, /* U+1F600, 4 bytes */
+    {"\"\xF4\x8F\xBF\xBF\"", json_type_string}, /* U+10FFFF, the last code point */
     {"{\"\xE6\x97\xA5\xE6\x9C\xAC\":\"\xE8\xAA\x9E\"}", json_type_object},
     {"[1,2.5,\"x\",true,false,null,{},[]]", json_type_array},
     {"{\"a\":1,\"a\":2}", json_type_object}, /* duplicate: json-c keeps the last */
@@ -189,8 +190,7 @@ static const parse_bad_case_t parse_bad_cases[] = {
      "body is not valid JSON: unpaired surrogate escape in string at byte 1"},
     {"\"x\\udc00\"", 0, 16,
      "body is not valid JSON: unpaired surrogate escape in string at byte 2"},
-    {"{\"a\\u0000b\":1}", 0, 16,
-     "body is not valid JSON: NUL character in member name at byte 3"},
+    {"{\"a\\u0000b\":1}", 0, 16, "body is not valid JSON: NUL character in member name at byte 3"},
     /* trailing data */
     {"{} x", 0, 16, "body has trailing data after the JSON value at byte 3"},
     {"{}{}", 0, 16, "body has trailing data after the JSON value at byte 2"},
@@ -363,7 +363,7 @@ static const jx_field_t fields[] = {
     {.name = "note", .type = JX_STRING, .min = 1, .max = 0, .min_len = 2, .max_len = 5},
     {.name = "systolic", .type = JX_INT, .min = 40, .max = 300},
     {.name = "weight", .type = JX_NUMBER, .min = 0.5, .max = 500},
-    {.name = "count", .type = JX_INT, .min = 1, .max = 0},   /* no range */
+    {.name = "count", .type = JX_INT, .min = 1, .max = 0},    /* no range */
     {.name = "ratio", .type = JX_NUMBER, .min = 1, .max = 0}, /* no range */
     {.name = "shared", .type = JX_BOOL, .min = 1, .max = 0},
     {.name = "values", .type = JX_OBJECT, .min = 1, .max = 0},
@@ -385,8 +385,8 @@ static const validate_case_t validate_cases[] = {
     {"{\"kind\":\"glucose\",\"note\":\"ab\",\"systolic\":40,\"weight\":0.5,\"count\":-7,"
      "\"ratio\":-1e300,\"shared\":false,\"values\":{},\"tags\":[1],\"zero\":12345}",
      0, "", PHR_OK, ""},
-    {"{\"kind\":\"bp\",\"systolic\":300,\"weight\":500,\"tags\":[1,2,3],\"note\":\"abcde\"}", 0,
-     "", PHR_OK, ""},
+    {"{\"kind\":\"bp\",\"systolic\":300,\"weight\":500,\"tags\":[1,2,3],\"note\":\"abcde\"}", 0, "",
+     PHR_OK, ""},
     {"{}", 0, "", PHR_EINVAL, "kind=is required"},
     {"{\"kind\":null}", 0, "", PHR_EINVAL, "kind=is required"},
     {"{\"kind\":\"bp\",\"note\":null}", 0, "", PHR_OK, ""},
@@ -414,12 +414,10 @@ static const validate_case_t validate_cases[] = {
     {"{\"kind\":\"bp\",\"note\":\"a\\u0000b\"}", 0, "", PHR_EINVAL,
      "note=must not contain NUL characters"},
     /* integers */
-    {"{\"kind\":\"bp\",\"systolic\":39}", 0, "", PHR_EINVAL,
-     "systolic=must be between 40 and 300"},
+    {"{\"kind\":\"bp\",\"systolic\":39}", 0, "", PHR_EINVAL, "systolic=must be between 40 and 300"},
     {"{\"kind\":\"bp\",\"systolic\":301}", 0, "", PHR_EINVAL,
      "systolic=must be between 40 and 300"},
-    {"{\"kind\":\"bp\",\"systolic\":-1}", 0, "", PHR_EINVAL,
-     "systolic=must be between 40 and 300"},
+    {"{\"kind\":\"bp\",\"systolic\":-1}", 0, "", PHR_EINVAL, "systolic=must be between 40 and 300"},
     {"{\"kind\":\"bp\",\"systolic\":120.0}", 0, "", PHR_EINVAL, "systolic=must be an integer"},
     {"{\"kind\":\"bp\",\"systolic\":120.5}", 0, "", PHR_EINVAL, "systolic=must be an integer"},
     {"{\"kind\":\"bp\",\"systolic\":1e2}", 0, "", PHR_EINVAL, "systolic=must be an integer"},
@@ -428,8 +426,7 @@ static const validate_case_t validate_cases[] = {
     {"{\"kind\":\"bp\",\"systolic\":{}}", 0, "", PHR_EINVAL, "systolic=must be an integer"},
     {"{\"kind\":\"bp\",\"count\":9223372036854775807}", 0, "", PHR_OK, ""},
     {"{\"kind\":\"bp\",\"count\":-9223372036854775807}", 0, "", PHR_OK, ""},
-    {"{\"kind\":\"bp\",\"count\":9223372036854775808}", 0, "", PHR_EINVAL,
-     "count=is out of range"},
+    {"{\"kind\":\"bp\",\"count\":9223372036854775808}", 0, "", PHR_EINVAL, "count=is out of range"},
     {"{\"kind\":\"bp\",\"count\":18446744073709551616}", 0, "", PHR_EINVAL,
      "count=is out of range"},
     {"{\"kind\":\"bp\",\"count\":-9223372036854775809}", 0, "", PHR_EINVAL,
@@ -441,8 +438,7 @@ static const validate_case_t validate_cases[] = {
     /* numbers */
     {"{\"kind\":\"bp\",\"weight\":70}", 0, "", PHR_OK, ""},
     {"{\"kind\":\"bp\",\"weight\":70.25}", 0, "", PHR_OK, ""},
-    {"{\"kind\":\"bp\",\"weight\":0.49}", 0, "", PHR_EINVAL,
-     "weight=must be between 0.5 and 500"},
+    {"{\"kind\":\"bp\",\"weight\":0.49}", 0, "", PHR_EINVAL, "weight=must be between 0.5 and 500"},
     {"{\"kind\":\"bp\",\"weight\":500.01}", 0, "", PHR_EINVAL,
      "weight=must be between 0.5 and 500"},
     {"{\"kind\":\"bp\",\"weight\":true}", 0, "", PHR_EINVAL, "weight=must be a number"},
@@ -450,8 +446,7 @@ static const validate_case_t validate_cases[] = {
     {"{\"kind\":\"bp\",\"ratio\":1e308}", 0, "", PHR_OK, ""},
     {"{\"kind\":\"bp\",\"ratio\":1e400}", 0, "", PHR_EINVAL, "ratio=is out of range"},
     {"{\"kind\":\"bp\",\"ratio\":-1e400}", 0, "", PHR_EINVAL, "ratio=is out of range"},
-    {"{\"kind\":\"bp\",\"ratio\":9223372036854775808}", 0, "", PHR_EINVAL,
-     "ratio=is out of range"},
+    {"{\"kind\":\"bp\",\"ratio\":9223372036854775808}", 0, "", PHR_EINVAL, "ratio=is out of range"},
     {"{\"kind\":\"bp\",\"ratio\":1e-400}", 0, "", PHR_OK, ""},
     /* booleans, objects, arrays */
     {"{\"kind\":\"bp\",\"shared\":true}", 0, "", PHR_OK, ""},
@@ -461,8 +456,7 @@ static const validate_case_t validate_cases[] = {
     {"{\"kind\":\"bp\",\"values\":\"{}\"}", 0, "", PHR_EINVAL, "values=must be an object"},
     {"{\"kind\":\"bp\",\"tags\":{}}", 0, "", PHR_EINVAL, "tags=must be an array"},
     {"{\"kind\":\"bp\",\"tags\":[]}", 0, "", PHR_EINVAL, "tags=must have at least 1 items"},
-    {"{\"kind\":\"bp\",\"tags\":[1,2,3,4]}", 0, "", PHR_EINVAL,
-     "tags=must have at most 3 items"},
+    {"{\"kind\":\"bp\",\"tags\":[1,2,3,4]}", 0, "", PHR_EINVAL, "tags=must have at most 3 items"},
     /* unknown members */
     {"{\"kind\":\"bp\",\"extra\":1}", 0, "", PHR_EINVAL, "extra=is not allowed"},
     {"{\"kind\":\"bp\",\"extra\":1}", 1, "", PHR_OK, ""},
@@ -486,8 +480,8 @@ render(const jx_errors_t *errs, char *out, size_t cap)
 
     out[0] = '\0';
     for (size_t i = 0; i < errs->n && used < cap; i++) {
-        int n = snprintf(out + used, cap - used, "%s%s=%s", i > 0 ? "|" : "",
-                         errs->items[i].field, errs->items[i].message);
+        int n = snprintf(out + used, cap - used, "%s%s=%s", i > 0 ? "|" : "", errs->items[i].field,
+                         errs->items[i].message);
 
         if (n < 0)
             break;
@@ -567,10 +561,11 @@ test_error_add(void **state)
 static void
 test_validate_long_enum(void **state)
 {
-    static const char *const many[] = {
-        "aaaaaaaaaaaaaaaaaaaa", "bbbbbbbbbbbbbbbbbbbb", "cccccccccccccccccccc",
-        "dddddddddddddddddddd", "eeeeeeeeeeeeeeeeeeee", "ffffffffffffffffffff",
-        "gggggggggggggggggggg", "hhhhhhhhhhhhhhhhhhhh", "iiiiiiiiiiiiiiiiiiii", NULL};
+    static const char *const many[] = {"aaaaaaaaaaaaaaaaaaaa", "bbbbbbbbbbbbbbbbbbbb",
+                                       "cccccccccccccccccccc", "dddddddddddddddddddd",
+                                       "eeeeeeeeeeeeeeeeeeee", "ffffffffffffffffffff",
+                                       "gggggggggggggggggggg", "hhhhhhhhhhhhhhhhhhhh",
+                                       "iiiiiiiiiiiiiiiiiiii", NULL};
     static const jx_field_t f[] = {
         {.name = "v", .type = JX_STRING, .required = 1, .enum_vals = many},
     };
@@ -643,18 +638,12 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_parse_ok),
-        cmocka_unit_test(test_parse_values),
-        cmocka_unit_test(test_parse_bad),
-        cmocka_unit_test(test_parse_depth_boundary),
-        cmocka_unit_test(test_parse_args),
-        cmocka_unit_test(test_utf8),
-        cmocka_unit_test(test_validate_table),
-        cmocka_unit_test(test_validate_error_cap),
-        cmocka_unit_test(test_error_add),
-        cmocka_unit_test(test_validate_long_enum),
-        cmocka_unit_test(test_getters),
-        cmocka_unit_test(test_to_string),
+        cmocka_unit_test(test_parse_ok),       cmocka_unit_test(test_parse_values),
+        cmocka_unit_test(test_parse_bad),      cmocka_unit_test(test_parse_depth_boundary),
+        cmocka_unit_test(test_parse_args),     cmocka_unit_test(test_utf8),
+        cmocka_unit_test(test_validate_table), cmocka_unit_test(test_validate_error_cap),
+        cmocka_unit_test(test_error_add),      cmocka_unit_test(test_validate_long_enum),
+        cmocka_unit_test(test_getters),        cmocka_unit_test(test_to_string),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

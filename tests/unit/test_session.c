@@ -68,8 +68,7 @@ setup(void **state)
     f->base = event_base_new();
     f->tick = event_new(f->base, -1, EV_PERSIST, tick_cb, NULL);
     event_add(f->tick, &tv);
-    kv_config_t cfg = {
-        .host = g_host, .port = g_port, .password = g_password, .timeout_ms = 2000};
+    kv_config_t cfg = {.host = g_host, .port = g_port, .password = g_password, .timeout_ms = 2000};
     f->kv = kv_create(f->base, &cfg);
     if (f->kv == NULL) {
         return -1;

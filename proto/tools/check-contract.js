@@ -1,0 +1,163 @@
+#!/usr/bin/env node
+// check-contract.js - project rules the OpenAPI linter cannot know.
+//
+// For each service document (proto/<service>.yaml):
+//  - every /api/v1/ path is routed by the gateway to that same service (the routing table of
+//    proto/README.md, the same regular expressions as deploy/nginx);
+//  - every other path is /internal/v1/..., /livez, /readyz or /metrics;
+//  - every operation has x-phr-access; /internal/ operations require serviceCaller +
+//    serviceCredential and list x-phr-callers; public (security: []) operations say so;
+//  - no method + path is defined by two documents;
+//  - the routes of the first milestone are present and marked x-phr-status: implemented.
+// Exits 1 and names each problem, 0 when all hold.
+'use strict';
+
+const fs = require('fs');
+const path = require('path');
+const yaml = require('js-yaml');
+
+const SERVICES = ['auth', 'records', 'notification', 'audit'];
+const METHODS = ['get', 'put', 'post', 'delete', 'patch', 'head', 'options', 'trace'];
+
+// Gateway routing table: service -> path regexps ({param} segments are matched as one segment).
+const ROUTES = {
+    auth: [
+        /^\/api\/v1\/auth\//,
+        /^\/api\/v1\/admin\/orgs(\/|$)/,
+        /^\/api\/v1\/orgs\/[^/]+$/,
+        /^\/api\/v1\/orgs\/[^/]+\/staff(\/|$)/,
+    ],
+    records: [
+        /^\/api\/v1\/me\/(?!access-log$)/,
+        /^\/api\/v1\/records\//,
+        /^\/api\/v1\/orgs\/[^/]+\/(invitations|patients|groups|categories)(\/|$)/,
+    ],
+    notification: [
+        /^\/api\/v1\/admin\/(notices|incidents)(\/|$)/,
+        /^\/api\/v1\/orgs\/[^/]+\/incidents(\/|$)/,
+        /^\/api\/v1\/webhooks\//,
+        /^\/api\/v1\/notifications\//,
+    ],
+    audit: [
+        /^\/api\/v1\/audit\//,
+        /^\/api\/v1\/admin\/(audit|audit-events|access-review)(\/|$)/,
+        /^\/api\/v1\/orgs\/[^/]+\/(audit-events|access-review)(\/|$)/,
+        /^\/api\/v1\/me\/access-log$/,
+    ],
+};
+
+const NOT_ROUTED = [/^\/internal\/v1\/[a-z]/, /^\/livez$/, /^\/readyz$/, /^\/metrics$/];
+
+const IMPLEMENTED = {
+    auth: ['get /api/v1/auth/password-policy'],
+    records: ['get /api/v1/records/types'],
+    notification: ['get /api/v1/notifications/kinds'],
+    audit: ['get /api/v1/audit/public-key'],
+};
+
+const ACCESS = new Set([
+    'public', 'probe', 'service', 'provider-signature', 'session', 'session-changed-password',
+    'patient', 'staff-any-org', 'org-staff', 'org-admin', 'org-admin-recent-auth', 'operator',
+    'operator-recent-auth',
+]);
+
+function owners(p) {
+    const concrete = p.replace(/\{[^}/]+\}/g, 'x');
+    return SERVICES.filter((s) => ROUTES[s].some((re) => re.test(concrete)));
+}
+
+function main() {
+    const dir = path.resolve(process.argv[2] || path.join(__dirname, '..'));
+    const problems = [];
+    const seen = new Map();
+    let ops = 0;
+
+    for (const svc of SERVICES) {
+        const file = path.join(dir, `${svc}.yaml`);
+        let doc;
+        try {
+            doc = yaml.load(fs.readFileSync(file, 'utf8'));
+        } catch (e) {
+            problems.push(`${svc}.yaml: cannot read: ${e.message}`);
+            continue;
+        }
+        const servers = (doc.servers || []).map((s) => s.url);
+        if (!servers.includes('https://127.0.0.1:8443')) {
+            problems.push(`${svc}.yaml: servers must list https://127.0.0.1:8443`);
+        }
+        const implemented = new Set();
+        for (const [p, item] of Object.entries(doc.paths || {})) {
+            if (p.startsWith('/api/')) {
+                const own = owners(p);
+                if (own.length !== 1 || own[0] !== svc) {
+                    problems.push(`${svc}.yaml: ${p} is routed by the gateway to ` +
+                                  `[${own.join(', ') || 'nothing'}], not ${svc}`);
+                }
+            } else if (!NOT_ROUTED.some((re) => re.test(p))) {
+                problems.push(`${svc}.yaml: ${p} is neither /api/v1/, /internal/v1/ nor a probe`);
+            }
+            for (const m of METHODS) {
+                const op = item[m];
+                if (!op) {
+                    continue;
+                }
+                ops++;
+                const key = `${m} ${p}`;
+                if (seen.has(key) && !NOT_ROUTED.slice(1).some((re) => re.test(p))) {
+                    problems.push(`${svc}.yaml: ${key} is also defined in ${seen.get(key)}.yaml`);
+                }
+                seen.set(key, svc);
+                const access = op['x-phr-access'];
+                if (!ACCESS.has(access)) {
+                    problems.push(`${svc}.yaml: ${key}: x-phr-access missing or unknown ` +
+                                  `(${access})`);
+                }
+                const sec = op.security !== undefined ? op.security : doc.security;
+                const isPublic = Array.isArray(sec) && sec.length === 0;
+                if (p.startsWith('/internal/')) {
+                    const ok = Array.isArray(sec) && sec.length === 1 &&
+                        'serviceCaller' in sec[0] && 'serviceCredential' in sec[0];
+                    if (!ok || access !== 'service') {
+                        problems.push(`${svc}.yaml: ${key}: internal routes need security ` +
+                                      'serviceCaller + serviceCredential and x-phr-access service');
+                    }
+                    if (!Array.isArray(op['x-phr-callers']) || op['x-phr-callers'].length === 0) {
+                        problems.push(`${svc}.yaml: ${key}: x-phr-callers missing`);
+                    }
+                } else if (isPublic !== ['public', 'probe', 'provider-signature'].includes(access)) {
+                    problems.push(`${svc}.yaml: ${key}: security [] must go with a public ` +
+                                  `x-phr-access and vice versa (${access})`);
+                }
+                if (op['x-phr-status'] === 'implemented') {
+                    implemented.add(key);
+                } else if (op['x-phr-status'] !== undefined) {
+                    problems.push(`${svc}.yaml: ${key}: x-phr-status is only "implemented"`);
+                }
+            }
+        }
+        const want = new Set(IMPLEMENTED[svc]);
+        for (const k of want) {
+            if (!implemented.has(k)) {
+                problems.push(`${svc}.yaml: ${k} must exist and be marked x-phr-status: implemented`);
+            }
+        }
+        for (const k of implemented) {
+            if (!want.has(k)) {
+                problems.push(`${svc}.yaml: ${k} is marked implemented; update check-contract.js ` +
+                              'and README.md together');
+            }
+        }
+    }
+
+    for (const p of problems) {
+        console.error(`contract: ${p}`);
+    }
+    if (problems.length > 0) {
+        console.error(`contract: ${problems.length} problem(s)`);
+        process.exit(1);
+    }
+    console.log(`contract: ${ops} operations in ${SERVICES.length} documents follow the routing ` +
+                'table and access rules');
+}
+
+main();

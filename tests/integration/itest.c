@@ -1,0 +1,296 @@
+/*
+ * itest - integration tests over the real stack. Prints one line per case
+ * and ends with "N passed, N failed".
+ */
+#include "itest.h"
+
+#include <curl/curl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+int it_failed;
+
+void
+it_fail(const char *file, int line, const char *what)
+{
+    printf("    check failed at %s:%d: %s\n", file, line, what);
+    it_failed = 1;
+}
+
+const char *
+it_env(const char *name)
+{
+    const char *v = getenv(name);
+    if (v == NULL || v[0] == '\0') {
+        fprintf(stderr, "itest: environment variable %s is not set (run through tests/run.sh)\n",
+                name);
+        exit(2);
+    }
+    return v;
+}
+
+int
+it_port(const char *service)
+{
+    char name[64];
+    int i;
+
+    if (service[0] >= '0' && service[0] <= '9') {
+        return (int)strtol(service, NULL, 10);
+    }
+    snprintf(name, sizeof(name), "PHR_%s_PORT", service);
+    for (i = 4; name[i] != '\0'; i++) {
+        if (name[i] >= 'a' && name[i] <= 'z') {
+            name[i] = (char)(name[i] - 'a' + 'A');
+        }
+    }
+    return (int)strtol(it_env(name), NULL, 10);
+}
+
+typedef struct {
+    char *buf;
+    size_t len;
+} it_buf_t;
+
+static size_t
+it_collect(char *data, size_t size, size_t nmemb, void *ud)
+{
+    it_buf_t *b = ud;
+    size_t n = size * nmemb;
+    char *p = realloc(b->buf, b->len + n + 1);
+
+    if (p == NULL) {
+        return 0;
+    }
+    memcpy(p + b->len, data, n);
+    b->len += n;
+    p[b->len] = '\0';
+    b->buf = p;
+    return n;
+}
+
+int
+it_request(it_mode_t mode, const char *service, const char *method, const char *path,
+           const char *body, size_t body_len, const char *const *headers, it_resp_t *r)
+{
+    char url[1024], ca[512];
+    it_buf_t b = {NULL, 0}, h = {NULL, 0};
+    struct curl_slist *list = NULL;
+    CURL *c = curl_easy_init();
+
+    memset(r, 0, sizeof(*r));
+    if (mode == IT_DIRECT) {
+        snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", it_port(service), path);
+        curl_easy_setopt(c, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE);
+    } else {
+        snprintf(url, sizeof(url), "%s%s", it_env("PHR_TEST_GATEWAY"), path);
+        snprintf(ca, sizeof(ca), "%s/tls/server.crt", it_env("PHR_TEST_VAR"));
+        curl_easy_setopt(c, CURLOPT_CAINFO, ca);
+        curl_easy_setopt(c, CURLOPT_HTTP_VERSION, mode == IT_GATEWAY_H2
+                                                      ? (long)CURL_HTTP_VERSION_2TLS
+                                                      : (long)CURL_HTTP_VERSION_1_1);
+    }
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 20L);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, it_collect);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, it_collect);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, &h);
+    if (body != NULL) {
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
+        list = curl_slist_append(list, "Expect:");
+    }
+    for (; headers != NULL && *headers != NULL; headers++) {
+        list = curl_slist_append(list, *headers);
+    }
+    if (list != NULL) {
+        curl_easy_setopt(c, CURLOPT_HTTPHEADER, list);
+    }
+    CURLcode rc = curl_easy_perform(c);
+    if (rc == CURLE_OK) {
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->status);
+        curl_easy_getinfo(c, CURLINFO_HTTP_VERSION, &r->version);
+        r->version = r->version == CURL_HTTP_VERSION_2_0 ? 2 : 11;
+    } else {
+        printf("    %s %s: %s\n", method, url, curl_easy_strerror(rc));
+    }
+    r->body = b.buf != NULL ? b.buf : strdup("");
+    r->len = b.len;
+    r->headers = h.buf != NULL ? h.buf : strdup("");
+    r->hlen = h.len;
+    if (r->len > 0) {
+        r->json = json_tokener_parse(r->body);
+    }
+    curl_slist_free_all(list);
+    curl_easy_cleanup(c);
+    return rc == CURLE_OK ? 0 : -1;
+}
+
+void
+it_resp_free(it_resp_t *r)
+{
+    free(r->body);
+    free(r->headers);
+    if (r->json != NULL) {
+        json_object_put(r->json);
+    }
+    memset(r, 0, sizeof(*r));
+}
+
+const char *
+it_header(const it_resp_t *r, const char *name)
+{
+    static char value[1024];
+    size_t n = strlen(name);
+    const char *line = r->headers;
+
+    while (line != NULL && *line != '\0') {
+        if (strncasecmp(line, name, n) == 0 && line[n] == ':') {
+            const char *v = line + n + 1;
+            while (*v == ' ') {
+                v++;
+            }
+            size_t len = strcspn(v, "\r\n");
+            if (len >= sizeof(value)) {
+                len = sizeof(value) - 1;
+            }
+            memcpy(value, v, len);
+            value[len] = '\0';
+            return value;
+        }
+        line = strchr(line, '\n');
+        line = line != NULL ? line + 1 : NULL;
+    }
+    return NULL;
+}
+
+const char *
+it_json_str(const it_resp_t *r, const char *key)
+{
+    json_object *v;
+
+    if (r->json == NULL || !json_object_object_get_ex(r->json, key, &v) ||
+        !json_object_is_type(v, json_type_string)) {
+        return NULL;
+    }
+    return json_object_get_string(v);
+}
+
+int
+it_is_problem(const it_resp_t *r, int status, const char *code)
+{
+    const char *ct = it_header(r, "content-type");
+    json_object *st;
+
+    if (r->status != status || ct == NULL || strcmp(ct, "application/problem+json") != 0) {
+        printf("    expected problem %d %s, got %ld %s: %.300s\n", status, code, r->status,
+               ct ? ct : "(no content-type)", r->body);
+        return 0;
+    }
+    if (r->json == NULL || !json_object_object_get_ex(r->json, "status", &st) ||
+        json_object_get_int(st) != status || it_json_str(r, "title") == NULL ||
+        it_json_str(r, "request_id") == NULL) {
+        printf("    malformed problem body: %.300s\n", r->body);
+        return 0;
+    }
+    const char *got = it_json_str(r, "code");
+    if (got == NULL || strcmp(got, code) != 0) {
+        printf("    expected code %s, got %s\n", code, got ? got : "(none)");
+        return 0;
+    }
+    return 1;
+}
+
+int
+it_sh(const char *fmt, ...)
+{
+    char cmd[2048];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof(cmd), fmt, ap);
+    va_end(ap);
+    fflush(stdout);
+    int rc = system(cmd);
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+const char *
+it_secret(const char *name)
+{
+    static char buf[4096];
+    char path[512];
+
+    snprintf(path, sizeof(path), "%s/secrets/%s", it_env("PHR_TEST_VAR"), name);
+    FILE *f = fopen(path, "r");
+    size_t n = f != NULL ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
+    if (f != NULL) {
+        fclose(f);
+    }
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r')) {
+        n--;
+    }
+    buf[n] = '\0';
+    return buf;
+}
+
+int
+it_wait_status(const char *service, const char *path, long status, int seconds)
+{
+    time_t end = time(NULL) + seconds;
+
+    for (;;) {
+        it_resp_t r;
+        it_request(IT_DIRECT, service, "GET", path, NULL, 0, NULL, &r);
+        long got = r.status;
+        it_resp_free(&r);
+        if (got == status) {
+            return 1;
+        }
+        if (time(NULL) >= end) {
+            printf("    %s %s: still %ld after %d s (wanted %ld)\n", service, path, got, seconds,
+                   status);
+            return 0;
+        }
+        usleep(200 * 1000);
+    }
+}
+
+static int
+it_run(const it_case_t *cases, const char *filter, int *passed, int *failed)
+{
+    for (const it_case_t *t = cases; t->name != NULL; t++) {
+        if (filter != NULL && strstr(t->name, filter) == NULL) {
+            continue;
+        }
+        it_failed = 0;
+        t->fn();
+        printf("%s %s\n", it_failed ? "FAIL" : "ok  ", t->name);
+        fflush(stdout);
+        *(it_failed ? failed : passed) += 1;
+    }
+    return 0;
+}
+
+int
+main(int argc, char **argv)
+{
+    int passed = 0, failed = 0;
+    const char *filter = argc > 1 ? argv[1] : NULL;
+
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    it_run(gateway_cases, filter, &passed, &failed);
+    it_run(service_cases, filter, &passed, &failed);
+    it_run(fault_cases, filter, &passed, &failed);
+    curl_global_cleanup();
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed == 0 ? 0 : 1;
+}

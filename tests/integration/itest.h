@@ -1,0 +1,80 @@
+/*
+ * itest.h - the integration test harness: real HTTP/2 requests (libcurl)
+ * against the private test stack that tests/run.sh starts.
+ */
+#ifndef PHR_ITEST_H
+#define PHR_ITEST_H
+
+#include <json-c/json.h>
+#include <stddef.h>
+
+typedef enum {
+    IT_GATEWAY_H2,  /* TLS to nginx, HTTP/2 by ALPN */
+    IT_GATEWAY_H1,  /* TLS to nginx, HTTP/1.1 */
+    IT_DIRECT       /* h2c prior knowledge straight to a service */
+} it_mode_t;
+
+typedef struct {
+    long status;     /* 0 when the transfer failed */
+    long version;    /* 2 for HTTP/2, 11 for HTTP/1.1 */
+    char *body;
+    size_t len;
+    char *headers;   /* raw header block(s) */
+    size_t hlen;
+    json_object *json; /* parsed body, or NULL */
+} it_resp_t;
+
+typedef struct {
+    const char *name;
+    void (*fn)(void);
+} it_case_t;
+
+extern int it_failed; /* set by IT_CHECK */
+
+void it_fail(const char *file, int line, const char *what);
+
+#define IT_CHECK(cond)                                                                             \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            it_fail(__FILE__, __LINE__, #cond);                                                    \
+            return;                                                                                \
+        }                                                                                          \
+    } while (0)
+
+/* Environment of the test stack. */
+const char *it_env(const char *name);
+int it_port(const char *service); /* "auth" → PHR_AUTH_PORT */
+
+/*
+ * Sends one request. |path| is a gateway path (IT_GATEWAY_*) or a service
+ * path with |service| naming the service (IT_DIRECT). |headers| is a
+ * NULL-terminated list of "Name: value" strings or NULL. Returns 0 when a
+ * response arrived.
+ */
+int it_request(it_mode_t mode, const char *service, const char *method, const char *path,
+               const char *body, size_t body_len, const char *const *headers, it_resp_t *r);
+void it_resp_free(it_resp_t *r);
+
+/* Value of response header |name| (case-insensitive) copied into a static buffer, or NULL. */
+const char *it_header(const it_resp_t *r, const char *name);
+
+/* String member |key| of the parsed body, or NULL. */
+const char *it_json_str(const it_resp_t *r, const char *key);
+
+/* 1 when |r| is an RFC 9457 problem with |status| and |code|. */
+int it_is_problem(const it_resp_t *r, int status, const char *code);
+
+/* Runs a shell command; returns its exit status. */
+int it_sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Reads a secret file of the test stack (trailing newline removed) into a static buffer. */
+const char *it_secret(const char *name);
+
+/* Polls GET |path| of |service| directly until it answers |status| or |seconds| pass. */
+int it_wait_status(const char *service, const char *path, long status, int seconds);
+
+extern const it_case_t gateway_cases[];
+extern const it_case_t service_cases[];
+extern const it_case_t fault_cases[];
+
+#endif

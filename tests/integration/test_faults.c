@@ -1,0 +1,182 @@
+/*
+ * Faults: PostgreSQL and Redis stopped and started again, a frozen Redis,
+ * graceful shutdown on SIGTERM, bad configuration. Services must answer
+ * clear 503s while a dependency is down and recover without a restart.
+ */
+#include <hiredis/hiredis.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "itest.h"
+#include "session.h"
+
+static const char *const names[] = {"auth", "records", "notification", "audit"};
+static const char *const json_ct[] = {"Content-Type: application/json", NULL};
+
+/* Sum of the four services' pids: unchanged means nobody was restarted. */
+static long
+service_pids(void)
+{
+    long sum = 0;
+    char path[512];
+
+    for (int i = 0; i < 4; i++) {
+        snprintf(path, sizeof(path), "%s/run/%s.pid", it_env("PHR_TEST_VAR"), names[i]);
+        FILE *f = fopen(path, "r");
+        long pid = 0;
+        if (f != NULL) {
+            if (fscanf(f, "%ld", &pid) != 1) {
+                pid = 0;
+            }
+            fclose(f);
+        }
+        sum += pid;
+    }
+    return sum;
+}
+
+static int
+all_ready(long status, int seconds)
+{
+    for (int i = 0; i < 4; i++) {
+        if (!it_wait_status(names[i], "/readyz", status, seconds)) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static int
+stack_up(void)
+{
+    return it_sh("bash deploy/stack.sh up > %s/log/fault-up.log 2>&1", it_env("PHR_TEST_VAR"));
+}
+
+static void
+fault_postgres_restart(void)
+{
+    const char *v = it_env("PHR_TEST_VAR");
+    const char *body = "{\"password\":\"Kf8#mQ2vLp\"}";
+    long pids = service_pids();
+    it_resp_t r;
+
+    IT_CHECK(it_sh("runuser -u postgres -- /usr/lib/postgresql/15/bin/pg_ctl -D "
+                   "\"$(head -n 1 %s/run/pgdata)/data\" -m fast -w stop > /dev/null",
+                   v) == 0);
+    IT_CHECK(all_ready(503, 15));
+    IT_CHECK(it_request(IT_GATEWAY_H2, NULL, "POST", "/api/v1/auth/password-policy/check", body,
+                        strlen(body), json_ct, &r) == 0);
+    IT_CHECK(it_is_problem(&r, 503, "dependency_unavailable"));
+    IT_CHECK(it_header(&r, "retry-after") != NULL);
+    it_resp_free(&r);
+    /* Routes that do not need the database keep working. */
+    IT_CHECK(it_request(IT_GATEWAY_H2, NULL, "GET", "/api/v1/records/types", NULL, 0, NULL, &r) ==
+             0);
+    IT_CHECK(r.status == 200);
+    it_resp_free(&r);
+
+    IT_CHECK(stack_up() == 0);
+    IT_CHECK(all_ready(200, 30));
+    IT_CHECK(service_pids() == pids);
+    IT_CHECK(it_request(IT_GATEWAY_H2, NULL, "POST", "/api/v1/auth/password-policy/check", body,
+                        strlen(body), json_ct, &r) == 0);
+    IT_CHECK(r.status == 200);
+    it_resp_free(&r);
+}
+
+static void
+fault_redis_restart(void)
+{
+    const char *v = it_env("PHR_TEST_VAR");
+    long pids = service_pids();
+    const char *hdr[] = {"Authorization: Bearer aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", NULL};
+    it_resp_t r;
+
+    IT_CHECK(it_sh("pid=$(cat %s/run/redis.pid) && kill -TERM $pid && "
+                   "for i in $(seq 100); do kill -0 $pid 2>/dev/null || exit 0; sleep 0.1; done; "
+                   "exit 1",
+                   v) == 0);
+    IT_CHECK(all_ready(503, 15));
+    IT_CHECK(it_request(IT_GATEWAY_H2, NULL, "GET", "/api/v1/auth/session", NULL, 0, hdr, &r) ==
+             0);
+    IT_CHECK(it_is_problem(&r, 503, "dependency_unavailable"));
+    it_resp_free(&r);
+
+    IT_CHECK(stack_up() == 0);
+    IT_CHECK(all_ready(200, 30));
+    IT_CHECK(service_pids() == pids);
+    IT_CHECK(it_request(IT_GATEWAY_H2, NULL, "GET", "/api/v1/auth/session", NULL, 0, hdr, &r) ==
+             0);
+    IT_CHECK(it_is_problem(&r, 401, "session_expired"));
+    it_resp_free(&r);
+}
+
+/* A Redis that accepts connections but answers nothing must fail requests, not hang them. */
+static void
+fault_redis_frozen(void)
+{
+    const char *hdr[] = {"Authorization: Bearer bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb", NULL};
+    it_resp_t r;
+
+    IT_CHECK(it_sh("redis-cli -h 127.0.0.1 -p %s --no-auth-warning -a '%s' CLIENT PAUSE 4000 ALL "
+                   "> /dev/null",
+                   it_env("PHR_TEST_REDIS_PORT"), it_env("PHR_TEST_REDIS_PASSWORD")) == 0);
+    IT_CHECK(it_request(IT_GATEWAY_H2, NULL, "GET", "/api/v1/auth/session", NULL, 0, hdr, &r) ==
+             0);
+    IT_CHECK(it_is_problem(&r, 503, "dependency_unavailable"));
+    it_resp_free(&r);
+    /* After the pause the services recover by themselves. */
+    IT_CHECK(all_ready(200, 30));
+    IT_CHECK(it_request(IT_GATEWAY_H2, NULL, "GET", "/api/v1/auth/session", NULL, 0, hdr, &r) ==
+             0);
+    IT_CHECK(it_is_problem(&r, 401, "session_expired"));
+    it_resp_free(&r);
+}
+
+/* A second records instance on a spare port: SIGTERM makes it drain and exit 0. */
+static void
+fault_sigterm_drains(void)
+{
+    const char *v = it_env("PHR_TEST_VAR");
+    const char *b = it_env("PHR_BUILD");
+
+    IT_CHECK(it_sh("PHR_RECORDS_PORT=19190 %s/bin/phr-records > %s/log/drain.log 2>&1 & "
+                   "echo $! > %s/run/drain.pid",
+                   b, v, v) == 0);
+    IT_CHECK(it_wait_status("19190", "/readyz", 200, 20));
+    IT_CHECK(it_sh("pid=$(cat %s/run/drain.pid) && kill -TERM $pid && "
+                   "for i in $(seq 150); do kill -0 $pid 2>/dev/null || exit 0; sleep 0.1; done; "
+                   "kill -KILL $pid; exit 1",
+                   v) == 0);
+    IT_CHECK(it_sh("grep -q '\"msg\":\"drained; exiting\"' %s/log/drain.log", v) == 0);
+    IT_CHECK(it_sh("grep -q '\"msg\":\"stopped\"' %s/log/drain.log", v) == 0);
+}
+
+static void
+fault_bad_config(void)
+{
+    const char *v = it_env("PHR_TEST_VAR");
+    const char *b = it_env("PHR_BUILD");
+
+    IT_CHECK(it_sh("PHR_MAX_STREAMS=abc %s/bin/phr-auth 2> %s/log/badcfg.log; test $? -eq 2", b,
+                   v) == 0);
+    IT_CHECK(it_sh("grep -q 'PHR_MAX_STREAMS' %s/log/badcfg.log", v) == 0);
+    IT_CHECK(it_sh("PHR_PG_PORT=70000 %s/bin/phr-auth 2> %s/log/badcfg.log; test $? -eq 2", b,
+                   v) == 0);
+    IT_CHECK(it_sh("grep -q 'PHR_PG_PORT' %s/log/badcfg.log", v) == 0);
+    IT_CHECK(it_sh("PHR_AUTH_PORT=19191 PHR_SECRETS_DIR=/nonexistent %s/bin/phr-auth "
+                   "2> %s/log/badcfg.log; test $? -eq 1",
+                   b, v) == 0);
+    IT_CHECK(it_sh("grep -q 'pg_auth.password' %s/log/badcfg.log", v) == 0);
+}
+
+const it_case_t fault_cases[] = {
+    {"faults: bad configuration stops start-up naming the variable", fault_bad_config},
+    {"faults: SIGTERM drains and exits 0", fault_sigterm_drains},
+    {"faults: frozen Redis fails requests with 503, then recovers", fault_redis_frozen},
+    {"faults: Redis stopped → 503, recovers without restart", fault_redis_restart},
+    {"faults: PostgreSQL stopped → 503, recovers without restart", fault_postgres_restart},
+    {NULL, NULL},
+};
