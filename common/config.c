@@ -50,6 +50,8 @@ static const cfg_def_t cfg_table[] = {
     CINT("PHR_REDIS_PORT", redis_port, "56379", 1, 65535, "Redis port"),
     CINT("PHR_REDIS_TIMEOUT_MS", redis_timeout_ms, "1000", 10, 60000, "deadline of one Redis command"),
     CSTR("PHR_SECRETS_DIR", secrets_dir, "var/secrets", "directory of generated secrets (mode 0600 files)"),
+    CSTR("PHR_TLS_CERT", tls_cert, "", "PEM certificate chain: serve TLS (ALPN h2) instead of h2c"),
+    CSTR("PHR_TLS_KEY", tls_key, "", "PEM private key of PHR_TLS_CERT"),
     CSTR("PHR_LOG_LEVEL", log_level, "info", "debug, info, warn or error"),
     CINT("PHR_MAX_HEADER_LIST", max_header_list, "16384", 1024, 1048576,
          "largest request header list, bytes (431 above)"),
@@ -98,7 +100,7 @@ cfg_set(cfg_t *cfg, const cfg_def_t *d, const char *val, char *err, size_t errle
 
     if (d->type == CFG_STR) {
         size_t n = strlen(val);
-        if (n == 0 || n >= d->size) {
+        if ((n == 0 && d->def[0] != '\0') || n >= d->size) {
             snprintf(err, errlen, "%s: must be 1..%zu characters", d->env, d->size - 1);
             return PHR_EINVAL;
         }
@@ -144,6 +146,10 @@ cfg_load(cfg_t *cfg, const char *service, char *err, size_t errlen)
         strcmp(cfg->log_level, "warn") != 0 && strcmp(cfg->log_level, "error") != 0) {
         snprintf(err, errlen, "PHR_LOG_LEVEL: '%s' is not debug, info, warn or error",
                  cfg->log_level);
+        return PHR_EINVAL;
+    }
+    if ((cfg->tls_cert[0] == '\0') != (cfg->tls_key[0] == '\0')) {
+        snprintf(err, errlen, "PHR_TLS_CERT and PHR_TLS_KEY must be set together");
         return PHR_EINVAL;
     }
     if (cfg->session_idle_s > cfg->session_absolute_s) {

@@ -31,6 +31,8 @@ typedef struct cfg {
     int redis_timeout_ms;
 
     char secrets_dir[256];
+    char tls_cert[256];            /* "" = h2c; else serve TLS with ALPN h2 */
+    char tls_key[256];
     char log_level[8];
 
     int max_header_list;           /* bytes of one request's header list */

@@ -184,7 +184,7 @@ db_tv(int ms)
 {
     struct timeval tv;
     tv.tv_sec = ms / 1000;
-    tv.tv_usec = (ms % 1000) * 1000;
+    tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
     return tv;
 }
 

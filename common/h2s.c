@@ -4,12 +4,15 @@
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <nghttp2/nghttp2.h>
+#include <openssl/err.h>
 #include <openssl/rand.h>
+#include <openssl/ssl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -122,6 +125,7 @@ struct h2s_server {
     void (*drain_done)(void *);
     void *drain_ud;
     nghttp2_option *option;
+    SSL_CTX *ssl_ctx; /* NULL: h2c */
 };
 
 static void h2s_conn_free(h2s_conn_t *conn);
@@ -876,6 +880,19 @@ h2s_conn_eventcb(struct bufferevent *bev, short events, void *arg)
 {
     h2s_conn_t *conn = arg;
 
+    if (events & BEV_EVENT_CONNECTED) {
+        const unsigned char *alpn = NULL;
+        unsigned int alpnlen = 0;
+        SSL *ssl = bufferevent_openssl_get_ssl(bev);
+        if (ssl != NULL) {
+            SSL_get0_alpn_selected(ssl, &alpn, &alpnlen);
+        }
+        if (ssl != NULL && (alpnlen != 2 || memcmp(alpn, "h2", 2) != 0)) {
+            log_debug("%s: TLS client did not negotiate h2", conn->peer);
+            h2s_conn_free(conn);
+        }
+        return;
+    }
     if (events & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)) {
         h2s_conn_free(conn);
     }
@@ -946,7 +963,18 @@ h2s_conn_create(h2s_server_t *srv, evutil_socket_t fd, const char *peer)
     evutil_make_socket_nonblocking(fd);
     conn->srv = srv;
     snprintf(conn->peer, sizeof(conn->peer), "%s", peer);
-    conn->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    if (srv->ssl_ctx != NULL) {
+        SSL *ssl = SSL_new(srv->ssl_ctx);
+        conn->bev = ssl == NULL ? NULL
+                                : bufferevent_openssl_socket_new(srv->base, fd, ssl,
+                                                                 BUFFEREVENT_SSL_ACCEPTING,
+                                                                 BEV_OPT_CLOSE_ON_FREE);
+        if (conn->bev == NULL) {
+            SSL_free(ssl);
+        }
+    } else {
+        conn->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    }
     conn->idle_timer = evtimer_new(srv->base, h2s_conn_idle, conn);
     if (conn->bev == NULL || conn->idle_timer == NULL ||
         nghttp2_session_callbacks_new(&cbs) != 0) {
@@ -1068,6 +1096,7 @@ h2s_server_free(h2s_server_t *srv)
     }
     router_free(srv->router);
     nghttp2_option_del(srv->option);
+    SSL_CTX_free(srv->ssl_ctx);
     free(srv);
 }
 
@@ -1118,6 +1147,48 @@ h2s_listen(h2s_server_t *srv, const char *host, int port)
         return PHR_EIO;
     }
     srv->listeners[srv->nlisteners++] = l;
+    return PHR_OK;
+}
+
+static int
+h2s_alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+                const unsigned char *in, unsigned int inlen, void *arg)
+{
+    unsigned char *sel = NULL;
+
+    if (nghttp2_select_next_protocol(&sel, outlen, in, inlen) != 1) {
+        return SSL_TLSEXT_ERR_NOACK;
+    }
+    *out = sel;
+    return SSL_TLSEXT_ERR_OK;
+}
+
+int
+h2s_use_tls(h2s_server_t *srv, const char *cert_file, const char *key_file)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+
+    if (ctx == NULL) {
+        return PHR_ENOMEM;
+    }
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_SESSION_RESUMPTION_ON_RENEGOTIATION |
+                                 SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_TICKET);
+    if (SSL_CTX_set_cipher_list(ctx, "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+                                     "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+                                     "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305") !=
+            1 ||
+        SSL_CTX_use_certificate_chain_file(ctx, cert_file) != 1 ||
+        SSL_CTX_use_PrivateKey_file(ctx, key_file, SSL_FILETYPE_PEM) != 1 ||
+        SSL_CTX_check_private_key(ctx) != 1) {
+        log_error("TLS: cannot use certificate %s / key %s: %s", cert_file, key_file,
+                  ERR_reason_error_string(ERR_get_error()));
+        SSL_CTX_free(ctx);
+        return PHR_EINVAL;
+    }
+    SSL_CTX_set_alpn_select_cb(ctx, h2s_alpn_select, NULL);
+    SSL_CTX_free(srv->ssl_ctx);
+    srv->ssl_ctx = ctx;
     return PHR_OK;
 }
 

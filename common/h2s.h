@@ -1,7 +1,8 @@
 /*
  * h2s.h - HTTP/2 server on libevent + nghttp2 1.52.
  *
- * Cleartext HTTP/2 with prior knowledge (h2c). Ownership: the server owns
+ * Cleartext HTTP/2 with prior knowledge (h2c), or TLS with ALPN h2 after
+ * h2s_use_tls. Ownership: the server owns
  * its connections; a connection owns its streams; each stream owns one
  * request (h2s_req_t). A handler receives the request once its headers and
  * body are complete and must answer it exactly once with h2s_respond*(),
@@ -53,6 +54,13 @@ int h2s_route(h2s_server_t *srv, const char *method, const char *pattern, h2s_ha
 
 /* Listens on |host|:|port| (port 0 picks one; see h2s_port). Returns PHR_OK or PHR_EIO. */
 int h2s_listen(h2s_server_t *srv, const char *host, int port);
+
+/*
+ * Serves TLS (1.2+, ALPN "h2" only) instead of h2c on every connection
+ * accepted from now on. Returns PHR_OK, PHR_EINVAL (unreadable or
+ * mismatched certificate/key) or PHR_ENOMEM.
+ */
+int h2s_use_tls(h2s_server_t *srv, const char *cert_file, const char *key_file);
 
 /* Port of the first listener, or -1. */
 int h2s_port(const h2s_server_t *srv);

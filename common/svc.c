@@ -509,6 +509,9 @@ svc_start(svc_t *svc, svc_call_t *tmpls)
         log_error("service initialisation failed");
         return PHR_EINVAL;
     }
+    if (c->tls_cert[0] != '\0' && h2s_use_tls(svc->srv, c->tls_cert, c->tls_key) != PHR_OK) {
+        return PHR_EINVAL;
+    }
     if (h2s_listen(svc->srv, c->listen_host, c->port[c->service]) != PHR_OK) {
         return PHR_EIO;
     }
@@ -520,7 +523,8 @@ svc_start(svc_t *svc, svc_call_t *tmpls)
     event_add(svc->sigterm, NULL);
     event_add(svc->sigint, NULL);
     metrics_set_gauges(svc_gauges, svc);
-    log_info("listening on %s:%d (h2c)", c->listen_host, c->port[c->service]);
+    log_info("listening on %s:%d (%s)", c->listen_host, c->port[c->service],
+             c->tls_cert[0] ? "TLS, ALPN h2" : "h2c");
     return PHR_OK;
 }
 

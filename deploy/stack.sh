@@ -14,8 +14,8 @@
 # Environment (defaults): PHR_VAR (var, relative to the repo root), PHR_BUILD (build),
 # PHR_GATEWAY_PORT 8443, PHR_PG_PORT 55432, PHR_REDIS_PORT 56379, PHR_AUTH_PORT 9101,
 # PHR_RECORDS_PORT 9102, PHR_NOTIFICATION_PORT 9103, PHR_AUDIT_PORT 9104,
-# PHR_UP_TIMEOUT 60 (seconds to wait for readiness), PHR_TZ Asia/Tokyo (nginx log times), NGINX_LOGIN_RATE/BURST and
-# NGINX_API_RATE/BURST (see deploy/nginx/render.sh).
+# PHR_UP_TIMEOUT 60 (seconds to wait for readiness), PHR_TZ Asia/Tokyo (nginx log times),
+# NGINX_LOGIN_RATE/BURST and NGINX_API_RATE/BURST (see deploy/nginx/render.sh).
 #
 # Layout: var/pg (cluster; or /var/tmp/phr-pg-<hash> when user postgres cannot reach
 # var/, recorded in var/run/pgdata), var/redis, var/nginx, var/tls, var/secrets,
@@ -145,6 +145,13 @@ pg_locate() {
     fi
     PG_DATA=$PG_AREA/data
     PG_SOCK=$PG_AREA/sock
+    # A cluster outside var/ logs next to itself (postgres cannot reach var/log either);
+    # var/log/postgresql.log is then a symlink to it.
+    if [ "$PG_AREA" = "$PHR_VAR/pg" ]; then
+        PG_LOG=$LOG/postgresql.log
+    else
+        PG_LOG=$PG_AREA/postgresql.log
+    fi
 }
 
 pg_running() {
@@ -198,13 +205,18 @@ pg_up() {
         return 0
     fi
     pg_init
-    touch "$LOG/postgresql.log"
+    if [ "$PG_LOG" != "$LOG/postgresql.log" ]; then
+        ln -sfn "$PG_LOG" "$LOG/postgresql.log"
+    fi
+    touch "$PG_LOG"
     if [ "$(id -u)" -eq 0 ]; then
-        chown postgres "$LOG/postgresql.log"
+        chown postgres "$PG_LOG"
     fi
     say "starting postgresql on 127.0.0.1:$PHR_PG_PORT"
-    as_pg "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$LOG/postgresql.log" -w -t 60 start >/dev/null \
-        || { tail -n 20 "$LOG/postgresql.log" >&2; die "postgresql failed to start"; }
+    if ! as_pg "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$PG_LOG" -w -t 60 start >/dev/null; then
+        tail -n 20 "$PG_LOG" >&2
+        die "postgresql failed to start"
+    fi
 }
 
 # One role + database per service (and phr_test); passwords re-set from the secrets.
@@ -380,7 +392,10 @@ nginx_up() {
     nginx_cmd -t -q || die "nginx config test failed"
     say "starting nginx on https://127.0.0.1:$PHR_GATEWAY_PORT"
     # Access log times in the service's zone (JST), like the services' own logs.
-    TZ=${PHR_TZ:-Asia/Tokyo} nginx_cmd || { tail -n 20 "$LOG/nginx-error.log" >&2; die "nginx failed to start"; }
+    if ! TZ=${PHR_TZ:-Asia/Tokyo} nginx_cmd; then
+        tail -n 20 "$LOG/nginx-error.log" >&2
+        die "nginx failed to start"
+    fi
 }
 
 nginx_down() {
@@ -437,7 +452,8 @@ wait_ready() {
                     not_ready "gateway https://127.0.0.1:$PHR_GATEWAY_PORT/healthz" \
                         "$LOG/nginx-error.log"
                 else
-                    not_ready "phr-$svc /readyz on 127.0.0.1:$(port_of "$svc")" \
+                    not_ready "phr-$svc /readyz on 127.0.0.1:$(port_of "$svc") answers $(http_code \
+                        --http2-prior-knowledge "http://127.0.0.1:$(port_of "$svc")/readyz")" \
                         "$LOG/$svc.log"
                 fi
             done

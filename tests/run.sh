@@ -96,7 +96,9 @@ export PHR_TEST_REDIS_PORT=$PHR_REDIS_PORT
 PHR_TEST_REDIS_PASSWORD=$(head -n 1 "$PHR_SECRETS_DIR/redis.password" 2>/dev/null)
 export PHR_TEST_REDIS_PASSWORD
 pg_test_pw=$(head -n 1 "$PHR_SECRETS_DIR/pg_test.password" 2>/dev/null)
-export PHR_TEST_PG_CONNINFO="host=127.0.0.1 port=$PHR_PG_PORT dbname=phr_test user=phr_test password=$pg_test_pw connect_timeout=5"
+PHR_TEST_PG_CONNINFO="host=127.0.0.1 port=$PHR_PG_PORT dbname=phr_test user=phr_test"
+PHR_TEST_PG_CONNINFO+=" password=$pg_test_pw connect_timeout=5"
+export PHR_TEST_PG_CONNINFO
 
 logdir=$PHR_VAR/log/tests
 mkdir -p "$logdir"

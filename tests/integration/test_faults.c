@@ -154,6 +154,35 @@ fault_sigterm_drains(void)
     IT_CHECK(it_sh("grep -q '\"msg\":\"stopped\"' %s/log/drain.log", v) == 0);
 }
 
+/* PHR_TLS_CERT/KEY switch a service from h2c to TLS with ALPN h2 only. */
+static void
+fault_tls_alpn(void)
+{
+    const char *v = it_env("PHR_TEST_VAR");
+    const char *b = it_env("PHR_BUILD");
+
+    IT_CHECK(it_sh("PHR_RECORDS_PORT=19192 PHR_TLS_CERT=%s/tls/server.crt "
+                   "PHR_TLS_KEY=%s/tls/server.key %s/bin/phr-records > %s/log/tls.log 2>&1 & "
+                   "echo $! > %s/run/tls.pid",
+                   v, v, b, v, v) == 0);
+    int up = it_sh("for i in $(seq 100); do curl -s -o /dev/null --cacert %s/tls/server.crt "
+                   "--http2 https://127.0.0.1:19192/livez && exit 0; sleep 0.1; done; exit 1",
+                   v) == 0;
+    int h2 = it_sh("test \"$(curl -s -o /dev/null -w '%%{http_version}' --cacert "
+                   "%s/tls/server.crt --http2 https://127.0.0.1:19192/readyz)\" = 2",
+                   v) == 0;
+    int h1_refused = it_sh("curl -s -o /dev/null --cacert %s/tls/server.crt --http1.1 "
+                           "https://127.0.0.1:19192/livez",
+                           v) != 0;
+    int h2c_refused = it_sh("curl -s -o /dev/null --http2-prior-knowledge "
+                            "http://127.0.0.1:19192/livez") != 0;
+    it_sh("kill -TERM $(cat %s/run/tls.pid)", v);
+    IT_CHECK(up);
+    IT_CHECK(h2);
+    IT_CHECK(h1_refused);
+    IT_CHECK(h2c_refused);
+}
+
 static void
 fault_bad_config(void)
 {
@@ -170,11 +199,15 @@ fault_bad_config(void)
                    "2> %s/log/badcfg.log; test $? -eq 1",
                    b, v) == 0);
     IT_CHECK(it_sh("grep -q 'pg_auth.password' %s/log/badcfg.log", v) == 0);
+    IT_CHECK(it_sh("PHR_TLS_CERT=/x.pem %s/bin/phr-auth 2> %s/log/badcfg.log; test $? -eq 2", b,
+                   v) == 0);
+    IT_CHECK(it_sh("grep -q 'PHR_TLS_KEY' %s/log/badcfg.log", v) == 0);
 }
 
 const it_case_t fault_cases[] = {
     {"faults: bad configuration stops start-up naming the variable", fault_bad_config},
     {"faults: SIGTERM drains and exits 0", fault_sigterm_drains},
+    {"services: optional TLS serves h2 by ALPN only", fault_tls_alpn},
     {"faults: frozen Redis fails requests with 503, then recovers", fault_redis_frozen},
     {"faults: Redis stopped → 503, recovers without restart", fault_redis_restart},
     {"faults: PostgreSQL stopped → 503, recovers without restart", fault_postgres_restart},
