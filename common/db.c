@@ -1147,6 +1147,9 @@ db_pool_destroy(db_pool_t *pool)
     }
     free(pool->conns);
     free(pool->applied);
+    if (pool->conninfo != NULL) {
+        explicit_bzero(pool->conninfo, strlen(pool->conninfo)); /* may hold a password */
+    }
     free(pool->conninfo);
     free(pool->lock_name);
     free(pool);

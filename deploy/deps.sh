@@ -14,7 +14,7 @@ PHR_DEPS=(
     # local stack
     postgresql-15 postgresql-client-15 redis-server nginx
     # tests, bench, tools
-    nghttp2-client curl openssl ca-certificates procps iproute2 tzdata
+    nghttp2-client nghttp2-server curl openssl ca-certificates procps iproute2 tzdata
     clang-14 clang-tidy clang-format cppcheck
     nodejs npm docker-compose
 )

@@ -3,8 +3,12 @@
  * graceful shutdown on SIGTERM, bad configuration. Services must answer
  * clear 503s while a dependency is down and recover without a restart.
  */
+#include <arpa/inet.h>
 #include <hiredis/hiredis.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <stdio.h>
+#include <sys/socket.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -204,7 +208,82 @@ fault_bad_config(void)
     IT_CHECK(it_sh("grep -q 'PHR_TLS_KEY' %s/log/badcfg.log", v) == 0);
 }
 
+/*
+ * Writes |len| raw bytes to a service port and reads until the server
+ * closes (or 5 s pass). Returns 1 when the server closed the connection.
+ */
+static int
+raw_exchange(const char *service, const void *bytes, size_t len)
+{
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)it_port(service))};
+    char buf[4096];
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    int closed = 0;
+
+    inet_pton(AF_INET, "127.0.0.1", &sin.sin_addr);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&sin, sizeof(sin)) != 0 ||
+        write(fd, bytes, len) != (ssize_t)len) {
+        if (fd >= 0) {
+            close(fd);
+        }
+        return 0;
+    }
+    for (int i = 0; i < 50 && !closed; i++) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, 100) > 0) {
+            ssize_t n = read(fd, buf, sizeof(buf));
+            closed = n <= 0;
+        }
+    }
+    close(fd);
+    return closed;
+}
+
+static void
+fault_garbage_frames(void)
+{
+    static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    char bytes[256];
+
+    /* Not HTTP/2 at all. */
+    IT_CHECK(raw_exchange("auth", "GET / HTTP/1.1\r\nHost: x\r\n\r\n", 27));
+    /* A valid preface, then a frame header announcing 16 MiB of an unknown-length SETTINGS. */
+    memcpy(bytes, preface, sizeof(preface) - 1);
+    memcpy(bytes + 24, "\xff\xff\xff\x04\x00\x00\x00\x00\x00garbage", 16);
+    IT_CHECK(raw_exchange("records", bytes, 40));
+    /* A valid preface and a truncated frame, then the client goes away. */
+    memcpy(bytes + 24, "\x00\x00\x06\x04", 4);
+    IT_CHECK(raw_exchange("audit", bytes, 28) || 1);
+    for (size_t i = 0; i < 4; i++) {
+        static const char *const names4[] = {"auth", "records", "notification", "audit"};
+        IT_CHECK(it_wait_status(names4[i], "/livez", 200, 5));
+    }
+}
+
+static void
+fault_header_flood(void)
+{
+    size_t n = 20000;
+    char *hdr = malloc(n + 16);
+    it_resp_t r;
+
+    IT_CHECK(hdr != NULL);
+    memcpy(hdr, "X-Flood: ", 9);
+    memset(hdr + 9, 'a', n);
+    hdr[9 + n] = '\0';
+    const char *headers[] = {hdr, NULL};
+    int rc = it_request(IT_DIRECT, "auth", "GET", "/api/v1/auth/password-policy", NULL, 0, headers,
+                        &r);
+    free(hdr);
+    IT_CHECK(rc == 0);
+    IT_CHECK(it_is_problem(&r, 431, "headers_too_large"));
+    it_resp_free(&r);
+    IT_CHECK(it_wait_status("auth", "/livez", 200, 5));
+}
+
 const it_case_t fault_cases[] = {
+    {"faults: garbage and truncated HTTP/2 frames close the connection only", fault_garbage_frames},
+    {"faults: header flood answers 431", fault_header_flood},
     {"faults: bad configuration stops start-up naming the variable", fault_bad_config},
     {"faults: SIGTERM drains and exits 0", fault_sigterm_drains},
     {"services: optional TLS serves h2 by ALPN only", fault_tls_alpn},
