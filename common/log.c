@@ -6,6 +6,10 @@
 
 #include "timeutil.h"
 
+/* Field budgets add up to well under LOG_LINE_MAX: lines are never cut mid-JSON. */
+#define LOG_LINE_MAX 4096
+#define LOG_FIELD_MAX 2048
+
 static const char *log_service = "phr";
 static log_level_t log_min = LOGL_INFO;
 static const char *const log_names[] = {"debug", "info", "warn", "error"};
@@ -50,16 +54,40 @@ log_json_escape(char *out, size_t cap, size_t *len, const char *s)
     *len = n;
 }
 
+/* Appends |s|; never overflows, keeps |out| NUL-terminated. */
 static void
 log_append(char *out, size_t cap, size_t *len, const char *s)
 {
     size_t n = strlen(s);
+
+    if (*len + 1 >= cap) {
+        return;
+    }
     if (*len + n >= cap) {
         n = cap - *len - 1;
     }
     memcpy(out + *len, s, n);
     *len += n;
     out[*len] = '\0';
+}
+
+/*
+ * Appends ,"name":"value" with |value| escaped and cut to |max| bytes, so
+ * that the fixed budget of every field keeps the line valid JSON.
+ */
+static void
+log_field(char *line, size_t cap, size_t *len, const char *name, const char *value, size_t max)
+{
+    char esc[LOG_FIELD_MAX];
+    size_t n = 0;
+
+    esc[0] = '\0';
+    log_json_escape(esc, max < sizeof(esc) ? max : sizeof(esc), &n, value);
+    log_append(line, cap, len, ",\"");
+    log_append(line, cap, len, name);
+    log_append(line, cap, len, "\":\"");
+    log_append(line, cap, len, esc);
+    log_append(line, cap, len, "\"");
 }
 
 static void
@@ -70,15 +98,11 @@ log_head(char *line, size_t cap, size_t *len, const char *level, const char *req
     tu_format_jst(tu_now_ms(), ts, sizeof(ts));
     log_append(line, cap, len, "{\"ts\":\"");
     log_append(line, cap, len, ts);
-    log_append(line, cap, len, "\",\"level\":\"");
-    log_append(line, cap, len, level);
-    log_append(line, cap, len, "\",\"service\":\"");
-    log_json_escape(line, cap, len, log_service);
     log_append(line, cap, len, "\"");
+    log_field(line, cap, len, "level", level, 16);
+    log_field(line, cap, len, "service", log_service, 32);
     if (request_id != NULL && request_id[0] != '\0') {
-        log_append(line, cap, len, ",\"request_id\":\"");
-        log_json_escape(line, cap, len, request_id);
-        log_append(line, cap, len, "\"");
+        log_field(line, cap, len, "request_id", request_id, 80);
     }
 }
 
@@ -86,7 +110,7 @@ void
 log_msg(log_level_t level, const char *request_id, const char *fmt, ...)
 {
     char msg[1024];
-    char line[2048];
+    char line[LOG_LINE_MAX];
     size_t len = 0;
     va_list ap;
 
@@ -98,17 +122,15 @@ log_msg(log_level_t level, const char *request_id, const char *fmt, ...)
     va_end(ap);
 
     log_head(line, sizeof(line), &len, log_names[level], request_id);
-    log_append(line, sizeof(line), &len, ",\"msg\":\"");
-    log_json_escape(line, sizeof(line), &len, msg);
-    log_append(line, sizeof(line) - 2, &len, "\"}");
-    log_append(line, sizeof(line), &len, "\n");
+    log_field(line, sizeof(line), &len, "msg", msg, 2048);
+    log_append(line, sizeof(line), &len, "}\n");
     fputs(line, stderr);
 }
 
 void
 log_access(const log_access_t *a)
 {
-    char line[2048];
+    char line[LOG_LINE_MAX];
     char num[160];
     size_t len = 0;
 
@@ -116,15 +138,12 @@ log_access(const log_access_t *a)
         return;
     }
     log_head(line, sizeof(line), &len, "info", a->request_id);
-    log_append(line, sizeof(line), &len, ",\"msg\":\"access\",\"method\":\"");
-    log_json_escape(line, sizeof(line), &len, a->method);
-    log_append(line, sizeof(line), &len, "\",\"path\":\"");
-    log_json_escape(line, sizeof(line), &len, a->path);
-    log_append(line, sizeof(line), &len, "\",\"route\":\"");
-    log_json_escape(line, sizeof(line), &len, a->route ? a->route : "-");
-    log_append(line, sizeof(line), &len, "\",\"peer\":\"");
-    log_json_escape(line, sizeof(line), &len, a->peer ? a->peer : "-");
-    snprintf(num, sizeof(num), "\",\"status\":%d,\"bytes_in\":%zu,\"bytes_out\":%zu,\"ms\":%.3f}\n",
+    log_field(line, sizeof(line), &len, "msg", "access", 16);
+    log_field(line, sizeof(line), &len, "method", a->method, 32);
+    log_field(line, sizeof(line), &len, "path", a->path, 1024);
+    log_field(line, sizeof(line), &len, "route", a->route ? a->route : "-", 256);
+    log_field(line, sizeof(line), &len, "peer", a->peer ? a->peer : "-", 64);
+    snprintf(num, sizeof(num), ",\"status\":%d,\"bytes_in\":%zu,\"bytes_out\":%zu,\"ms\":%.3f}\n",
              a->status, a->bytes_in, a->bytes_out, a->duration_ms);
     log_append(line, sizeof(line), &len, num);
     fputs(line, stderr);

@@ -8,7 +8,8 @@
 //  - every operation has x-phr-access; /internal/ operations require serviceCaller +
 //    serviceCredential and list x-phr-callers; public (security: []) operations say so;
 //  - no method + path is defined by two documents;
-//  - the routes of the first milestone are present and marked x-phr-status: implemented.
+//  - the routes of the first milestone are present and marked x-phr-status: implemented;
+//  - README.md lists every operation with its access and status, and nothing else.
 // Exits 1 and names each problem, 0 when all hold.
 'use strict';
 
@@ -48,16 +49,18 @@ const ROUTES = {
 
 const NOT_ROUTED = [/^\/internal\/v1\/[a-z]/, /^\/livez$/, /^\/readyz$/, /^\/metrics$/];
 
+const PROBES = ['get /livez', 'get /readyz', 'get /metrics'];
 const IMPLEMENTED = {
-    auth: ['get /api/v1/auth/password-policy'],
-    records: ['get /api/v1/records/types'],
-    notification: ['get /api/v1/notifications/kinds'],
-    audit: ['get /api/v1/audit/public-key'],
+    auth: ['get /api/v1/auth/password-policy', ...PROBES],
+    records: ['get /api/v1/records/types', ...PROBES],
+    notification: ['get /api/v1/notifications/kinds', ...PROBES],
+    audit: ['get /api/v1/audit/public-key', ...PROBES],
 };
 
+const PUBLIC_ACCESS = ['public', 'probe', 'provider-signature'];
 const ACCESS = new Set([
     'public', 'probe', 'service', 'provider-signature', 'session', 'session-changed-password',
-    'patient', 'staff-any-org', 'org-staff', 'org-admin', 'org-admin-recent-auth', 'operator',
+    'patient', 'staff-or-operator', 'org-staff', 'org-admin', 'org-admin-recent-auth', 'operator',
     'operator-recent-auth',
 ]);
 
@@ -70,6 +73,7 @@ function main() {
     const dir = path.resolve(process.argv[2] || path.join(__dirname, '..'));
     const problems = [];
     const seen = new Map();
+    const documented = new Map();
     let ops = 0;
 
     for (const svc of SERVICES) {
@@ -124,10 +128,13 @@ function main() {
                     if (!Array.isArray(op['x-phr-callers']) || op['x-phr-callers'].length === 0) {
                         problems.push(`${svc}.yaml: ${key}: x-phr-callers missing`);
                     }
-                } else if (isPublic !== ['public', 'probe', 'provider-signature'].includes(access)) {
+                } else if (isPublic !== PUBLIC_ACCESS.includes(access)) {
                     problems.push(`${svc}.yaml: ${key}: security [] must go with a public ` +
                                   `x-phr-access and vice versa (${access})`);
                 }
+                documented.set(`${svc} ${key}`,
+                               `${access} ${op['x-phr-status'] === 'implemented' ? 'implemented'
+                                                                               : 'planned'}`);
                 if (op['x-phr-status'] === 'implemented') {
                     implemented.add(key);
                 } else if (op['x-phr-status'] !== undefined) {
@@ -138,7 +145,8 @@ function main() {
         const want = new Set(IMPLEMENTED[svc]);
         for (const k of want) {
             if (!implemented.has(k)) {
-                problems.push(`${svc}.yaml: ${k} must exist and be marked x-phr-status: implemented`);
+                problems.push(`${svc}.yaml: ${k} must exist and be marked ` +
+                              'x-phr-status: implemented');
             }
         }
         for (const k of implemented) {
@@ -146,6 +154,34 @@ function main() {
                 problems.push(`${svc}.yaml: ${k} is marked implemented; update check-contract.js ` +
                               'and README.md together');
             }
+        }
+    }
+
+    // README.md "Routes": one row per operation, "| METHOD | `path` | access | status |".
+    const readme = path.join(dir, 'README.md');
+    const listed = new Map();
+    let section = null;
+    for (const line of fs.readFileSync(readme, 'utf8').split('\n')) {
+        const h = /^### (\w+)\s*$/.exec(line);
+        if (h) {
+            section = SERVICES.includes(h[1]) ? h[1] : null;
+            continue;
+        }
+        const r = /^\| ([A-Z]+) \| `([^`]+)` \| ([a-z-]+) \| (implemented|planned) \|$/.exec(line);
+        if (section && r) {
+            listed.set(`${section} ${r[1].toLowerCase()} ${r[2]}`, `${r[3]} ${r[4]}`);
+        }
+    }
+    for (const [k, v] of documented) {
+        if (!listed.has(k)) {
+            problems.push(`README.md: no row for ${k} (${v})`);
+        } else if (listed.get(k) !== v) {
+            problems.push(`README.md: ${k} is "${listed.get(k)}" there but "${v}" in the document`);
+        }
+    }
+    for (const k of listed.keys()) {
+        if (!documented.has(k)) {
+            problems.push(`README.md: row ${k} is in no document`);
         }
     }
 
@@ -157,7 +193,7 @@ function main() {
         process.exit(1);
     }
     console.log(`contract: ${ops} operations in ${SERVICES.length} documents follow the routing ` +
-                'table and access rules');
+                'table and access rules; README.md lists them');
 }
 
 main();

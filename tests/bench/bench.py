@@ -1,0 +1,298 @@
+#!/usr/bin/python3
+"""bench.py - helpers for tests/bench/run.sh (Debian python3, standard library only).
+
+  bench.py check RESULTS CASE SUBJECT ROUND OUT LOG
+      Parse one h2load run: OUT is h2load's stdout, LOG its --log-file (one line per
+      request: start time in microseconds since the epoch, HTTP status, microseconds to
+      the end of the response). Fails (exit 1) unless every request finished with a 2xx
+      status. Appends one JSON line {case, subject, round, rps, p50_us, p99_us, n} to
+      RESULTS and prints a one-line summary.
+  bench.py rss PHASE RUN_DIR OUT_JSON SERVICE...
+      Read VmRSS and VmHWM (KiB) of each service (pid in RUN_DIR/<service>.pid) from
+      /proc/PID/status and store them under PHASE ("idle" or "load") in OUT_JSON.
+  bench.py report RESULTS RSS_JSON BENCHMARKS_MD
+      Print the Markdown report and rewrite the "## Latest run" section of BENCHMARKS_MD
+      (everything from that heading to the end of the file).
+
+Settings shown in the report come from the environment run.sh exports: BENCH_DURATION,
+BENCH_WARMUP, BENCH_CLIENTS, BENCH_STREAMS, BENCH_ROUNDS, BENCH_PIN, BENCH_GATEWAY_WORKERS.
+"""
+
+import datetime
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import zoneinfo
+
+CASES = [
+    {
+        "id": "livez-h2c",
+        "title": "1. `GET /livez` h2c direct: phr-auth vs nginx `return 200`",
+        "goal": 0.6,
+    },
+    {
+        "id": "gateway-tls",
+        "title": "2. `GET /api/v1/auth/password-policy` TLS h2 via gateway vs nginx static file",
+        "goal": 0.5,
+    },
+]
+IDLE_RSS_GOAL_KIB = 8 * 1024
+LOAD_HWM_GOAL_KIB = 32 * 1024
+LOAD_HWM_SERVICE = "auth"
+SECTION = "## Latest run"
+
+
+def die(msg):
+    print("bench.py: " + msg, file=sys.stderr)
+    sys.exit(1)
+
+
+def percentile(sorted_vals, q):
+    """Nearest-rank percentile (q in 0..100) of an ascending list."""
+    if not sorted_vals:
+        raise ValueError("no values")
+    rank = max(1, -(-len(sorted_vals) * q // 100))
+    return sorted_vals[int(rank) - 1]
+
+
+def parse_out(text):
+    """Return (rps, counters dict, status dict) from h2load's stdout."""
+    m = re.search(r"^finished in [^,]+, ([0-9.]+) req/s", text, re.M)
+    if not m:
+        die("no 'finished in ..., N req/s' line in h2load output")
+    rps = float(m.group(1))
+    m = re.search(r"^requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, "
+                  r"(\d+) failed, (\d+) errored, (\d+) timeout", text, re.M)
+    if not m:
+        die("no 'requests:' line in h2load output")
+    keys = ("total", "started", "done", "succeeded", "failed", "errored", "timeout")
+    counters = dict(zip(keys, (int(g) for g in m.groups())))
+    m = re.search(r"^status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", text, re.M)
+    if not m:
+        die("no 'status codes:' line in h2load output")
+    status = dict(zip(("2xx", "3xx", "4xx", "5xx"), (int(g) for g in m.groups())))
+    return rps, counters, status
+
+
+def cmd_check(args):
+    if len(args) != 6:
+        die("usage: check RESULTS CASE SUBJECT ROUND OUT LOG")
+    results, case, subject, rnd, out, log = args
+    with open(out, encoding="utf-8", errors="replace") as f:
+        text = f.read()
+    rps, counters, status = parse_out(text)
+    label = "%s/%s round %s" % (case, subject, rnd)
+    bad = []
+    if counters["total"] == 0 or counters["succeeded"] == 0:
+        bad.append("no request succeeded")
+    for k in ("failed", "errored", "timeout"):
+        if counters[k]:
+            bad.append("%d %s" % (counters[k], k))
+    for k in ("3xx", "4xx", "5xx"):
+        if status[k]:
+            bad.append("%d %s" % (status[k], k))
+    lat = []
+    non2xx = {}
+    with open(log, encoding="ascii", errors="replace") as f:
+        for lineno, line in enumerate(f, 1):
+            parts = line.split("\t")
+            if len(parts) != 3:
+                die("%s: %s:%d: expected 3 tab-separated fields" % (label, log, lineno))
+            try:
+                code = int(parts[1])
+                us = int(parts[2])
+            except ValueError:
+                die("%s: %s:%d: not numbers" % (label, log, lineno))
+            if code < 200 or code > 299:
+                non2xx[code] = non2xx.get(code, 0) + 1
+            lat.append(us)
+    for code, n in sorted(non2xx.items()):
+        bad.append("%d responses with status %d in the log" % (n, code))
+    if not lat:
+        bad.append("empty --log-file")
+    if bad:
+        die("FAILED: %s: not every request was 2xx: %s (see %s)" % (label, "; ".join(bad), out))
+    lat.sort()
+    row = {
+        "case": case, "subject": subject, "round": int(rnd), "rps": rps,
+        "p50_us": percentile(lat, 50), "p99_us": percentile(lat, 99), "n": len(lat),
+    }
+    with open(results, "a", encoding="utf-8") as f:
+        f.write(json.dumps(row) + "\n")
+    print("  %-12s %-8s round %s: %10.0f req/s  p50 %6d us  p99 %6d us  (%d requests)"
+          % (case, subject, rnd, rps, row["p50_us"], row["p99_us"], row["n"]))
+
+
+def proc_status_kib(pid, key):
+    with open("/proc/%d/status" % pid, encoding="ascii") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    die("no %s in /proc/%d/status" % (key, pid))
+    return 0
+
+
+def cmd_rss(args):
+    if len(args) < 4:
+        die("usage: rss PHASE RUN_DIR OUT_JSON SERVICE...")
+    phase, run_dir, out, services = args[0], args[1], args[2], args[3:]
+    data = {}
+    if os.path.exists(out):
+        with open(out, encoding="utf-8") as f:
+            data = json.load(f)
+    for svc in services:
+        try:
+            with open(os.path.join(run_dir, svc + ".pid"), encoding="ascii") as f:
+                pid = int(f.readline().strip())
+            with open("/proc/%d/comm" % pid, encoding="ascii") as f:
+                comm = f.read().strip()
+        except (OSError, ValueError) as e:
+            die("phr-%s: no running process (%s)" % (svc, e))
+        if not ("phr-" + svc).startswith(comm):
+            die("phr-%s: pid %d is '%s'" % (svc, pid, comm))
+        data.setdefault(svc, {})[phase] = {
+            "pid": pid,
+            "rss_kib": proc_status_kib(pid, "VmRSS"),
+            "hwm_kib": proc_status_kib(pid, "VmHWM"),
+        }
+    with open(out, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=1, sort_keys=True)
+
+
+def first_line(cmd):
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    except OSError:
+        return "unknown"
+    text = (p.stdout + p.stderr).strip()
+    return text.splitlines()[0] if text else "unknown"
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+def mib(kib):
+    return "%.1f MiB" % (kib / 1024.0)
+
+
+def us(v):
+    return "%.2f ms" % (v / 1000.0) if v >= 1000 else "%d us" % v
+
+
+def report_text(rows, rss):
+    env = os.environ
+    now = datetime.datetime.now(zoneinfo.ZoneInfo("Asia/Tokyo"))
+    pin = env.get("BENCH_PIN", "0") == "1"
+    lines = [
+        SECTION,
+        "",
+        "- Date: %s" % now.strftime("%Y-%m-%d %H:%M %Z (UTC%z)"),
+        "- Machine: %d CPUs (`nproc`), %s; kernel %s"
+        % (os.cpu_count() or 0, cpu_model(), os.uname().release),
+        "- Versions: %s; %s" % (first_line(["nginx", "-v"]), first_line(["h2load", "--version"])),
+        "- h2load: `-t 1 -c %s -m %s -D %s --warm-up-time=%s`, %s rounds per subject, "
+        "baseline and ours alternating; values are medians of the rounds, ratio = median of "
+        "the per-round ratios (ours / the baseline run just before it)"
+        % (env.get("BENCH_CLIENTS", "?"), env.get("BENCH_STREAMS", "?"),
+           env.get("BENCH_DURATION", "?"), env.get("BENCH_WARMUP", "?"),
+           env.get("BENCH_ROUNDS", "?")),
+        "- CPU pinning: %s" % ("h2load on CPU 0; the stack and the baseline nginx on CPU 1"
+                               if pin else "none"),
+        "- Gateway and TLS baseline `worker_processes %s`; h2c baseline 1 worker"
+        % env.get("BENCH_GATEWAY_WORKERS", "?"),
+        "",
+        "| case | ours req/s | baseline req/s | ratio | goal | result | ours p50 / p99 "
+        "| baseline p50 / p99 |",
+        "|---|---:|---:|---:|---:|---|---:|---:|",
+    ]
+    for case in CASES:
+        ours = sorted((r for r in rows if r["case"] == case["id"] and r["subject"] == "ours"),
+                      key=lambda r: r["round"])
+        base = sorted((r for r in rows if r["case"] == case["id"] and r["subject"] == "base"),
+                      key=lambda r: r["round"])
+        if not ours or len(ours) != len(base):
+            die("case %s: %d ours rounds, %d baseline rounds" % (case["id"], len(ours), len(base)))
+        ratios = [o["rps"] / b["rps"] for o, b in zip(ours, base)]
+        ratio = statistics.median(ratios)
+
+        def med(rs, key):
+            return statistics.median(r[key] for r in rs)
+
+        lines.append("| %s | %.0f | %.0f | %.2f | >= %.2f | %s | %s / %s | %s / %s |" % (
+            case["title"], med(ours, "rps"), med(base, "rps"), ratio, case["goal"],
+            "pass" if ratio >= case["goal"] else "**FAIL**",
+            us(med(ours, "p50_us")), us(med(ours, "p99_us")),
+            us(med(base, "p50_us")), us(med(base, "p99_us"))))
+    lines += [
+        "",
+        "| service | idle VmRSS | idle VmHWM | after load VmRSS | after load VmHWM | goal "
+        "| result |",
+        "|---|---:|---:|---:|---:|---|---|",
+    ]
+    for svc in sorted(rss):
+        idle = rss[svc].get("idle")
+        load = rss[svc].get("load")
+        if not idle or not load:
+            die("rss: missing idle or load sample for %s" % svc)
+        ok = idle["rss_kib"] <= IDLE_RSS_GOAL_KIB
+        goal = "idle VmRSS <= 8 MiB"
+        if svc == LOAD_HWM_SERVICE:
+            ok = ok and load["hwm_kib"] <= LOAD_HWM_GOAL_KIB
+            goal += ", VmHWM under load <= 32 MiB"
+        lines.append("| phr-%s | %s | %s | %s | %s | %s | %s |" % (
+            svc, mib(idle["rss_kib"]), mib(idle["hwm_kib"]), mib(load["rss_kib"]),
+            mib(load["hwm_kib"]), goal, "pass" if ok else "**FAIL**"))
+    lines += [
+        "",
+        "Per-round numbers: `var/bench/results/results.jsonl`; raw h2load output and logs "
+        "in `var/bench/results/`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def cmd_report(args):
+    if len(args) != 3:
+        die("usage: report RESULTS RSS_JSON BENCHMARKS_MD")
+    results, rss_json, md = args
+    with open(results, encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    with open(rss_json, encoding="utf-8") as f:
+        rss = json.load(f)
+    text = report_text(rows, rss)
+    print(text)
+    head = "# Benchmarks\n\n"
+    if os.path.exists(md):
+        with open(md, encoding="utf-8") as f:
+            old = f.read()
+        idx = old.find(SECTION)
+        head = old[:idx] if idx >= 0 else old.rstrip("\n") + "\n\n"
+    tmp = md + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(head + text)
+    os.replace(tmp, md)
+
+
+def main():
+    if len(sys.argv) < 2:
+        die("usage: bench.py check|rss|report ...")
+    cmds = {"check": cmd_check, "rss": cmd_rss, "report": cmd_report}
+    cmd = cmds.get(sys.argv[1])
+    if cmd is None:
+        die("unknown command %s" % sys.argv[1])
+    cmd(sys.argv[2:])
+
+
+if __name__ == "__main__":
+    main()
