@@ -30,7 +30,7 @@
 #define H2S_MAX_LISTENERS 4
 #define H2S_MAX_CLEANUPS 4
 #define H2S_REQUEST_ID_MAX 64
-#define H2S_READ_HIGH_WATER (256 * 1024)
+#define H2S_READ_HIGH_WATER ((size_t)256 * 1024)
 
 typedef enum {
     REQ_HEADERS,    /* receiving headers */
@@ -524,7 +524,7 @@ static void
 h2s_req_arm_timer(h2s_req_t *req)
 {
     int ms = req->srv->limits.request_timeout_ms;
-    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    struct timeval tv = {ms / 1000, (suseconds_t)(ms % 1000) * 1000};
 
     evtimer_add(req->timer, &tv);
 }
@@ -812,7 +812,7 @@ static void
 h2s_conn_arm_idle(h2s_conn_t *conn)
 {
     int ms = conn->srv->limits.idle_timeout_ms;
-    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    struct timeval tv = {ms / 1000, (suseconds_t)(ms % 1000) * 1000};
 
     evtimer_add(conn->idle_timer, &tv);
 }
@@ -922,13 +922,16 @@ h2s_conn_free(h2s_conn_t *conn)
     /* Orphan requests whose handlers still run; free the rest. */
     while (conn->reqs != NULL) {
         h2s_req_t *req = conn->reqs;
-        h2s_req_unlink(req);
+        conn->reqs = req->next;
+        if (conn->reqs != NULL) {
+            conn->reqs->prev = NULL;
+        }
+        req->next = req->prev = NULL;
+        req->conn = NULL;
         if (req->state == REQ_DISPATCHED) {
-            req->conn = NULL;
             req->stream_closed = 1;
             h2s_req_log(req);
         } else {
-            req->conn = NULL;
             h2s_req_free(req);
         }
     }
@@ -1198,6 +1201,7 @@ h2s_port(const h2s_server_t *srv)
     struct sockaddr_storage ss;
     socklen_t len = sizeof(ss);
 
+    memset(&ss, 0, sizeof(ss));
     if (srv->nlisteners == 0 ||
         getsockname(evconnlistener_get_fd(srv->listeners[0]), (struct sockaddr *)&ss, &len) != 0) {
         return -1;
@@ -1275,9 +1279,11 @@ h2s_shutdown(h2s_server_t *srv, int drain_ms, void (*done)(void *ud), void *ud)
     }
     srv->nlisteners = 0;
     srv->drain_timer = evtimer_new(srv->base, h2s_drain_timeout, srv);
-    struct timeval tv = {drain_ms / 1000, (drain_ms % 1000) * 1000};
+    struct timeval tv = {drain_ms / 1000, (suseconds_t)(drain_ms % 1000) * 1000};
     evtimer_add(srv->drain_timer, &tv);
 
+    /* Connections that close during the loop must not complete the drain under it. */
+    srv->drain_done = NULL;
     h2s_conn_t *conn = srv->conns;
     while (conn != NULL) {
         h2s_conn_t *next = conn->next;
@@ -1287,5 +1293,6 @@ h2s_shutdown(h2s_server_t *srv, int drain_ms, void (*done)(void *ud), void *ud)
         h2s_conn_flush(conn);
         conn = next;
     }
+    srv->drain_done = done;
     h2s_check_drained(srv);
 }

@@ -37,8 +37,8 @@
 #include "err.h"
 #include "log.h"
 
-#define HCLI_MAX_BODY (8u * 1024u * 1024u) /* response body limit */
-#define HCLI_OUT_CAP (64 * 1024)           /* bytes buffered before WOULDBLOCK */
+#define HCLI_MAX_BODY ((size_t)8 * 1024 * 1024) /* response body limit */
+#define HCLI_OUT_CAP ((size_t)64 * 1024)           /* bytes buffered before WOULDBLOCK */
 #define HCLI_BACKOFF_MIN_MS 50
 #define HCLI_BACKOFF_MAX_MS 2000
 #define HCLI_DEFAULT_TIMEOUT_MS 5000
@@ -260,7 +260,8 @@ hcli_conn_destroy(hcli_conn_t *c)
         c->session = NULL;
     }
     while (c->reqs != NULL) {
-        hcli_req_detach(c->reqs);
+        /* detach unlinks the head from c->reqs before it may free it */
+        hcli_req_detach(c->reqs); // NOLINT(clang-analyzer-unix.Malloc)
     }
     if (c->bev != NULL) {
         bufferevent_free(c->bev);
@@ -288,7 +289,7 @@ hcli_reap(hcli_t *cli)
     hcli_conn_t *c;
 
     while ((c = cli->dead) != NULL) {
-        cli->dead = c->next;
+        cli->dead = c->next; // NOLINT(clang-analyzer-unix.Malloc): c is freed only below
         hcli_conn_destroy(c);
     }
 }
@@ -416,7 +417,7 @@ hcli_on_data_chunk_cb(nghttp2_session *session, uint8_t flags, int32_t stream_id
         return 0;
     }
     if (len > HCLI_MAX_BODY - r->rlen) {
-        log_warn("hcli: response from %s over %u bytes, stream reset", r->cli->authority,
+        log_warn("hcli: response from %s over %zu bytes, stream reset", r->cli->authority,
                  HCLI_MAX_BODY);
         hcli_req_complete(r, PHR_EPROTO);
         nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, stream_id, NGHTTP2_CANCEL);
@@ -796,9 +797,15 @@ hcli_free(hcli_t *cli)
 static void
 hcli_nv(nghttp2_nv *nv, const char *name, const char *value, uint8_t flags)
 {
-    nv->name = (uint8_t *)(uintptr_t)name;
+    /* nghttp2 1.52's nghttp2_nv has non-const pointers it never writes through. */
+    union {
+        const char *in;
+        uint8_t *out;
+    } n = {.in = name}, v = {.in = value};
+
+    nv->name = n.out;
     nv->namelen = strlen(name);
-    nv->value = (uint8_t *)(uintptr_t)value;
+    nv->value = v.out;
     nv->valuelen = strlen(value);
     nv->flags = flags;
 }
@@ -842,7 +849,7 @@ hcli_request(hcli_t *cli, const char *method, const char *path, const char *cont
         hcli_req_free(r);
         return PHR_ENOMEM;
     }
-    struct timeval tv = {cli->timeout_ms / 1000, (cli->timeout_ms % 1000) * 1000};
+    struct timeval tv = {cli->timeout_ms / 1000, (suseconds_t)(cli->timeout_ms % 1000) * 1000};
     evtimer_add(r->timer, &tv);
 
     c = cli->conn;

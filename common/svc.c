@@ -576,6 +576,7 @@ svc_main(const svc_def_t *def, int argc, char **argv)
     svc_call_t *tmpls = calloc(def->nroutes + SVC_NBUILTIN, sizeof(*tmpls));
     if (svc.base == NULL || tmpls == NULL) {
         log_error("out of memory at start-up");
+        free(tmpls);
         return 1;
     }
     int rc = svc_start(&svc, tmpls);

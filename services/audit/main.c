@@ -44,7 +44,7 @@ audit_load_key(svc_t *svc)
         log_error("audit_signing.pub.pem is not an Ed25519 public key");
         rc = PHR_EINVAL;
     } else {
-        for (int i = 0; i < 8; i++) {
+        for (size_t i = 0; i < 8; i++) {
             audit_key.key_id[2 * i] = hex[md[i] >> 4];
             audit_key.key_id[2 * i + 1] = hex[md[i] & 15];
         }

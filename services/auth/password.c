@@ -31,7 +31,7 @@ pw_common_key(const char *password, char *out)
         OPENSSL_cleanse(lower, n);
         free(lower);
     }
-    for (unsigned int i = 0; i < mdlen && i < 32; i++) {
+    for (size_t i = 0; i < mdlen && i < 32; i++) {
         out[2 * i] = hex[md[i] >> 4];
         out[2 * i + 1] = hex[md[i] & 15];
     }

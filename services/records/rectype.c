@@ -7,7 +7,7 @@
 #define RF_T(name, req, len) {name, RF_TEXT, req, 0, 0, len, NULL, NULL, NULL}
 #define RF_B(name, req) {name, RF_BOOL, req, 0, 0, 0, NULL, NULL, NULL}
 #define RF_E(name, req, vals) {name, RF_ENUM, req, 0, 0, 0, NULL, NULL, vals}
-#define COUNT(a) (sizeof(a) / sizeof(a[0]))
+#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
 
 static const char *const glucose_timing[] = {"fasting", "before_meal", "after_meal", "bedtime",
                                              "random", NULL};
