@@ -2,16 +2,17 @@
 
 #include <string.h>
 
-static const char *const p_verify[] = {"name", "link", NULL};
-static const char *const p_onboarding[] = {"name", "org_name", "initial_password", "login_url",
-                                           NULL};
-static const char *const p_reset[] = {"name", "link", NULL};
+/* Required template variables: the same lists as proto/schemas/notification-request.json. */
+static const char *const p_verify[] = {"name", "verify_url", NULL};
+static const char *const p_onboarding[] = {"name", "org_name", "login_url", "initial_password",
+                                           "expires_at", NULL};
+static const char *const p_reset[] = {"name", "reset_url", "expires_at", NULL};
 static const char *const p_changed[] = {"name", "changed_at", NULL};
 static const char *const p_locked[] = {"name", "locked_until", NULL};
-static const char *const p_mfa[] = {"name", "method", "changed_at", NULL};
+static const char *const p_mfa[] = {"name", "method", "change", NULL};
 static const char *const p_sms[] = {"code", NULL};
-static const char *const p_maintenance[] = {"subject", "body", "starts_at", "ends_at", NULL};
-static const char *const p_incident[] = {"title", "description", "detected_at", NULL};
+static const char *const p_maintenance[] = {"subject", "body", NULL};
+static const char *const p_incident[] = {"org_name", "title", "description", "detected_at", NULL};
 
 const kind_t kind_table[] = {
     {"email_verification", KIND_EMAIL, p_verify},
@@ -22,7 +23,7 @@ const kind_t kind_table[] = {
     {"mfa_changed", KIND_EMAIL, p_mfa},
     {"sms_code", KIND_SMS, p_sms},
     {"maintenance_notice", KIND_EMAIL, p_maintenance},
-    {"incident_notice", KIND_EMAIL, p_incident},
+    {"incident_notice", KIND_EMAIL | KIND_SMS, p_incident},
 };
 const size_t kind_count = sizeof(kind_table) / sizeof(kind_table[0]);
 
