@@ -57,7 +57,9 @@ int jx_parse(const char *buf, size_t len, int max_depth, json_object **out, jx_e
 
 /*
  * Validates object |obj| against |fields| (|n| entries). Unknown members are
- * errors unless |allow_unknown|. |prefix| ("" or e.g. "values") is prepended
+ * errors unless |allow_unknown|. A member set to null counts as absent. A
+ * numeric range of (0, 0), as in a zero-initialised field, or min > max
+ * means "no range". Duplicate keys keep the last value (json-c). |prefix| ("" or e.g. "values") is prepended
  * to field names in errors. Returns PHR_OK or PHR_EINVAL (errors appended).
  */
 int jx_validate(const json_object *obj, const jx_field_t *fields, size_t n, int allow_unknown,
