@@ -25,7 +25,7 @@
 #include "router.h"
 #include "timeutil.h"
 
-#define H2S_MAX_HEADERS 32
+#define H2S_MAX_HEADERS 64
 #define H2S_MAX_RESP_HEADERS 8
 #define H2S_MAX_LISTENERS 4
 #define H2S_MAX_CLEANUPS 4
@@ -61,6 +61,7 @@ struct h2s_req {
     int recv_complete;   /* END_STREAM seen from the client */
     int headers_too_big;
     int bad_request;     /* malformed pseudo-headers */
+    int orphan;          /* on srv->orphans: dispatched, its connection gone */
 
     char method[16];
     char *path;          /* :path before '?' */
@@ -93,7 +94,7 @@ struct h2s_req {
     int ncleanups;
     struct event *timer;   /* receive deadline */
     int64_t start_us;
-    h2s_req_t *next, *prev; /* connection's list */
+    h2s_req_t *next, *prev; /* connection's list, or the server's orphans */
 };
 
 struct h2s_conn {
@@ -119,6 +120,7 @@ struct h2s_server {
     int nlisteners;
     h2s_conn_t *conns;
     size_t nconns;
+    h2s_req_t *orphans;     /* dispatched requests whose connection is gone */
     size_t inflight;
     int shutting_down;
     struct event *drain_timer;
@@ -324,20 +326,42 @@ h2s_req_add_header(h2s_req_t *req, const char *name, const char *value)
 static void
 h2s_req_unlink(h2s_req_t *req)
 {
-    h2s_conn_t *conn = req->conn;
+    h2s_req_t **head;
 
-    if (conn == NULL) {
+    if (req->conn != NULL) {
+        head = &req->conn->reqs;
+    } else if (req->orphan && req->srv != NULL) {
+        head = &req->srv->orphans;
+    } else {
         return;
     }
     if (req->prev != NULL) {
         req->prev->next = req->next;
     } else {
-        conn->reqs = req->next;
+        *head = req->next;
     }
     if (req->next != NULL) {
         req->next->prev = req->prev;
     }
     req->next = req->prev = NULL;
+    req->orphan = 0;
+}
+
+/* Moves a dispatched request, already out of its connection, to the server's orphans. */
+static void
+h2s_req_orphan(h2s_req_t *req)
+{
+    h2s_server_t *srv = req->srv;
+
+    req->conn = NULL;
+    req->stream_closed = 1;
+    req->orphan = 1;
+    req->prev = NULL;
+    req->next = srv->orphans;
+    if (srv->orphans != NULL) {
+        srv->orphans->prev = req;
+    }
+    srv->orphans = req;
 }
 
 static void
@@ -411,7 +435,9 @@ h2s_respond(h2s_req_t *req, int status, const char *content_type, const char *bo
     h2s_conn_t *conn = req->conn;
 
     if (req->state == REQ_DISPATCHED) {
-        req->srv->inflight--;
+        if (req->srv != NULL) {
+            req->srv->inflight--;
+        }
         metrics_inflight_add(-1);
     }
     if (h2s_req_closed(req) || req->state == REQ_RESPONDED) {
@@ -799,7 +825,7 @@ h2s_on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t error_
     if (req->state == REQ_DISPATCHED) {
         /* The handler still owns the answer; h2s_respond will free it. */
         h2s_req_unlink(req);
-        req->conn = NULL;
+        h2s_req_orphan(req);
         return 0;
     }
     h2s_req_free(req);
@@ -927,11 +953,11 @@ h2s_conn_free(h2s_conn_t *conn)
             conn->reqs->prev = NULL;
         }
         req->next = req->prev = NULL;
-        req->conn = NULL;
         if (req->state == REQ_DISPATCHED) {
-            req->stream_closed = 1;
             h2s_req_log(req);
+            h2s_req_orphan(req);
         } else {
+            req->conn = NULL;
             h2s_req_free(req);
         }
     }
@@ -1091,6 +1117,14 @@ h2s_server_free(h2s_server_t *srv)
     while (srv->conns != NULL) {
         h2s_conn_free(srv->conns);
     }
+    /* Handlers may still answer orphans later: they must not reach the freed server. */
+    while (srv->orphans != NULL) {
+        h2s_req_t *req = srv->orphans;
+        srv->orphans = req->next;
+        req->next = req->prev = NULL;
+        req->orphan = 0;
+        req->srv = NULL;
+    }
     if (srv->drain_timer != NULL) {
         event_free(srv->drain_timer);
     }
@@ -1130,23 +1164,34 @@ int
 h2s_listen(h2s_server_t *srv, const char *host, int port)
 {
     struct sockaddr_storage ss;
-    int sslen = sizeof(ss);
-    char spec[160];
+    struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
+    socklen_t sslen;
 
     if (srv->nlisteners == H2S_MAX_LISTENERS) {
         return PHR_EFULL;
     }
-    snprintf(spec, sizeof(spec), strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, port);
+    if (port < 0 || port > 65535) {
+        return PHR_EINVAL;
+    }
     memset(&ss, 0, sizeof(ss));
-    if (evutil_parse_sockaddr_port(spec, (struct sockaddr *)&ss, &sslen) != 0) {
-        log_error("cannot parse listen address %s", spec);
+    if (evutil_inet_pton(AF_INET, host, &sin->sin_addr) == 1) {
+        sin->sin_family = AF_INET;
+        sin->sin_port = htons((uint16_t)port);
+        sslen = sizeof(*sin);
+    } else if (evutil_inet_pton(AF_INET6, host, &sin6->sin6_addr) == 1) {
+        sin6->sin6_family = AF_INET6;
+        sin6->sin6_port = htons((uint16_t)port);
+        sslen = sizeof(*sin6);
+    } else {
+        log_error("listen address %s is not a numeric IPv4 or IPv6 address", host);
         return PHR_EINVAL;
     }
     struct evconnlistener *l = evconnlistener_new_bind(
         srv->base, h2s_acceptcb, srv, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
-        1024, (struct sockaddr *)&ss, sslen);
+        1024, (struct sockaddr *)&ss, (int)sslen);
     if (l == NULL) {
-        log_error("cannot listen on %s: %s", spec, strerror(errno));
+        log_error("cannot listen on %s port %d: %s", host, port, strerror(errno));
         return PHR_EIO;
     }
     srv->listeners[srv->nlisteners++] = l;

@@ -73,6 +73,23 @@ router_split(const char *path, size_t len, route_seg_t *segs, int max)
     return n;
 }
 
+/* 1 when |a| and |b| match the same paths ("/a/{id}" and "/a/{other}" do). */
+static int
+router_same_shape(const route_t *a, const route_t *b)
+{
+    if (a->nsegs != b->nsegs) {
+        return 0;
+    }
+    for (int i = 0; i < a->nsegs; i++) {
+        const route_seg_t *x = &a->segs[i], *y = &b->segs[i];
+        if (x->is_param != y->is_param ||
+            (!x->is_param && (x->len != y->len || memcmp(x->text, y->text, x->len) != 0))) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
 int
 router_add(router_t *r, const char *method, const char *pattern, const void *data)
 {
@@ -98,7 +115,7 @@ router_add(router_t *r, const char *method, const char *pattern, const void *dat
         }
     }
     for (size_t i = 0; i < r->n; i++) {
-        if (strcmp(r->routes[i].pattern, pattern) == 0 && strcmp(r->routes[i].method, method) == 0) {
+        if (strcmp(r->routes[i].method, method) == 0 && router_same_shape(&r->routes[i], &rt)) {
             return PHR_ECONFLICT;
         }
     }
@@ -150,7 +167,18 @@ router_allow_add(route_match_t *m, const char *method)
     size_t used = strlen(m->allow);
     size_t n = strlen(method);
 
-    if (strstr(m->allow, method) != NULL || used + n + 3 > sizeof(m->allow)) {
+    /* Skip a method already listed (whole tokens only). */
+    for (const char *p = m->allow; *p != '\0';) {
+        size_t tok = strcspn(p, ",");
+        if (tok == n && memcmp(p, method, n) == 0) {
+            return;
+        }
+        p += tok;
+        while (*p == ',' || *p == ' ') {
+            p++;
+        }
+    }
+    if (used + n + 3 > sizeof(m->allow)) {
         return;
     }
     if (used > 0) {

@@ -541,13 +541,14 @@ svc_stop(svc_t *svc)
     if (svc->sigint != NULL) {
         event_free(svc->sigint);
     }
-    h2s_server_free(svc->srv);
+    /* Dependencies first: their pending callbacks answer requests while the server exists. */
     for (int i = 0; i < CFG_SVC_COUNT; i++) {
         hcli_free(svc->peers[i]);
     }
     workq_free(svc->wq);
     kv_free(svc->kv);
     db_pool_free(svc->db);
+    h2s_server_free(svc->srv);
     explicit_bzero(svc->keys, sizeof(svc->keys));
 }
 

@@ -164,8 +164,8 @@ t_bad_values(void **state)
             fail_msg("%s='%s': rc %d, want PHR_EINVAL", bad[i].var, bad[i].value, rc);
         }
         if (strstr(err, bad[i].var) == NULL) {
-            fail_msg("%s='%s': message '%s' does not name the variable", bad[i].var,
-                     bad[i].value, err);
+            fail_msg("%s='%s': message '%s' does not name the variable", bad[i].var, bad[i].value,
+                     err);
         }
     }
 

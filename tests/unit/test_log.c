@@ -73,9 +73,9 @@ t_parse_line(const char *line, size_t len)
 {
     json_tokener *tok = json_tokener_new();
     json_object *o = json_tokener_parse_ex(tok, line, (int)len);
-    if (o != NULL && (json_tokener_get_error(tok) != json_tokener_success ||
-                      json_tokener_get_parse_end(tok) != len ||
-                      !json_object_is_type(o, json_type_object))) {
+    if (o != NULL &&
+        (json_tokener_get_error(tok) != json_tokener_success ||
+         json_tokener_get_parse_end(tok) != len || !json_object_is_type(o, json_type_object))) {
         json_object_put(o);
         o = NULL;
     }
@@ -156,7 +156,8 @@ t_escaping(void **state)
 {
     log_init("svc\"x", "info");
     t_capture_begin();
-    log_msg(LOGL_INFO, "id\"\\", "q\"uote b\\ack nl\nl tab\tt cr\r bell\a del\x7f utf8 \xe6\x97\xa5");
+    log_msg(LOGL_INFO, "id\"\\",
+            "q\"uote b\\ack nl\nl tab\tt cr\r bell\a del\x7f utf8 \xe6\x97\xa5");
     char *out = t_capture_end(NULL);
 
     assert_int_equal(t_count_lines(out), 1); /* the newline in the message is escaped */
@@ -201,7 +202,7 @@ t_level_filter(void **state)
     assert_null(strstr(out, "\"no\""));
     assert_null(strstr(out, "access"));
     for (int i = 1; i <= 5; i++) {
-        char want[16];
+        char want[32];
         snprintf(want, sizeof(want), "\"yes%d\"", i);
         assert_non_null(strstr(out, want));
     }
@@ -326,8 +327,8 @@ t_check_lines_valid(const char *out, int want_lines)
     while ((nl = strchr(line, '\n')) != NULL) {
         json_object *o = t_parse_line(line, (size_t)(nl - line));
         if (o == NULL) {
-            fail_msg("line %d is not a JSON object (%zu bytes): ...%s", lines + 1,
-                     (size_t)(nl - line), nl - line > 40 ? nl - 40 : line);
+            fail_msg("line %d is not a JSON object (%zu bytes): ...%.60s", lines + 1,
+                     (size_t)(nl - line), nl - line > 60 ? nl - 60 : line);
         }
         json_object_put(o);
         lines++;
@@ -378,10 +379,18 @@ t_child_long_access(void)
     path[0] = '/';
     memset(path + 1, 'p', sizeof(path) - 2);
     path[sizeof(path) - 1] = '\0';
-    log_access(&(log_access_t){.request_id = "r1", .method = "GET", .path = path,
-                               .route = "-", .status = 404, .peer = "p"});
-    log_access(&(log_access_t){.request_id = "r2", .method = "GET", .path = "/short",
-                               .route = "-", .status = 200, .peer = "p"});
+    log_access(&(log_access_t){.request_id = "r1",
+                               .method = "GET",
+                               .path = path,
+                               .route = "-",
+                               .status = 404,
+                               .peer = "p"});
+    log_access(&(log_access_t){.request_id = "r2",
+                               .method = "GET",
+                               .path = "/short",
+                               .route = "-",
+                               .status = 200,
+                               .peer = "p"});
 }
 
 static void
@@ -400,14 +409,10 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(t_fields),
-        cmocka_unit_test(t_macros_and_no_request_id),
-        cmocka_unit_test(t_escaping),
-        cmocka_unit_test(t_level_filter),
-        cmocka_unit_test(t_access),
-        cmocka_unit_test(t_escape_fn),
-        cmocka_unit_test(t_long_messages),
-        cmocka_unit_test(t_long_access_path),
+        cmocka_unit_test(t_fields),        cmocka_unit_test(t_macros_and_no_request_id),
+        cmocka_unit_test(t_escaping),      cmocka_unit_test(t_level_filter),
+        cmocka_unit_test(t_access),        cmocka_unit_test(t_escape_fn),
+        cmocka_unit_test(t_long_messages), cmocka_unit_test(t_long_access_path),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -63,13 +63,17 @@ t_counters(void **state)
     char *s = t_render("records");
 
     assert_int_equal(t_value(s, "phr_http_requests_total{service=\"records\",method=\"GET\","
-                                "route=\"/api/v1/records/{id}\",status=\"200\"}"), 2);
+                                "route=\"/api/v1/records/{id}\",status=\"200\"}"),
+                     2);
     assert_int_equal(t_value(s, "phr_http_requests_total{service=\"records\",method=\"GET\","
-                                "route=\"/api/v1/records/{id}\",status=\"404\"}"), 1);
+                                "route=\"/api/v1/records/{id}\",status=\"404\"}"),
+                     1);
     assert_int_equal(t_value(s, "phr_http_requests_total{service=\"records\",method=\"POST\","
-                                "route=\"/api/v1/records\",status=\"201\"}"), 1);
+                                "route=\"/api/v1/records\",status=\"201\"}"),
+                     1);
     assert_int_equal(t_value(s, "phr_http_requests_total{service=\"records\",method=\"GET\","
-                                "route=\"-\",status=\"404\"}"), 1);
+                                "route=\"-\",status=\"404\"}"),
+                     1);
     assert_non_null(strstr(s, "# TYPE phr_http_requests_total counter\n"));
     assert_non_null(strstr(s, "# TYPE phr_http_request_duration_seconds histogram\n"));
     free(s);
@@ -130,9 +134,11 @@ t_inflight_and_deps(void **state)
 
     assert_int_equal(t_value(s, "phr_http_requests_in_flight{service=\"audit\"}"), 2);
     assert_int_equal(t_value(s, "phr_dependency_errors_total{service=\"audit\","
-                                "dependency=\"postgres\"}"), 2);
+                                "dependency=\"postgres\"}"),
+                     2);
     assert_int_equal(t_value(s, "phr_dependency_errors_total{service=\"audit\","
-                                "dependency=\"redis\"}"), 1);
+                                "dependency=\"redis\"}"),
+                     1);
     assert_non_null(strstr(s, "# TYPE phr_http_requests_in_flight gauge\n"));
     free(s);
 
@@ -152,8 +158,7 @@ t_gauges(char **out, size_t *len, size_t *cap, void *ud)
 {
     t_gauge_calls++;
     metrics_appendf(out, len, cap, "# TYPE phr_db_pool_in_use gauge\n");
-    metrics_appendf(out, len, cap, "phr_db_pool_in_use{service=\"%s\"} %d\n", (const char *)ud,
-                    3);
+    metrics_appendf(out, len, cap, "phr_db_pool_in_use{service=\"%s\"} %d\n", (const char *)ud, 3);
 }
 
 static void
@@ -207,7 +212,8 @@ t_many_series(void **state)
     char *s = t_render("auth");
     assert_int_equal(t_value(s, "phr_http_request_duration_seconds_count{service=\"auth\"}"), 2000);
     assert_int_equal(t_value(s, "phr_http_requests_total{service=\"auth\",method=\"GET\","
-                                "route=\"/r/0\",status=\"200\"}"), 1);
+                                "route=\"/r/0\",status=\"200\"}"),
+                     1);
     free(s);
 }
 

@@ -144,8 +144,18 @@ static void
 t_round_trip(void **state)
 {
     static const int64_t samples[] = {
-        0, 1, -1, 999, -999, 1000, 86399999, 951782400000LL, 1709164800123LL,
-        1795682782123LL, -2203891200001LL, 4102444799999LL,
+        0,
+        1,
+        -1,
+        999,
+        -999,
+        1000,
+        86399999,
+        951782400000LL,
+        1709164800123LL,
+        1795682782123LL,
+        -2203891200001LL,
+        4102444799999LL,
     };
     char buf[TU_JST_LEN];
 
@@ -207,12 +217,9 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(t_format_jst),
-        cmocka_unit_test(t_format_small_buffer),
-        cmocka_unit_test(t_parse_valid),
-        cmocka_unit_test(t_parse_invalid),
-        cmocka_unit_test(t_round_trip),
-        cmocka_unit_test(t_matches_libc),
+        cmocka_unit_test(t_format_jst),  cmocka_unit_test(t_format_small_buffer),
+        cmocka_unit_test(t_parse_valid), cmocka_unit_test(t_parse_invalid),
+        cmocka_unit_test(t_round_trip),  cmocka_unit_test(t_matches_libc),
         cmocka_unit_test(t_clocks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
