@@ -22,10 +22,14 @@ typedef struct {
     const char *help;
 } cfg_def_t;
 
-#define CINT(env, field, def, lo, hi, help) \
-    { env, CFG_INT, offsetof(cfg_t, field), 0, def, lo, hi, help }
-#define CSTR(env, field, def, help) \
-    { env, CFG_STR, offsetof(cfg_t, field), sizeof(((cfg_t *)0)->field), def, 0, 0, help }
+#define CINT(env, field, def, lo, hi, help)                                                        \
+    {                                                                                              \
+        env, CFG_INT, offsetof(cfg_t, field), 0, def, lo, hi, help                                 \
+    }
+#define CSTR(env, field, def, help)                                                                \
+    {                                                                                              \
+        env, CFG_STR, offsetof(cfg_t, field), sizeof(((cfg_t *)0)->field), def, 0, 0, help         \
+    }
 
 static const cfg_def_t cfg_table[] = {
     CSTR("PHR_LISTEN_HOST", listen_host, "127.0.0.1", "address the service listens on"),
@@ -48,8 +52,10 @@ static const cfg_def_t cfg_table[] = {
          "PostgreSQL connect deadline"),
     CSTR("PHR_REDIS_HOST", redis_host, "127.0.0.1", "Redis host"),
     CINT("PHR_REDIS_PORT", redis_port, "56379", 1, 65535, "Redis port"),
-    CINT("PHR_REDIS_TIMEOUT_MS", redis_timeout_ms, "1000", 10, 60000, "deadline of one Redis command"),
-    CSTR("PHR_SECRETS_DIR", secrets_dir, "var/secrets", "directory of generated secrets (mode 0600 files)"),
+    CINT("PHR_REDIS_TIMEOUT_MS", redis_timeout_ms, "1000", 10, 60000,
+         "deadline of one Redis command"),
+    CSTR("PHR_SECRETS_DIR", secrets_dir, "var/secrets",
+         "directory of generated secrets (mode 0600 files)"),
     CSTR("PHR_TLS_CERT", tls_cert, "", "PEM certificate chain: serve TLS (ALPN h2) instead of h2c"),
     CSTR("PHR_TLS_KEY", tls_key, "", "PEM private key of PHR_TLS_CERT"),
     CSTR("PHR_LOG_LEVEL", log_level, "info", "debug, info, warn or error"),

@@ -13,8 +13,8 @@
 enum { CFG_SVC_AUTH, CFG_SVC_RECORDS, CFG_SVC_NOTIFICATION, CFG_SVC_AUDIT, CFG_SVC_COUNT };
 
 typedef struct cfg {
-    int service;                   /* CFG_SVC_* of the running binary */
-    const char *service_name;      /* "auth", ... */
+    int service;              /* CFG_SVC_* of the running binary */
+    const char *service_name; /* "auth", ... */
 
     char listen_host[64];
     int port[CFG_SVC_COUNT];       /* each service's h2c port */
@@ -31,25 +31,25 @@ typedef struct cfg {
     int redis_timeout_ms;
 
     char secrets_dir[256];
-    char tls_cert[256];            /* "" = h2c; else serve TLS with ALPN h2 */
+    char tls_cert[256]; /* "" = h2c; else serve TLS with ALPN h2 */
     char tls_key[256];
     char log_level[8];
 
-    int max_header_list;           /* bytes of one request's header list */
-    int max_body;                  /* default request body limit, bytes */
-    int max_streams;               /* SETTINGS_MAX_CONCURRENT_STREAMS */
-    int output_cap;                /* bytes buffered per connection before pausing */
-    int idle_timeout_ms;           /* connection idle timeout */
-    int request_timeout_ms;        /* time to receive a whole request */
-    int drain_timeout_ms;          /* graceful shutdown budget */
+    int max_header_list;    /* bytes of one request's header list */
+    int max_body;           /* default request body limit, bytes */
+    int max_streams;        /* SETTINGS_MAX_CONCURRENT_STREAMS */
+    int output_cap;         /* bytes buffered per connection before pausing */
+    int idle_timeout_ms;    /* connection idle timeout */
+    int request_timeout_ms; /* time to receive a whole request */
+    int drain_timeout_ms;   /* graceful shutdown budget */
 
-    int workers;                   /* CPU worker threads */
-    int worker_queue;              /* bounded queue length */
+    int workers;      /* CPU worker threads */
+    int worker_queue; /* bounded queue length */
 
-    int session_idle_s;            /* sliding idle expiry of sessions */
-    int session_absolute_s;        /* absolute session lifetime */
+    int session_idle_s;     /* sliding idle expiry of sessions */
+    int session_absolute_s; /* absolute session lifetime */
 
-    int call_timeout_ms;           /* service-to-service call deadline */
+    int call_timeout_ms; /* service-to-service call deadline */
 } cfg_t;
 
 /*

@@ -7,7 +7,7 @@
 #define PHR_DB_MIGRATE_H
 
 typedef struct {
-    int version;     /* NNN of the file name; strictly increasing */
+    int version; /* NNN of the file name; strictly increasing */
     const char *name;
     const char *sql; /* may hold several statements */
 } db_migration_t;

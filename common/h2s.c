@@ -57,15 +57,15 @@ struct h2s_req {
     h2s_conn_t *conn; /* NULL once the connection is gone */
     int32_t stream_id;
     h2s_req_state_t state;
-    int stream_closed;   /* nghttp2 closed the stream */
-    int recv_complete;   /* END_STREAM seen from the client */
+    int stream_closed; /* nghttp2 closed the stream */
+    int recv_complete; /* END_STREAM seen from the client */
     int headers_too_big;
-    int bad_request;     /* malformed pseudo-headers */
-    int orphan;          /* on srv->orphans: dispatched, its connection gone */
+    int bad_request; /* malformed pseudo-headers */
+    int orphan;      /* on srv->orphans: dispatched, its connection gone */
 
     char method[16];
-    char *path;          /* :path before '?' */
-    char *query;         /* after '?', "" when none */
+    char *path;  /* :path before '?' */
+    char *query; /* after '?', "" when none */
     h2s_header_t headers[H2S_MAX_HEADERS];
     int nheaders;
     size_t header_bytes;
@@ -92,7 +92,7 @@ struct h2s_req {
         void *arg;
     } cleanups[H2S_MAX_CLEANUPS];
     int ncleanups;
-    struct event *timer;   /* receive deadline */
+    struct event *timer; /* receive deadline */
     int64_t start_us;
     h2s_req_t *next, *prev; /* connection's list, or the server's orphans */
 };
@@ -103,9 +103,9 @@ struct h2s_conn {
     nghttp2_session *session;
     char peer[64];
     struct event *idle_timer;
-    h2s_req_t *reqs;      /* every request of this connection */
-    int in_recv;          /* inside nghttp2_session_mem_recv */
-    int closing;          /* close once output is flushed */
+    h2s_req_t *reqs; /* every request of this connection */
+    int in_recv;     /* inside nghttp2_session_mem_recv */
+    int closing;     /* close once output is flushed */
     int read_paused;
     h2s_conn_t *next, *prev;
 };
@@ -120,7 +120,7 @@ struct h2s_server {
     int nlisteners;
     h2s_conn_t *conns;
     size_t nconns;
-    h2s_req_t *orphans;     /* dispatched requests whose connection is gone */
+    h2s_req_t *orphans; /* dispatched requests whose connection is gone */
     size_t inflight;
     int shutting_down;
     struct event *drain_timer;
@@ -492,8 +492,8 @@ h2s_respond(h2s_req_t *req, int status, const char *content_type, const char *bo
 #undef H2S_NV
 
     nghttp2_data_provider prd = {.source.ptr = req, .read_callback = h2s_data_read};
-    int rv = nghttp2_submit_response(conn->session, req->stream_id, nva, nnv,
-                                     len > 0 ? &prd : NULL);
+    int rv =
+        nghttp2_submit_response(conn->session, req->stream_id, nva, nnv, len > 0 ? &prd : NULL);
     if (rv != 0) {
         log_warn("submit_response: %s", nghttp2_strerror(rv));
         return PHR_EPROTO;
@@ -699,8 +699,7 @@ h2s_on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame, void 
 
 static int
 h2s_on_header(nghttp2_session *session, const nghttp2_frame *frame, const uint8_t *name,
-              size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
-              void *user_data)
+              size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags, void *user_data)
 {
     h2s_conn_t *conn = user_data;
     h2s_req_t *req;
@@ -755,8 +754,8 @@ h2s_on_header(nghttp2_session *session, const nghttp2_frame *frame, const uint8_
 }
 
 static int
-h2s_on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream_id,
-                  const uint8_t *data, size_t len, void *user_data)
+h2s_on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream_id, const uint8_t *data,
+                  size_t len, void *user_data)
 {
     h2s_req_t *req = nghttp2_session_get_stream_user_data(session, stream_id);
 
@@ -934,8 +933,8 @@ h2s_conn_idle(evutil_socket_t fd, short what, void *arg)
         return;
     }
     nghttp2_submit_goaway(conn->session, NGHTTP2_FLAG_NONE,
-                          nghttp2_session_get_last_proc_stream_id(conn->session),
-                          NGHTTP2_NO_ERROR, NULL, 0);
+                          nghttp2_session_get_last_proc_stream_id(conn->session), NGHTTP2_NO_ERROR,
+                          NULL, 0);
     nghttp2_session_terminate_session(conn->session, NGHTTP2_NO_ERROR);
     h2s_conn_flush(conn);
 }
@@ -1005,8 +1004,7 @@ h2s_conn_create(h2s_server_t *srv, evutil_socket_t fd, const char *peer)
         conn->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
     }
     conn->idle_timer = evtimer_new(srv->base, h2s_conn_idle, conn);
-    if (conn->bev == NULL || conn->idle_timer == NULL ||
-        nghttp2_session_callbacks_new(&cbs) != 0) {
+    if (conn->bev == NULL || conn->idle_timer == NULL || nghttp2_session_callbacks_new(&cbs) != 0) {
         if (conn->bev != NULL) {
             bufferevent_free(conn->bev);
         } else {
@@ -1138,8 +1136,8 @@ h2s_server_free(h2s_server_t *srv)
 }
 
 int
-h2s_route(h2s_server_t *srv, const char *method, const char *pattern, h2s_handler_fn fn,
-          void *ud, size_t max_body)
+h2s_route(h2s_server_t *srv, const char *method, const char *pattern, h2s_handler_fn fn, void *ud,
+          size_t max_body)
 {
     if (srv->nroutes == sizeof(srv->routes) / sizeof(srv->routes[0])) {
         return PHR_EFULL;
@@ -1187,9 +1185,10 @@ h2s_listen(h2s_server_t *srv, const char *host, int port)
         log_error("listen address %s is not a numeric IPv4 or IPv6 address", host);
         return PHR_EINVAL;
     }
-    struct evconnlistener *l = evconnlistener_new_bind(
-        srv->base, h2s_acceptcb, srv, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
-        1024, (struct sockaddr *)&ss, (int)sslen);
+    struct evconnlistener *l =
+        evconnlistener_new_bind(srv->base, h2s_acceptcb, srv,
+                                LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
+                                1024, (struct sockaddr *)&ss, (int)sslen);
     if (l == NULL) {
         log_error("cannot listen on %s port %d: %s", host, port, strerror(errno));
         return PHR_EIO;
@@ -1199,8 +1198,8 @@ h2s_listen(h2s_server_t *srv, const char *host, int port)
 }
 
 static int
-h2s_alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen,
-                const unsigned char *in, unsigned int inlen, void *arg)
+h2s_alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen, const unsigned char *in,
+                unsigned int inlen, void *arg)
 {
     unsigned char *sel = NULL;
 
@@ -1222,10 +1221,10 @@ h2s_use_tls(h2s_server_t *srv, const char *cert_file, const char *key_file)
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
     SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_SESSION_RESUMPTION_ON_RENEGOTIATION |
                                  SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_TICKET);
-    if (SSL_CTX_set_cipher_list(ctx, "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
-                                     "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
-                                     "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305") !=
-            1 ||
+    if (SSL_CTX_set_cipher_list(ctx,
+                                "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+                                "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+                                "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305") != 1 ||
         SSL_CTX_use_certificate_chain_file(ctx, cert_file) != 1 ||
         SSL_CTX_use_PrivateKey_file(ctx, key_file, SSL_FILETYPE_PEM) != 1 ||
         SSL_CTX_check_private_key(ctx) != 1) {
@@ -1302,8 +1301,8 @@ h2s_drain_timeout(evutil_socket_t fd, short what, void *arg)
 {
     h2s_server_t *srv = arg;
 
-    log_warn("drain timeout: closing %zu connection(s) with %zu request(s) in flight",
-             srv->nconns, srv->inflight);
+    log_warn("drain timeout: closing %zu connection(s) with %zu request(s) in flight", srv->nconns,
+             srv->inflight);
     while (srv->conns != NULL) {
         h2s_conn_free(srv->conns);
     }

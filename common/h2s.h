@@ -81,13 +81,13 @@ size_t h2s_inflight(const h2s_server_t *srv);
 
 /* ---- the request, as seen by handlers ---- */
 const char *h2s_req_method(const h2s_req_t *req);
-const char *h2s_req_path(const h2s_req_t *req);  /* without the query */
-const char *h2s_req_query(const h2s_req_t *req); /* after '?', "" when none */
-const char *h2s_req_route(const h2s_req_t *req); /* matched template or "-" */
+const char *h2s_req_path(const h2s_req_t *req);                    /* without the query */
+const char *h2s_req_query(const h2s_req_t *req);                   /* after '?', "" when none */
+const char *h2s_req_route(const h2s_req_t *req);                   /* matched template or "-" */
 const char *h2s_req_param(const h2s_req_t *req, const char *name); /* path parameter */
 const char *h2s_req_header(const h2s_req_t *req, const char *lowercase_name);
-const char *h2s_req_id(const h2s_req_t *req);    /* x-request-id (received or generated) */
-const char *h2s_req_peer(const h2s_req_t *req);  /* "ip:port" of the client */
+const char *h2s_req_id(const h2s_req_t *req);   /* x-request-id (received or generated) */
+const char *h2s_req_peer(const h2s_req_t *req); /* "ip:port" of the client */
 const char *h2s_req_body(const h2s_req_t *req, size_t *len); /* NUL-terminated */
 int h2s_req_closed(const h2s_req_t *req);
 
@@ -109,8 +109,7 @@ int h2s_req_add_header(h2s_req_t *req, const char *name, const char *value);
  * be used. Returns PHR_OK, or PHR_ECLOSED when the client went away (the
  * request is freed all the same).
  */
-int h2s_respond(h2s_req_t *req, int status, const char *content_type, const char *body,
-                size_t len);
+int h2s_respond(h2s_req_t *req, int status, const char *content_type, const char *body, size_t len);
 
 /* Answers with |obj| serialised (application/json); consumes |obj|. */
 int h2s_respond_json(h2s_req_t *req, int status, json_object *obj);

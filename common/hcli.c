@@ -38,7 +38,7 @@
 #include "log.h"
 
 #define HCLI_MAX_BODY ((size_t)8 * 1024 * 1024) /* response body limit */
-#define HCLI_OUT_CAP ((size_t)64 * 1024)           /* bytes buffered before WOULDBLOCK */
+#define HCLI_OUT_CAP ((size_t)64 * 1024)        /* bytes buffered before WOULDBLOCK */
 #define HCLI_BACKOFF_MIN_MS 50
 #define HCLI_BACKOFF_MAX_MS 2000
 #define HCLI_DEFAULT_TIMEOUT_MS 5000
@@ -481,8 +481,7 @@ hcli_on_frame_recv_cb(nghttp2_session *session, const nghttp2_frame *frame, void
             }
         }
         break;
-    default:
-        break;
+    default: break;
     }
     return 0;
 }
@@ -724,8 +723,8 @@ hcli_create(struct event_base *base, const hcli_config_t *cfg)
     hcli_t *cli;
     size_t alen;
 
-    if (base == NULL || cfg == NULL || cfg->host == NULL || cfg->host[0] == '\0' ||
-        cfg->port < 1 || cfg->port > 65535) {
+    if (base == NULL || cfg == NULL || cfg->host == NULL || cfg->host[0] == '\0' || cfg->port < 1 ||
+        cfg->port > 65535) {
         return NULL;
     }
     cli = calloc(1, sizeof(*cli));

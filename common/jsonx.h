@@ -16,7 +16,7 @@
 #define JX_MAX_ERRORS 16
 
 typedef struct {
-    char field[64];    /* JSON pointer-ish name: "values.systolic", "" for the body */
+    char field[64]; /* JSON pointer-ish name: "values.systolic", "" for the body */
     char message[160];
 } jx_error_t;
 
@@ -42,9 +42,9 @@ typedef struct {
     const char *name;
     jx_type_t type;
     int required;
-    double min, max;               /* numbers: inclusive range, ignored when min > max */
-    size_t min_len, max_len;       /* strings: characters; arrays: items; max 0 = unlimited */
-    const char *const *enum_vals;  /* strings: NULL-terminated allowed values, or NULL */
+    double min, max;              /* numbers: inclusive range, ignored when min > max */
+    size_t min_len, max_len;      /* strings: characters; arrays: items; max 0 = unlimited */
+    const char *const *enum_vals; /* strings: NULL-terminated allowed values, or NULL */
 } jx_field_t;
 
 /*

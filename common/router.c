@@ -189,8 +189,7 @@ router_allow_add(route_match_t *m, const char *method)
 }
 
 int
-router_match(const router_t *r, const char *method, const char *path, size_t len,
-             route_match_t *m)
+router_match(const router_t *r, const char *method, const char *path, size_t len, route_match_t *m)
 {
     route_seg_t segs[ROUTE_MAX_SEGMENTS];
     const route_t *hit = NULL;

@@ -21,12 +21,12 @@ typedef struct {
 } route_param_t;
 
 typedef struct {
-    const void *data;  /* the pointer given to router_add */
+    const void *data; /* the pointer given to router_add */
     const char *pattern;
     int nparams;
     route_param_t params[ROUTE_MAX_PARAMS];
-    char allow[96];    /* on 405: comma-separated methods of the path */
-    char buf[512];     /* storage of parameter values */
+    char allow[96]; /* on 405: comma-separated methods of the path */
+    char buf[512];  /* storage of parameter values */
 } route_match_t;
 
 router_t *router_create(void);

@@ -18,12 +18,12 @@
 #define SESS_HASH_LEN 64    /* hex SHA-256 */
 
 typedef struct {
-    char session_id[37];  /* UUID, public handle for listing/revoking */
+    char session_id[37]; /* UUID, public handle for listing/revoking */
     char account_id[37];
-    char kind[16];        /* patient | staff | operator */
-    char org_id[37];      /* "" when none */
-    char role[16];        /* staff | admin | "" */
-    char mfa[16];         /* none | totp | sms: factor used at login */
+    char kind[16];   /* patient | staff | operator */
+    char org_id[37]; /* "" when none */
+    char role[16];   /* staff | admin | "" */
+    char mfa[16];    /* none | totp | sms: factor used at login */
     int64_t created_ms;
     int64_t idle_expires_ms;
     int64_t absolute_expires_ms;

@@ -107,11 +107,10 @@ svc_respond_error(h2s_req_t *req, int rc, const char *detail)
     case PHR_EDENIED:
         return h2s_respond_problem(req, 403, "forbidden", detail ? detail : "not allowed", NULL);
     case PHR_EINVAL:
-        return h2s_respond_problem(req, 400, "invalid_request", detail ? detail : "invalid",
-                                   NULL);
+        return h2s_respond_problem(req, 400, "invalid_request", detail ? detail : "invalid", NULL);
     default:
-        return h2s_respond_problem(req, 500, "internal_error",
-                                   "the request could not be completed", NULL);
+        return h2s_respond_problem(req, 500, "internal_error", "the request could not be completed",
+                                   NULL);
     }
 }
 
@@ -127,8 +126,8 @@ svc_read_json(h2s_req_t *req, const jx_field_t *fields, size_t n, json_object **
     *out = NULL;
     if (ct == NULL || strncasecmp(ct, "application/json", 16) != 0 ||
         (ct[16] != '\0' && ct[16] != ';')) {
-        h2s_respond_problem(req, 415, "unsupported_media_type",
-                            "the body must be application/json", NULL);
+        h2s_respond_problem(req, 415, "unsupported_media_type", "the body must be application/json",
+                            NULL);
         return PHR_EINVAL;
     }
     if (jx_parse(body, len, 16, &obj, &errs) != PHR_OK) {
@@ -144,8 +143,7 @@ svc_read_json(h2s_req_t *req, const jx_field_t *fields, size_t n, json_object **
     }
     if (jx_validate(obj, fields, n, 0, "", &errs) != PHR_OK) {
         json_object_put(obj);
-        h2s_respond_problem(req, 400, "validation_failed", "the request has invalid fields",
-                            &errs);
+        h2s_respond_problem(req, 400, "validation_failed", "the request has invalid fields", &errs);
         return PHR_EINVAL;
     }
     *out = obj;
@@ -389,8 +387,7 @@ svc_on_signal(evutil_socket_t sig, short what, void *ud)
 }
 
 static int
-svc_load_secrets(svc_t *svc, char *pg_password, size_t pglen, char *redis_password,
-                 size_t redislen)
+svc_load_secrets(svc_t *svc, char *pg_password, size_t pglen, char *redis_password, size_t redislen)
 {
     char name[64];
     int rc;
@@ -400,8 +397,7 @@ svc_load_secrets(svc_t *svc, char *pg_password, size_t pglen, char *redis_passwo
         log_error("secret %s/%s: %s", svc->cfg.secrets_dir, name, phr_err_str(rc));
         return rc;
     }
-    if ((rc = cfg_read_secret(&svc->cfg, "redis.password", redis_password, redislen)) !=
-        PHR_OK) {
+    if ((rc = cfg_read_secret(&svc->cfg, "redis.password", redis_password, redislen)) != PHR_OK) {
         log_error("secret %s/redis.password: %s", svc->cfg.secrets_dir, phr_err_str(rc));
         return rc;
     }
@@ -426,12 +422,11 @@ svc_add_routes(svc_t *svc, svc_call_t *tmpls)
         rc = h2s_route(svc->srv, "GET", "/metrics", svc_metrics, svc, 0);
     }
     for (size_t i = 0; rc == PHR_OK && i < svc->def->nroutes + SVC_NBUILTIN; i++) {
-        const svc_route_t *r = i < SVC_NBUILTIN ? &svc_builtin_routes[i]
-                                                : &svc->def->routes[i - SVC_NBUILTIN];
+        const svc_route_t *r =
+            i < SVC_NBUILTIN ? &svc_builtin_routes[i] : &svc->def->routes[i - SVC_NBUILTIN];
         tmpls[i].svc = svc;
         tmpls[i].route = r;
-        rc = h2s_route(svc->srv, r->method, r->pattern, svc_route_handler, &tmpls[i],
-                       r->max_body);
+        rc = h2s_route(svc->srv, r->method, r->pattern, svc_route_handler, &tmpls[i], r->max_body);
         if (rc != PHR_OK) {
             log_error("route %s %s: %s", r->method, r->pattern, phr_err_str(rc));
         }

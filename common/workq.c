@@ -43,8 +43,8 @@ struct workq {
 
     pthread_mutex_t mu;
     pthread_cond_t cond;
-    workq_list_t queue;     /* waiting to run */
-    int queued;             /* length of |queue| */
+    workq_list_t queue; /* waiting to run */
+    int queued;         /* length of |queue| */
     int queue_max;
     int pending;            /* queued + running; read atomically by workq_pending */
     workq_list_t completed; /* |work| ran, |done| not yet called */

@@ -11,9 +11,9 @@
 # clang-tidy parallelism.
 set -uo pipefail
 
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 2
 
-PKGS="libevent libevent_pthreads libevent_openssl libnghttp2 hiredis json-c libpq openssl"
+PKGS=(libevent libevent_pthreads libevent_openssl libnghttp2 hiredis json-c libpq openssl)
 JOBS=${LINT_JOBS:-$(nproc 2>/dev/null || echo 2)}
 LOG_DIR=${TMPDIR:-/tmp}/phr-lint.$$
 mkdir -p "$LOG_DIR"
@@ -94,8 +94,9 @@ fi
 # ---- 4. clang-tidy ---------------------------------------------------------
 if need clang-tidy-14 clang-tidy; then
     mapfile -t tidy_files < <(ls common/*.c services/*/*.c 2>/dev/null)
-    read -r -a pkg_cflags <<<"$(pkg-config --cflags $PKGS 2>/dev/null)"
+    read -r -a pkg_cflags <<<"$(pkg-config --cflags "${PKGS[@]}" 2>/dev/null)"
     export TIDY_LOG_DIR="$LOG_DIR"
+    # shellcheck disable=SC2016 # the sh -c script expands its own arguments
     printf '%s\n' "${tidy_files[@]}" |
         xargs -r -P "$JOBS" -I{} sh -c \
             'f=$1; shift; out="$TIDY_LOG_DIR/tidy.$(echo "$f" | tr / _)"

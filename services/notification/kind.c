@@ -4,8 +4,8 @@
 
 /* Required template variables: the same lists as proto/schemas/notification-request.json. */
 static const char *const p_verify[] = {"name", "verify_url", NULL};
-static const char *const p_onboarding[] = {"name", "org_name", "login_url", "initial_password",
-                                           "expires_at", NULL};
+static const char *const p_onboarding[] = {
+    "name", "org_name", "login_url", "initial_password", "expires_at", NULL};
 static const char *const p_reset[] = {"name", "reset_url", "expires_at", NULL};
 static const char *const p_changed[] = {"name", "changed_at", NULL};
 static const char *const p_locked[] = {"name", "locked_until", NULL};

@@ -2,37 +2,93 @@
 
 #include <string.h>
 
-#define RF_N(name, req, lo, hi, unit, loinc) {name, RF_NUMBER, req, lo, hi, 0, unit, loinc, NULL}
-#define RF_I(name, req, lo, hi, unit, loinc) {name, RF_INTEGER, req, lo, hi, 0, unit, loinc, NULL}
-#define RF_T(name, req, len) {name, RF_TEXT, req, 0, 0, len, NULL, NULL, NULL}
-#define RF_B(name, req) {name, RF_BOOL, req, 0, 0, 0, NULL, NULL, NULL}
-#define RF_E(name, req, vals) {name, RF_ENUM, req, 0, 0, 0, NULL, NULL, vals}
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
 
-static const char *const glucose_timing[] = {"fasting", "before_meal", "after_meal", "bedtime",
-                                             "random", NULL};
+static const char *const glucose_timing[] = {"fasting", "before_meal", "after_meal",
+                                             "bedtime", "random",      NULL};
 
 static const rectype_field_t bp_fields[] = {
-    RF_I("systolic", 1, 40, 300, "mm[Hg]", "8480-6"),
-    RF_I("diastolic", 1, 20, 200, "mm[Hg]", "8462-4"),
-    RF_I("pulse", 0, 20, 300, "/min", "8867-4"),
+    {.name = "systolic",
+     .kind = RF_INTEGER,
+     .required = 1,
+     .min = 40,
+     .max = 300,
+     .unit = "mm[Hg]",
+     .loinc = "8480-6"},
+    {.name = "diastolic",
+     .kind = RF_INTEGER,
+     .required = 1,
+     .min = 20,
+     .max = 200,
+     .unit = "mm[Hg]",
+     .loinc = "8462-4"},
+    {.name = "pulse",
+     .kind = RF_INTEGER,
+     .required = 0,
+     .min = 20,
+     .max = 300,
+     .unit = "/min",
+     .loinc = "8867-4"},
 };
-static const rectype_field_t pulse_fields[] = {RF_I("value", 1, 20, 300, "/min", "8867-4")};
-static const rectype_field_t weight_fields[] = {RF_N("value", 1, 1, 400, "kg", "29463-7")};
+static const rectype_field_t pulse_fields[] = {{.name = "value",
+                                                .kind = RF_INTEGER,
+                                                .required = 1,
+                                                .min = 20,
+                                                .max = 300,
+                                                .unit = "/min",
+                                                .loinc = "8867-4"}};
+static const rectype_field_t weight_fields[] = {{.name = "value",
+                                                 .kind = RF_NUMBER,
+                                                 .required = 1,
+                                                 .min = 1,
+                                                 .max = 400,
+                                                 .unit = "kg",
+                                                 .loinc = "29463-7"}};
 static const rectype_field_t glucose_fields[] = {
-    RF_N("value", 1, 10, 1000, "mg/dL", "41653-7"),
-    RF_E("timing", 1, glucose_timing),
+    {.name = "value",
+     .kind = RF_NUMBER,
+     .required = 1,
+     .min = 10,
+     .max = 1000,
+     .unit = "mg/dL",
+     .loinc = "41653-7"},
+    {.name = "timing", .kind = RF_ENUM, .required = 1, .enum_vals = glucose_timing},
 };
-static const rectype_field_t hba1c_fields[] = {RF_N("value", 1, 3, 20, "%", "4548-4")};
-static const rectype_field_t steps_fields[] = {RF_I("value", 1, 0, 200000, "{steps}", "55423-8")};
-static const rectype_field_t temp_fields[] = {RF_N("value", 1, 30, 45, "Cel", "8310-5")};
-static const rectype_field_t spo2_fields[] = {RF_N("value", 1, 50, 100, "%", "59408-5")};
+static const rectype_field_t hba1c_fields[] = {{.name = "value",
+                                                .kind = RF_NUMBER,
+                                                .required = 1,
+                                                .min = 3,
+                                                .max = 20,
+                                                .unit = "%",
+                                                .loinc = "4548-4"}};
+static const rectype_field_t steps_fields[] = {{.name = "value",
+                                                .kind = RF_INTEGER,
+                                                .required = 1,
+                                                .min = 0,
+                                                .max = 200000,
+                                                .unit = "{steps}",
+                                                .loinc = "55423-8"}};
+static const rectype_field_t temp_fields[] = {{.name = "value",
+                                               .kind = RF_NUMBER,
+                                               .required = 1,
+                                               .min = 30,
+                                               .max = 45,
+                                               .unit = "Cel",
+                                               .loinc = "8310-5"}};
+static const rectype_field_t spo2_fields[] = {{.name = "value",
+                                               .kind = RF_NUMBER,
+                                               .required = 1,
+                                               .min = 50,
+                                               .max = 100,
+                                               .unit = "%",
+                                               .loinc = "59408-5"}};
 static const rectype_field_t medication_fields[] = {
-    RF_T("name", 1, 200),
-    RF_T("dose", 0, 100),
-    RF_B("taken", 1),
+    {.name = "name", .kind = RF_TEXT, .required = 1, .max_len = 200},
+    {.name = "dose", .kind = RF_TEXT, .required = 0, .max_len = 100},
+    {.name = "taken", .kind = RF_BOOL, .required = 1},
 };
-static const rectype_field_t note_fields[] = {RF_T("text", 1, 4000)};
+static const rectype_field_t note_fields[] = {
+    {.name = "text", .kind = RF_TEXT, .required = 1, .max_len = 4000}};
 
 const rectype_t rectype_table[] = {
     {"blood_pressure", "85354-9", "mm[Hg]", 0, bp_fields, COUNT(bp_fields)},

@@ -13,18 +13,18 @@ typedef struct {
     const char *name;
     rectype_kind_t kind;
     int required;
-    double min, max;             /* numbers */
-    size_t max_len;              /* text, in characters */
-    const char *unit;            /* UCUM, NULL when none */
-    const char *loinc;           /* component code, NULL when none */
+    double min, max;              /* numbers */
+    size_t max_len;               /* text, in characters */
+    const char *unit;             /* UCUM, NULL when none */
+    const char *loinc;            /* component code, NULL when none */
     const char *const *enum_vals; /* RF_ENUM, NULL-terminated */
 } rectype_field_t;
 
 typedef struct {
-    const char *type;            /* "blood_pressure", ... */
-    const char *loinc;           /* the type's (panel) code, NULL for non-measurements */
-    const char *unit;            /* the main UCUM unit, NULL when none */
-    int one_per_day;             /* a second entry on the same JST day replaces the first */
+    const char *type;  /* "blood_pressure", ... */
+    const char *loinc; /* the type's (panel) code, NULL for non-measurements */
+    const char *unit;  /* the main UCUM unit, NULL when none */
+    int one_per_day;   /* a second entry on the same JST day replaces the first */
     const rectype_field_t *fields;
     size_t nfields;
 } rectype_t;

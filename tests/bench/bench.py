@@ -1,12 +1,15 @@
 #!/usr/bin/python3
 """bench.py - helpers for tests/bench/run.sh (Debian python3, standard library only).
 
-  bench.py check RESULTS CASE SUBJECT ROUND OUT LOG
-      Parse one h2load run: OUT is h2load's stdout, LOG its --log-file (one line per
-      request: start time in microseconds since the epoch, HTTP status, microseconds to
-      the end of the response). Fails (exit 1) unless every request finished with a 2xx
-      status. Appends one JSON line {case, subject, round, rps, p50_us, p99_us, n} to
-      RESULTS and prints a one-line summary.
+  bench.py check RESULTS CASE SUBJECT ROUND PREFIX
+      Parse one run: the h2load invocations PREFIX.segK.out (stdout) and PREFIX.segK.tsv
+      (--log-file: one line per request: start time in microseconds since the epoch, HTTP
+      status, microseconds to the end of the response), K = 1, 2, ... Fails (exit 1) unless
+      every request finished with a 2xx status. req/s = requests done / summed "finished
+      in" times; p50/p99 (nearest rank) over all requests. Appends one JSON line {case,
+      subject, round, rps, p50_us, p99_us, n} to RESULTS and prints a one-line summary.
+  bench.py rate PREFIX
+      Check a run like `check` and print its req/s as an integer (for sizing runs).
   bench.py rss PHASE RUN_DIR OUT_JSON SERVICE...
       Read VmRSS and VmHWM (KiB) of each service (pid in RUN_DIR/<service>.pid) from
       /proc/PID/status and store them under PHASE ("idle" or "load") in OUT_JSON.
@@ -59,11 +62,11 @@ def percentile(sorted_vals, q):
 
 
 def parse_out(text):
-    """Return (rps, counters dict, status dict) from h2load's stdout."""
-    m = re.search(r"^finished in [^,]+, ([0-9.]+) req/s", text, re.M)
+    """Return (seconds, counters dict, status dict) from h2load's stdout."""
+    m = re.search(r"^finished in ([0-9.]+)(us|ms|s), [0-9.]+ req/s", text, re.M)
     if not m:
         die("no 'finished in ..., N req/s' line in h2load output")
-    rps = float(m.group(1))
+    secs = float(m.group(1)) / {"us": 1e6, "ms": 1e3, "s": 1.0}[m.group(2)]
     m = re.search(r"^requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, "
                   r"(\d+) failed, (\d+) errored, (\d+) timeout", text, re.M)
     if not m:
@@ -74,64 +77,98 @@ def parse_out(text):
     if not m:
         die("no 'status codes:' line in h2load output")
     status = dict(zip(("2xx", "3xx", "4xx", "5xx"), (int(g) for g in m.groups())))
-    return rps, counters, status
+    return secs, counters, status
+
+
+def segments(prefix):
+    """The (out, log) file pairs of one run, in order."""
+    pairs = []
+    k = 1
+    while os.path.exists("%s.seg%d.out" % (prefix, k)):
+        pairs.append(("%s.seg%d.out" % (prefix, k), "%s.seg%d.tsv" % (prefix, k)))
+        k += 1
+    if not pairs:
+        die("no h2load output %s.seg1.out" % prefix)
+    return pairs
+
+
+def check_run(prefix, label):
+    """Validate every segment of a run; return (req/s, sorted latencies in us)."""
+    total_secs = 0.0
+    total_done = 0
+    lat = []
+    for out, log in segments(prefix):
+        with open(out, encoding="utf-8", errors="replace") as f:
+            secs, counters, status = parse_out(f.read())
+        bad = []
+        if counters["succeeded"] == 0 or counters["succeeded"] != counters["total"]:
+            bad.append("%d of %d requests succeeded" % (counters["succeeded"],
+                                                        counters["total"]))
+        for k in ("failed", "errored", "timeout"):
+            if counters[k]:
+                bad.append("%d %s" % (counters[k], k))
+        for k in ("3xx", "4xx", "5xx"):
+            if status[k]:
+                bad.append("%d %s" % (status[k], k))
+        non2xx = {}
+        n = 0
+        with open(log, encoding="ascii", errors="replace") as f:
+            for lineno, line in enumerate(f, 1):
+                parts = line.split("\t")
+                if len(parts) != 3:
+                    die("%s: %s:%d: expected 3 tab-separated fields" % (label, log, lineno))
+                try:
+                    code = int(parts[1])
+                    usec = int(parts[2])
+                except ValueError:
+                    die("%s: %s:%d: not numbers" % (label, log, lineno))
+                if code < 200 or code > 299:
+                    non2xx[code] = non2xx.get(code, 0) + 1
+                lat.append(usec)
+                n += 1
+        for code, cnt in sorted(non2xx.items()):
+            bad.append("%d responses with status %d in the log" % (cnt, code))
+        if n != counters["total"]:
+            bad.append("%d log lines for %d requests" % (n, counters["total"]))
+        if bad:
+            die("FAILED: %s: not every request was 2xx: %s (see %s)"
+                % (label, "; ".join(bad), out))
+        total_secs += secs
+        total_done += counters["done"]
+    lat.sort()
+    return total_done / total_secs, lat
+
+
+def cmd_rate(args):
+    if len(args) != 1:
+        die("usage: rate PREFIX")
+    rps, _ = check_run(args[0], args[0])
+    print(int(rps))
 
 
 def cmd_check(args):
-    if len(args) != 6:
-        die("usage: check RESULTS CASE SUBJECT ROUND OUT LOG")
-    results, case, subject, rnd, out, log = args
-    with open(out, encoding="utf-8", errors="replace") as f:
-        text = f.read()
-    rps, counters, status = parse_out(text)
+    if len(args) != 5:
+        die("usage: check RESULTS CASE SUBJECT ROUND PREFIX")
+    results, case, subject, rnd, prefix = args
     label = "%s/%s round %s" % (case, subject, rnd)
-    bad = []
-    if counters["total"] == 0 or counters["succeeded"] == 0:
-        bad.append("no request succeeded")
-    for k in ("failed", "errored", "timeout"):
-        if counters[k]:
-            bad.append("%d %s" % (counters[k], k))
-    for k in ("3xx", "4xx", "5xx"):
-        if status[k]:
-            bad.append("%d %s" % (status[k], k))
-    lat = []
-    non2xx = {}
-    with open(log, encoding="ascii", errors="replace") as f:
-        for lineno, line in enumerate(f, 1):
-            parts = line.split("\t")
-            if len(parts) != 3:
-                die("%s: %s:%d: expected 3 tab-separated fields" % (label, log, lineno))
-            try:
-                code = int(parts[1])
-                us = int(parts[2])
-            except ValueError:
-                die("%s: %s:%d: not numbers" % (label, log, lineno))
-            if code < 200 or code > 299:
-                non2xx[code] = non2xx.get(code, 0) + 1
-            lat.append(us)
-    for code, n in sorted(non2xx.items()):
-        bad.append("%d responses with status %d in the log" % (n, code))
-    if not lat:
-        bad.append("empty --log-file")
-    if bad:
-        die("FAILED: %s: not every request was 2xx: %s (see %s)" % (label, "; ".join(bad), out))
-    lat.sort()
+    rps, lat = check_run(prefix, label)
     row = {
-        "case": case, "subject": subject, "round": int(rnd), "rps": rps,
-        "p50_us": percentile(lat, 50), "p99_us": percentile(lat, 99), "n": len(lat),
+        "case": case, "subject": subject, "round": int(rnd) if rnd.isdigit() else rnd,
+        "rps": rps, "p50_us": percentile(lat, 50), "p99_us": percentile(lat, 99),
+        "n": len(lat),
     }
     with open(results, "a", encoding="utf-8") as f:
         f.write(json.dumps(row) + "\n")
-    print("  %-12s %-8s round %s: %10.0f req/s  p50 %6d us  p99 %6d us  (%d requests)"
+    print("  %-12s %-5s round %s: %8.0f req/s  p50 %6d us  p99 %6d us  (%d requests)"
           % (case, subject, rnd, rps, row["p50_us"], row["p99_us"], row["n"]))
 
 
-def proc_status_kib(pid, key):
-    with open("/proc/%d/status" % pid, encoding="ascii") as f:
+def proc_status_kib(pid, key, name="status"):
+    with open("/proc/%d/%s" % (pid, name), encoding="ascii") as f:
         for line in f:
             if line.startswith(key + ":"):
                 return int(line.split()[1])
-    die("no %s in /proc/%d/status" % (key, pid))
+    die("no %s in /proc/%d/%s" % (key, pid, name))
     return 0
 
 
@@ -157,6 +194,8 @@ def cmd_rss(args):
             "pid": pid,
             "rss_kib": proc_status_kib(pid, "VmRSS"),
             "hwm_kib": proc_status_kib(pid, "VmHWM"),
+            "anon_kib": proc_status_kib(pid, "RssAnon"),
+            "pss_kib": proc_status_kib(pid, "Pss", "smaps_rollup"),
         }
     with open(out, "w", encoding="utf-8") as f:
         json.dump(data, f, indent=1, sort_keys=True)
@@ -201,10 +240,12 @@ def report_text(rows, rss):
         "- Machine: %d CPUs (`nproc`), %s; kernel %s"
         % (os.cpu_count() or 0, cpu_model(), os.uname().release),
         "- Versions: %s; %s" % (first_line(["nginx", "-v"]), first_line(["h2load", "--version"])),
-        "- h2load: `-t 1 -c %s -m %s -D %s --warm-up-time=%s`, %s rounds per subject, "
-        "baseline and ours alternating; values are medians of the rounds, ratio = median of "
-        "the per-round ratios (ours / the baseline run just before it)"
+        "- h2load: `-t 1 -c %s -m %s -n %s` repeated for ~%s s per run (nginx ends a "
+        "connection after 1000 requests), after a ~%s s warm-up; %s rounds per subject, "
+        "baseline and ours alternating; values are medians of the rounds, ratio = median "
+        "of the per-round ratios (ours / the baseline run just before it)"
         % (env.get("BENCH_CLIENTS", "?"), env.get("BENCH_STREAMS", "?"),
+           env.get("BENCH_SEGMENT", "?"),
            env.get("BENCH_DURATION", "?"), env.get("BENCH_WARMUP", "?"),
            env.get("BENCH_ROUNDS", "?")),
         "- CPU pinning: %s" % ("h2load on CPU 0; the stack and the baseline nginx on CPU 1"
@@ -236,8 +277,8 @@ def report_text(rows, rss):
             us(med(base, "p50_us")), us(med(base, "p99_us"))))
     lines += [
         "",
-        "| service | idle VmRSS | idle VmHWM | after load VmRSS | after load VmHWM | goal "
-        "| result |",
+        "| service | idle VmRSS (RssAnon, Pss) | idle VmHWM | after load VmRSS (RssAnon) "
+        "| after load VmHWM | goal | result |",
         "|---|---:|---:|---:|---:|---|---|",
     ]
     for svc in sorted(rss):
@@ -245,15 +286,22 @@ def report_text(rows, rss):
         load = rss[svc].get("load")
         if not idle or not load:
             die("rss: missing idle or load sample for %s" % svc)
-        ok = idle["rss_kib"] <= IDLE_RSS_GOAL_KIB
+        idle_ok = idle["rss_kib"] <= IDLE_RSS_GOAL_KIB
         goal = "idle VmRSS <= 8 MiB"
+        result = "idle %s" % ("pass" if idle_ok else "**FAIL**")
         if svc == LOAD_HWM_SERVICE:
-            ok = ok and load["hwm_kib"] <= LOAD_HWM_GOAL_KIB
-            goal += ", VmHWM under load <= 32 MiB"
-        lines.append("| phr-%s | %s | %s | %s | %s | %s | %s |" % (
-            svc, mib(idle["rss_kib"]), mib(idle["hwm_kib"]), mib(load["rss_kib"]),
-            mib(load["hwm_kib"]), goal, "pass" if ok else "**FAIL**"))
+            load_ok = load["hwm_kib"] <= LOAD_HWM_GOAL_KIB
+            goal += "; VmHWM under load <= 32 MiB"
+            result += "; load %s" % ("pass" if load_ok else "**FAIL**")
+        lines.append("| phr-%s | %s (%s, %s) | %s | %s (%s) | %s | %s | %s |" % (
+            svc, mib(idle["rss_kib"]), mib(idle["anon_kib"]), mib(idle["pss_kib"]),
+            mib(idle["hwm_kib"]), mib(load["rss_kib"]), mib(load["anon_kib"]),
+            mib(load["hwm_kib"]), goal, result))
     lines += [
+        "",
+        "VmRSS counts the pages of shared libraries (RssFile: libcrypto, libc, libpq and its "
+        "krb5/ldap/gnutls dependencies) that all four services and nginx share; RssAnon is "
+        "the process' own memory, Pss its proportional share.",
         "",
         "Per-round numbers: `var/bench/results/results.jsonl`; raw h2load output and logs "
         "in `var/bench/results/`.",
@@ -287,7 +335,7 @@ def cmd_report(args):
 def main():
     if len(sys.argv) < 2:
         die("usage: bench.py check|rss|report ...")
-    cmds = {"check": cmd_check, "rss": cmd_rss, "report": cmd_report}
+    cmds = {"check": cmd_check, "rate": cmd_rate, "rss": cmd_rss, "report": cmd_report}
     cmd = cmds.get(sys.argv[1])
     if cmd is None:
         die("unknown command %s" % sys.argv[1])

@@ -10,12 +10,12 @@
 # exits non-zero when any target fails to build or finds a crash.
 set -uo pipefail
 
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.." || exit 2
 
 FUZZ_SECONDS=${FUZZ_SECONDS:-30}
 CC_FUZZ=${CC_FUZZ:-clang-14}
 OUT=build-fuzz
-PKGS="libevent libevent_pthreads libevent_openssl libnghttp2 hiredis json-c libpq openssl"
+PKGS=(libevent libevent_pthreads libevent_openssl libnghttp2 hiredis json-c libpq openssl)
 SAN="address,undefined"
 CFLAGS_FUZZ=(-std=c11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer -fno-sanitize-recover=all -Icommon)
 
@@ -27,8 +27,12 @@ if ! command -v "$CC_FUZZ" >/dev/null; then
     echo "fuzz: $CC_FUZZ not found (apt-get install clang-14)" >&2
     exit 2
 fi
-read -r -a PKG_CFLAGS <<<"$(pkg-config --cflags $PKGS)" || exit 2
-read -r -a PKG_LIBS <<<"$(pkg-config --libs $PKGS)" || exit 2
+if ! pkg-config --exists "${PKGS[@]}"; then
+    echo "fuzz: missing development packages: run 'make deps'" >&2
+    exit 2
+fi
+read -r -a PKG_CFLAGS <<<"$(pkg-config --cflags "${PKGS[@]}")"
+read -r -a PKG_LIBS <<<"$(pkg-config --libs "${PKGS[@]}")"
 
 mkdir -p "$OUT/obj" "$OUT/bin" "$OUT/artifacts" "$OUT/logs"
 

@@ -91,9 +91,9 @@ it_request(it_mode_t mode, const char *service, const char *method, const char *
         snprintf(url, sizeof(url), "%s%s", it_env("PHR_TEST_GATEWAY"), path);
         snprintf(ca, sizeof(ca), "%s/tls/server.crt", it_env("PHR_TEST_VAR"));
         curl_easy_setopt(c, CURLOPT_CAINFO, ca);
-        curl_easy_setopt(c, CURLOPT_HTTP_VERSION, mode == IT_GATEWAY_H2
-                                                      ? (long)CURL_HTTP_VERSION_2TLS
-                                                      : (long)CURL_HTTP_VERSION_1_1);
+        curl_easy_setopt(c, CURLOPT_HTTP_VERSION,
+                         mode == IT_GATEWAY_H2 ? (long)CURL_HTTP_VERSION_2TLS
+                                               : (long)CURL_HTTP_VERSION_1_1);
     }
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);

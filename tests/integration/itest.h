@@ -9,17 +9,17 @@
 #include <stddef.h>
 
 typedef enum {
-    IT_GATEWAY_H2,  /* TLS to nginx, HTTP/2 by ALPN */
-    IT_GATEWAY_H1,  /* TLS to nginx, HTTP/1.1 */
-    IT_DIRECT       /* h2c prior knowledge straight to a service */
+    IT_GATEWAY_H2, /* TLS to nginx, HTTP/2 by ALPN */
+    IT_GATEWAY_H1, /* TLS to nginx, HTTP/1.1 */
+    IT_DIRECT      /* h2c prior knowledge straight to a service */
 } it_mode_t;
 
 typedef struct {
-    long status;     /* 0 when the transfer failed */
-    long version;    /* 2 for HTTP/2, 11 for HTTP/1.1 */
+    long status;  /* 0 when the transfer failed */
+    long version; /* 2 for HTTP/2, 11 for HTTP/1.1 */
     char *body;
     size_t len;
-    char *headers;   /* raw header block(s) */
+    char *headers; /* raw header block(s) */
     size_t hlen;
     json_object *json; /* parsed body, or NULL */
 } it_resp_t;

@@ -103,16 +103,14 @@ fault_redis_restart(void)
                    "exit 1",
                    v) == 0);
     IT_CHECK(all_ready(503, 15));
-    IT_CHECK(it_request(IT_GATEWAY_H2, NULL, "GET", "/api/v1/auth/session", NULL, 0, hdr, &r) ==
-             0);
+    IT_CHECK(it_request(IT_GATEWAY_H2, NULL, "GET", "/api/v1/auth/session", NULL, 0, hdr, &r) == 0);
     IT_CHECK(it_is_problem(&r, 503, "dependency_unavailable"));
     it_resp_free(&r);
 
     IT_CHECK(stack_up() == 0);
     IT_CHECK(all_ready(200, 30));
     IT_CHECK(service_pids() == pids);
-    IT_CHECK(it_request(IT_GATEWAY_H2, NULL, "GET", "/api/v1/auth/session", NULL, 0, hdr, &r) ==
-             0);
+    IT_CHECK(it_request(IT_GATEWAY_H2, NULL, "GET", "/api/v1/auth/session", NULL, 0, hdr, &r) == 0);
     IT_CHECK(it_is_problem(&r, 401, "session_expired"));
     it_resp_free(&r);
 }
@@ -127,14 +125,12 @@ fault_redis_frozen(void)
     IT_CHECK(it_sh("redis-cli -h 127.0.0.1 -p %s --no-auth-warning -a '%s' CLIENT PAUSE 4000 ALL "
                    "> /dev/null",
                    it_env("PHR_TEST_REDIS_PORT"), it_env("PHR_TEST_REDIS_PASSWORD")) == 0);
-    IT_CHECK(it_request(IT_GATEWAY_H2, NULL, "GET", "/api/v1/auth/session", NULL, 0, hdr, &r) ==
-             0);
+    IT_CHECK(it_request(IT_GATEWAY_H2, NULL, "GET", "/api/v1/auth/session", NULL, 0, hdr, &r) == 0);
     IT_CHECK(it_is_problem(&r, 503, "dependency_unavailable"));
     it_resp_free(&r);
     /* After the pause the services recover by themselves. */
     IT_CHECK(all_ready(200, 30));
-    IT_CHECK(it_request(IT_GATEWAY_H2, NULL, "GET", "/api/v1/auth/session", NULL, 0, hdr, &r) ==
-             0);
+    IT_CHECK(it_request(IT_GATEWAY_H2, NULL, "GET", "/api/v1/auth/session", NULL, 0, hdr, &r) == 0);
     IT_CHECK(it_is_problem(&r, 401, "session_expired"));
     it_resp_free(&r);
 }
@@ -196,8 +192,8 @@ fault_bad_config(void)
     IT_CHECK(it_sh("PHR_MAX_STREAMS=abc %s/bin/phr-auth 2> %s/log/badcfg.log; test $? -eq 2", b,
                    v) == 0);
     IT_CHECK(it_sh("grep -q 'PHR_MAX_STREAMS' %s/log/badcfg.log", v) == 0);
-    IT_CHECK(it_sh("PHR_PG_PORT=70000 %s/bin/phr-auth 2> %s/log/badcfg.log; test $? -eq 2", b,
-                   v) == 0);
+    IT_CHECK(it_sh("PHR_PG_PORT=70000 %s/bin/phr-auth 2> %s/log/badcfg.log; test $? -eq 2", b, v) ==
+             0);
     IT_CHECK(it_sh("grep -q 'PHR_PG_PORT' %s/log/badcfg.log", v) == 0);
     IT_CHECK(it_sh("PHR_AUTH_PORT=19191 PHR_SECRETS_DIR=/nonexistent %s/bin/phr-auth "
                    "2> %s/log/badcfg.log; test $? -eq 1",
@@ -272,8 +268,8 @@ fault_header_flood(void)
     memset(hdr + 9, 'a', n);
     hdr[9 + n] = '\0';
     const char *headers[] = {hdr, NULL};
-    int rc = it_request(IT_DIRECT, "auth", "GET", "/api/v1/auth/password-policy", NULL, 0, headers,
-                        &r);
+    int rc =
+        it_request(IT_DIRECT, "auth", "GET", "/api/v1/auth/password-policy", NULL, 0, headers, &r);
     free(hdr);
     IT_CHECK(rc == 0);
     IT_CHECK(it_is_problem(&r, 431, "headers_too_large"));

@@ -56,7 +56,12 @@ static void
 gw_not_routed(void)
 {
     static const char *const paths[] = {
-        "/internal/v1/status", "/metrics", "/livez", "/readyz", "/", "/api/v2/auth/password-policy",
+        "/internal/v1/status",
+        "/metrics",
+        "/livez",
+        "/readyz",
+        "/",
+        "/api/v2/auth/password-policy",
         "/api/v1/internal/v1/status",
     };
     for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {

@@ -101,9 +101,14 @@ svc_bad_input(void)
         {"{\"password\":12345678}", 400, "validation_failed", "password", "string"},
         {"{}", 400, "validation_failed", "password", "required"},
         {"{\"password\":\"Abcdefg1\"} trailing", 400, "invalid_json", "", NULL},
-        {"{\"password\":\"Ab\xc0\xaf" "cdefg1\"}", 400, "invalid_json", "", "UTF-8"},
-        {"{\"password\":\"Ab\xed\xa0\x80" "cdefg1\"}", 400, "invalid_json", "", "UTF-8"},
-        {"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]"
+        {"{\"password\":\"Ab\xc0\xaf"
+         "cdefg1\"}",
+         400, "invalid_json", "", "UTF-8"},
+        {"{\"password\":\"Ab\xed\xa0\x80"
+         "cdefg1\"}",
+         400, "invalid_json", "", "UTF-8"},
+        {"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]"
+         "]]]"
          "]]]]]]]]",
          400, "invalid_json", "", "deep"},
     };
@@ -145,8 +150,8 @@ svc_unknown_route_and_method(void)
              strcmp(it_json_str(&r, "instance"), "/api/v1/auth/no-such-thing") == 0);
     it_resp_free(&r);
 
-    IT_CHECK(it_request(IT_GATEWAY_H2, NULL, "DELETE", "/api/v1/records/types", NULL, 0, NULL,
-                        &r) == 0);
+    IT_CHECK(
+        it_request(IT_GATEWAY_H2, NULL, "DELETE", "/api/v1/records/types", NULL, 0, NULL, &r) == 0);
     IT_CHECK(it_is_problem(&r, 405, "method_not_allowed"));
     IT_CHECK(it_header(&r, "allow") != NULL && strcmp(it_header(&r, "allow"), "GET") == 0);
     it_resp_free(&r);
@@ -205,8 +210,8 @@ svc_audit_public_key(void)
     fclose(f);
     want[strcspn(want, "\n")] = '\0';
 
-    IT_CHECK(it_request(IT_GATEWAY_H2, NULL, "GET", "/api/v1/audit/public-key", NULL, 0, NULL,
-                        &r) == 0);
+    IT_CHECK(
+        it_request(IT_GATEWAY_H2, NULL, "GET", "/api/v1/audit/public-key", NULL, 0, NULL, &r) == 0);
     IT_CHECK(r.status == 200);
     IT_CHECK(strcmp(it_json_str(&r, "algorithm"), "Ed25519") == 0);
     IT_CHECK(strcmp(it_json_str(&r, "key_id"), want) == 0);
@@ -243,23 +248,20 @@ svc_internal_needs_credential(void)
     char caller[64], cred[256];
     it_resp_t r;
 
-    IT_CHECK(it_request(IT_DIRECT, "audit", "GET", "/internal/v1/status", NULL, 0, NULL, &r) ==
-             0);
+    IT_CHECK(it_request(IT_DIRECT, "audit", "GET", "/internal/v1/status", NULL, 0, NULL, &r) == 0);
     IT_CHECK(it_is_problem(&r, 401, "service_credential_required"));
     it_resp_free(&r);
 
     snprintf(caller, sizeof(caller), "x-phr-caller: records");
     snprintf(cred, sizeof(cred), "x-phr-credential: %s", it_secret("svc_auth.key"));
     const char *wrong[] = {caller, cred, NULL};
-    IT_CHECK(it_request(IT_DIRECT, "audit", "GET", "/internal/v1/status", NULL, 0, wrong, &r) ==
-             0);
+    IT_CHECK(it_request(IT_DIRECT, "audit", "GET", "/internal/v1/status", NULL, 0, wrong, &r) == 0);
     IT_CHECK(it_is_problem(&r, 401, "service_credential_required"));
     it_resp_free(&r);
 
     snprintf(cred, sizeof(cred), "x-phr-credential: %s", it_secret("svc_records.key"));
     const char *right[] = {caller, cred, NULL};
-    IT_CHECK(it_request(IT_DIRECT, "audit", "GET", "/internal/v1/status", NULL, 0, right, &r) ==
-             0);
+    IT_CHECK(it_request(IT_DIRECT, "audit", "GET", "/internal/v1/status", NULL, 0, right, &r) == 0);
     IT_CHECK(r.status == 200);
     IT_CHECK(strcmp(it_json_str(&r, "service"), "audit") == 0);
     it_resp_free(&r);
@@ -343,8 +345,7 @@ svc_session_authentication(void)
     IT_CHECK(session_inject(token, tu_now_ms() + 3600 * 1000LL, 60) == 0);
     snprintf(auth, sizeof(auth), "Authorization: Bearer %s", token);
     const char *hdr[] = {auth, NULL};
-    IT_CHECK(it_request(IT_GATEWAY_H2, NULL, "GET", "/api/v1/auth/session", NULL, 0, hdr, &r) ==
-             0);
+    IT_CHECK(it_request(IT_GATEWAY_H2, NULL, "GET", "/api/v1/auth/session", NULL, 0, hdr, &r) == 0);
     IT_CHECK(r.status == 200);
     IT_CHECK(strcmp(it_json_str(&r, "account_id"), "0190f3a0-0000-7000-8000-0000000000aa") == 0);
     IT_CHECK(strcmp(it_json_str(&r, "kind"), "patient") == 0);
@@ -356,8 +357,7 @@ svc_session_authentication(void)
 
     /* An unknown token and a malformed header are refused. */
     const char *bad[] = {"Authorization: Bearer not-a-real-token", NULL};
-    IT_CHECK(it_request(IT_GATEWAY_H2, NULL, "GET", "/api/v1/auth/session", NULL, 0, bad, &r) ==
-             0);
+    IT_CHECK(it_request(IT_GATEWAY_H2, NULL, "GET", "/api/v1/auth/session", NULL, 0, bad, &r) == 0);
     IT_CHECK(it_is_problem(&r, 401, "session_expired"));
     IT_CHECK(it_header(&r, "www-authenticate") != NULL);
     it_resp_free(&r);
@@ -371,8 +371,7 @@ svc_session_authentication(void)
     IT_CHECK(sess_token_new(token) == 0);
     IT_CHECK(session_inject(token, tu_now_ms() - 1000, 60) == 0);
     snprintf(auth, sizeof(auth), "Authorization: Bearer %s", token);
-    IT_CHECK(it_request(IT_GATEWAY_H2, NULL, "GET", "/api/v1/auth/session", NULL, 0, hdr, &r) ==
-             0);
+    IT_CHECK(it_request(IT_GATEWAY_H2, NULL, "GET", "/api/v1/auth/session", NULL, 0, hdr, &r) == 0);
     IT_CHECK(it_is_problem(&r, 401, "session_expired"));
     it_resp_free(&r);
     IT_CHECK(session_ttl(token) == -2);

@@ -141,9 +141,9 @@ typedef struct {
     int64_t at_ms;
 } t_res_t;
 
-static int t_in_submit;      /* set around hcli_request */
-static int t_cb_in_submit;   /* a callback ran inside hcli_request: wrong */
-static int t_done;           /* callbacks so far */
+static int t_in_submit;    /* set around hcli_request */
+static int t_cb_in_submit; /* a callback ran inside hcli_request: wrong */
+static int t_done;         /* callbacks so far */
 
 static void
 t_res_reset(t_res_t *r, size_t n)
@@ -184,8 +184,7 @@ t_req(hcli_t *cli, const char *method, const char *path, const char *ct, const c
 {
     int rc;
     t_in_submit = 1;
-    rc = hcli_request(cli, method, path, ct, body, body != NULL ? strlen(body) : 0, rid, t_cb,
-                      res);
+    rc = hcli_request(cli, method, path, ct, body, body != NULL ? strlen(body) : 0, rid, t_cb, res);
     t_in_submit = 0;
     return rc;
 }
@@ -452,8 +451,8 @@ tsrv_begin_headers_cb(nghttp2_session *s, const nghttp2_frame *frame, void *ud)
 }
 
 static int
-tsrv_header_cb(nghttp2_session *s, const nghttp2_frame *frame, const uint8_t *name,
-               size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags, void *ud)
+tsrv_header_cb(nghttp2_session *s, const nghttp2_frame *frame, const uint8_t *name, size_t namelen,
+               const uint8_t *value, size_t valuelen, uint8_t flags, void *ud)
 {
     tsrv_t *srv = ((tsrv_conn_t *)ud)->srv;
     if (srv->nhdr < TSRV_MAX_HDRS) {
@@ -836,8 +835,8 @@ test_hcli_headers_and_body(void **state)
     snprintf(authority, sizeof(authority), "127.0.0.1:%d", srv->port);
 
     hcli_t *cli = t_client(base, srv->port, 3000);
-    assert_int_equal(t_req(cli, "POST", "/internal/v1/things", "application/json",
-                           "{\"a\":1}", "req-123", &res[0]),
+    assert_int_equal(t_req(cli, "POST", "/internal/v1/things", "application/json", "{\"a\":1}",
+                           "req-123", &res[0]),
                      PHR_OK);
     t_run_until(base, &t_done, 1, 5000);
     assert_int_equal(res[0].rc, PHR_OK);
@@ -1088,9 +1087,8 @@ test_hcli_free_inside_callback(void **state)
     memset(res, 0, sizeof(res));
 
     t_self_cli = t_client(base, srv->port, 5000);
-    assert_int_equal(hcli_request(t_self_cli, "GET", "/1", NULL, NULL, 0, NULL, t_free_in_cb,
-                                  &res[0]),
-                     PHR_OK);
+    assert_int_equal(
+        hcli_request(t_self_cli, "GET", "/1", NULL, NULL, 0, NULL, t_free_in_cb, &res[0]), PHR_OK);
     assert_int_equal(t_req(t_self_cli, "GET", "/2", NULL, NULL, NULL, &res[1]), PHR_OK);
     assert_int_equal(t_req(t_self_cli, "GET", "/3", NULL, NULL, NULL, &res[2]), PHR_OK);
     t_run_until(base, &srv->nheld, 3, 5000);

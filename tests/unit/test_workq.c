@@ -389,12 +389,9 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_workq_many_jobs),
-        cmocka_unit_test(test_workq_full),
-        cmocka_unit_test(test_workq_free_queued),
-        cmocka_unit_test(test_workq_free_in_done),
-        cmocka_unit_test(test_workq_loop_responsive),
-        cmocka_unit_test(test_workq_bad_args),
+        cmocka_unit_test(test_workq_many_jobs),       cmocka_unit_test(test_workq_full),
+        cmocka_unit_test(test_workq_free_queued),     cmocka_unit_test(test_workq_free_in_done),
+        cmocka_unit_test(test_workq_loop_responsive), cmocka_unit_test(test_workq_bad_args),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
