@@ -147,6 +147,7 @@ base_start() {
 }
 
 stack_up=0
+# shellcheck disable=SC2317 # called from the EXIT trap
 cleanup() {
     base_stop h2c
     base_stop tls

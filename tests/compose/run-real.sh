@@ -100,7 +100,7 @@ health_loop() {
     while true; do
         podman ps --filter "label=com.docker.compose.project=$project" --format '{{.Names}}' |
             while read -r name; do
-                podman healthcheck run "$name" >/dev/null 2>&1 || true
+                timeout 30 podman healthcheck run "$name" >/dev/null 2>&1 || true
             done
         sleep 2
     done
@@ -122,6 +122,8 @@ up_start=$(date +%s)
 if ! timeout "$timeout" "${compose[@]}" up -d "${targets[@]}" > "$work/up.log" 2>&1; then
     tail -30 "$work/up.log" >&2
     "${compose[@]}" ps >&2 || true
+    podman ps -a --filter "label=com.docker.compose.project=$project" \
+        --format '{{.Names}} {{.Status}}' >&2 || true
     "${compose[@]}" logs --tail 30 >&2 || true
     exit 1
 fi
