@@ -6,6 +6,7 @@
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
+#include <event2/event_struct.h>
 #include <event2/listener.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -92,7 +93,7 @@ struct h2s_req {
         void *arg;
     } cleanups[H2S_MAX_CLEANUPS];
     int ncleanups;
-    struct event *timer; /* receive deadline */
+    struct event timer; /* receive deadline */
     int64_t start_us;
     h2s_req_t *next, *prev; /* connection's list, or the server's orphans */
 };
@@ -195,18 +196,37 @@ h2s_request_id_valid(const char *s, size_t n)
     return 1;
 }
 
+/*
+ * Gives |req| a request id when it arrived without a valid one: a random
+ * per-process prefix and a counter (ids are unique, not secret; this keeps
+ * RAND_bytes off the per-request path).
+ */
 static void
-h2s_request_id_new(char *out)
+h2s_req_ensure_id(h2s_req_t *req)
 {
     static const char hex[] = "0123456789abcdef";
-    unsigned char raw[16];
+    static char prefix[17];
+    static uint64_t counter;
+    unsigned char raw[8];
+    char *out = req->request_id;
 
-    if (RAND_bytes(raw, sizeof(raw)) != 1) {
-        memset(raw, 0, sizeof(raw));
+    if (out[0] != '\0') {
+        return;
     }
-    for (size_t i = 0; i < sizeof(raw); i++) {
-        out[2 * i] = hex[raw[i] >> 4];
-        out[2 * i + 1] = hex[raw[i] & 15];
+    if (prefix[0] == '\0') {
+        if (RAND_bytes(raw, sizeof(raw)) != 1) {
+            memset(raw, 0x5a, sizeof(raw));
+        }
+        for (size_t i = 0; i < sizeof(raw); i++) {
+            prefix[2 * i] = hex[raw[i] >> 4];
+            prefix[2 * i + 1] = hex[raw[i] & 15];
+        }
+    }
+    uint64_t n = ++counter;
+    memcpy(out, prefix, 16);
+    for (int i = 31; i >= 16; i--) {
+        out[i] = hex[n & 15];
+        n >>= 4;
     }
     out[32] = '\0';
 }
@@ -371,9 +391,7 @@ h2s_req_free(h2s_req_t *req)
     for (int i = req->ncleanups - 1; i >= 0; i--) {
         req->cleanups[i].fn(req->cleanups[i].arg);
     }
-    if (req->timer != NULL) {
-        event_free(req->timer);
-    }
+    event_del(&req->timer);
     free(req->path);
     free(req->query);
     for (int i = 0; i < req->nheaders; i++) {
@@ -450,11 +468,12 @@ h2s_respond(h2s_req_t *req, int status, const char *content_type, const char *bo
         }
         return PHR_ECLOSED;
     }
-    if (req->timer != NULL && req->recv_complete) {
-        event_del(req->timer);
+    if (req->recv_complete) {
+        event_del(&req->timer);
     }
     req->state = REQ_RESPONDED;
     req->status = status;
+    h2s_req_ensure_id(req);
     if (len > 0) {
         req->resp_body = malloc(len);
         if (req->resp_body == NULL) {
@@ -521,6 +540,7 @@ h2s_respond_problem(h2s_req_t *req, int status, const char *code, const char *de
 {
     json_object *o = json_object_new_object();
 
+    h2s_req_ensure_id(req);
     json_object_object_add(o, "type", json_object_new_string("about:blank"));
     json_object_object_add(o, "title", json_object_new_string(h2s_status_text(status)));
     json_object_object_add(o, "status", json_object_new_int(status));
@@ -552,7 +572,7 @@ h2s_req_arm_timer(h2s_req_t *req)
     int ms = req->srv->limits.request_timeout_ms;
     struct timeval tv = {ms / 1000, (suseconds_t)(ms % 1000) * 1000};
 
-    evtimer_add(req->timer, &tv);
+    evtimer_add(&req->timer, &tv);
 }
 
 /*
@@ -582,9 +602,7 @@ h2s_dispatch(h2s_req_t *req)
 {
     h2s_server_t *srv = req->srv;
 
-    if (req->timer != NULL) {
-        event_del(req->timer);
-    }
+    event_del(&req->timer);
     if (req->body != NULL) {
         req->body[req->body_len] = '\0';
     }
@@ -604,6 +622,7 @@ h2s_headers_done(h2s_req_t *req)
     if (rid != NULL && h2s_request_id_valid(rid, strlen(rid))) {
         memcpy(req->request_id, rid, strlen(rid) + 1);
     }
+    h2s_req_ensure_id(req);
     if (req->headers_too_big) {
         h2s_respond_problem(req, 431, "headers_too_large",
                             "the request header list exceeds the limit", NULL);
@@ -681,13 +700,8 @@ h2s_on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame, void 
     req->conn = conn;
     req->stream_id = frame->hd.stream_id;
     req->start_us = tu_mono_us();
-    req->timer = evtimer_new(bufferevent_get_base(conn->bev), h2s_req_timeout, req);
-    if (req->timer == NULL) {
-        free(req);
-        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-    }
+    evtimer_assign(&req->timer, bufferevent_get_base(conn->bev), h2s_req_timeout, req);
     h2s_req_arm_timer(req);
-    h2s_request_id_new(req->request_id);
     req->next = conn->reqs;
     if (conn->reqs != NULL) {
         conn->reqs->prev = req;

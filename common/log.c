@@ -17,6 +17,9 @@ static const char *const log_names[] = {"debug", "info", "warn", "error"};
 void
 log_init(const char *service, const char *level)
 {
+    static char buf[64 * 1024];
+
+    setvbuf(stderr, buf, _IOFBF, sizeof(buf));
     log_service = service;
     for (int i = LOGL_DEBUG; i <= LOGL_ERROR; i++) {
         if (level != NULL && strcmp(level, log_names[i]) == 0) {
@@ -125,6 +128,15 @@ log_msg(log_level_t level, const char *request_id, const char *fmt, ...)
     log_field(line, sizeof(line), &len, "msg", msg, 2048);
     log_append(line, sizeof(line), &len, "}\n");
     fputs(line, stderr);
+    if (level >= LOGL_WARN) {
+        fflush(stderr);
+    }
+}
+
+void
+log_flush(void)
+{
+    fflush(stderr);
 }
 
 void

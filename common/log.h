@@ -13,8 +13,15 @@
 
 typedef enum { LOGL_DEBUG = 0, LOGL_INFO, LOGL_WARN, LOGL_ERROR } log_level_t;
 
-/* Sets the service name and the lowest level written ("debug", "info", ...). */
+/*
+ * Sets the service name and the lowest level written ("debug", "info", ...).
+ * Output is block-buffered: warnings and errors are flushed at once, other
+ * lines when log_flush runs (the service calls it every 50 ms and at exit).
+ */
 void log_init(const char *service, const char *level);
+
+/* Writes buffered lines out. */
+void log_flush(void);
 
 void log_msg(log_level_t level, const char *request_id, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

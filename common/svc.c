@@ -25,7 +25,7 @@ struct svc {
     workq_t *wq;
     hcli_t *peers[CFG_SVC_COUNT];
     char keys[CFG_SVC_COUNT][SVC_KEY_MAX];
-    struct event *sigterm, *sigint;
+    struct event *sigterm, *sigint, *log_timer;
     int draining;
     void *data;
 };
@@ -386,6 +386,12 @@ svc_on_signal(evutil_socket_t sig, short what, void *ud)
     h2s_shutdown(svc->srv, svc->cfg.drain_timeout_ms, svc_drained, svc);
 }
 
+static void
+svc_log_tick(evutil_socket_t fd, short what, void *ud)
+{
+    log_flush();
+}
+
 static int
 svc_load_secrets(svc_t *svc, char *pg_password, size_t pglen, char *redis_password, size_t redislen)
 {
@@ -517,6 +523,12 @@ svc_start(svc_t *svc, svc_call_t *tmpls)
     }
     event_add(svc->sigterm, NULL);
     event_add(svc->sigint, NULL);
+    svc->log_timer = event_new(svc->base, -1, EV_PERSIST, svc_log_tick, svc);
+    if (svc->log_timer == NULL) {
+        return PHR_ENOMEM;
+    }
+    struct timeval tick = {0, 50 * 1000};
+    event_add(svc->log_timer, &tick);
     metrics_set_gauges(svc_gauges, svc);
     log_info("listening on %s:%d (%s)", c->listen_host, c->port[c->service],
              c->tls_cert[0] ? "TLS, ALPN h2" : "h2c");
@@ -535,6 +547,9 @@ svc_stop(svc_t *svc)
     }
     if (svc->sigint != NULL) {
         event_free(svc->sigint);
+    }
+    if (svc->log_timer != NULL) {
+        event_free(svc->log_timer);
     }
     /* Dependencies first: their pending callbacks answer requests while the server exists. */
     for (int i = 0; i < CFG_SVC_COUNT; i++) {
@@ -583,5 +598,6 @@ svc_main(const svc_def_t *def, int argc, char **argv)
     event_base_free(svc.base);
     free(tmpls);
     log_info("stopped");
+    log_flush();
     return rc == PHR_OK ? 0 : 1;
 }

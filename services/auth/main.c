@@ -1,6 +1,7 @@
 /*
  * phr-auth - identities: accounts, organizations, sessions, passwords.
  */
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "err.h"
@@ -17,23 +18,35 @@ static const struct {
     int disallow_common, disallow_context;
 } auth_policy = {8, 128, 1, 1, 1, 0, 1, 1};
 
+/* The policy never changes while the process runs: its JSON is built once. */
+static char auth_policy_json[256];
+static size_t auth_policy_len;
+
+static int
+auth_init(svc_t *svc)
+{
+    int n = snprintf(auth_policy_json, sizeof(auth_policy_json),
+                     "{\"min_length\":%d,\"max_length\":%d,\"require_upper\":%s,"
+                     "\"require_lower\":%s,\"require_digit\":%s,\"require_symbol\":%s,"
+                     "\"disallow_common\":%s,\"disallow_context\":%s}",
+                     auth_policy.min_length, auth_policy.max_length,
+                     auth_policy.require_upper ? "true" : "false",
+                     auth_policy.require_lower ? "true" : "false",
+                     auth_policy.require_digit ? "true" : "false",
+                     auth_policy.require_symbol ? "true" : "false",
+                     auth_policy.disallow_common ? "true" : "false",
+                     auth_policy.disallow_context ? "true" : "false");
+    if (n < 0 || (size_t)n >= sizeof(auth_policy_json)) {
+        return PHR_ETOOBIG;
+    }
+    auth_policy_len = (size_t)n;
+    return PHR_OK;
+}
+
 static void
 auth_password_policy(svc_t *svc, h2s_req_t *req, const sess_t *sess)
 {
-    json_object *o = json_object_new_object();
-
-    json_object_object_add(o, "min_length", json_object_new_int(auth_policy.min_length));
-    json_object_object_add(o, "max_length", json_object_new_int(auth_policy.max_length));
-    json_object_object_add(o, "require_upper", json_object_new_boolean(auth_policy.require_upper));
-    json_object_object_add(o, "require_lower", json_object_new_boolean(auth_policy.require_lower));
-    json_object_object_add(o, "require_digit", json_object_new_boolean(auth_policy.require_digit));
-    json_object_object_add(o, "require_symbol",
-                           json_object_new_boolean(auth_policy.require_symbol));
-    json_object_object_add(o, "disallow_common",
-                           json_object_new_boolean(auth_policy.disallow_common));
-    json_object_object_add(o, "disallow_context",
-                           json_object_new_boolean(auth_policy.disallow_context));
-    h2s_respond_json(req, 200, o);
+    h2s_respond(req, 200, "application/json", auth_policy_json, auth_policy_len);
 }
 
 typedef struct {
@@ -141,6 +154,7 @@ main(int argc, char **argv)
         .migrations = auth_migrations,
         .routes = auth_routes,
         .nroutes = sizeof(auth_routes) / sizeof(auth_routes[0]),
+        .init = auth_init,
     };
     return svc_main(&def, argc, argv);
 }

@@ -15,7 +15,7 @@
 # Always brings the stack down (-v) and stops the podman service at the end unless --keep.
 # Needs root and the packages podman debootstrap catatonit netavark aardvark-dns crun
 # docker-compose. Environment: PHR_COMPOSE_WORK (default /var/tmp/phr-compose),
-# PHR_COMPOSE_GATEWAY_PORT (default 28443), PHR_COMPOSE_TIMEOUT (seconds, default 600).
+# PHR_COMPOSE_GATEWAY_PORT (default 38443), PHR_COMPOSE_TIMEOUT (seconds, default 600).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -72,7 +72,12 @@ for _ in $(seq 50); do [ -S "$sock" ] && break; sleep 0.1; done
 export DOCKER_HOST=unix://$sock
 export COMPOSE_PROJECT_NAME=$project
 export PHR_BUILD_IMAGE=$base PHR_BASE_IMAGE=$base PHR_IMAGE_PREFIX=phrtest
-export PHR_GATEWAY_PORT=${PHR_COMPOSE_GATEWAY_PORT:-28443}
+export PHR_GATEWAY_PORT=${PHR_COMPOSE_GATEWAY_PORT:-38443}
+if ss -Hltn "sport = :$PHR_GATEWAY_PORT" | grep -q .; then
+    log "port $PHR_GATEWAY_PORT is in use; set PHR_COMPOSE_GATEWAY_PORT"
+    kill "$service_pid"
+    exit 1
+fi
 compose=(docker-compose -f docker-compose.yml -f deploy/compose/docker-compose.test.yml)
 
 health_pid=""
@@ -97,6 +102,7 @@ fi
 
 # Health checks: podman has no timers without systemd; run them while `up` waits for them.
 health_loop() {
+    set +e +o pipefail # a failed `podman ps` (container going away) must not end the loop
     while true; do
         podman ps --filter "label=com.docker.compose.project=$project" --format '{{.Names}}' |
             while read -r name; do

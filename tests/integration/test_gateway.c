@@ -86,8 +86,10 @@ gw_request_id_propagates(void)
     const char *body_id = it_json_str(&r, "request_id");
     IT_CHECK(hdr != NULL && body_id != NULL && strcmp(hdr, body_id) == 0);
     /* The service logged the same id in its access log. */
-    snprintf(cmd, sizeof(cmd), "grep -q '\"request_id\":\"%s\"' %s/log/auth.log", body_id,
-             it_env("PHR_TEST_VAR"));
+    snprintf(cmd, sizeof(cmd),
+             "for i in $(seq 50); do grep -q '\"request_id\":\"%s\"' %s/log/auth.log && exit 0; "
+             "sleep 0.1; done; exit 1",
+             body_id, it_env("PHR_TEST_VAR"));
     IT_CHECK(it_sh("%s", cmd) == 0);
     it_resp_free(&r);
 }
