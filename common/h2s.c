@@ -523,15 +523,22 @@ h2s_respond(h2s_req_t *req, int status, const char *content_type, const char *bo
     return PHR_OK;
 }
 
+/* Answers |obj| serialised as |content_type|; consumes |obj|. */
+static int
+h2s_respond_obj(h2s_req_t *req, int status, const char *content_type, json_object *obj)
+{
+    size_t len = 0;
+    const char *s = jx_to_string(obj, &len);
+    int rc = h2s_respond(req, status, content_type, s, len);
+
+    json_object_put(obj);
+    return rc;
+}
+
 int
 h2s_respond_json(h2s_req_t *req, int status, json_object *obj)
 {
-    size_t len = 0;
-    const char *s = json_object_to_json_string_length(
-        obj, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len);
-    int rc = h2s_respond(req, status, "application/json", s, len);
-    json_object_put(obj);
-    return rc;
+    return h2s_respond_obj(req, status, "application/json", obj);
 }
 
 int
@@ -558,12 +565,7 @@ h2s_respond_problem(h2s_req_t *req, int status, const char *code, const char *de
         }
         json_object_object_add(o, "errors", arr);
     }
-    size_t len = 0;
-    const char *s = json_object_to_json_string_length(
-        o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len);
-    int rc = h2s_respond(req, status, "application/problem+json", s, len);
-    json_object_put(o);
-    return rc;
+    return h2s_respond_obj(req, status, "application/problem+json", o);
 }
 
 static void

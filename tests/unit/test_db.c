@@ -19,6 +19,8 @@
 
 #include <cmocka.h>
 
+#include "testutil.h"
+
 #include <arpa/inet.h>
 #include <event2/event.h>
 #include <libpq-fe.h>
@@ -45,18 +47,10 @@ static int g_in_api; /* set around db_* calls: callbacks must never run inside t
 
 /* ---- helpers ------------------------------------------------------------- */
 
-static int64_t
-now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 #define WAIT_UNTIL(cond, ms)                                                                       \
     do {                                                                                           \
-        int64_t dl_ = now_ms() + (ms);                                                             \
-        while (!(cond) && now_ms() < dl_) {                                                        \
+        int64_t dl_ = t_now_ms() + (ms);                                                             \
+        while (!(cond) && t_now_ms() < dl_) {                                                        \
             event_base_loop(g_base, EVLOOP_ONCE);                                                  \
         }                                                                                          \
     } while (0)
@@ -65,8 +59,8 @@ now_ms(void)
 static void
 spin(int ms)
 {
-    int64_t dl = now_ms() + ms;
-    while (now_ms() < dl) {
+    int64_t dl = t_now_ms() + ms;
+    while (t_now_ms() < dl) {
         event_base_loop(g_base, EVLOOP_ONCE);
     }
 }
@@ -439,13 +433,13 @@ test_queue_full_and_wait_timeout(void **state)
     assert_int_equal(db_txn_begin(p, tx_begin_cb, &t), PHR_OK);
     WAIT_UNTIL(t.begin_calls > 0, 5000);
     assert_int_equal(t.begin_rc, PHR_OK);
-    int64_t t0 = now_ms();
+    int64_t t0 = t_now_ms();
     assert_int_equal(submit(p, "SELECT 1", 0, NULL, &q[0]), PHR_OK);
     WAIT_UNTIL(q[0].calls > 0, 3000);
     assert_int_equal(q[0].calls, 1);
     assert_int_equal(q[0].rc, PHR_ETIMEDOUT);
-    assert_true(now_ms() - t0 >= 250);
-    assert_true(now_ms() - t0 < 1500);
+    assert_true(t_now_ms() - t0 >= 250);
+    assert_true(t_now_ms() - t0 < 1500);
     assert_int_equal(db_txn_end(t.txn, 0, tx_end_cb, &t), PHR_OK);
     WAIT_UNTIL(t.end_calls > 0, 3000);
     assert_int_equal(t.end_rc, PHR_OK);
@@ -482,9 +476,9 @@ test_statement_timeout(void **state)
     db_stats_t st;
 
     db_pool_t *p = ready_pool(1, 200, 10);
-    int64_t t0 = now_ms();
+    int64_t t0 = t_now_ms();
     assert_int_equal(run_q(p, "SELECT pg_sleep(2)", 0, NULL, &q), PHR_ETIMEDOUT);
-    assert_true(now_ms() - t0 < 1500);
+    assert_true(t_now_ms() - t0 < 1500);
     assert_int_equal(run_q(p, "SELECT 41 + 1", 0, NULL, &q), PHR_OK);
     assert_string_equal(q.val[0], "42");
     db_pool_stats(p, &st);
@@ -695,11 +689,11 @@ test_terminated_connection(void **state)
     assert_int_equal(submit(p, "SELECT pg_sleep(3)", 0, NULL, &q), PHR_OK);
     spin(100);
     terminate(pid);
-    int64_t t0 = now_ms();
+    int64_t t0 = t_now_ms();
     WAIT_UNTIL(q.calls > 0, 5000);
     assert_int_equal(q.calls, 1);
     assert_int_equal(q.rc, PHR_EUNAVAIL);
-    assert_true(now_ms() - t0 < 2000);
+    assert_true(t_now_ms() - t0 < 2000);
 
     /* Reconnects by itself and serves again. */
     WAIT_UNTIL(db_pool_ready(p), 5000);
@@ -747,7 +741,7 @@ test_unreachable(void **state)
     qres_t q;
     memset(&q, 0, sizeof(q));
 
-    int64_t t0 = now_ms();
+    int64_t t0 = t_now_ms();
     db_pool_t *p =
         make_pool("host=127.0.0.1 port=1 dbname=postgres user=postgres", 2, 1000, 10, mig_v2);
     spin(700);
@@ -761,7 +755,7 @@ test_unreachable(void **state)
     db_pool_free(p);
     spin(50);
     assert_int_equal(q.calls, 0);
-    assert_true(now_ms() - t0 < 2000);
+    assert_true(t_now_ms() - t0 < 2000);
 
     /* A server that accepts TCP but never answers: the connect deadline fires. */
     struct sockaddr_in sa;
@@ -782,18 +776,18 @@ test_unreachable(void **state)
                        .statement_timeout_ms = 1000,
                        .connect_timeout_ms = 200,
                        .queue_max = 1};
-    t0 = now_ms();
+    t0 = t_now_ms();
     p = db_pool_create(g_base, &cfg);
     assert_non_null(p);
     WAIT_UNTIL(reconnects(p) >= 1, 3000);
     db_pool_stats(p, &st);
     assert_true(st.reconnects >= 1);
-    assert_true(now_ms() - t0 >= 150);
+    assert_true(t_now_ms() - t0 >= 150);
     assert_false(db_pool_ready(p));
     assert_int_equal(submit(p, "SELECT 1", 0, NULL, &q), PHR_EUNAVAIL);
     db_pool_free(p);
     close(lfd);
-    assert_true(now_ms() - t0 < 2000);
+    assert_true(t_now_ms() - t0 < 2000);
 }
 
 static void

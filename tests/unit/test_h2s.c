@@ -25,6 +25,8 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+
+#include "testutil.h"
 #include <event2/event.h>
 #include <json-c/json.h>
 #include <nghttp2/nghttp2.h>
@@ -90,14 +92,6 @@ static char t_peer[64];
 static int t_done_calls;
 static int t_done_slow_seen;
 static int64_t t_done_at;
-
-static int64_t
-t_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void
 t_sleep_us(long us)
