@@ -49,8 +49,8 @@ static int g_in_api; /* set around db_* calls: callbacks must never run inside t
 
 #define WAIT_UNTIL(cond, ms)                                                                       \
     do {                                                                                           \
-        int64_t dl_ = t_now_ms() + (ms);                                                             \
-        while (!(cond) && t_now_ms() < dl_) {                                                        \
+        int64_t dl_ = t_now_ms() + (ms);                                                           \
+        while (!(cond) && t_now_ms() < dl_) {                                                      \
             event_base_loop(g_base, EVLOOP_ONCE);                                                  \
         }                                                                                          \
     } while (0)
