@@ -100,7 +100,7 @@ $(ITEST_BIN): $(ITEST_OBJ) $(LIBCOMMON)
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
 
 # ---- environment and stack ------------------------------------------------
-.PHONY: all deps up down logs run test asan lint fuzz bench clean format check-unit
+.PHONY: all deps up down logs run test asan lint fuzz bench clean format check-unit compose-test
 
 deps:
 	@bash deploy/deps.sh
@@ -134,6 +134,10 @@ fuzz: deps
 
 bench: deps all
 	@bash tests/bench/run.sh $(BUILD)
+
+compose-test: all
+	@bash deploy/deps.sh compose
+	@bash tests/compose/run-real.sh
 
 format:
 	clang-format -i common/*.[ch] services/*/*.[ch] tests/*/*.[ch] tools/phrctl/*.[ch] 2>/dev/null || true

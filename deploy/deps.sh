@@ -18,6 +18,10 @@ PHR_DEPS=(
     clang-14 clang-tidy clang-format cppcheck
     nodejs npm docker-compose
 )
+# `deps.sh compose`: also what tests/compose/run-real.sh needs (rootful podman).
+if [ "${1:-}" = compose ]; then
+    PHR_DEPS+=(podman debootstrap catatonit netavark aardvark-dns crun runc)
+fi
 
 # A package whose command is already on PATH from another source counts as
 # present (nodesource's nodejs bundles npm and conflicts with Debian's npm).

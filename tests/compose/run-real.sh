@@ -106,7 +106,7 @@ health_loop() {
     while true; do
         podman ps --filter "label=com.docker.compose.project=$project" --format '{{.Names}}' |
             while read -r name; do
-                timeout 30 podman healthcheck run "$name" >/dev/null 2>&1 || true
+                timeout 30 podman healthcheck run "$name" </dev/null >/dev/null 2>&1 || true
             done
         sleep 2
     done
@@ -201,12 +201,18 @@ if [ "$deps_only" -eq 0 ]; then
         curl -kfsS --http2 "$gw/api/v1/auth/password-policy"
     gw_404() { [ "$(curl -ks -o /dev/null -w '%{http_code}' "$gw/readyz")" = 404 ]; }
     check "/readyz not reachable through the gateway" gw_404
+    gw_log() {
+        "${compose[@]}" logs --no-color gateway | grep -F '"uri":"/api/v1/auth/password-policy"' |
+            grep -q '"request_id":"[0-9a-f]\{32\}"'
+    }
+    check "gateway JSON access log on the container's stdout" gw_log
     for s in gateway auth records notification audit; do
         t0=$(date +%s)
         "${compose[@]}" stop -t 15 "$s" > /dev/null 2>&1
         t=$(( $(date +%s) - t0 ))
         code=$(podman inspect --format '{{.State.ExitCode}}' "$(cid "$s")")
-        check "$s stops on SIGTERM (${t} s, exit $code)" test "$t" -lt 15
+        stopped_ok() { [ "$t" -lt 15 ] && [ "$code" = 0 ]; }
+        check "$s stops on SIGTERM (${t} s, exit $code)" stopped_ok
     done
 fi
 
