@@ -676,11 +676,26 @@ h2s_on_send(nghttp2_session *session, const uint8_t *data, size_t length, int fl
 {
     h2s_conn_t *conn = user_data;
     struct evbuffer *out = bufferevent_get_output(conn->bev);
+    size_t queued = evbuffer_get_length(out);
+    size_t sent = 0;
 
-    if (evbuffer_get_length(out) >= conn->srv->limits.output_cap) {
+    if (queued >= conn->srv->limits.output_cap) {
         return NGHTTP2_ERR_WOULDBLOCK;
     }
-    if (bufferevent_write(conn->bev, data, length) != 0) {
+    /*
+     * With nothing queued, write to the socket at once: one system call
+     * instead of arming EV_WRITE and writing on the next loop turn. What the
+     * kernel does not take is queued, and libevent writes it in order.
+     */
+    if (queued == 0 && conn->srv->ssl_ctx == NULL) {
+        ssize_t n = send(bufferevent_getfd(conn->bev), data, length, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n > 0) {
+            sent = (size_t)n;
+        } else if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+            return NGHTTP2_ERR_CALLBACK_FAILURE;
+        }
+    }
+    if (sent < length && bufferevent_write(conn->bev, data + sent, length - sent) != 0) {
         return NGHTTP2_ERR_CALLBACK_FAILURE;
     }
     return (ssize_t)length;
@@ -858,7 +873,11 @@ h2s_conn_arm_idle(h2s_conn_t *conn)
     evtimer_add(conn->idle_timer, &tv);
 }
 
-/* Sends what nghttp2 has queued; closes the connection when it is finished. */
+/*
+ * Sends what nghttp2 has queued; frees the connection when it is finished
+ * (then returns PHR_OK) or broken (PHR_ECLOSED). |conn| must not be used
+ * after this call.
+ */
 static int
 h2s_conn_flush(h2s_conn_t *conn)
 {
@@ -881,10 +900,25 @@ h2s_conn_flush(h2s_conn_t *conn)
     }
     if (!nghttp2_session_want_read(conn->session) && !nghttp2_session_want_write(conn->session) &&
         queued == 0) {
-        h2s_conn_free(conn);
-        return PHR_ECLOSED;
+        h2s_conn_free(conn); /* finished gracefully: everything was sent */
     }
     return PHR_OK;
+}
+
+/*
+ * Acknowledges at once what was just read. nginx does not set TCP_NODELAY on
+ * its upstream connections, so its next request can sit in Nagle's buffer
+ * until our delayed ACK (40 ms) unless we ACK promptly. Linux clears the
+ * flag after each ACK, so it is set before every read is processed.
+ */
+static void
+h2s_conn_quickack(h2s_conn_t *conn)
+{
+    int one = 1;
+
+    if (conn->srv->ssl_ctx == NULL) {
+        setsockopt(bufferevent_getfd(conn->bev), IPPROTO_TCP, TCP_QUICKACK, &one, sizeof(one));
+    }
 }
 
 static void
@@ -895,6 +929,7 @@ h2s_conn_readcb(struct bufferevent *bev, void *arg)
     size_t len = evbuffer_get_length(in);
     unsigned char *data = evbuffer_pullup(in, -1);
 
+    h2s_conn_quickack(conn);
     conn->in_recv = 1;
     ssize_t rv = nghttp2_session_mem_recv(conn->session, data, len);
     conn->in_recv = 0;
@@ -1304,11 +1339,14 @@ h2s_finish_drain(h2s_server_t *srv)
     }
 }
 
+/* When the last connection is gone, completes the drain from the loop (never re-entrantly). */
 static void
 h2s_check_drained(h2s_server_t *srv)
 {
+    static const struct timeval now = {0, 0};
+
     if (srv->shutting_down && srv->nconns == 0 && srv->drain_done != NULL) {
-        h2s_finish_drain(srv);
+        evtimer_add(srv->drain_timer, &now);
     }
 }
 
@@ -1317,8 +1355,10 @@ h2s_drain_timeout(evutil_socket_t fd, short what, void *arg)
 {
     h2s_server_t *srv = arg;
 
-    log_warn("drain timeout: closing %zu connection(s) with %zu request(s) in flight", srv->nconns,
-             srv->inflight);
+    if (srv->nconns > 0) {
+        log_warn("drain timeout: closing %zu connection(s) with %zu request(s) in flight",
+                 srv->nconns, srv->inflight);
+    }
     while (srv->conns != NULL) {
         h2s_conn_free(srv->conns);
     }
