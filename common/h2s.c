@@ -30,6 +30,7 @@
 #define H2S_MAX_RESP_HEADERS 8
 #define H2S_MAX_LISTENERS 4
 #define H2S_MAX_CLEANUPS 4
+#define H2S_FLUSH_ROUNDS 16
 #define H2S_REQUEST_ID_MAX 64
 #define H2S_READ_HIGH_WATER ((size_t)256 * 1024)
 
@@ -101,6 +102,7 @@ struct h2s_req {
 struct h2s_conn {
     h2s_server_t *srv;
     struct bufferevent *bev;
+    struct evbuffer *out;  /* frames of the current session_send, see h2s_conn_write */
     nghttp2_session *session;
     char peer[64];
     struct event *idle_timer;
@@ -675,27 +677,13 @@ h2s_on_send(nghttp2_session *session, const uint8_t *data, size_t length, int fl
             void *user_data)
 {
     h2s_conn_t *conn = user_data;
-    struct evbuffer *out = bufferevent_get_output(conn->bev);
-    size_t queued = evbuffer_get_length(out);
-    size_t sent = 0;
+    size_t queued = evbuffer_get_length(bufferevent_get_output(conn->bev)) +
+                    evbuffer_get_length(conn->out);
 
     if (queued >= conn->srv->limits.output_cap) {
         return NGHTTP2_ERR_WOULDBLOCK;
     }
-    /*
-     * With nothing queued, write to the socket at once: one system call
-     * instead of arming EV_WRITE and writing on the next loop turn. What the
-     * kernel does not take is queued, and libevent writes it in order.
-     */
-    if (queued == 0 && conn->srv->ssl_ctx == NULL) {
-        ssize_t n = send(bufferevent_getfd(conn->bev), data, length, MSG_DONTWAIT | MSG_NOSIGNAL);
-        if (n > 0) {
-            sent = (size_t)n;
-        } else if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-            return NGHTTP2_ERR_CALLBACK_FAILURE;
-        }
-    }
-    if (sent < length && bufferevent_write(conn->bev, data + sent, length - sent) != 0) {
+    if (evbuffer_add(conn->out, data, length) != 0) {
         return NGHTTP2_ERR_CALLBACK_FAILURE;
     }
     return (ssize_t)length;
@@ -874,6 +862,32 @@ h2s_conn_arm_idle(h2s_conn_t *conn)
 }
 
 /*
+ * Moves the frames of one session_send to the socket. On cleartext
+ * connections with nothing pending they are written at once (one writev,
+ * no EV_WRITE round trip); the rest goes to the bufferevent, which writes
+ * it in order when the socket is writable (and then calls h2s_conn_writecb).
+ */
+static int
+h2s_conn_write(h2s_conn_t *conn, int direct)
+{
+    struct evbuffer *pending = bufferevent_get_output(conn->bev);
+
+    if (evbuffer_get_length(conn->out) == 0) {
+        return PHR_OK;
+    }
+    if (direct && conn->srv->ssl_ctx == NULL && evbuffer_get_length(pending) == 0) {
+        int n = evbuffer_write(conn->out, bufferevent_getfd(conn->bev));
+        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+            return PHR_EIO;
+        }
+    }
+    if (evbuffer_get_length(conn->out) > 0 && bufferevent_write_buffer(conn->bev, conn->out) != 0) {
+        return PHR_ENOMEM;
+    }
+    return PHR_OK;
+}
+
+/*
  * Sends what nghttp2 has queued; frees the connection when it is finished
  * (then returns PHR_OK) or broken (PHR_ECLOSED). |conn| must not be used
  * after this call.
@@ -881,14 +895,24 @@ h2s_conn_arm_idle(h2s_conn_t *conn)
 static int
 h2s_conn_flush(h2s_conn_t *conn)
 {
-    int rv = nghttp2_session_send(conn->session);
-
-    if (rv != 0) {
-        log_debug("session_send: %s", nghttp2_strerror(rv));
-        h2s_conn_free(conn);
-        return PHR_ECLOSED;
-    }
     struct evbuffer *out = bufferevent_get_output(conn->bev);
+
+    /*
+     * session_send stops at the output cap; when everything it produced went
+     * straight to the socket no write callback will follow, so continue here.
+     */
+    for (int round = 0; round < H2S_FLUSH_ROUNDS; round++) {
+        int rv = nghttp2_session_send(conn->session);
+        /* The last round leaves the bytes to libevent, whose write callback resumes us. */
+        if (rv != 0 || h2s_conn_write(conn, round < H2S_FLUSH_ROUNDS - 1) != PHR_OK) {
+            log_debug("session_send: %s", rv != 0 ? nghttp2_strerror(rv) : strerror(errno));
+            h2s_conn_free(conn);
+            return PHR_ECLOSED;
+        }
+        if (!nghttp2_session_want_write(conn->session) || evbuffer_get_length(out) > 0) {
+            break;
+        }
+    }
     size_t queued = evbuffer_get_length(out);
     /* Backpressure: stop reading while the client does not drain its output. */
     if (queued >= conn->srv->limits.output_cap && !conn->read_paused) {
@@ -1013,6 +1037,7 @@ h2s_conn_free(h2s_conn_t *conn)
     }
     nghttp2_session_del(conn->session);
     bufferevent_free(conn->bev);
+    evbuffer_free(conn->out);
     event_free(conn->idle_timer);
     if (conn->prev != NULL) {
         conn->prev->next = conn->next;
@@ -1055,17 +1080,10 @@ h2s_conn_create(h2s_server_t *srv, evutil_socket_t fd, const char *peer)
         conn->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
     }
     conn->idle_timer = evtimer_new(srv->base, h2s_conn_idle, conn);
-    if (conn->bev == NULL || conn->idle_timer == NULL || nghttp2_session_callbacks_new(&cbs) != 0) {
-        if (conn->bev != NULL) {
-            bufferevent_free(conn->bev);
-        } else {
-            evutil_closesocket(fd);
-        }
-        if (conn->idle_timer != NULL) {
-            event_free(conn->idle_timer);
-        }
-        free(conn);
-        return PHR_ENOMEM;
+    conn->out = evbuffer_new();
+    if (conn->bev == NULL || conn->idle_timer == NULL || conn->out == NULL ||
+        nghttp2_session_callbacks_new(&cbs) != 0) {
+        goto fail;
     }
     nghttp2_session_callbacks_set_send_callback(cbs, h2s_on_send);
     nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, h2s_on_begin_headers);
@@ -1076,10 +1094,7 @@ h2s_conn_create(h2s_server_t *srv, evutil_socket_t fd, const char *peer)
     int rv = nghttp2_session_server_new2(&conn->session, cbs, conn, srv->option);
     nghttp2_session_callbacks_del(cbs);
     if (rv != 0) {
-        bufferevent_free(conn->bev);
-        event_free(conn->idle_timer);
-        free(conn);
-        return PHR_ENOMEM;
+        goto fail;
     }
     nghttp2_settings_entry iv[] = {
         {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, srv->limits.max_streams},
@@ -1103,6 +1118,21 @@ h2s_conn_create(h2s_server_t *srv, evutil_socket_t fd, const char *peer)
     }
     h2s_conn_flush(conn);
     return PHR_OK;
+
+fail:
+    if (conn->bev != NULL) {
+        bufferevent_free(conn->bev);
+    } else {
+        evutil_closesocket(fd);
+    }
+    if (conn->idle_timer != NULL) {
+        event_free(conn->idle_timer);
+    }
+    if (conn->out != NULL) {
+        evbuffer_free(conn->out);
+    }
+    free(conn);
+    return PHR_ENOMEM;
 }
 
 static void
