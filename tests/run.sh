@@ -12,9 +12,9 @@
 # Environment given to every test binary:
 #   PHR_TEST_VAR             absolute path of var/test
 #   PHR_TEST_GATEWAY         https://127.0.0.1:18443 (self-signed: PHR_TEST_VAR/tls/server.crt)
-#   PHR_TEST_PG_HOST/PORT    127.0.0.1 / 55532
+#   PHR_TEST_PG_HOST/PORT    127.0.0.1 / 18432
 #   PHR_TEST_PG_CONNINFO     libpq conninfo for database phr_test, role phr_test
-#   PHR_TEST_REDIS_HOST/PORT/PASSWORD   127.0.0.1 / 56479 / the password
+#   PHR_TEST_REDIS_HOST/PORT/PASSWORD   127.0.0.1 / 18379 / the password
 #   PHR_SECRETS_DIR, PHR_BUILD, PHR_GATEWAY_PORT, PHR_PG_PORT, PHR_REDIS_PORT,
 #   PHR_{AUTH,RECORDS,NOTIFICATION,AUDIT}_PORT (19101-19104), PHR_PG_HOST, PHR_REDIS_HOST,
 #   CMOCKA_MESSAGE_OUTPUT=STDOUT
@@ -42,8 +42,8 @@ esac
 export PHR_VAR=$root/var/test
 export PHR_BUILD=$build
 export PHR_GATEWAY_PORT=18443
-export PHR_PG_PORT=55532
-export PHR_REDIS_PORT=56479
+export PHR_PG_PORT=18432
+export PHR_REDIS_PORT=18379
 export PHR_AUTH_PORT=19101
 export PHR_RECORDS_PORT=19102
 export PHR_NOTIFICATION_PORT=19103

@@ -8,9 +8,9 @@
 #                nginx serving a same-size static JSON file over the same TLS h2 settings
 #   RSS          VmRSS/VmHWM of each service when idle and after the two cases
 #
-# Private stack: PHR_VAR=var/bench (purged first, stopped at the end), gateway 38443,
-# PostgreSQL 55732, Redis 56779, services 39101-39104. Baseline nginx in var/bench/baseline:
-# h2c on 38081, TLS on 38444. The gateway's API rate limit is raised for the run
+# Private stack: PHR_VAR=var/bench (purged first, stopped at the end), gateway 24443,
+# PostgreSQL 24432, Redis 24379, services 24101-24104. Baseline nginx in var/bench/baseline:
+# h2c on 24081, TLS on 24444. The gateway's API rate limit is raised for the run
 # (NGINX_API_RATE/BURST) so the limiter is still evaluated but never answers 429.
 #
 # nginx (gateway and TLS baseline alike) ends a connection with GOAWAY after
@@ -40,13 +40,13 @@ esac
 
 export PHR_VAR=$root/var/bench
 export PHR_BUILD=$build
-export PHR_GATEWAY_PORT=38443
-export PHR_PG_PORT=55732
-export PHR_REDIS_PORT=56779
-export PHR_AUTH_PORT=39101
-export PHR_RECORDS_PORT=39102
-export PHR_NOTIFICATION_PORT=39103
-export PHR_AUDIT_PORT=39104
+export PHR_GATEWAY_PORT=24443
+export PHR_PG_PORT=24432
+export PHR_REDIS_PORT=24379
+export PHR_AUTH_PORT=24101
+export PHR_RECORDS_PORT=24102
+export PHR_NOTIFICATION_PORT=24103
+export PHR_AUDIT_PORT=24104
 export PHR_PG_HOST=127.0.0.1
 export PHR_REDIS_HOST=127.0.0.1
 export PHR_SECRETS_DIR=$PHR_VAR/secrets
@@ -65,8 +65,8 @@ if [ "$(nproc)" -lt 2 ]; then
 fi
 export BENCH_PIN
 
-BASE_H2C_PORT=38081
-BASE_TLS_PORT=38444
+BASE_H2C_PORT=24081
+BASE_TLS_PORT=24444
 SERVICES=(auth records notification audit)
 bench_dir=$root/tests/bench
 base_dir=$PHR_VAR/baseline

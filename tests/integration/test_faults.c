@@ -145,7 +145,10 @@ fault_sigterm_drains(void)
     IT_CHECK(it_sh("PHR_RECORDS_PORT=19190 %s/bin/phr-records > %s/log/drain.log 2>&1 & "
                    "echo $! > %s/run/drain.pid",
                    b, v, v) == 0);
-    IT_CHECK(it_wait_status("19190", "/readyz", 200, 20));
+    if (!it_wait_status("19190", "/readyz", 200, 20)) {
+        it_sh("kill -KILL $(cat %s/run/drain.pid)", v);
+        IT_CHECK(0);
+    }
     IT_CHECK(it_sh("pid=$(cat %s/run/drain.pid) && kill -TERM $pid && "
                    "for i in $(seq 150); do kill -0 $pid 2>/dev/null || exit 0; sleep 0.1; done; "
                    "kill -KILL $pid; exit 1",
