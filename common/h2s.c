@@ -102,7 +102,7 @@ struct h2s_req {
 struct h2s_conn {
     h2s_server_t *srv;
     struct bufferevent *bev;
-    struct evbuffer *out;  /* frames of the current session_send, see h2s_conn_write */
+    struct evbuffer *out; /* frames of the current session_send, see h2s_conn_write */
     nghttp2_session *session;
     char peer[64];
     struct event *idle_timer;
@@ -677,8 +677,8 @@ h2s_on_send(nghttp2_session *session, const uint8_t *data, size_t length, int fl
             void *user_data)
 {
     h2s_conn_t *conn = user_data;
-    size_t queued = evbuffer_get_length(bufferevent_get_output(conn->bev)) +
-                    evbuffer_get_length(conn->out);
+    size_t queued =
+        evbuffer_get_length(bufferevent_get_output(conn->bev)) + evbuffer_get_length(conn->out);
 
     if (queued >= conn->srv->limits.output_cap) {
         return NGHTTP2_ERR_WOULDBLOCK;

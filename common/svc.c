@@ -527,7 +527,7 @@ svc_start(svc_t *svc, svc_call_t *tmpls)
     if (svc->log_timer == NULL) {
         return PHR_ENOMEM;
     }
-    struct timeval tick = {0, 50 * 1000};
+    struct timeval tick = {0, (suseconds_t)50 * 1000};
     event_add(svc->log_timer, &tick);
     metrics_set_gauges(svc_gauges, svc);
     log_info("listening on %s:%d (%s)", c->listen_host, c->port[c->service],

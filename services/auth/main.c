@@ -25,17 +25,16 @@ static size_t auth_policy_len;
 static int
 auth_init(svc_t *svc)
 {
-    int n = snprintf(auth_policy_json, sizeof(auth_policy_json),
-                     "{\"min_length\":%d,\"max_length\":%d,\"require_upper\":%s,"
-                     "\"require_lower\":%s,\"require_digit\":%s,\"require_symbol\":%s,"
-                     "\"disallow_common\":%s,\"disallow_context\":%s}",
-                     auth_policy.min_length, auth_policy.max_length,
-                     auth_policy.require_upper ? "true" : "false",
-                     auth_policy.require_lower ? "true" : "false",
-                     auth_policy.require_digit ? "true" : "false",
-                     auth_policy.require_symbol ? "true" : "false",
-                     auth_policy.disallow_common ? "true" : "false",
-                     auth_policy.disallow_context ? "true" : "false");
+    int n = snprintf(
+        auth_policy_json, sizeof(auth_policy_json),
+        "{\"min_length\":%d,\"max_length\":%d,\"require_upper\":%s,"
+        "\"require_lower\":%s,\"require_digit\":%s,\"require_symbol\":%s,"
+        "\"disallow_common\":%s,\"disallow_context\":%s}",
+        auth_policy.min_length, auth_policy.max_length,
+        auth_policy.require_upper ? "true" : "false", auth_policy.require_lower ? "true" : "false",
+        auth_policy.require_digit ? "true" : "false", auth_policy.require_symbol ? "true" : "false",
+        auth_policy.disallow_common ? "true" : "false",
+        auth_policy.disallow_context ? "true" : "false");
     if (n < 0 || (size_t)n >= sizeof(auth_policy_json)) {
         return PHR_ETOOBIG;
     }
