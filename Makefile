@@ -25,7 +25,7 @@ CFLAGS ?= -O2 -g
 ALL_CFLAGS := -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) -fstack-protector-strong \
               -Icommon $(PKG_CFLAGS) -MMD -MP
 ALL_LDFLAGS := $(LDFLAGS)
-LIBS := $(PKG_LIBS) -largon2 -lpthread -lm
+LIBS := $(PKG_LIBS) -largon2 -lunistring -lpthread -lm
 
 ifneq ($(SANITIZE),)
 ALL_CFLAGS += -fsanitize=$(SANITIZE) -fno-sanitize-recover=all -fno-omit-frame-pointer
@@ -72,6 +72,14 @@ $(BUILD)/gen/%_migrations.o: $(BUILD)/gen/%_migrations.c $(FLAGS_STAMP)
 define service_rule
 $(1)_SRC := $$(wildcard services/$(1)/*.c)
 $(1)_OBJ := $$($(1)_SRC:%.c=$$(BUILD)/%.o) $$(BUILD)/gen/$(1)_migrations.o
+# Unit tests of a service's modules: tests/unit/test_<service>_<module>.c link every
+# object of the service except main.o.
+$(1)_LIBOBJ := $$(filter-out $$(BUILD)/services/$(1)/main.o,$$($(1)_OBJ))
+$$(BUILD)/tests/test_$(1)_%: $$(BUILD)/tests/unit/test_$(1)_%.o $$($(1)_LIBOBJ) $$(LIBCOMMON)
+	@mkdir -p $$(@D)
+	@$$(if $$(Q),echo "  LD      $$@")
+	$$(Q)$$(CC) $$(ALL_LDFLAGS) -o $$@ $$< $$($(1)_LIBOBJ) $$(LIBCOMMON) $$(LIBS) -lcmocka
+
 $$(BUILD)/bin/phr-$(1): $$($(1)_OBJ) $$(LIBCOMMON)
 	@mkdir -p $$(@D)
 	@$$(if $$(Q),echo "  LD      $$@")

@@ -10,7 +10,7 @@ PHR_DEPS=(
     # build
     gcc make pkg-config libc6-dev
     libevent-dev libnghttp2-dev libhiredis-dev libjson-c-dev libargon2-dev libcmocka-dev
-    libssl-dev libpq-dev libcurl4-openssl-dev
+    libssl-dev libpq-dev libcurl4-openssl-dev libunistring-dev
     # local stack
     postgresql-15 postgresql-client-15 redis-server nginx
     # tests, bench, tools

@@ -75,7 +75,7 @@ for src in "${targets[@]}"; do
     log="$OUT/logs/$name.log"
 
     if ! "$CC_FUZZ" "${CFLAGS_FUZZ[@]}" -fsanitize=fuzzer,$SAN "${PKG_CFLAGS[@]}" "$src" \
-        "$lib" -o "$bin" "${PKG_LIBS[@]}" -largon2 -lpthread -lm; then
+        "$lib" -o "$bin" "${PKG_LIBS[@]}" -largon2 -lunistring -lpthread -lm; then
         echo "$name: BUILD FAILED"
         failed=1
         continue
