@@ -4,6 +4,7 @@
 
 /* Required template variables: the same lists as proto/schemas/notification-request.json. */
 static const char *const p_verify[] = {"name", "verify_url", NULL};
+static const char *const p_exists[] = {"name", "login_url", "reset_url", NULL};
 static const char *const p_onboarding[] = {
     "name", "org_name", "login_url", "initial_password", "expires_at", NULL};
 static const char *const p_reset[] = {"name", "reset_url", "expires_at", NULL};
@@ -16,6 +17,7 @@ static const char *const p_incident[] = {"org_name", "title", "description", "de
 
 const kind_t kind_table[] = {
     {"email_verification", KIND_EMAIL, p_verify},
+    {"account_exists", KIND_EMAIL, p_exists},
     {"staff_onboarding", KIND_EMAIL, p_onboarding},
     {"password_reset", KIND_EMAIL, p_reset},
     {"password_changed", KIND_EMAIL, p_changed},
