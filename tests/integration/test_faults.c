@@ -115,6 +115,45 @@ fault_redis_restart(void)
     it_resp_free(&r);
 }
 
+/* A crashed service: the gateway answers 502 problem+json, and `make up` restarts only it. */
+static void
+fault_service_crash_and_up(void)
+{
+    const char *v = it_env("PHR_TEST_VAR");
+    char path[512];
+    long before = service_pids();
+    it_resp_t r;
+
+    snprintf(path, sizeof(path), "%s/run/notification.pid", v);
+    FILE *f = fopen(path, "r");
+    long pid = 0;
+    IT_CHECK(f != NULL && fscanf(f, "%ld", &pid) == 1);
+    fclose(f);
+    IT_CHECK(it_sh("kill -KILL %ld; for i in $(seq 50); do kill -0 %ld 2>/dev/null || exit 0; "
+                   "sleep 0.1; done; exit 1",
+                   pid, pid) == 0);
+    IT_CHECK(it_request(IT_GATEWAY_H2, NULL, "GET", "/api/v1/notifications/kinds", NULL, 0, NULL,
+                        &r) == 0);
+    IT_CHECK(r.status == 502 || r.status == 503);
+    IT_CHECK(it_header(&r, "content-type") != NULL &&
+             strcmp(it_header(&r, "content-type"), "application/problem+json") == 0);
+    it_resp_free(&r);
+
+    IT_CHECK(stack_up() == 0);
+    IT_CHECK(all_ready(200, 30));
+    long after = service_pids();
+    IT_CHECK(after != before);      /* notification has a new pid ... */
+    f = fopen(path, "r");
+    long npid = 0;
+    IT_CHECK(f != NULL && fscanf(f, "%ld", &npid) == 1);
+    fclose(f);
+    IT_CHECK(after - npid == before - pid); /* ... and the other three kept theirs */
+    IT_CHECK(it_request(IT_GATEWAY_H2, NULL, "GET", "/api/v1/notifications/kinds", NULL, 0, NULL,
+                        &r) == 0);
+    IT_CHECK(r.status == 200);
+    it_resp_free(&r);
+}
+
 /* A Redis that accepts connections but answers nothing must fail requests, not hang them. */
 static void
 fault_redis_frozen(void)
@@ -288,6 +327,7 @@ const it_case_t fault_cases[] = {
     {"services: optional TLS serves h2 by ALPN only", fault_tls_alpn},
     {"faults: frozen Redis fails requests with 503, then recovers", fault_redis_frozen},
     {"faults: Redis stopped → 503, recovers without restart", fault_redis_restart},
+    {"faults: crashed service → 502 problem, make up restarts only it", fault_service_crash_and_up},
     {"faults: PostgreSQL stopped → 503, recovers without restart", fault_postgres_restart},
     {NULL, NULL},
 };
