@@ -142,7 +142,7 @@ fault_service_crash_and_up(void)
     IT_CHECK(stack_up() == 0);
     IT_CHECK(all_ready(200, 30));
     long after = service_pids();
-    IT_CHECK(after != before);      /* notification has a new pid ... */
+    IT_CHECK(after != before); /* notification has a new pid ... */
     f = fopen(path, "r");
     long npid = 0;
     IT_CHECK(f != NULL && fscanf(f, "%ld", &npid) == 1);
