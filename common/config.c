@@ -76,6 +76,12 @@ static const cfg_def_t cfg_table[] = {
     CINT("PHR_SESSION_IDLE_S", session_idle_s, "1800", 60, 86400, "session idle expiry, seconds"),
     CINT("PHR_SESSION_ABSOLUTE_S", session_absolute_s, "43200", 300, 2592000,
          "absolute session lifetime, seconds"),
+    CINT("PHR_SESSION_ABSOLUTE_STAFF_S", session_absolute_staff_s, "43200", 300, 2592000,
+         "absolute lifetime of staff and operator sessions, seconds"),
+    CINT("PHR_SESSION_ABSOLUTE_PATIENT_S", session_absolute_patient_s, "2592000", 300, 2592000,
+         "absolute lifetime of patient sessions, seconds"),
+    CSTR("PHR_PUBLIC_BASE_URL", public_base_url, "https://127.0.0.1:8443",
+         "public base URL for links in e-mails (never taken from the Host header)"),
     CINT("PHR_CALL_TIMEOUT_MS", call_timeout_ms, "5000", 50, 120000,
          "deadline of one service-to-service call"),
 };

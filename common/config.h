@@ -46,8 +46,11 @@ typedef struct cfg {
     int workers;      /* CPU worker threads */
     int worker_queue; /* bounded queue length */
 
-    int session_idle_s;     /* sliding idle expiry of sessions */
-    int session_absolute_s; /* absolute session lifetime */
+    int session_idle_s;             /* sliding idle expiry of sessions */
+    int session_absolute_s;         /* absolute session lifetime */
+    int session_absolute_staff_s;   /* absolute lifetime of staff/operator sessions (auth) */
+    int session_absolute_patient_s; /* absolute lifetime of patient sessions (auth) */
+    char public_base_url[256];      /* base of links in e-mails, never from the Host header */
 
     int call_timeout_ms; /* service-to-service call deadline */
 } cfg_t;

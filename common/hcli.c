@@ -809,12 +809,72 @@ hcli_nv(nghttp2_nv *nv, const char *name, const char *value, uint8_t flags)
     nv->flags = flags;
 }
 
+/* 1 when |name| may be sent as an extra header (lowercase token, not one we set ourselves). */
+static int
+hcli_extra_name_ok(const char *name)
+{
+    static const char *const reserved[] = {"content-type",
+                                           "content-length",
+                                           "accept",
+                                           "x-request-id",
+                                           "host",
+                                           "connection",
+                                           "transfer-encoding",
+                                           "te",
+                                           NULL};
+    size_t len = strlen(name);
+
+    if (len == 0 || len > 64 || strncmp(name, "x-phr-", 6) == 0) {
+        return 0;
+    }
+    for (size_t i = 0; i < len; i++) {
+        char ch = name[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '-' || ch == '_')) {
+            return 0;
+        }
+    }
+    for (int i = 0; reserved[i] != NULL; i++) {
+        if (strcmp(name, reserved[i]) == 0) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* 1 when |value| has no control characters (CR, LF, NUL ...) and is not too long. */
+static int
+hcli_extra_value_ok(const char *value)
+{
+    size_t len = strlen(value);
+
+    if (len > 1024) {
+        return 0;
+    }
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)value[i];
+        if ((ch < 0x20 && ch != '\t') || ch == 0x7f) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
 int
 hcli_request(hcli_t *cli, const char *method, const char *path, const char *content_type,
              const char *body, size_t body_len, const char *request_id, hcli_cb cb, void *ud)
 {
-    nghttp2_nv nva[HCLI_MAX_NV];
+    return hcli_request_hdrs(cli, method, path, NULL, content_type, body, body_len, request_id, cb,
+                             ud);
+}
+
+int
+hcli_request_hdrs(hcli_t *cli, const char *method, const char *path, const char *const *headers,
+                  const char *content_type, const char *body, size_t body_len,
+                  const char *request_id, hcli_cb cb, void *ud)
+{
+    nghttp2_nv nva[HCLI_MAX_NV + HCLI_MAX_EXTRA_HEADERS];
     size_t n = 0;
+    size_t nextra = 0;
     char clen[24];
     nghttp2_data_provider prd;
     hcli_conn_t *c;
@@ -823,6 +883,15 @@ hcli_request(hcli_t *cli, const char *method, const char *path, const char *cont
 
     if (cli == NULL || method == NULL || path == NULL || cb == NULL) {
         return PHR_EINVAL;
+    }
+    if (headers != NULL) {
+        for (; headers[2 * nextra] != NULL; nextra++) {
+            if (nextra >= HCLI_MAX_EXTRA_HEADERS || headers[2 * nextra + 1] == NULL ||
+                !hcli_extra_name_ok(headers[2 * nextra]) ||
+                !hcli_extra_value_ok(headers[2 * nextra + 1])) {
+                return PHR_EINVAL;
+            }
+        }
     }
     if (cli->closing) {
         return PHR_ECLOSED;
@@ -890,6 +959,9 @@ hcli_request(hcli_t *cli, const char *method, const char *path, const char *cont
         hcli_nv(&nva[n++], "x-request-id", request_id, NGHTTP2_NV_FLAG_NONE);
     }
     hcli_nv(&nva[n++], "accept", "application/json", NGHTTP2_NV_FLAG_NONE);
+    for (size_t i = 0; i < nextra; i++) {
+        hcli_nv(&nva[n++], headers[2 * i], headers[2 * i + 1], NGHTTP2_NV_FLAG_NONE);
+    }
 
     prd.source.ptr = r;
     prd.read_callback = hcli_body_read_cb;

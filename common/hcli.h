@@ -48,4 +48,17 @@ void hcli_free(hcli_t *cli);
 int hcli_request(hcli_t *cli, const char *method, const char *path, const char *content_type,
                  const char *body, size_t body_len, const char *request_id, hcli_cb cb, void *ud);
 
+#define HCLI_MAX_EXTRA_HEADERS 8
+
+/*
+ * As hcli_request, plus extra request headers: |headers| is NULL or a list
+ * of name, value, name, value, ..., NULL (at most HCLI_MAX_EXTRA_HEADERS
+ * pairs, copied). Names must be lowercase tokens and not pseudo-headers,
+ * content-type, content-length, accept, x-request-id or x-phr-*.
+ * Returns PHR_OK, PHR_EINVAL (bad arguments or header) or PHR_ENOMEM.
+ */
+int hcli_request_hdrs(hcli_t *cli, const char *method, const char *path, const char *const *headers,
+                      const char *content_type, const char *body, size_t body_len,
+                      const char *request_id, hcli_cb cb, void *ud);
+
 #endif

@@ -3,7 +3,9 @@
  *
  * Key   "phr:sess:<hex SHA-256 of the bearer token>"
  * Value {"session_id","account_id","kind","org_id","role","mfa",
- *        "created_at","idle_expires_at","absolute_expires_at"}
+ *        "created_at","idle_expires_at","absolute_expires_at",
+ *        "authenticated_at","must_change_password"}
+ *        (the last two optional when read: records written before they existed)
  *        with the times as RFC 3339 JST strings (proto/schemas/session.json).
  * TTL   the idle expiry, never past the absolute expiry.
  *
@@ -26,6 +28,9 @@
 #define SESS_KEY_LEN (sizeof(SESS_KEY_PREFIX) - 1 + SESS_HASH_LEN)
 #define SESS_JSON_MAX 4096
 #define SESS_JSON_DEPTH 4
+#define SESS_ACCT_PREFIX "phr:acct:"
+#define SESS_ACCT_SUFFIX ":sess"
+#define SESS_ACCT_KEY_MAX 64
 
 typedef struct {
     kv_t *kv;
@@ -33,6 +38,7 @@ typedef struct {
     void *ud;
     int idle_s;
     char key[SESS_KEY_LEN + 1];
+    char hash[SESS_HASH_LEN + 1];
 } sess_lookup_t;
 
 typedef struct {
@@ -139,7 +145,11 @@ sess_to_json(const sess_t *s)
         sess_add_str(o, "role", s->role) == PHR_OK && sess_add_str(o, "mfa", s->mfa) == PHR_OK &&
         sess_add_time(o, "created_at", s->created_ms) == PHR_OK &&
         sess_add_time(o, "idle_expires_at", s->idle_expires_ms) == PHR_OK &&
-        sess_add_time(o, "absolute_expires_at", s->absolute_expires_ms) == PHR_OK) {
+        sess_add_time(o, "absolute_expires_at", s->absolute_expires_ms) == PHR_OK &&
+        sess_add_time(o, "authenticated_at",
+                      s->authenticated_ms ? s->authenticated_ms : s->created_ms) == PHR_OK &&
+        json_object_object_add(o, "must_change_password",
+                               json_object_new_boolean(s->must_change_password != 0)) == 0) {
         const char *txt = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
         if (txt != NULL) {
             out = strdup(txt);
@@ -226,6 +236,20 @@ sess_from_json(const char *json, sess_t *s)
         sess_get_time(o, "idle_expires_at", &s->idle_expires_ms) != PHR_OK ||
         sess_get_time(o, "absolute_expires_at", &s->absolute_expires_ms) != PHR_OK) {
         goto out;
+    }
+    json_object *v;
+    if (json_object_object_get_ex(o, "authenticated_at", &v)) {
+        if (sess_get_time(o, "authenticated_at", &s->authenticated_ms) != PHR_OK) {
+            goto out;
+        }
+    } else {
+        s->authenticated_ms = s->created_ms;
+    }
+    if (json_object_object_get_ex(o, "must_change_password", &v)) {
+        if (!json_object_is_type(v, json_type_boolean)) {
+            goto out;
+        }
+        s->must_change_password = json_object_get_boolean(v) ? 1 : 0;
     }
     if (!sess_in(s->kind, sess_kinds) || !sess_in(s->role, sess_roles) ||
         !sess_in(s->mfa, sess_mfas)) {
@@ -319,6 +343,7 @@ sess_lookup_done(int rc, redisReply *reply, void *ud)
         idle = s.absolute_expires_ms;
     }
     s.idle_expires_ms = idle;
+    memcpy(s.token_hash, lk->hash, sizeof(s.token_hash));
     lk->cb(PHR_OK, &s, lk->ud);
 out:
     free(lk);
@@ -350,6 +375,7 @@ sess_lookup(kv_t *kv, const char *token, int idle_s, sess_cb cb, void *ud)
     lk->idle_s = idle_s;
     sess_token_hash(token, hash);
     sess_key(hash, lk->key);
+    memcpy(lk->hash, hash, sizeof(lk->hash));
 
     int n = snprintf(num, sizeof(num), "%d", idle_s);
     argv[0] = "GETEX";
@@ -407,18 +433,61 @@ sess_send_done(kv_t *kv, sess_done_cb cb, void *ud, int argc, const char **argv,
     return rc;
 }
 
+/* KEYS: record, index. ARGV: json, ttl seconds, hash, index expiry (epoch seconds). */
+static const char sess_store_lua[] = "redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) "
+                                     "redis.call('SADD', KEYS[2], ARGV[3]) "
+                                     "redis.call('EXPIREAT', KEYS[2], ARGV[4]) "
+                                     "return 1";
+
+/* KEYS: index. ARGV: record key prefix. Answers {hash, json, ...} of live records. */
+static const char sess_list_lua[] = "local out = {} "
+                                    "for _, h in ipairs(redis.call('SMEMBERS', KEYS[1])) do "
+                                    "  local v = redis.call('GET', ARGV[1] .. h) "
+                                    "  if v then out[#out + 1] = h; out[#out + 1] = v "
+                                    "  else redis.call('SREM', KEYS[1], h) end "
+                                    "end "
+                                    "return out";
+
+/* KEYS: index. ARGV: prefix, hash or "", only (1|0). Answers the number of live records deleted. */
+static const char sess_revoke_lua[] =
+    "local n = 0 "
+    "for _, h in ipairs(redis.call('SMEMBERS', KEYS[1])) do "
+    "  local hit = (h == ARGV[2]) "
+    "  if (ARGV[3] == '1' and hit) or (ARGV[3] ~= '1' and not hit) then "
+    "    n = n + redis.call('DEL', ARGV[1] .. h) "
+    "    redis.call('SREM', KEYS[1], h) "
+    "  end "
+    "end "
+    "return n";
+
+/* KEYS: record. ARGV: json. Rewrites an existing record, keeping its TTL. */
+static const char sess_rewrite_lua[] = "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end "
+                                       "redis.call('SET', KEYS[1], ARGV[1], 'KEEPTTL') "
+                                       "return 1";
+
+static int
+sess_acct_key(const char *account_id, char *key, size_t cap)
+{
+    if (account_id == NULL || account_id[0] == '\0' || strlen(account_id) > 36) {
+        return PHR_EINVAL;
+    }
+    int n = snprintf(key, cap, SESS_ACCT_PREFIX "%s" SESS_ACCT_SUFFIX, account_id);
+    return n > 0 && (size_t)n < cap ? PHR_OK : PHR_EINVAL;
+}
+
 int
 sess_store(kv_t *kv, const char *token, const sess_t *s, sess_done_cb cb, void *ud)
 {
     char hash[SESS_HASH_LEN + 1];
     char key[SESS_KEY_LEN + 1];
-    char num[24];
-    const char *argv[5];
-    size_t argvlen[5];
+    char idx[SESS_ACCT_KEY_MAX];
+    char num[24], until_s[24];
+    const char *argv[9];
+    size_t argvlen[9];
     char *json;
     int rc;
 
-    if (token == NULL || s == NULL) {
+    if (token == NULL || s == NULL || sess_acct_key(s->account_id, idx, sizeof(idx)) != PHR_OK) {
         return PHR_EINVAL;
     }
     int64_t now = tu_now_ms();
@@ -435,18 +504,208 @@ sess_store(kv_t *kv, const char *token, const sess_t *s, sess_done_cb cb, void *
     sess_token_hash(token, hash);
     sess_key(hash, key);
     int n = snprintf(num, sizeof(num), "%lld", (long long)ttl_s);
-    argv[0] = "SET";
-    argvlen[0] = 3;
-    argv[1] = key;
-    argvlen[1] = SESS_KEY_LEN;
-    argv[2] = json;
-    argvlen[2] = strlen(json);
-    argv[3] = "EX";
-    argvlen[3] = 2;
-    argv[4] = num;
-    argvlen[4] = (size_t)n;
+    int64_t until_epoch_s = s->absolute_expires_ms / 1000 + 1;
+    int m = snprintf(until_s, sizeof(until_s), "%lld", (long long)until_epoch_s);
+    argv[0] = "EVAL";
+    argvlen[0] = 4;
+    argv[1] = sess_store_lua;
+    argvlen[1] = sizeof(sess_store_lua) - 1;
+    argv[2] = "2";
+    argvlen[2] = 1;
+    argv[3] = key;
+    argvlen[3] = SESS_KEY_LEN;
+    argv[4] = idx;
+    argvlen[4] = strlen(idx);
+    argv[5] = json;
+    argvlen[5] = strlen(json);
+    argv[6] = num;
+    argvlen[6] = (size_t)n;
+    argv[7] = hash;
+    argvlen[7] = SESS_HASH_LEN;
+    argv[8] = until_s;
+    argvlen[8] = (size_t)m;
+    rc = sess_send_done(kv, cb, ud, 9, argv, argvlen);
+    free(json);
+    return rc;
+}
+
+static int
+sess_hash_valid(const char *h)
+{
+    return h != NULL && strlen(h) == SESS_HASH_LEN &&
+           strspn(h, "0123456789abcdef") == SESS_HASH_LEN;
+}
+
+int
+sess_rewrite(kv_t *kv, const sess_t *s, sess_done_cb cb, void *ud)
+{
+    char key[SESS_KEY_LEN + 1];
+    const char *argv[5];
+    size_t argvlen[5];
+    char *json;
+    int rc;
+
+    if (s == NULL || !sess_hash_valid(s->token_hash)) {
+        return PHR_EINVAL;
+    }
+    json = sess_to_json(s);
+    if (json == NULL) {
+        return PHR_ENOMEM;
+    }
+    sess_key(s->token_hash, key);
+    argv[0] = "EVAL";
+    argvlen[0] = 4;
+    argv[1] = sess_rewrite_lua;
+    argvlen[1] = sizeof(sess_rewrite_lua) - 1;
+    argv[2] = "1";
+    argvlen[2] = 1;
+    argv[3] = key;
+    argvlen[3] = SESS_KEY_LEN;
+    argv[4] = json;
+    argvlen[4] = strlen(json);
     rc = sess_send_done(kv, cb, ud, 5, argv, argvlen);
     free(json);
+    return rc;
+}
+
+typedef struct {
+    sess_list_cb list_cb;
+    sess_count_cb count_cb;
+    void *ud;
+} sess_multi_t;
+
+static void
+sess_list_done(int rc, redisReply *reply, void *ud)
+{
+    sess_multi_t *m = ud;
+    sess_t *items = NULL;
+    size_t n = 0;
+
+    if (rc == PHR_OK && reply->type != REDIS_REPLY_ARRAY) {
+        log_error("session: list failed: %.120s",
+                  reply->type == REDIS_REPLY_ERROR && reply->str ? reply->str : "bad reply");
+        rc = PHR_EUNAVAIL;
+    }
+    if (rc == PHR_OK && reply->elements > 0) {
+        items = calloc(reply->elements / 2 + 1, sizeof(*items));
+        if (items == NULL) {
+            rc = PHR_ENOMEM;
+        }
+    }
+    for (size_t i = 0; rc == PHR_OK && i + 1 < reply->elements; i += 2) {
+        const redisReply *h = reply->element[i];
+        const redisReply *v = reply->element[i + 1];
+        if (h->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING ||
+            h->len != SESS_HASH_LEN || strlen(v->str) != v->len ||
+            sess_from_json(v->str, &items[n]) != PHR_OK) {
+            continue; /* corrupt: not listed (lookup treats it as absent too) */
+        }
+        memcpy(items[n].token_hash, h->str, SESS_HASH_LEN);
+        items[n].token_hash[SESS_HASH_LEN] = '\0';
+        n++;
+    }
+    m->list_cb(rc, rc == PHR_OK ? items : NULL, rc == PHR_OK ? n : 0, m->ud);
+    free(items);
+    free(m);
+}
+
+int
+sess_list(kv_t *kv, const char *account_id, sess_list_cb cb, void *ud)
+{
+    char idx[SESS_ACCT_KEY_MAX];
+    const char *argv[5];
+    size_t argvlen[5];
+    sess_multi_t *m;
+    int rc;
+
+    if (cb == NULL || sess_acct_key(account_id, idx, sizeof(idx)) != PHR_OK) {
+        return PHR_EINVAL;
+    }
+    if (!kv_ready(kv)) {
+        return PHR_EUNAVAIL;
+    }
+    if ((m = calloc(1, sizeof(*m))) == NULL) {
+        return PHR_ENOMEM;
+    }
+    m->list_cb = cb;
+    m->ud = ud;
+    argv[0] = "EVAL";
+    argvlen[0] = 4;
+    argv[1] = sess_list_lua;
+    argvlen[1] = sizeof(sess_list_lua) - 1;
+    argv[2] = "1";
+    argvlen[2] = 1;
+    argv[3] = idx;
+    argvlen[3] = strlen(idx);
+    argv[4] = SESS_KEY_PREFIX;
+    argvlen[4] = sizeof(SESS_KEY_PREFIX) - 1;
+    rc = kv_command_argv(kv, sess_list_done, m, 5, argv, argvlen);
+    if (rc != PHR_OK) {
+        free(m);
+    }
+    return rc;
+}
+
+static void
+sess_revoke_done(int rc, redisReply *reply, void *ud)
+{
+    sess_multi_t *m = ud;
+    long count = 0;
+
+    if (rc == PHR_OK && reply->type != REDIS_REPLY_INTEGER) {
+        log_error("session: revoke failed: %.120s",
+                  reply->type == REDIS_REPLY_ERROR && reply->str ? reply->str : "bad reply");
+        rc = PHR_EUNAVAIL;
+    }
+    if (rc == PHR_OK) {
+        count = (long)reply->integer;
+    }
+    if (m->count_cb != NULL) {
+        m->count_cb(rc, count, m->ud);
+    }
+    free(m);
+}
+
+int
+sess_revoke(kv_t *kv, const char *account_id, const char *token_hash, int only, sess_count_cb cb,
+            void *ud)
+{
+    char idx[SESS_ACCT_KEY_MAX];
+    const char *argv[7];
+    size_t argvlen[7];
+    sess_multi_t *m;
+    int rc;
+
+    if (sess_acct_key(account_id, idx, sizeof(idx)) != PHR_OK ||
+        (token_hash != NULL && !sess_hash_valid(token_hash)) || (only && token_hash == NULL)) {
+        return PHR_EINVAL;
+    }
+    if (!kv_ready(kv)) {
+        return PHR_EUNAVAIL;
+    }
+    if ((m = calloc(1, sizeof(*m))) == NULL) {
+        return PHR_ENOMEM;
+    }
+    m->count_cb = cb;
+    m->ud = ud;
+    argv[0] = "EVAL";
+    argvlen[0] = 4;
+    argv[1] = sess_revoke_lua;
+    argvlen[1] = sizeof(sess_revoke_lua) - 1;
+    argv[2] = "1";
+    argvlen[2] = 1;
+    argv[3] = idx;
+    argvlen[3] = strlen(idx);
+    argv[4] = SESS_KEY_PREFIX;
+    argvlen[4] = sizeof(SESS_KEY_PREFIX) - 1;
+    argv[5] = token_hash != NULL ? token_hash : "";
+    argvlen[5] = strlen(argv[5]);
+    argv[6] = only ? "1" : "0";
+    argvlen[6] = 1;
+    rc = kv_command_argv(kv, sess_revoke_done, m, 7, argv, argvlen);
+    if (rc != PHR_OK) {
+        free(m);
+    }
     return rc;
 }
 

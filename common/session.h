@@ -9,6 +9,7 @@
 #ifndef PHR_SESSION_H
 #define PHR_SESSION_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "kv.h"
@@ -27,6 +28,9 @@ typedef struct {
     int64_t created_ms;
     int64_t idle_expires_ms;
     int64_t absolute_expires_ms;
+    int64_t authenticated_ms;           /* last password/factor check; 0 when the record has none */
+    int must_change_password;           /* 1: only password change, session and logout allowed */
+    char token_hash[SESS_HASH_LEN + 1]; /* filled by sess_lookup/sess_list; not serialised */
 } sess_t;
 
 /* Hex SHA-256 of |token| into |out| (SESS_HASH_LEN + 1 bytes). */
@@ -51,9 +55,36 @@ int sess_from_json(const char *json, sess_t *s);
 typedef void (*sess_cb)(int rc, const sess_t *s, void *ud);
 int sess_lookup(kv_t *kv, const char *token, int idle_s, sess_cb cb, void *ud);
 
-/* Stores |s| under the hash of |token| with TTL = idle expiry. Auth only. */
+/*
+ * Stores |s| under the hash of |token| with TTL = idle expiry, and adds the
+ * hash to the account's index "phr:acct:<account_id>:sess" (expiring at the
+ * absolute expiry), atomically. Auth only.
+ */
 typedef void (*sess_done_cb)(int rc, void *ud);
 int sess_store(kv_t *kv, const char *token, const sess_t *s, sess_done_cb cb, void *ud);
+
+/*
+ * Rewrites the record of |s->token_hash| keeping its TTL (only if it still
+ * exists: PHR_ENOTFOUND otherwise). Auth only.
+ */
+int sess_rewrite(kv_t *kv, const sess_t *s, sess_done_cb cb, void *ud);
+
+/*
+ * The live sessions of |account_id| (hashes whose record expired are dropped
+ * from the index). |items| (|n| entries, token_hash filled) is valid during
+ * the callback only; |rc| PHR_OK or a kv error.
+ */
+typedef void (*sess_list_cb)(int rc, const sess_t *items, size_t n, void *ud);
+int sess_list(kv_t *kv, const char *account_id, sess_list_cb cb, void *ud);
+
+/*
+ * Deletes the sessions of |account_id|: only |token_hash| when |only| is 1,
+ * else every one except |token_hash| (NULL: all). |cb| gets PHR_OK and the
+ * number of live sessions deleted, or a kv error.
+ */
+typedef void (*sess_count_cb)(int rc, long count, void *ud);
+int sess_revoke(kv_t *kv, const char *account_id, const char *token_hash, int only,
+                sess_count_cb cb, void *ud);
 
 /* Deletes the session of |token_hash|. */
 int sess_delete_hash(kv_t *kv, const char *token_hash, sess_done_cb cb, void *ud);

@@ -24,6 +24,7 @@ struct svc {
     kv_t *kv;
     workq_t *wq;
     hcli_t *peers[CFG_SVC_COUNT];
+    outbox_t *outbox;
     char keys[CFG_SVC_COUNT][SVC_KEY_MAX];
     struct event *sigterm, *sigint, *log_timer;
     int draining;
@@ -72,6 +73,12 @@ hcli_t *
 svc_peer(const svc_t *svc, int idx)
 {
     return idx >= 0 && idx < CFG_SVC_COUNT ? svc->peers[idx] : NULL;
+}
+
+outbox_t *
+svc_outbox(const svc_t *svc)
+{
+    return svc->outbox;
 }
 
 void
@@ -254,6 +261,9 @@ svc_status(svc_t *svc, h2s_req_t *req, const sess_t *sess)
     json_object_object_add(o, "postgres", db);
     json_object_object_add(o, "redis", kv);
     json_object_object_add(o, "workq_pending", json_object_new_int(workq_pending(svc->wq)));
+    outbox_stats_t os;
+    outbox_stats(svc->outbox, &os);
+    json_object_object_add(o, "outbox_backlog", json_object_new_int64(os.backlog));
     json_object_object_add(o, "connections",
                            json_object_new_int64((int64_t)h2s_connections(svc->srv)));
     json_object_object_add(o, "inflight", json_object_new_int64((int64_t)h2s_inflight(svc->srv)));
@@ -308,6 +318,11 @@ svc_session_done(int rc, const sess_t *s, void *ud)
     if (rc != PHR_OK) {
         metrics_dependency_error("redis");
         svc_respond_error(call->req, PHR_EUNAVAIL, "the session store is unavailable");
+        return;
+    }
+    if (s->must_change_password && !(call->route->flags & SVC_ALLOW_MUST_CHANGE)) {
+        h2s_respond_problem(call->req, 403, "password_change_required",
+                            "the password must be changed before anything else", NULL);
         return;
     }
     call->sess = *s;
@@ -440,6 +455,32 @@ svc_add_routes(svc_t *svc, svc_call_t *tmpls)
     return rc;
 }
 
+/* The relay of this service's outbox: audit events to audit, e-mails and SMS to notification. */
+static int
+svc_start_outbox(svc_t *svc)
+{
+    outbox_route_t routes[2];
+    size_t n = 0;
+
+    if (svc->cfg.service != CFG_SVC_AUDIT) {
+        routes[n++] =
+            (outbox_route_t){"audit", svc->peers[CFG_SVC_AUDIT], "/internal/v1/events", 1};
+    }
+    if (svc->cfg.service != CFG_SVC_NOTIFICATION) {
+        routes[n++] = (outbox_route_t){"notification", svc->peers[CFG_SVC_NOTIFICATION],
+                                       "/internal/v1/notifications", 0};
+    }
+    outbox_config_t oc = {
+        .routes = routes,
+        .nroutes = n,
+        .poll_ms = 1000,
+        .batch_max = 100,
+        .backoff_max_ms = 60000,
+    };
+    svc->outbox = outbox_create(svc->base, svc->db, &oc);
+    return svc->outbox != NULL ? PHR_OK : PHR_ENOMEM;
+}
+
 static int
 svc_start(svc_t *svc, svc_call_t *tmpls)
 {
@@ -503,6 +544,9 @@ svc_start(svc_t *svc, svc_call_t *tmpls)
             return PHR_ENOMEM;
         }
     }
+    if (svc_start_outbox(svc) != PHR_OK) {
+        return PHR_ENOMEM;
+    }
     if (svc_add_routes(svc, tmpls) != PHR_OK) {
         return PHR_EINVAL;
     }
@@ -552,6 +596,7 @@ svc_stop(svc_t *svc)
         event_free(svc->log_timer);
     }
     /* Dependencies first: their pending callbacks answer requests while the server exists. */
+    outbox_free(svc->outbox);
     for (int i = 0; i < CFG_SVC_COUNT; i++) {
         hcli_free(svc->peers[i]);
     }

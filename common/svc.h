@@ -16,6 +16,7 @@
 #include "hcli.h"
 #include "jsonx.h"
 #include "kv.h"
+#include "outbox.h"
 #include "session.h"
 #include "workq.h"
 
@@ -25,10 +26,11 @@ typedef struct svc svc_t;
 typedef void (*svc_handler_fn)(svc_t *svc, h2s_req_t *req, const sess_t *sess);
 
 enum {
-    SVC_PUBLIC = 0,        /* no authentication */
-    SVC_SESSION = 1 << 0,  /* Authorization: Bearer <session token> */
-    SVC_INTERNAL = 1 << 1, /* x-phr-caller + x-phr-credential of a peer service */
-    SVC_NEEDS_DB = 1 << 2  /* 503 while PostgreSQL is not ready */
+    SVC_PUBLIC = 0,                /* no authentication */
+    SVC_SESSION = 1 << 0,          /* Authorization: Bearer <session token> */
+    SVC_INTERNAL = 1 << 1,         /* x-phr-caller + x-phr-credential of a peer service */
+    SVC_NEEDS_DB = 1 << 2,         /* 503 while PostgreSQL is not ready */
+    SVC_ALLOW_MUST_CHANGE = 1 << 3 /* callable by a session with must_change_password */
 };
 
 typedef struct {
@@ -57,6 +59,7 @@ db_pool_t *svc_db(const svc_t *svc);
 kv_t *svc_kv(const svc_t *svc);
 workq_t *svc_workq(const svc_t *svc);
 hcli_t *svc_peer(const svc_t *svc, int service_idx); /* CFG_SVC_*; NULL for itself */
+outbox_t *svc_outbox(const svc_t *svc); /* outbox_kick it after committing outbox rows */
 void svc_set_data(svc_t *svc, void *data);
 void *svc_data(const svc_t *svc);
 

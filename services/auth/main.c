@@ -5,6 +5,7 @@
 #include <stdlib.h>
 
 #include "err.h"
+#include "auth.h"
 #include "password.h"
 #include "timeutil.h"
 #include "svc.h"
@@ -103,12 +104,20 @@ auth_password_check(svc_t *svc, h2s_req_t *req, const sess_t *sess)
         return;
     }
     chk->req = req;
-    const char *password = jx_get_str(body, "password", "");
-    pw_check_rules(password, jx_get_str(body, "email", NULL), &chk->v);
+    char *password = NULL;
+    int rc = pw_normalize(jx_get_str(body, "password", ""), &password);
+    if (rc != PHR_OK) {
+        json_object_put(body);
+        free(chk);
+        svc_respond_error(req, rc, "password: not valid UTF-8");
+        return;
+    }
+    pw_check_rules(password, jx_get_str(body, "email", NULL), PW_MIN_LENGTH, &chk->v);
     char key[65];
     pw_common_key(password, key);
+    pw_free(password);
     const char *params[] = {key};
-    int rc = db_query(svc_db(svc), pw_common_sql, 1, params, auth_check_common_done, chk);
+    rc = db_query(svc_db(svc), pw_common_sql, 1, params, auth_check_common_done, chk);
     json_object_put(body);
     if (rc != PHR_OK) {
         free(chk);
@@ -120,12 +129,14 @@ auth_password_check(svc_t *svc, h2s_req_t *req, const sess_t *sess)
 static void
 auth_session(svc_t *svc, h2s_req_t *req, const sess_t *sess)
 {
-    char created[TU_JST_LEN], idle[TU_JST_LEN], absolute[TU_JST_LEN];
+    char created[TU_JST_LEN], idle[TU_JST_LEN], absolute[TU_JST_LEN], authn[TU_JST_LEN];
     json_object *o = json_object_new_object();
 
     tu_format_jst(sess->created_ms, created, sizeof(created));
     tu_format_jst(sess->idle_expires_ms, idle, sizeof(idle));
     tu_format_jst(sess->absolute_expires_ms, absolute, sizeof(absolute));
+    tu_format_jst(sess->authenticated_ms ? sess->authenticated_ms : sess->created_ms, authn,
+                  sizeof(authn));
     json_object_object_add(o, "session_id", json_object_new_string(sess->session_id));
     json_object_object_add(o, "account_id", json_object_new_string(sess->account_id));
     json_object_object_add(o, "kind", json_object_new_string(sess->kind));
@@ -136,12 +147,24 @@ auth_session(svc_t *svc, h2s_req_t *req, const sess_t *sess)
     json_object_object_add(o, "created_at", json_object_new_string(created));
     json_object_object_add(o, "idle_expires_at", json_object_new_string(idle));
     json_object_object_add(o, "expires_at", json_object_new_string(absolute));
+    json_object_object_add(o, "authenticated_at", json_object_new_string(authn));
+    json_object_object_add(o, "must_change_password",
+                           json_object_new_boolean(sess->must_change_password));
     h2s_respond_json(req, 200, o);
 }
 
 static const svc_route_t auth_routes[] = {
     {"POST", "/api/v1/auth/password-policy/check", auth_password_check, SVC_NEEDS_DB, 4096},
-    {"GET", "/api/v1/auth/session", auth_session, SVC_SESSION, 0},
+    {"GET", "/api/v1/auth/session", auth_session, SVC_SESSION | SVC_ALLOW_MUST_CHANGE, 0},
+    {"POST", "/api/v1/auth/register", auth_register, SVC_NEEDS_DB, 4096},
+    {"POST", "/api/v1/auth/verify-email", auth_verify_email, SVC_NEEDS_DB, 1024},
+    {"POST", "/api/v1/auth/login", auth_login, SVC_NEEDS_DB, 4096},
+    {"POST", "/api/v1/auth/logout", auth_logout, SVC_SESSION | SVC_ALLOW_MUST_CHANGE, 0},
+    {"POST", "/api/v1/auth/password", auth_password_change,
+     SVC_SESSION | SVC_ALLOW_MUST_CHANGE | SVC_NEEDS_DB, 4096},
+    {"GET", "/api/v1/auth/sessions", auth_sessions_list, SVC_SESSION, 0},
+    {"POST", "/api/v1/auth/sessions/revoke-others", auth_sessions_revoke_others, SVC_SESSION, 0},
+    {"DELETE", "/api/v1/auth/sessions/{session_id}", auth_session_delete, SVC_SESSION, 0},
     {"GET", "/api/v1/auth/password-policy", auth_password_policy, SVC_PUBLIC, 0},
 };
 

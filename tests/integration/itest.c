@@ -289,6 +289,7 @@ main(int argc, char **argv)
     curl_global_init(CURL_GLOBAL_DEFAULT);
     it_run(gateway_cases, filter, &passed, &failed);
     it_run(service_cases, filter, &passed, &failed);
+    it_run(auth_cases, filter, &passed, &failed);
     it_run(fault_cases, filter, &passed, &failed);
     curl_global_cleanup();
     printf("%d passed, %d failed\n", passed, failed);

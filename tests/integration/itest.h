@@ -76,5 +76,6 @@ int it_wait_status(const char *service, const char *path, long status, int secon
 extern const it_case_t gateway_cases[];
 extern const it_case_t service_cases[];
 extern const it_case_t fault_cases[];
+extern const it_case_t auth_cases[];
 
 #endif

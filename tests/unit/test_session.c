@@ -591,6 +591,197 @@ test_redis_down(void **state)
     f->kv = NULL;
 }
 
+/* ---- issue 3: new fields, the per-account index ------------------------- */
+
+static void
+test_json_new_fields(void **state)
+{
+    sess_t s, t;
+    int64_t now = 1795682782123LL;
+
+    sample(&s, now, 1800, 43200);
+    s.must_change_password = 1;
+    s.authenticated_ms = now + 5000;
+    char *json = sess_to_json(&s);
+    assert_non_null(json);
+    assert_non_null(strstr(json, "\"must_change_password\":true"));
+    assert_non_null(strstr(json, "\"authenticated_at\":\"2026-11-26T17:46:27.123+09:00\""));
+    assert_null(strstr(json, "token_hash"));
+    assert_int_equal(sess_from_json(json, &t), PHR_OK);
+    free(json);
+    assert_int_equal(t.must_change_password, 1);
+    assert_true(t.authenticated_ms == now + 5000);
+
+    /* a record written before these fields existed still reads */
+    static const char old[] =
+        "{\"session_id\":\"0b7c6a52-3f1e-4c7d-9a51-2d0f8e6b1c3a\","
+        "\"account_id\":\"5e2d9c1a-7b4f-4e8a-b3c6-1f0a2d9e8c7b\",\"kind\":\"patient\","
+        "\"org_id\":\"\",\"role\":\"\",\"mfa\":\"none\","
+        "\"created_at\":\"2026-11-26T17:46:22.123+09:00\","
+        "\"idle_expires_at\":\"2026-11-26T18:16:22.123+09:00\","
+        "\"absolute_expires_at\":\"2026-11-27T05:46:22.123+09:00\"}";
+    assert_int_equal(sess_from_json(old, &t), PHR_OK);
+    assert_int_equal(t.must_change_password, 0);
+    assert_true(t.authenticated_ms == now);
+
+    /* but a wrong type is refused */
+    static const char badtype[] =
+        "{\"session_id\":\"0b7c6a52-3f1e-4c7d-9a51-2d0f8e6b1c3a\","
+        "\"account_id\":\"5e2d9c1a-7b4f-4e8a-b3c6-1f0a2d9e8c7b\",\"kind\":\"patient\","
+        "\"org_id\":\"\",\"role\":\"\",\"mfa\":\"none\","
+        "\"created_at\":\"2026-11-26T17:46:22.123+09:00\","
+        "\"idle_expires_at\":\"2026-11-26T18:16:22.123+09:00\","
+        "\"absolute_expires_at\":\"2026-11-27T05:46:22.123+09:00\","
+        "\"must_change_password\":\"yes\"}";
+    assert_int_equal(sess_from_json(badtype, &t), PHR_EINVAL);
+}
+
+typedef struct {
+    int calls;
+    int rc;
+    size_t n;
+    sess_t items[8];
+} list_t;
+
+static void
+list_cb(int rc, const sess_t *items, size_t n, void *ud)
+{
+    list_t *l = ud;
+    l->calls++;
+    l->rc = rc;
+    l->n = n;
+    for (size_t i = 0; i < n && i < 8; i++) {
+        l->items[i] = items[i];
+    }
+}
+
+static list_t
+list(fix_t *f, const char *account_id)
+{
+    list_t l;
+    memset(&l, 0, sizeof(l));
+    assert_int_equal(sess_list(f->kv, account_id, list_cb, &l), PHR_OK);
+    run_until(f, &l.calls, 2000);
+    assert_int_equal(l.calls, 1);
+    assert_int_equal(l.rc, PHR_OK);
+    return l;
+}
+
+typedef struct {
+    int calls;
+    int rc;
+    long count;
+} count_t;
+
+static void
+count_cb(int rc, long count, void *ud)
+{
+    count_t *c = ud;
+    c->calls++;
+    c->rc = rc;
+    c->count = count;
+}
+
+static long
+revoke_n(fix_t *f, const char *account_id, const char *hash, int only)
+{
+    count_t c = {0};
+    assert_int_equal(sess_revoke(f->kv, account_id, hash, only, count_cb, &c), PHR_OK);
+    run_until(f, &c.calls, 2000);
+    assert_int_equal(c.calls, 1);
+    assert_int_equal(c.rc, PHR_OK);
+    return c.count;
+}
+
+static void
+test_account_index(void **state)
+{
+    fix_t *f = *state;
+    char t1[SESS_TOKEN_LEN + 1], t2[SESS_TOKEN_LEN + 1], t3[SESS_TOKEN_LEN + 1];
+    char h1[SESS_HASH_LEN + 1], h2[SESS_HASH_LEN + 1], h3[SESS_HASH_LEN + 1], k[128];
+    char acct[37];
+    sess_t s;
+    int64_t now = tu_now_ms();
+
+    snprintf(acct, sizeof(acct), "%08x-0000-4000-8000-000000000001", (unsigned)getpid());
+    sess_token_new(t1);
+    sess_token_new(t2);
+    sess_token_new(t3);
+    sess_token_hash(t1, h1);
+    sess_token_hash(t2, h2);
+    sess_token_hash(t3, h3);
+    sample(&s, now, 600, 3600);
+    snprintf(s.account_id, sizeof(s.account_id), "%s", acct);
+    store(f, t1, &s);
+    snprintf(s.session_id, sizeof(s.session_id), "0b7c6a52-3f1e-4c7d-9a51-000000000002");
+    store(f, t2, &s);
+    snprintf(s.session_id, sizeof(s.session_id), "0b7c6a52-3f1e-4c7d-9a51-000000000003");
+    store(f, t3, &s);
+
+    /* the index expires with the sessions */
+    snprintf(k, sizeof(k), "phr:acct:%s:sess", acct);
+    long long ttl = adm_int(f, "TTL", k);
+    assert_true(ttl > 3500 && ttl <= 3601);
+    assert_int_equal(adm_int(f, "SCARD", k), 3);
+
+    /* lookup reports the token hash */
+    look_t l = lookup(f, t2, 600);
+    assert_int_equal(l.rc, PHR_OK);
+    assert_string_equal(l.s.token_hash, h2);
+
+    list_t ls = list(f, acct);
+    assert_int_equal(ls.n, 3);
+    int seen = 0;
+    for (size_t i = 0; i < ls.n; i++) {
+        seen |= strcmp(ls.items[i].token_hash, h1) == 0 ? 1 : 0;
+        seen |= strcmp(ls.items[i].token_hash, h2) == 0 ? 2 : 0;
+        seen |= strcmp(ls.items[i].token_hash, h3) == 0 ? 4 : 0;
+    }
+    assert_int_equal(seen, 7);
+
+    /* a record that expired on its own is dropped from the index when listed */
+    key_of(t3, k, sizeof(k));
+    assert_int_equal(adm_int(f, "DEL", k), 1);
+    ls = list(f, acct);
+    assert_int_equal(ls.n, 2);
+    snprintf(k, sizeof(k), "phr:acct:%s:sess", acct);
+    assert_int_equal(adm_int(f, "SCARD", k), 2);
+
+    /* rewrite keeps the TTL and changes the record */
+    l = lookup(f, t1, 600);
+    l.s.must_change_password = 1;
+    done_t d = {0};
+    assert_int_equal(sess_rewrite(f->kv, &l.s, done_cb, &d), PHR_OK);
+    run_until(f, &d.calls, 2000);
+    assert_int_equal(d.rc, PHR_OK);
+    key_of(t1, k, sizeof(k));
+    ttl = adm_int(f, "TTL", k);
+    assert_true(ttl > 590 && ttl <= 600);
+    l = lookup(f, t1, 600);
+    assert_int_equal(l.s.must_change_password, 1);
+
+    /* revoke all but t1, then t1 alone */
+    assert_int_equal(revoke_n(f, acct, h1, 0), 1);
+    assert_int_equal(lookup(f, t2, 600).rc, PHR_ENOTFOUND);
+    assert_int_equal(lookup(f, t1, 600).rc, PHR_OK);
+    assert_int_equal(revoke_n(f, acct, h2, 1), 0); /* already gone */
+    assert_int_equal(revoke_n(f, acct, h1, 1), 1);
+    assert_int_equal(lookup(f, t1, 600).rc, PHR_ENOTFOUND);
+    assert_int_equal(list(f, acct).n, 0);
+
+    /* rewriting a deleted record does not resurrect it */
+    d.calls = 0;
+    assert_int_equal(sess_rewrite(f->kv, &l.s, done_cb, &d), PHR_OK);
+    run_until(f, &d.calls, 2000);
+    assert_int_equal(d.rc, PHR_ENOTFOUND);
+    assert_int_equal(lookup(f, t1, 600).rc, PHR_ENOTFOUND);
+
+    /* bad arguments */
+    assert_int_equal(sess_revoke(f->kv, acct, "nothex", 1, count_cb, NULL), PHR_EINVAL);
+    assert_int_equal(sess_revoke(f->kv, acct, NULL, 1, count_cb, NULL), PHR_EINVAL);
+    assert_int_equal(sess_list(f->kv, "", list_cb, NULL), PHR_EINVAL);
+}
+
 int
 main(void)
 {
@@ -622,6 +813,8 @@ main(void)
         cmocka_unit_test(test_token_format),
         cmocka_unit_test(test_json_roundtrip),
         cmocka_unit_test(test_json_rejects),
+        cmocka_unit_test(test_json_new_fields),
+        cmocka_unit_test_setup_teardown(test_account_index, setup, teardown),
         cmocka_unit_test_setup_teardown(test_store_lookup_roundtrip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_idle_slide, setup, teardown),
         cmocka_unit_test_setup_teardown(test_absolute_cap, setup, teardown),

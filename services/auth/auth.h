@@ -1,0 +1,113 @@
+/*
+ * auth.h - the auth service's handlers and what they share: a per-request
+ * context freed with the request, a transaction runner for a fixed list of
+ * statements plus outbox rows, and the JSON of audit events and e-mails.
+ */
+#ifndef PHR_AUTH_H
+#define PHR_AUTH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "password.h"
+#include "pwhash.h"
+#include "session.h"
+#include "svc.h"
+
+#define AUTH_TX_MAX 6
+#define AUTH_PARAMS_MAX 8
+#define AUTH_LOCK_AFTER 5 /* consecutive failures before a lock */
+
+typedef struct auth_ctx auth_ctx_t;
+typedef void (*auth_step_fn)(auth_ctx_t *ctx, int rc);
+
+typedef struct {
+    const char *sql; /* NULL: an outbox row (topic, key, json) */
+    int nparams;
+    const char *params[AUTH_PARAMS_MAX];
+    const char *topic;
+    char key[80];
+    char *json; /* owned */
+} auth_stmt_t;
+
+/* Everything one request needs; freed (passwords wiped) when the request is. */
+struct auth_ctx {
+    svc_t *svc;
+    h2s_req_t *req;
+    sess_t sess; /* the caller's session on session routes */
+    int has_sess;
+    auth_step_fn next;
+    db_txn_t *txn;
+    int tx_rc;
+    auth_stmt_t tx[AUTH_TX_MAX];
+    size_t ntx;
+    /* request fields */
+    char email[256];
+    char name[128];
+    char locale[4];
+    char *password; /* NFKC-normalised, pw_free'd */
+    char *new_password;
+    char ip[64];
+    /* the account row */
+    int found;
+    char account_id[37];
+    char kind[16], org_id[37], role[16];
+    char hash[PWHASH_ENCODED_MAX];
+    char new_hash[PWHASH_ENCODED_MAX];
+    int email_verified, must_change, failed_logins, locked, active;
+    /* scratch */
+    char token[SESS_TOKEN_LEN + 1];
+    char token_hash[SESS_HASH_LEN + 1];
+    char id2[37];
+    char num[24];
+    pw_violations_t v;
+    int needs_rehash;
+};
+
+auth_ctx_t *auth_ctx_new(svc_t *svc, h2s_req_t *req, const sess_t *sess);
+
+/* Queues a statement (params must live as long as |ctx|) / an outbox row (|json| taken). */
+void auth_tx_sql(auth_ctx_t *ctx, const char *sql, int nparams, const char *const *params);
+void auth_tx_outbox(auth_ctx_t *ctx, const char *topic, const char *key, char *json);
+
+/* Runs the queued statements in one transaction and commits; then |next|(ctx, rc). */
+void auth_tx_run(auth_ctx_t *ctx, auth_step_fn next);
+
+/* Tells the outbox relay that rows committed. */
+void auth_outbox_kick(svc_t *svc);
+
+/*
+ * The JSON of an audit event (proto/schemas/audit-event.json); |actor_id|
+ * NULL for an anonymous actor. Caller frees. |event_id| gets the UUIDv7.
+ */
+char *auth_audit_json(const auth_ctx_t *ctx, const char *action, const char *actor_id,
+                      const char *actor_kind, const char *target_id, const char *result,
+                      const char *reason, char *event_id);
+
+/* The JSON of a notification request; |params| is a NULL-terminated name, value list. */
+char *auth_notify_json(const char *kind, const char *account_id, const char *locale,
+                       const char *const *params);
+
+/* Lower-cases |in| into |out| and checks it is a plausible e-mail address. 1 when valid. */
+int auth_email_normalise(const char *in, char *out, size_t cap);
+
+/* Hex SHA-256 of |s| (65 bytes). */
+void auth_sha256_hex(const char *s, char *out);
+
+/* 422 with code and the violations as errors[] of |field|. */
+void auth_respond_policy(h2s_req_t *req, const char *field, const pw_violations_t *v);
+
+/* Client address: the first x-forwarded-for entry, else the peer without port. */
+void auth_client_ip(h2s_req_t *req, char *out, size_t cap);
+
+/* Handlers. */
+void auth_register(svc_t *svc, h2s_req_t *req, const sess_t *sess);
+void auth_verify_email(svc_t *svc, h2s_req_t *req, const sess_t *sess);
+void auth_login(svc_t *svc, h2s_req_t *req, const sess_t *sess);
+void auth_password_change(svc_t *svc, h2s_req_t *req, const sess_t *sess);
+void auth_logout(svc_t *svc, h2s_req_t *req, const sess_t *sess);
+void auth_sessions_list(svc_t *svc, h2s_req_t *req, const sess_t *sess);
+void auth_session_delete(svc_t *svc, h2s_req_t *req, const sess_t *sess);
+void auth_sessions_revoke_others(svc_t *svc, h2s_req_t *req, const sess_t *sess);
+
+#endif

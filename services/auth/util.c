@@ -1,0 +1,316 @@
+/*
+ * util.c - what the auth handlers share (see auth.h).
+ */
+#include <ctype.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "auth.h"
+#include "err.h"
+#include "log.h"
+#include "outbox.h"
+#include "timeutil.h"
+#include "uuid.h"
+
+static void
+auth_ctx_free(void *arg)
+{
+    auth_ctx_t *ctx = arg;
+
+    pw_free(ctx->password);
+    pw_free(ctx->new_password);
+    for (size_t i = 0; i < ctx->ntx; i++) {
+        free(ctx->tx[i].json);
+    }
+    explicit_bzero(ctx, sizeof(*ctx));
+    free(ctx);
+}
+
+auth_ctx_t *
+auth_ctx_new(svc_t *svc, h2s_req_t *req, const sess_t *sess)
+{
+    auth_ctx_t *ctx = calloc(1, sizeof(*ctx));
+
+    if (ctx == NULL || h2s_req_add_cleanup(req, auth_ctx_free, ctx) != PHR_OK) {
+        free(ctx);
+        svc_respond_error(req, PHR_ENOMEM, NULL);
+        return NULL;
+    }
+    ctx->svc = svc;
+    ctx->req = req;
+    if (sess != NULL) {
+        ctx->sess = *sess;
+        ctx->has_sess = 1;
+    }
+    return ctx;
+}
+
+void
+auth_tx_sql(auth_ctx_t *ctx, const char *sql, int nparams, const char *const *params)
+{
+    if (ctx->ntx >= AUTH_TX_MAX || nparams > AUTH_PARAMS_MAX) {
+        ctx->tx_rc = PHR_ETOOBIG;
+        return;
+    }
+    auth_stmt_t *st = &ctx->tx[ctx->ntx++];
+    st->sql = sql;
+    st->nparams = nparams;
+    for (int i = 0; i < nparams; i++) {
+        st->params[i] = params[i];
+    }
+}
+
+void
+auth_tx_outbox(auth_ctx_t *ctx, const char *topic, const char *key, char *json)
+{
+    if (json == NULL || ctx->ntx >= AUTH_TX_MAX) {
+        free(json);
+        ctx->tx_rc = json == NULL ? PHR_ENOMEM : PHR_ETOOBIG;
+        return;
+    }
+    auth_stmt_t *st = &ctx->tx[ctx->ntx++];
+    st->topic = topic;
+    snprintf(st->key, sizeof(st->key), "%s", key);
+    st->json = json;
+}
+
+static void
+auth_tx_stmt_done(int rc, PGresult *res, void *ud)
+{
+    auth_ctx_t *ctx = ud;
+
+    if (rc != PHR_OK && ctx->tx_rc == PHR_OK) {
+        ctx->tx_rc = rc;
+    }
+}
+
+static void
+auth_tx_end_done(int rc, PGresult *res, void *ud)
+{
+    auth_ctx_t *ctx = ud;
+
+    ctx->txn = NULL;
+    if (ctx->tx_rc != PHR_OK) {
+        rc = ctx->tx_rc;
+    }
+    ctx->next(ctx, rc);
+}
+
+static void
+auth_tx_begun(int rc, db_txn_t *txn, void *ud)
+{
+    auth_ctx_t *ctx = ud;
+
+    if (rc != PHR_OK) {
+        ctx->next(ctx, rc);
+        return;
+    }
+    ctx->txn = txn;
+    for (size_t i = 0; i < ctx->ntx && ctx->tx_rc == PHR_OK; i++) {
+        auth_stmt_t *st = &ctx->tx[i];
+        int qrc = st->sql != NULL
+                      ? db_txn_query(txn, st->sql, st->nparams, st->params, auth_tx_stmt_done, ctx)
+                      : outbox_add(txn, st->topic, st->key, st->json, auth_tx_stmt_done, ctx);
+        if (qrc != PHR_OK) {
+            ctx->tx_rc = qrc;
+        }
+    }
+    rc = db_txn_end(txn, ctx->tx_rc == PHR_OK, auth_tx_end_done, ctx);
+    if (rc != PHR_OK) {
+        ctx->txn = NULL;
+        ctx->next(ctx, rc);
+    }
+}
+
+void
+auth_tx_run(auth_ctx_t *ctx, auth_step_fn next)
+{
+    ctx->next = next;
+    if (ctx->tx_rc != PHR_OK) {
+        next(ctx, ctx->tx_rc);
+        return;
+    }
+    int rc = db_txn_begin(svc_db(ctx->svc), auth_tx_begun, ctx);
+    if (rc != PHR_OK) {
+        next(ctx, rc);
+    }
+}
+
+void
+auth_outbox_kick(svc_t *svc)
+{
+    outbox_kick(svc_outbox(svc));
+}
+
+static json_object *
+auth_str_or_null(const char *s)
+{
+    return s != NULL && s[0] != '\0' ? json_object_new_string(s) : NULL;
+}
+
+static char *
+auth_dump(json_object *o)
+{
+    size_t len;
+    const char *txt = jx_to_string(o, &len);
+    char *out = txt != NULL ? strdup(txt) : NULL;
+    json_object_put(o);
+    return out;
+}
+
+char *
+auth_audit_json(const auth_ctx_t *ctx, const char *action, const char *actor_id,
+                const char *actor_kind, const char *target_id, const char *result,
+                const char *reason, char *event_id)
+{
+    char now[TU_JST_LEN];
+    json_object *o = json_object_new_object();
+    json_object *actor = json_object_new_object();
+    json_object *target = json_object_new_object();
+    json_object *outcome = json_object_new_object();
+    json_object *source = json_object_new_object();
+    const char *ua = h2s_req_header(ctx->req, "user-agent");
+    char uabuf[257];
+
+    if (uuid7(event_id) != PHR_OK) {
+        json_object_put(o);
+        json_object_put(actor);
+        json_object_put(target);
+        json_object_put(outcome);
+        json_object_put(source);
+        return NULL;
+    }
+    snprintf(uabuf, sizeof(uabuf), "%s", ua != NULL ? ua : "");
+    if (!jx_utf8_valid(uabuf, strlen(uabuf))) {
+        uabuf[0] = '\0';
+    }
+    tu_format_jst(tu_now_ms(), now, sizeof(now));
+    json_object_object_add(actor, "account_id", auth_str_or_null(actor_id));
+    json_object_object_add(actor, "kind", json_object_new_string(actor_kind));
+    json_object_object_add(actor, "session_id",
+                           ctx->has_sess ? json_object_new_string(ctx->sess.session_id) : NULL);
+    json_object_object_add(actor, "ip", auth_str_or_null(ctx->ip));
+    json_object_object_add(actor, "user_agent", auth_str_or_null(uabuf));
+    json_object_object_add(target, "type", json_object_new_string("account"));
+    json_object_object_add(target, "id", json_object_new_string(target_id));
+    json_object_object_add(outcome, "result", json_object_new_string(result));
+    json_object_object_add(outcome, "reason", auth_str_or_null(reason));
+    json_object_object_add(source, "service", json_object_new_string("auth"));
+    json_object_object_add(source, "request_id", auth_str_or_null(h2s_req_id(ctx->req)));
+    json_object_object_add(o, "event_id", json_object_new_string(event_id));
+    json_object_object_add(o, "occurred_at", json_object_new_string(now));
+    json_object_object_add(o, "actor", actor);
+    json_object_object_add(o, "action", json_object_new_string(action));
+    json_object_object_add(o, "target", target);
+    json_object_object_add(o, "outcome", outcome);
+    json_object_object_add(o, "source", source);
+    return auth_dump(o);
+}
+
+char *
+auth_notify_json(const char *kind, const char *account_id, const char *locale,
+                 const char *const *params)
+{
+    json_object *o = json_object_new_object();
+    json_object *to = json_object_new_object();
+    json_object *p = json_object_new_object();
+
+    for (size_t i = 0; params != NULL && params[i] != NULL && params[i + 1] != NULL; i += 2) {
+        json_object_object_add(p, params[i], json_object_new_string(params[i + 1]));
+    }
+    json_object_object_add(to, "account_id", json_object_new_string(account_id));
+    json_object_object_add(o, "kind", json_object_new_string(kind));
+    json_object_object_add(o, "channel", json_object_new_string("email"));
+    json_object_object_add(o, "to", to);
+    json_object_object_add(o, "locale", json_object_new_string(locale[0] ? locale : "ja"));
+    json_object_object_add(o, "params", p);
+    return auth_dump(o);
+}
+
+int
+auth_email_normalise(const char *in, char *out, size_t cap)
+{
+    size_t len = strlen(in);
+    const char *at = strchr(in, '@');
+
+    if (len < 3 || len > 254 || len >= cap || at == NULL || strchr(at + 1, '@') != NULL) {
+        return 0;
+    }
+    size_t local = (size_t)(at - in);
+    const char *domain = at + 1;
+    size_t dlen = strlen(domain);
+    if (local == 0 || local > 64 || dlen < 3 || strchr(domain, '.') == NULL || domain[0] == '.' ||
+        domain[0] == '-' || domain[dlen - 1] == '.' || strstr(domain, "..") != NULL ||
+        in[0] == '.' || at[-1] == '.' || strstr(in, "..") != NULL) {
+        return 0;
+    }
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)in[i];
+        if (c <= 0x20 || c >= 0x7f || strchr("\"(),:;<>[\\]", c) != NULL) {
+            return 0;
+        }
+        if (in + i > at && !(isalnum(c) || c == '.' || c == '-')) {
+            return 0;
+        }
+        out[i] = (char)tolower(c);
+    }
+    out[len] = '\0';
+    return 1;
+}
+
+void
+auth_sha256_hex(const char *s, char *out)
+{
+    sess_token_hash(s, out);
+}
+
+void
+auth_respond_policy(h2s_req_t *req, const char *field, const pw_violations_t *v)
+{
+    jx_errors_t errs = {.n = 0};
+    char msg[160];
+    size_t o = 0;
+
+    msg[0] = '\0';
+    for (size_t i = 0; i < v->n && o < sizeof(msg); i++) {
+        int n = snprintf(msg + o, sizeof(msg) - o, "%s%s", i ? ", " : "", v->items[i]);
+        if (n < 0) {
+            break;
+        }
+        o += (size_t)n;
+    }
+    jx_error_add(&errs, field, "%s", msg);
+    h2s_respond_problem(req, 422, "password_policy", "the password does not meet the policy",
+                        &errs);
+}
+
+void
+auth_client_ip(h2s_req_t *req, char *out, size_t cap)
+{
+    const char *xff = h2s_req_header(req, "x-forwarded-for");
+    const char *src = xff != NULL && xff[0] != '\0' ? xff : h2s_req_peer(req);
+    size_t n = 0;
+
+    if (src == NULL) {
+        src = "";
+    }
+    while (src[n] == ' ') {
+        src++;
+    }
+    while (src[n] != '\0' && src[n] != ',' && src[n] != ' ' && n + 1 < cap) {
+        n++;
+    }
+    memcpy(out, src, n);
+    out[n] = '\0';
+    if (xff == NULL || xff[0] == '\0') {
+        char *colon = strrchr(out, ':'); /* "ip:port" of the peer */
+        if (colon != NULL && strchr(out, ':') == colon) {
+            *colon = '\0';
+        }
+    }
+    if (strspn(out, "0123456789abcdefABCDEF.:[]") != strlen(out)) {
+        out[0] = '\0'; /* not an address: never echo it into keys or events */
+    }
+}
