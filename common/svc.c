@@ -273,7 +273,19 @@ svc_status(svc_t *svc, h2s_req_t *req, const sess_t *sess)
 static const svc_route_t svc_builtin_routes[] = {
     {"GET", "/internal/v1/status", svc_status, SVC_INTERNAL, 0},
 };
-#define SVC_NBUILTIN (sizeof(svc_builtin_routes) / sizeof(svc_builtin_routes[0]))
+static const svc_routes_t svc_builtin = SVC_ROUTES(svc_builtin_routes);
+
+/* Routes of |def| plus the built-in ones. */
+static size_t
+svc_count_routes(const svc_def_t *def)
+{
+    size_t n = svc_builtin.n;
+
+    for (size_t i = 0; i < def->nroute_sets; i++) {
+        n += def->route_sets[i]->n;
+    }
+    return n;
+}
 
 /* ---- authentication of routes ------------------------------------------- */
 
@@ -442,14 +454,18 @@ svc_add_routes(svc_t *svc, svc_call_t *tmpls)
     if (rc == PHR_OK) {
         rc = h2s_route(svc->srv, "GET", "/metrics", svc_metrics, svc, 0);
     }
-    for (size_t i = 0; rc == PHR_OK && i < svc->def->nroutes + SVC_NBUILTIN; i++) {
-        const svc_route_t *r =
-            i < SVC_NBUILTIN ? &svc_builtin_routes[i] : &svc->def->routes[i - SVC_NBUILTIN];
-        tmpls[i].svc = svc;
-        tmpls[i].route = r;
-        rc = h2s_route(svc->srv, r->method, r->pattern, svc_route_handler, &tmpls[i], r->max_body);
-        if (rc != PHR_OK) {
-            log_error("route %s %s: %s", r->method, r->pattern, phr_err_str(rc));
+    size_t k = 0;
+    for (size_t set = 0; rc == PHR_OK && set <= svc->def->nroute_sets; set++) {
+        const svc_routes_t *rs = set == 0 ? &svc_builtin : svc->def->route_sets[set - 1];
+        for (size_t i = 0; rc == PHR_OK && i < rs->n; i++, k++) {
+            const svc_route_t *r = &rs->routes[i];
+            tmpls[k].svc = svc;
+            tmpls[k].route = r;
+            rc = h2s_route(svc->srv, r->method, r->pattern, svc_route_handler, &tmpls[k],
+                           r->max_body);
+            if (rc != PHR_OK) {
+                log_error("route %s %s: %s", r->method, r->pattern, phr_err_str(rc));
+            }
         }
     }
     return rc;
@@ -629,7 +645,7 @@ svc_main(const svc_def_t *def, int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     svc.def = def;
     svc.base = event_base_new();
-    svc_call_t *tmpls = calloc(def->nroutes + SVC_NBUILTIN, sizeof(*tmpls));
+    svc_call_t *tmpls = calloc(svc_count_routes(def), sizeof(*tmpls));
     if (svc.base == NULL || tmpls == NULL) {
         log_error("out of memory at start-up");
         free(tmpls);

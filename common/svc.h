@@ -41,11 +41,22 @@ typedef struct {
     size_t max_body; /* 0: the configured default */
 } svc_route_t;
 
+/* A module's routes; a service is the union of its modules' sets. */
+typedef struct {
+    const svc_route_t *routes;
+    size_t n;
+} svc_routes_t;
+
+#define SVC_ROUTES(table)                                                                          \
+    {                                                                                              \
+        (table), sizeof(table) / sizeof((table)[0])                                                \
+    }
+
 typedef struct {
     const char *name; /* "auth", "records", "notification", "audit" */
     const db_migration_t *migrations;
-    const svc_route_t *routes;
-    size_t nroutes;
+    const svc_routes_t *const *route_sets;
+    size_t nroute_sets;
     int (*init)(svc_t *svc);  /* optional, after the pools exist; PHR_OK or stop */
     void (*fini)(svc_t *svc); /* optional */
 } svc_def_t;

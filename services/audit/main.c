@@ -71,14 +71,17 @@ static const svc_route_t audit_routes[] = {
     {"GET", "/api/v1/audit/public-key", audit_public_key, SVC_PUBLIC, 0},
 };
 
+static const svc_routes_t audit_route_set = SVC_ROUTES(audit_routes);
+static const svc_routes_t *const audit_route_sets[] = {&audit_route_set};
+
 int
 main(int argc, char **argv)
 {
     static const svc_def_t def = {
         .name = "audit",
         .migrations = audit_migrations,
-        .routes = audit_routes,
-        .nroutes = sizeof(audit_routes) / sizeof(audit_routes[0]),
+        .route_sets = audit_route_sets,
+        .nroute_sets = 1,
         .init = audit_load_key,
     };
     return svc_main(&def, argc, argv);

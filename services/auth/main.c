@@ -6,7 +6,10 @@
 
 #include "err.h"
 #include "auth.h"
+#include "mfa.h"
+#include "org.h"
 #include "password.h"
+#include "reset.h"
 #include "timeutil.h"
 #include "svc.h"
 
@@ -153,7 +156,7 @@ auth_session(svc_t *svc, h2s_req_t *req, const sess_t *sess)
     h2s_respond_json(req, 200, o);
 }
 
-static const svc_route_t auth_routes[] = {
+static const svc_route_t auth_core_table[] = {
     {"POST", "/api/v1/auth/password-policy/check", auth_password_check, SVC_NEEDS_DB, 4096},
     {"GET", "/api/v1/auth/session", auth_session, SVC_SESSION | SVC_ALLOW_MUST_CHANGE, 0},
     {"POST", "/api/v1/auth/register", auth_register, SVC_NEEDS_DB, 4096},
@@ -168,14 +171,24 @@ static const svc_route_t auth_routes[] = {
     {"GET", "/api/v1/auth/password-policy", auth_password_policy, SVC_PUBLIC, 0},
 };
 
+static const svc_routes_t auth_core_routes = SVC_ROUTES(auth_core_table);
+
+/* One set per module. */
+static const svc_routes_t *const auth_route_sets[] = {
+    &auth_core_routes,
+    &auth_reset_routes,
+    &auth_mfa_routes,
+    &auth_org_routes,
+};
+
 int
 main(int argc, char **argv)
 {
     static const svc_def_t def = {
         .name = "auth",
         .migrations = auth_migrations,
-        .routes = auth_routes,
-        .nroutes = sizeof(auth_routes) / sizeof(auth_routes[0]),
+        .route_sets = auth_route_sets,
+        .nroute_sets = sizeof(auth_route_sets) / sizeof(auth_route_sets[0]),
         .init = auth_init,
     };
     return svc_main(&def, argc, argv);

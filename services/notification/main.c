@@ -50,14 +50,17 @@ static const svc_route_t notification_routes[] = {
     {"GET", "/api/v1/notifications/kinds", notification_kinds, SVC_PUBLIC, 0},
 };
 
+static const svc_routes_t notification_route_set = SVC_ROUTES(notification_routes);
+static const svc_routes_t *const notification_route_sets[] = {&notification_route_set};
+
 int
 main(int argc, char **argv)
 {
     static const svc_def_t def = {
         .name = "notification",
         .migrations = notification_migrations,
-        .routes = notification_routes,
-        .nroutes = sizeof(notification_routes) / sizeof(notification_routes[0]),
+        .route_sets = notification_route_sets,
+        .nroute_sets = 1,
     };
     return svc_main(&def, argc, argv);
 }

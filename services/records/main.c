@@ -69,14 +69,17 @@ static const svc_route_t records_routes[] = {
     {"GET", "/api/v1/records/types", records_types, SVC_PUBLIC, 0},
 };
 
+static const svc_routes_t records_route_set = SVC_ROUTES(records_routes);
+static const svc_routes_t *const records_route_sets[] = {&records_route_set};
+
 int
 main(int argc, char **argv)
 {
     static const svc_def_t def = {
         .name = "records",
         .migrations = records_migrations,
-        .routes = records_routes,
-        .nroutes = sizeof(records_routes) / sizeof(records_routes[0]),
+        .route_sets = records_route_sets,
+        .nroute_sets = 1,
     };
     return svc_main(&def, argc, argv);
 }

@@ -1,0 +1,3 @@
+#include "mfa.h"
+
+const svc_routes_t auth_mfa_routes = {NULL, 0};
