@@ -290,6 +290,9 @@ main(int argc, char **argv)
     it_run(gateway_cases, filter, &passed, &failed);
     it_run(service_cases, filter, &passed, &failed);
     it_run(auth_cases, filter, &passed, &failed);
+    it_run(auth_reset_cases, filter, &passed, &failed);
+    it_run(auth_mfa_cases, filter, &passed, &failed);
+    it_run(auth_org_cases, filter, &passed, &failed);
     it_run(fault_cases, filter, &passed, &failed);
     curl_global_cleanup();
     printf("%d passed, %d failed\n", passed, failed);

@@ -77,5 +77,8 @@ extern const it_case_t gateway_cases[];
 extern const it_case_t service_cases[];
 extern const it_case_t fault_cases[];
 extern const it_case_t auth_cases[];
+extern const it_case_t auth_reset_cases[];
+extern const it_case_t auth_mfa_cases[];
+extern const it_case_t auth_org_cases[];
 
 #endif
