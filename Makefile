@@ -89,10 +89,11 @@ $(foreach s,$(SERVICES),$(eval $(call service_rule,$(s))))
 
 PHRCTL_SRC := $(wildcard tools/phrctl/*.c)
 PHRCTL_OBJ := $(PHRCTL_SRC:%.c=$(BUILD)/%.o)
-$(BUILD)/bin/phrctl: $(PHRCTL_OBJ) $(LIBCOMMON)
+# phrctl also links the auth service's modules (password hashing, policy).
+$(BUILD)/bin/phrctl: $(PHRCTL_OBJ) $(auth_LIBOBJ) $(LIBCOMMON)
 	@mkdir -p $(@D)
 	@$(if $(Q),echo "  LD      $@")
-	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $(PHRCTL_OBJ) $(LIBCOMMON) $(LIBS)
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $(PHRCTL_OBJ) $(auth_LIBOBJ) $(LIBCOMMON) $(LIBS)
 
 $(BUILD)/tests/test_%: $(BUILD)/tests/unit/test_%.o $(LIBCOMMON)
 	@mkdir -p $(@D)
