@@ -47,6 +47,9 @@ UNIT_BINS := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 ITEST_SRC := $(wildcard tests/integration/*.c)
 ITEST_BIN := $(BUILD)/tests/itest
 
+# Keep intermediate objects (test objects, generated migrations): no needless rebuilds.
+.SECONDARY:
+
 all: $(BINS) $(UNIT_BINS) $(if $(ITEST_SRC),$(ITEST_BIN))
 
 $(BUILD)/%.o: %.c $(FLAGS_STAMP)
