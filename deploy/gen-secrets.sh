@@ -6,6 +6,7 @@
 #   pg_<svc>.password pg_test.password redis.password   database/redis passwords
 #   svc_<svc>.key                                        service credentials
 #   data_key_v1                                          AES-256 key, 64 hex chars
+#   auth_pepper_v1                                       password pepper (HMAC key), 64 hex chars
 #   audit_signing.pem / audit_signing.pub.pem            Ed25519 key pair
 set -euo pipefail
 
@@ -48,6 +49,7 @@ for svc in auth records notification audit; do
     write_once "svc_$svc.key" rand_alnum
 done
 write_once data_key_v1 openssl rand -hex 32
+write_once auth_pepper_v1 openssl rand -hex 32
 
 if [ ! -s "$dir/audit_signing.pem" ]; then
     write_once audit_signing.pem openssl genpkey -algorithm ed25519

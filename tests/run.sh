@@ -42,6 +42,10 @@ esac
 export PHR_VAR=$root/var/test
 export PHR_BUILD=$build
 export PHR_GATEWAY_PORT=18443
+# The strict login zone stays on, sized so the suite's own logins fit in one window;
+# tests/integration/test_faults.c floods it past the burst and expects 429s.
+export NGINX_LOGIN_RATE=${NGINX_LOGIN_RATE:-600r/m}
+export NGINX_LOGIN_BURST=${NGINX_LOGIN_BURST:-300}
 export PHR_PG_PORT=18432
 export PHR_REDIS_PORT=18379
 export PHR_AUTH_PORT=19101

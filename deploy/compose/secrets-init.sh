@@ -9,7 +9,8 @@
 #        auth records notification audit   own pg_<svc>.password, redis.password, every
 #                                           svc_*.key (callers' credentials are checked),
 #                                           data_key_v*, audit_signing.pub.pem;
-#                                           audit also audit_signing.pem
+#                                           audit also audit_signing.pem; auth also
+#                                           auth_pepper_v* (password peppers, auth only)
 #        postgres                           pg_*.password of the four services and the superuser
 #        redis                              redis.password (read by root in the redis wrapper)
 #   3. TLS_DIR: self-signed certificate from deploy/gen-tls.sh, key owned by the gateway user.
@@ -108,6 +109,11 @@ for svc in "${services[@]}"; do
     files=("pg_$svc.password" "${shared[@]}")
     if [ "$svc" = audit ]; then
         files+=(audit_signing.pem)
+    fi
+    if [ "$svc" = auth ]; then
+        for f in "$master"/auth_pepper_v*; do
+            files+=("$(basename "$f")")
+        done
     fi
     grant "$svc" "${files[@]}"
 done

@@ -132,7 +132,9 @@ auth_register_common_done(int rc, PGresult *res, void *ud)
         auth_respond_policy(ctx->req, "password", &ctx->v);
         return;
     }
-    rc = pwhash_hash_async(svc_workq(ctx->svc), ctx->password, NULL, auth_register_hashed, ctx);
+    size_t npeppers;
+    const pwhash_pepper_t *peppers = auth_peppers(ctx->svc, &npeppers);
+    rc = pwhash_hash_async(svc_workq(ctx->svc), ctx->password, peppers, auth_register_hashed, ctx);
     if (rc != PHR_OK) {
         svc_respond_error(ctx->req, rc, "password hashing is saturated; retry later");
     }
@@ -344,7 +346,10 @@ auth_pwchange_common_done(int rc, PGresult *res, void *ud)
         auth_respond_policy(ctx->req, "new_password", &ctx->v);
         return;
     }
-    rc = pwhash_hash_async(svc_workq(ctx->svc), ctx->new_password, NULL, auth_pwchange_hashed, ctx);
+    size_t npeppers;
+    const pwhash_pepper_t *peppers = auth_peppers(ctx->svc, &npeppers);
+    rc = pwhash_hash_async(svc_workq(ctx->svc), ctx->new_password, peppers, auth_pwchange_hashed,
+                           ctx);
     if (rc != PHR_OK) {
         svc_respond_error(ctx->req, rc, "password hashing is saturated; retry later");
     }
@@ -398,7 +403,9 @@ auth_pwchange_loaded(int rc, PGresult *res, void *ud)
     snprintf(ctx->email, sizeof(ctx->email), "%s", PQgetvalue(res, 0, 1));
     snprintf(ctx->name, sizeof(ctx->name), "%s", PQgetvalue(res, 0, 2));
     snprintf(ctx->locale, sizeof(ctx->locale), "%s", PQgetvalue(res, 0, 3));
-    rc = pwhash_verify_async(svc_workq(ctx->svc), ctx->hash, ctx->password, NULL, 0,
+    size_t npeppers;
+    const pwhash_pepper_t *peppers = auth_peppers(ctx->svc, &npeppers);
+    rc = pwhash_verify_async(svc_workq(ctx->svc), ctx->hash, ctx->password, peppers, npeppers,
                              auth_pwchange_verified, ctx);
     if (rc != PHR_OK) {
         svc_respond_error(ctx->req, rc, "password hashing is saturated; retry later");

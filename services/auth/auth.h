@@ -100,6 +100,24 @@ void auth_respond_policy(h2s_req_t *req, const char *field, const pw_violations_
 /* Client address: the first x-forwarded-for entry, else the peer without port. */
 void auth_client_ip(h2s_req_t *req, char *out, size_t cap);
 
+/*
+ * The password peppers for pwhash_*: |*n| entries, [0] the current one (hash
+ * with it: pass NULL when |*n| is 0); NULL and 0 when the secrets dir has no
+ * auth_pepper_v1 (64 hex chars). Loaded on the first call. A pepper file that
+ * is unreadable or malformed yields an unusable entry: hashing then fails
+ * rather than silently dropping the pepper.
+ */
+const pwhash_pepper_t *auth_peppers(svc_t *svc, size_t *n);
+
+/*
+ * Issues the session of a login whose checks passed (ctx: account fields
+ * loaded, new_hash set when rehashed): resets the failure counter, audits
+ * auth.login.success with any rows already queued, stores the session with
+ * factor |mfa| ("none", "totp", "sms") and answers 200. Used by /login and
+ * /login/mfa.
+ */
+void auth_login_issue(auth_ctx_t *ctx, const char *mfa);
+
 /* Handlers. */
 void auth_register(svc_t *svc, h2s_req_t *req, const sess_t *sess);
 void auth_verify_email(svc_t *svc, h2s_req_t *req, const sess_t *sess);

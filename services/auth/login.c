@@ -11,6 +11,7 @@
 #include "auth.h"
 #include "err.h"
 #include "log.h"
+#include "mfa.h"
 #include "timeutil.h"
 #include "uuid.h"
 
@@ -132,13 +133,15 @@ auth_login_committed(auth_ctx_t *ctx, int rc)
     int64_t now = tu_now_ms();
     int64_t life = strcmp(ctx->kind, "patient") == 0 ? cfg->session_absolute_patient_s
                                                      : cfg->session_absolute_staff_s;
+    char mfa[sizeof(s->mfa)];
+    snprintf(mfa, sizeof(mfa), "%s", s->mfa[0] ? s->mfa : "none"); /* set by auth_login_issue */
     memset(s, 0, sizeof(*s));
     memcpy(s->session_id, ctx->id2, sizeof(s->session_id));
     memcpy(s->account_id, ctx->account_id, sizeof(s->account_id));
     memcpy(s->kind, ctx->kind, sizeof(s->kind));
     memcpy(s->org_id, ctx->org_id, sizeof(s->org_id));
     memcpy(s->role, ctx->role, sizeof(s->role));
-    snprintf(s->mfa, sizeof(s->mfa), "none");
+    memcpy(s->mfa, mfa, sizeof(s->mfa));
     s->created_ms = now;
     s->authenticated_ms = now;
     s->absolute_expires_ms = now + life * 1000;
@@ -153,8 +156,8 @@ auth_login_committed(auth_ctx_t *ctx, int rc)
     }
 }
 
-static void
-auth_login_success(auth_ctx_t *ctx)
+void
+auth_login_issue(auth_ctx_t *ctx, const char *mfa)
 {
     static const char sql[] =
         "UPDATE accounts SET failed_logins = 0, locked_until = NULL, last_login_at = now(), "
@@ -169,10 +172,18 @@ auth_login_success(auth_ctx_t *ctx)
     auth_tx_sql(ctx, sql, 2, p);
     ctx->has_sess = 1; /* the audit event names the new session */
     memcpy(ctx->sess.session_id, ctx->id2, sizeof(ctx->sess.session_id));
+    snprintf(ctx->sess.mfa, sizeof(ctx->sess.mfa), "%s", mfa);
     char *audit = auth_audit_json(ctx, "auth.login.success", ctx->account_id, ctx->kind,
                                   ctx->account_id, "success", NULL, event_id);
     auth_tx_outbox(ctx, "audit", event_id, audit);
     auth_tx_run(ctx, auth_login_committed);
+}
+
+/* The password is right: an MFA challenge when a factor is enrolled, else the session. */
+static void
+auth_login_success(auth_ctx_t *ctx)
+{
+    auth_mfa_login(ctx);
 }
 
 static void
@@ -192,6 +203,8 @@ static void
 auth_login_verified(int rc, int needs_rehash, void *ud)
 {
     auth_ctx_t *ctx = ud;
+    size_t npeppers;
+    const pwhash_pepper_t *peppers = auth_peppers(ctx->svc, &npeppers);
 
     if (rc != PHR_OK && rc != PHR_EDENIED && rc != PHR_EINVAL) {
         svc_respond_error(ctx->req, rc, NULL);
@@ -209,7 +222,7 @@ auth_login_verified(int rc, int needs_rehash, void *ud)
         auth_login_failed(ctx, "invalid_credentials");
         return;
     }
-    if (needs_rehash && pwhash_hash_async(svc_workq(ctx->svc), ctx->password, NULL,
+    if (needs_rehash && pwhash_hash_async(svc_workq(ctx->svc), ctx->password, peppers,
                                           auth_login_rehashed, ctx) == PHR_OK) {
         return;
     }
@@ -220,6 +233,8 @@ static void
 auth_login_loaded(int rc, PGresult *res, void *ud)
 {
     auth_ctx_t *ctx = ud;
+    size_t npeppers;
+    const pwhash_pepper_t *peppers = auth_peppers(ctx->svc, &npeppers);
 
     if (rc != PHR_OK) {
         svc_respond_error(ctx->req, rc, NULL);
@@ -241,7 +256,7 @@ auth_login_loaded(int rc, PGresult *res, void *ud)
     }
     /* Unknown and locked accounts cost the same hash as a real check. */
     rc = pwhash_verify_async(svc_workq(ctx->svc), ctx->found && !ctx->locked ? ctx->hash : NULL,
-                             ctx->password, NULL, 0, auth_login_verified, ctx);
+                             ctx->password, peppers, npeppers, auth_login_verified, ctx);
     if (rc != PHR_OK) {
         svc_respond_error(ctx->req, rc, "password hashing is saturated; retry later");
     }

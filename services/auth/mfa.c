@@ -1,3 +1,1060 @@
-#include "mfa.h"
+/*
+ * mfa.c - TOTP enrolment, confirmation and removal, recovery codes, and the
+ * second step of a login (see mfa.h).
+ *
+ * Tables (migration 007): mfa_totp (secret sealed with AES-256-GCM under the
+ * secrets-dir key data_key_<key_id>, the account id as AAD; last_step is the
+ * last accepted time step, so a code is accepted once) and mfa_recovery_codes
+ * (SHA-256 of the normalised code). Redis: "phr:mfa:login:<sha256(token)>" a
+ * hash {account, tries} living AUTH_MFA_TOKEN_TTL_S seconds.
+ */
+#include <ctype.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
-const svc_routes_t auth_mfa_routes = {NULL, 0};
+#include "err.h"
+#include "log.h"
+#include "mfa.h"
+#include "timeutil.h"
+
+#define MFA_KEY_ID "v1"
+#define MFA_NONCE 12
+#define MFA_TAG 16
+#define MFA_BLOB (MFA_NONCE + AUTH_MFA_SECRET_BYTES + MFA_TAG)
+#define MFA_NCODES 10
+#define MFA_CODE_BYTES 10 /* 80 bits: 16 base32 characters */
+#define MFA_CODE_LEN 19   /* XXXX-XXXX-XXXX-XXXX */
+
+/* What the auth context has no room for; freed (wiped) with the request. */
+typedef struct {
+    auth_ctx_t *ctx;
+    unsigned char secret[AUTH_MFA_SECRET_BYTES];
+    char blob[MFA_BLOB * 2 + 1];
+    char key_id[8];
+    char code[8];
+    char recovery_hash[SESS_HASH_LEN + 1];
+    int use_recovery;
+    int64_t last_step;
+    int64_t step;
+    char step_txt[24];
+    char codes[MFA_NCODES][MFA_CODE_LEN + 1];
+    char hashes[MFA_NCODES * (SESS_HASH_LEN + 1) + 4];
+    char mfa_token[SESS_TOKEN_LEN + 1];
+    char kv_key[96];
+    long long tries;
+    int failed_logins, locked;
+    const char *reason;
+} mfa_ext_t;
+
+/* One cached data key (the services read secrets once; keys rotate by id). */
+static struct {
+    char id[8];
+    unsigned char key[32];
+    int loaded;
+} mfa_key_cache;
+
+static void
+mfa_ext_free(void *arg)
+{
+    explicit_bzero(arg, sizeof(mfa_ext_t));
+    free(arg);
+}
+
+/* Creates the request's auth context and its MFA extension; NULL when it answered. */
+static mfa_ext_t *
+mfa_ext_for(auth_ctx_t *ctx)
+{
+    mfa_ext_t *m = calloc(1, sizeof(*m));
+
+    if (m == NULL || h2s_req_add_cleanup(ctx->req, mfa_ext_free, m) != PHR_OK) {
+        free(m);
+        svc_respond_error(ctx->req, PHR_ENOMEM, NULL);
+        return NULL;
+    }
+    m->ctx = ctx;
+    h2s_req_set_data(ctx->req, m);
+    return m;
+}
+
+static mfa_ext_t *
+mfa_ext_new(svc_t *svc, h2s_req_t *req, const sess_t *sess)
+{
+    auth_ctx_t *ctx = auth_ctx_new(svc, req, sess);
+    if (ctx == NULL) {
+        return NULL;
+    }
+    auth_client_ip(req, ctx->ip, sizeof(ctx->ip));
+    return mfa_ext_for(ctx);
+}
+
+static mfa_ext_t *
+mfa_ext_of(const auth_ctx_t *ctx)
+{
+    return h2s_req_data(ctx->req);
+}
+
+/* ---- RFC 4648 / 4226 / 6238 ---- */
+
+size_t
+auth_mfa_base32(const unsigned char *in, size_t len, char *out, size_t cap)
+{
+    static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    size_t need = (len * 8 + 4) / 5, o = 0;
+    unsigned int acc = 0;
+    int bits = 0;
+
+    if (cap < need + 1) {
+        return 0;
+    }
+    for (size_t i = 0; i < len; i++) {
+        acc = (acc << 8) | in[i];
+        bits += 8;
+        while (bits >= 5) {
+            out[o++] = alphabet[(acc >> (bits - 5)) & 31];
+            bits -= 5;
+        }
+    }
+    if (bits > 0) {
+        out[o++] = alphabet[(acc << (5 - bits)) & 31];
+    }
+    out[o] = '\0';
+    return o;
+}
+
+uint32_t
+auth_mfa_totp(const unsigned char *key, size_t keylen, uint64_t step)
+{
+    unsigned char msg[8], mac[EVP_MAX_MD_SIZE];
+    unsigned int maclen = 0;
+
+    for (int i = 7; i >= 0; i--) {
+        msg[i] = (unsigned char)(step & 0xff);
+        step >>= 8;
+    }
+    if (HMAC(EVP_sha1(), key, (int)keylen, msg, sizeof(msg), mac, &maclen) == NULL || maclen < 20) {
+        return UINT32_MAX; /* never equal to a 6-digit code */
+    }
+    unsigned int off = mac[maclen - 1] & 0x0f;
+    uint32_t bin = ((uint32_t)(mac[off] & 0x7f) << 24) | ((uint32_t)mac[off + 1] << 16) |
+                   ((uint32_t)mac[off + 2] << 8) | (uint32_t)mac[off + 3];
+    return bin % 1000000u;
+}
+
+/* 1 when |s| is exactly 6 ASCII digits. */
+static int
+mfa_code_valid(const char *s)
+{
+    return strlen(s) == 6 && strspn(s, "0123456789") == 6;
+}
+
+/*
+ * Checks |code| against the steps now-1, now, now+1 that are newer than
+ * |last_step|; the matching step into |*step|. 1 on a match.
+ */
+static int
+mfa_totp_check(const unsigned char *secret, const char *code, int64_t last_step, int64_t *step)
+{
+    int64_t now = tu_now_ms() / 1000 / AUTH_MFA_STEP_S;
+    int ok = 0;
+
+    for (int64_t s = now - 1; s <= now + 1; s++) {
+        char want[8];
+        snprintf(want, sizeof(want), "%06u",
+                 (unsigned)auth_mfa_totp(secret, AUTH_MFA_SECRET_BYTES, (uint64_t)s));
+        /* every step is compared, so timing does not tell which one matched */
+        if (CRYPTO_memcmp(want, code, 6) == 0 && s > last_step && !ok) {
+            *step = s;
+            ok = 1;
+        }
+    }
+    return ok;
+}
+
+/* ---- the data key and the sealed secret ---- */
+
+static int
+mfa_hex_decode(const char *hex, unsigned char *out, size_t n)
+{
+    if (strlen(hex) != n * 2) {
+        return PHR_EINVAL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        int v = 0;
+        for (int j = 0; j < 2; j++) {
+            char c = (char)tolower((unsigned char)hex[2 * i + (size_t)j]);
+            int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+            if (d < 0) {
+                return PHR_EINVAL;
+            }
+            v = v * 16 + d;
+        }
+        out[i] = (unsigned char)v;
+    }
+    return PHR_OK;
+}
+
+static void
+mfa_hex_encode(const unsigned char *in, size_t n, char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = digits[in[i] >> 4];
+        out[2 * i + 1] = digits[in[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+/* The 32-byte key of |key_id| from the secrets file data_key_<key_id>. */
+static int
+mfa_data_key(svc_t *svc, const char *key_id, unsigned char *key)
+{
+    char name[32], hex[80];
+
+    if (mfa_key_cache.loaded && strcmp(mfa_key_cache.id, key_id) == 0) {
+        memcpy(key, mfa_key_cache.key, 32);
+        return PHR_OK;
+    }
+    snprintf(name, sizeof(name), "data_key_%s", key_id);
+    int rc = cfg_read_secret(svc_cfg(svc), name, hex, sizeof(hex));
+    if (rc == PHR_OK) {
+        rc = mfa_hex_decode(hex, key, 32);
+    }
+    explicit_bzero(hex, sizeof(hex));
+    if (rc != PHR_OK) {
+        log_error("mfa: secret %s: %s", name, phr_err_str(rc));
+        return PHR_EGENERIC;
+    }
+    snprintf(mfa_key_cache.id, sizeof(mfa_key_cache.id), "%s", key_id);
+    memcpy(mfa_key_cache.key, key, 32);
+    mfa_key_cache.loaded = 1;
+    return PHR_OK;
+}
+
+/* Seals m->secret for |account_id| into m->blob (hex) under the current key. */
+static int
+mfa_seal(svc_t *svc, mfa_ext_t *m, const char *account_id)
+{
+    unsigned char key[32], blob[MFA_BLOB];
+    int len = 0, ok = 0;
+    EVP_CIPHER_CTX *c = NULL;
+
+    if (mfa_data_key(svc, MFA_KEY_ID, key) != PHR_OK || RAND_bytes(blob, MFA_NONCE) != 1 ||
+        (c = EVP_CIPHER_CTX_new()) == NULL) {
+        goto out;
+    }
+    ok = EVP_EncryptInit_ex(c, EVP_aes_256_gcm(), NULL, key, blob) == 1 &&
+         EVP_EncryptUpdate(c, NULL, &len, (const unsigned char *)account_id,
+                           (int)strlen(account_id)) == 1 &&
+         EVP_EncryptUpdate(c, blob + MFA_NONCE, &len, m->secret, AUTH_MFA_SECRET_BYTES) == 1 &&
+         len == AUTH_MFA_SECRET_BYTES &&
+         EVP_EncryptFinal_ex(c, blob + MFA_NONCE + len, &len) == 1 &&
+         EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, MFA_TAG,
+                             blob + MFA_NONCE + AUTH_MFA_SECRET_BYTES) == 1;
+    if (ok) {
+        mfa_hex_encode(blob, sizeof(blob), m->blob);
+        snprintf(m->key_id, sizeof(m->key_id), "%s", MFA_KEY_ID);
+    }
+out:
+    EVP_CIPHER_CTX_free(c);
+    explicit_bzero(key, sizeof(key));
+    return ok ? PHR_OK : PHR_EGENERIC;
+}
+
+/* Opens |hex| sealed for |account_id| under |key_id| into m->secret. */
+static int
+mfa_open(svc_t *svc, mfa_ext_t *m, const char *account_id, const char *hex, const char *key_id)
+{
+    unsigned char key[32], blob[MFA_BLOB];
+    int len = 0, ok = 0;
+    EVP_CIPHER_CTX *c = NULL;
+
+    if (mfa_hex_decode(hex, blob, sizeof(blob)) != PHR_OK ||
+        mfa_data_key(svc, key_id, key) != PHR_OK || (c = EVP_CIPHER_CTX_new()) == NULL) {
+        goto out;
+    }
+    ok = EVP_DecryptInit_ex(c, EVP_aes_256_gcm(), NULL, key, blob) == 1 &&
+         EVP_DecryptUpdate(c, NULL, &len, (const unsigned char *)account_id,
+                           (int)strlen(account_id)) == 1 &&
+         EVP_DecryptUpdate(c, m->secret, &len, blob + MFA_NONCE, AUTH_MFA_SECRET_BYTES) == 1 &&
+         EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_TAG, MFA_TAG,
+                             blob + MFA_NONCE + AUTH_MFA_SECRET_BYTES) == 1 &&
+         EVP_DecryptFinal_ex(c, m->secret + len, &len) == 1;
+out:
+    EVP_CIPHER_CTX_free(c);
+    explicit_bzero(key, sizeof(key));
+    if (!ok) {
+        log_error("mfa: the TOTP secret of an account cannot be opened (key %s)", key_id);
+    }
+    return ok ? PHR_OK : PHR_EGENERIC;
+}
+
+/* ---- recovery codes ---- */
+
+/* Upper-cases |in| without '-' into |out| (17 bytes); 1 when it is 16 base32 characters. */
+static int
+mfa_recovery_normalise(const char *in, char *out)
+{
+    size_t n = 0;
+
+    for (; *in != '\0'; in++) {
+        char c = (char)toupper((unsigned char)*in);
+        if (c == '-') {
+            continue;
+        }
+        if (n >= 16 || !((c >= 'A' && c <= 'Z') || (c >= '2' && c <= '7'))) {
+            return 0;
+        }
+        out[n++] = c;
+    }
+    out[n] = '\0';
+    return n == 16;
+}
+
+/* Ten new codes into m->codes and the array literal of their hashes into m->hashes. */
+static int
+mfa_recovery_new(mfa_ext_t *m)
+{
+    size_t o = 0;
+
+    m->hashes[o++] = '{';
+    for (int i = 0; i < MFA_NCODES; i++) {
+        unsigned char raw[MFA_CODE_BYTES];
+        char b32[20], norm[17], hash[SESS_HASH_LEN + 1];
+        if (RAND_bytes(raw, sizeof(raw)) != 1 ||
+            auth_mfa_base32(raw, sizeof(raw), b32, sizeof(b32)) != 16) {
+            return PHR_EGENERIC;
+        }
+        snprintf(m->codes[i], sizeof(m->codes[i]), "%.4s-%.4s-%.4s-%.4s", b32, b32 + 4, b32 + 8,
+                 b32 + 12);
+        if (!mfa_recovery_normalise(m->codes[i], norm)) {
+            return PHR_EGENERIC;
+        }
+        auth_sha256_hex(norm, hash);
+        o += (size_t)snprintf(m->hashes + o, sizeof(m->hashes) - o, "%s%s", i ? "," : "", hash);
+        explicit_bzero(raw, sizeof(raw));
+        explicit_bzero(b32, sizeof(b32));
+    }
+    snprintf(m->hashes + o, sizeof(m->hashes) - o, "}");
+    return PHR_OK;
+}
+
+/* ---- shared bits ---- */
+
+/* Staff and operators only: 403 for patients. 1 when allowed. */
+static int
+mfa_allowed(h2s_req_t *req, const sess_t *sess)
+{
+    if (strcmp(sess->kind, "staff") == 0 || strcmp(sess->kind, "operator") == 0) {
+        return 1;
+    }
+    h2s_respond_problem(req, 403, "forbidden", "second factors are for staff and operators", NULL);
+    return 0;
+}
+
+static void
+mfa_bad_field(h2s_req_t *req, const char *field, const char *msg)
+{
+    jx_errors_t errs = {.n = 0};
+    jx_error_add(&errs, field, "%s", msg);
+    h2s_respond_problem(req, 400, "validation_failed", "the request body is not valid", &errs);
+}
+
+/* Queues the audit event and the mfa_changed e-mail of an enrolment or removal. */
+static void
+mfa_queue_change(auth_ctx_t *ctx, const char *action, const char *change)
+{
+    char event_id[37], key[80];
+    const char *params[] = {"name", ctx->name, "method", "totp", "change", change, NULL};
+    char *audit = auth_audit_json(ctx, action, ctx->sess.account_id, ctx->sess.kind,
+                                  ctx->sess.account_id, "success", NULL, event_id);
+    auth_tx_outbox(ctx, "audit", event_id, audit);
+    snprintf(key, sizeof(key), "mfa:%s", event_id);
+    auth_tx_outbox(ctx, "notification", key,
+                   auth_notify_json("mfa_changed", ctx->sess.account_id, ctx->locale, params));
+}
+
+/* ---- POST /api/v1/auth/mfa/totp/enroll ---- */
+
+static void
+mfa_percent_encode(const char *in, char *out, size_t cap)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t o = 0;
+
+    for (; *in != '\0' && o + 4 < cap; in++) {
+        unsigned char c = (unsigned char)*in;
+        if (isalnum(c) || strchr("-._~@", c) != NULL) {
+            out[o++] = (char)c;
+        } else {
+            out[o++] = '%';
+            out[o++] = hex[c >> 4];
+            out[o++] = hex[c & 15];
+        }
+    }
+    out[o] = '\0';
+}
+
+static void
+mfa_enroll_stored(int rc, PGresult *res, void *ud)
+{
+    mfa_ext_t *m = ud;
+    char b32[40], label[800], uri[1024];
+
+    if (rc != PHR_OK) {
+        svc_respond_error(m->ctx->req, rc, NULL);
+        return;
+    }
+    if (PQntuples(res) == 0) {
+        h2s_respond_problem(m->ctx->req, 409, "conflict",
+                            "TOTP is already enrolled; remove it before enrolling again", NULL);
+        return;
+    }
+    auth_mfa_base32(m->secret, sizeof(m->secret), b32, sizeof(b32));
+    mfa_percent_encode(PQgetvalue(res, 0, 0), label, sizeof(label));
+    snprintf(uri, sizeof(uri),
+             "otpauth://totp/PHR:%s?secret=%s&issuer=PHR&algorithm=SHA1&digits=6&period=%d", label,
+             b32, AUTH_MFA_STEP_S);
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "secret", json_object_new_string(b32));
+    json_object_object_add(o, "otpauth_uri", json_object_new_string(uri));
+    h2s_req_add_header(m->ctx->req, "cache-control", "no-store");
+    h2s_respond_json(m->ctx->req, 200, o);
+    explicit_bzero(b32, sizeof(b32));
+    explicit_bzero(uri, sizeof(uri));
+}
+
+static void
+mfa_enroll(svc_t *svc, h2s_req_t *req, const sess_t *sess)
+{
+    /* a pending enrolment is replaced; a confirmed one is left alone (no row returned) */
+    static const char sql[] =
+        "INSERT INTO mfa_totp (account_id, secret_enc, key_id) VALUES ($1, $2, $3) "
+        "ON CONFLICT (account_id) DO UPDATE SET secret_enc = EXCLUDED.secret_enc, "
+        "key_id = EXCLUDED.key_id, last_step = 0, created_at = now() "
+        "WHERE mfa_totp.confirmed_at IS NULL "
+        "RETURNING (SELECT email FROM accounts WHERE id = $1)";
+
+    if (!mfa_allowed(req, sess)) {
+        return;
+    }
+    mfa_ext_t *m = mfa_ext_new(svc, req, sess);
+    if (m == NULL) {
+        return;
+    }
+    if (RAND_bytes(m->secret, sizeof(m->secret)) != 1 ||
+        mfa_seal(svc, m, sess->account_id) != PHR_OK) {
+        svc_respond_error(req, PHR_EGENERIC, NULL);
+        return;
+    }
+    const char *p[] = {sess->account_id, m->blob, m->key_id};
+    int rc = db_query(svc_db(svc), sql, 3, p, mfa_enroll_stored, m);
+    if (rc != PHR_OK) {
+        svc_respond_error(req, rc, NULL);
+    }
+}
+
+/* ---- POST /api/v1/auth/mfa/totp/confirm ---- */
+
+static void
+mfa_confirm_committed(auth_ctx_t *ctx, int rc)
+{
+    mfa_ext_t *m = mfa_ext_of(ctx);
+
+    if (rc == PHR_EINVAL) { /* the guard: confirmed or replaced meanwhile */
+        h2s_respond_problem(ctx->req, 409, "conflict", "the enrolment changed; enroll again", NULL);
+        return;
+    }
+    if (rc != PHR_OK) {
+        svc_respond_error(ctx->req, rc, NULL);
+        return;
+    }
+    auth_outbox_kick(ctx->svc);
+    json_object *o = json_object_new_object();
+    json_object *arr = json_object_new_array();
+    for (int i = 0; i < MFA_NCODES; i++) {
+        json_object_array_add(arr, json_object_new_string(m->codes[i]));
+    }
+    json_object_object_add(o, "recovery_codes", arr);
+    h2s_req_add_header(ctx->req, "cache-control", "no-store");
+    h2s_respond_json(ctx->req, 200, o);
+}
+
+static void
+mfa_confirm_loaded(int rc, PGresult *res, void *ud)
+{
+    static const char guard[] =
+        "WITH u AS (UPDATE mfa_totp SET confirmed_at = now(), last_step = $2::bigint "
+        "WHERE account_id = $1 AND confirmed_at IS NULL AND secret_enc = $3 "
+        "AND last_step < $2::bigint RETURNING 1) SELECT 1 / count(*)::int FROM u";
+    static const char wipe[] = "DELETE FROM mfa_recovery_codes WHERE account_id = $1";
+    static const char insert[] = "INSERT INTO mfa_recovery_codes (account_id, code_sha256) "
+                                 "SELECT $1, unnest($2::text[])";
+    mfa_ext_t *m = ud;
+    auth_ctx_t *ctx = m->ctx;
+
+    if (rc != PHR_OK) {
+        svc_respond_error(ctx->req, rc, NULL);
+        return;
+    }
+    if (PQntuples(res) == 0) {
+        h2s_respond_problem(ctx->req, 401, "session_expired", "the account no longer exists", NULL);
+        return;
+    }
+    snprintf(ctx->name, sizeof(ctx->name), "%s", PQgetvalue(res, 0, 4));
+    snprintf(ctx->locale, sizeof(ctx->locale), "%s", PQgetvalue(res, 0, 5));
+    if (PQgetisnull(res, 0, 0)) {
+        h2s_respond_problem(ctx->req, 409, "conflict", "no TOTP enrolment is pending", NULL);
+        return;
+    }
+    if (PQgetvalue(res, 0, 2)[0] == 't') {
+        h2s_respond_problem(ctx->req, 409, "conflict", "TOTP is already enrolled", NULL);
+        return;
+    }
+    snprintf(m->blob, sizeof(m->blob), "%s", PQgetvalue(res, 0, 0));
+    m->last_step = strtoll(PQgetvalue(res, 0, 3), NULL, 10);
+    if (mfa_open(ctx->svc, m, ctx->sess.account_id, m->blob, PQgetvalue(res, 0, 1)) != PHR_OK) {
+        svc_respond_error(ctx->req, PHR_EGENERIC, NULL);
+        return;
+    }
+    if (!mfa_totp_check(m->secret, m->code, m->last_step, &m->step)) {
+        h2s_respond_problem(ctx->req, 422, "invalid_code", "the code is wrong or expired", NULL);
+        return;
+    }
+    if (mfa_recovery_new(m) != PHR_OK) {
+        svc_respond_error(ctx->req, PHR_EGENERIC, NULL);
+        return;
+    }
+    snprintf(m->step_txt, sizeof(m->step_txt), "%lld", (long long)m->step);
+    const char *pg[] = {ctx->sess.account_id, m->step_txt, m->blob};
+    const char *pw[] = {ctx->sess.account_id};
+    const char *pi[] = {ctx->sess.account_id, m->hashes};
+    auth_tx_sql(ctx, guard, 3, pg);
+    auth_tx_sql(ctx, wipe, 1, pw);
+    auth_tx_sql(ctx, insert, 2, pi);
+    mfa_queue_change(ctx, "auth.mfa.enroll", "enrolled");
+    auth_tx_run(ctx, mfa_confirm_committed);
+}
+
+static void
+mfa_confirm(svc_t *svc, h2s_req_t *req, const sess_t *sess)
+{
+    static const jx_field_t fields[] = {
+        {"code", JX_STRING, 1, 0, -1, 1, 16, NULL},
+    };
+    static const char sql[] =
+        "SELECT t.secret_enc, t.key_id, t.confirmed_at IS NOT NULL, t.last_step, a.name, a.locale "
+        "FROM accounts a LEFT JOIN mfa_totp t ON t.account_id = a.id "
+        "WHERE a.id = $1 AND a.status = 'active'";
+    json_object *body;
+
+    if (!mfa_allowed(req, sess) || svc_read_json(req, fields, 1, &body) != PHR_OK) {
+        return;
+    }
+    const char *code = jx_get_str(body, "code", "");
+    if (!mfa_code_valid(code)) {
+        json_object_put(body);
+        mfa_bad_field(req, "code", "must be 6 digits");
+        return;
+    }
+    mfa_ext_t *m = mfa_ext_new(svc, req, sess);
+    if (m == NULL) {
+        json_object_put(body);
+        return;
+    }
+    snprintf(m->code, sizeof(m->code), "%s", code);
+    json_object_put(body);
+    const char *p[] = {sess->account_id};
+    int rc = db_query(svc_db(svc), sql, 1, p, mfa_confirm_loaded, m);
+    if (rc != PHR_OK) {
+        svc_respond_error(req, rc, NULL);
+    }
+}
+
+/* ---- DELETE /api/v1/auth/mfa/totp ---- */
+
+static void
+mfa_remove_denied(h2s_req_t *req)
+{
+    h2s_respond_problem(req, 422, "invalid_credentials", "the password or the code is wrong", NULL);
+}
+
+static void
+mfa_remove_committed(auth_ctx_t *ctx, int rc)
+{
+    if (rc == PHR_EINVAL) { /* the guard: the step was used meanwhile (replay) */
+        mfa_remove_denied(ctx->req);
+        return;
+    }
+    if (rc != PHR_OK) {
+        svc_respond_error(ctx->req, rc, NULL);
+        return;
+    }
+    auth_outbox_kick(ctx->svc);
+    h2s_respond(ctx->req, 204, NULL, NULL, 0);
+}
+
+static void
+mfa_remove_verified(int rc, int needs_rehash, void *ud)
+{
+    static const char guard[] =
+        "WITH d AS (DELETE FROM mfa_totp WHERE account_id = $1 AND confirmed_at IS NOT NULL "
+        "AND last_step < $2::bigint RETURNING 1) SELECT 1 / count(*)::int FROM d";
+    static const char wipe[] = "DELETE FROM mfa_recovery_codes WHERE account_id = $1";
+    mfa_ext_t *m = ud;
+    auth_ctx_t *ctx = m->ctx;
+
+    if (rc == PHR_EDENIED || rc == PHR_EINVAL) {
+        mfa_remove_denied(ctx->req);
+        return;
+    }
+    if (rc != PHR_OK) {
+        svc_respond_error(ctx->req, rc, NULL);
+        return;
+    }
+    if (!mfa_totp_check(m->secret, m->code, m->last_step, &m->step)) {
+        mfa_remove_denied(ctx->req);
+        return;
+    }
+    snprintf(m->step_txt, sizeof(m->step_txt), "%lld", (long long)m->step);
+    const char *pg[] = {ctx->sess.account_id, m->step_txt};
+    const char *pw[] = {ctx->sess.account_id};
+    auth_tx_sql(ctx, guard, 2, pg);
+    auth_tx_sql(ctx, wipe, 1, pw);
+    mfa_queue_change(ctx, "auth.mfa.remove", "removed");
+    auth_tx_run(ctx, mfa_remove_committed);
+}
+
+static void
+mfa_remove_loaded(int rc, PGresult *res, void *ud)
+{
+    mfa_ext_t *m = ud;
+    auth_ctx_t *ctx = m->ctx;
+
+    if (rc != PHR_OK) {
+        svc_respond_error(ctx->req, rc, NULL);
+        return;
+    }
+    if (PQntuples(res) == 0) {
+        h2s_respond_problem(ctx->req, 404, "not_found", "no TOTP is enrolled", NULL);
+        return;
+    }
+    snprintf(ctx->hash, sizeof(ctx->hash), "%s", PQgetvalue(res, 0, 0));
+    snprintf(ctx->name, sizeof(ctx->name), "%s", PQgetvalue(res, 0, 1));
+    snprintf(ctx->locale, sizeof(ctx->locale), "%s", PQgetvalue(res, 0, 2));
+    m->last_step = strtoll(PQgetvalue(res, 0, 5), NULL, 10);
+    if (mfa_open(ctx->svc, m, ctx->sess.account_id, PQgetvalue(res, 0, 3), PQgetvalue(res, 0, 4)) !=
+        PHR_OK) {
+        svc_respond_error(ctx->req, PHR_EGENERIC, NULL);
+        return;
+    }
+    size_t npeppers;
+    const pwhash_pepper_t *peppers = auth_peppers(ctx->svc, &npeppers);
+    rc = pwhash_verify_async(svc_workq(ctx->svc), ctx->hash, ctx->password, peppers, npeppers,
+                             mfa_remove_verified, m);
+    if (rc != PHR_OK) {
+        svc_respond_error(ctx->req, rc, "password hashing is saturated; retry later");
+    }
+}
+
+static void
+mfa_remove(svc_t *svc, h2s_req_t *req, const sess_t *sess)
+{
+    static const jx_field_t fields[] = {
+        {"password", JX_STRING, 1, 0, -1, 1, 1024, NULL},
+        {"code", JX_STRING, 1, 0, -1, 1, 16, NULL},
+    };
+    static const char sql[] =
+        "SELECT a.password_hash, a.name, a.locale, t.secret_enc, t.key_id, t.last_step "
+        "FROM accounts a JOIN mfa_totp t ON t.account_id = a.id AND t.confirmed_at IS NOT NULL "
+        "WHERE a.id = $1 AND a.status = 'active'";
+    json_object *body;
+
+    if (!mfa_allowed(req, sess) || svc_read_json(req, fields, 2, &body) != PHR_OK) {
+        return;
+    }
+    const char *code = jx_get_str(body, "code", "");
+    if (!mfa_code_valid(code)) {
+        json_object_put(body);
+        mfa_bad_field(req, "code", "must be 6 digits");
+        return;
+    }
+    mfa_ext_t *m = mfa_ext_new(svc, req, sess);
+    if (m == NULL) {
+        json_object_put(body);
+        return;
+    }
+    snprintf(m->code, sizeof(m->code), "%s", code);
+    int rc = pw_normalize(jx_get_str(body, "password", ""), &m->ctx->password);
+    json_object_put(body);
+    if (rc != PHR_OK) {
+        svc_respond_error(req, rc, "password: not valid UTF-8");
+        return;
+    }
+    const char *p[] = {sess->account_id};
+    rc = db_query(svc_db(svc), sql, 1, p, mfa_remove_loaded, m);
+    if (rc != PHR_OK) {
+        svc_respond_error(req, rc, NULL);
+    }
+}
+
+/* ---- login, step 1: the challenge ---- */
+
+/* KEYS: token key. ARGV: account id, ttl. */
+static const char mfa_challenge_lua[] =
+    "redis.call('HSET', KEYS[1], 'account', ARGV[1], 'tries', '0') "
+    "redis.call('EXPIRE', KEYS[1], ARGV[2]) return 1";
+
+/* KEYS: token key. ARGV: max tries. {account, tries} or nil when unknown/used up. */
+static const char mfa_attempt_lua[] =
+    "local a = redis.call('HGET', KEYS[1], 'account') "
+    "if not a then return false end "
+    "local n = redis.call('HINCRBY', KEYS[1], 'tries', 1) "
+    "if n > tonumber(ARGV[1]) then redis.call('DEL', KEYS[1]) return false end "
+    "return {a, n}";
+
+static int
+mfa_kv(kv_t *kv, kv_cb cb, void *ud, int argc, const char **argv)
+{
+    size_t lens[8];
+    for (int i = 0; i < argc && i < 8; i++) {
+        lens[i] = strlen(argv[i]);
+    }
+    return kv_command_argv(kv, cb, ud, argc, argv, lens);
+}
+
+static void
+mfa_kv_ignore(int rc, redisReply *reply, void *ud)
+{
+    if (rc != PHR_OK) {
+        log_warn("mfa: deleting a used mfa_token failed: %s", phr_err_str(rc));
+    }
+}
+
+static void
+mfa_token_key(const char *token, char *out, size_t cap)
+{
+    char hash[SESS_HASH_LEN + 1];
+    auth_sha256_hex(token, hash);
+    snprintf(out, cap, "phr:mfa:login:%s", hash);
+}
+
+static void
+mfa_challenge_stored(int rc, redisReply *reply, void *ud)
+{
+    mfa_ext_t *m = ud;
+
+    if (rc != PHR_OK || reply->type == REDIS_REPLY_ERROR) {
+        svc_respond_error(m->ctx->req, PHR_EUNAVAIL, "the session store is unavailable");
+        return;
+    }
+    json_object *o = json_object_new_object();
+    json_object *methods = json_object_new_array();
+    json_object_array_add(methods, json_object_new_string("totp"));
+    json_object_object_add(o, "mfa_required", json_object_new_boolean(1));
+    json_object_object_add(o, "mfa_token", json_object_new_string(m->mfa_token));
+    json_object_object_add(o, "methods", methods);
+    h2s_respond_json(m->ctx->req, 200, o);
+}
+
+static void
+mfa_login_factors(int rc, PGresult *res, void *ud)
+{
+    mfa_ext_t *m = ud;
+    auth_ctx_t *ctx = m->ctx;
+    char ttl[16];
+
+    if (rc != PHR_OK) {
+        svc_respond_error(ctx->req, rc, "the login could not be completed; retry later");
+        return;
+    }
+    if (PQntuples(res) == 0 || strcmp(PQgetvalue(res, 0, 0), "0") == 0) {
+        auth_login_issue(ctx, "none");
+        return;
+    }
+    if (sess_token_new(m->mfa_token) != PHR_OK) {
+        svc_respond_error(ctx->req, PHR_EGENERIC, NULL);
+        return;
+    }
+    mfa_token_key(m->mfa_token, m->kv_key, sizeof(m->kv_key));
+    snprintf(ttl, sizeof(ttl), "%d", AUTH_MFA_TOKEN_TTL_S);
+    const char *argv[] = {"EVAL", mfa_challenge_lua, "1", m->kv_key, ctx->account_id, ttl};
+    if (mfa_kv(svc_kv(ctx->svc), mfa_challenge_stored, m, 6, argv) != PHR_OK) {
+        svc_respond_error(ctx->req, PHR_EUNAVAIL, "the session store is unavailable");
+    }
+}
+
+void
+auth_mfa_login(auth_ctx_t *ctx)
+{
+    /* a rehashed password is kept even though the session waits for the second factor */
+    static const char sql[] =
+        "WITH r AS (UPDATE accounts SET password_hash = $2 WHERE id = $1 AND $2::text IS NOT NULL "
+        "RETURNING 1) SELECT count(*) FROM mfa_totp WHERE account_id = $1 "
+        "AND confirmed_at IS NOT NULL";
+    mfa_ext_t *m = mfa_ext_for(ctx);
+
+    if (m == NULL) {
+        return;
+    }
+    const char *p[] = {ctx->account_id, ctx->new_hash[0] ? ctx->new_hash : NULL};
+    int rc = db_query(svc_db(ctx->svc), sql, 2, p, mfa_login_factors, m);
+    if (rc != PHR_OK) {
+        svc_respond_error(ctx->req, rc, "the login could not be completed; retry later");
+    }
+}
+
+/* ---- login, step 2: POST /api/v1/auth/login/mfa ---- */
+
+static void
+mfa_login_denied(h2s_req_t *req)
+{
+    h2s_respond_problem(req, 401, "invalid_credentials", "the code is wrong or was already used",
+                        NULL);
+}
+
+static void
+mfa_login_fail_committed(auth_ctx_t *ctx, int rc)
+{
+    if (rc != PHR_OK) {
+        log_warn("mfa login failure bookkeeping failed: %s", phr_err_str(rc));
+    } else {
+        auth_outbox_kick(ctx->svc);
+    }
+    mfa_login_denied(ctx->req);
+}
+
+/* A wrong factor counts as a failed login (the account locks as for passwords). */
+static void
+mfa_login_failed(mfa_ext_t *m, const char *reason)
+{
+    static const char sql[] =
+        "UPDATE accounts SET failed_logins = failed_logins + 1, updated_at = now(), "
+        "locked_until = CASE WHEN failed_logins + 1 >= 5 THEN now() + "
+        "least(15, power(2, failed_logins + 1 - 5))::int * interval '1 minute' "
+        "ELSE locked_until END WHERE id = $1";
+    auth_ctx_t *ctx = m->ctx;
+    char event_id[37];
+
+    if (m->tries >= AUTH_MFA_MAX_TRIES) {
+        const char *argv[] = {"DEL", m->kv_key};
+        mfa_kv(svc_kv(ctx->svc), mfa_kv_ignore, NULL, 2, argv);
+    }
+    char *audit = auth_audit_json(ctx, "auth.login.mfa.failure", NULL, "anonymous", ctx->account_id,
+                                  "failure", reason, event_id);
+    auth_tx_outbox(ctx, "audit", event_id, audit);
+    if (!m->locked) {
+        const char *p[] = {ctx->account_id};
+        auth_tx_sql(ctx, sql, 1, p);
+        if (m->failed_logins + 1 >= AUTH_LOCK_AFTER) {
+            char key[80], until[TU_JST_LEN];
+            int shift = m->failed_logins + 1 - AUTH_LOCK_AFTER;
+            int64_t minutes = shift >= 4 ? 15 : (int64_t)1 << shift;
+            tu_format_jst(tu_now_ms() + minutes * 60000, until, sizeof(until));
+            audit = auth_audit_json(ctx, "auth.lockout", NULL, "anonymous", ctx->account_id,
+                                    "success", "too_many_failures", event_id);
+            auth_tx_outbox(ctx, "audit", event_id, audit);
+            const char *params[] = {"name", ctx->name, "locked_until", until, NULL};
+            snprintf(key, sizeof(key), "locked:%s", event_id);
+            auth_tx_outbox(
+                ctx, "notification", key,
+                auth_notify_json("account_locked", ctx->account_id, ctx->locale, params));
+        }
+    }
+    auth_tx_run(ctx, mfa_login_fail_committed);
+}
+
+static void
+mfa_login_consumed(int rc, PGresult *res, void *ud)
+{
+    mfa_ext_t *m = ud;
+    auth_ctx_t *ctx = m->ctx;
+    char event_id[37];
+
+    if (rc != PHR_OK) {
+        svc_respond_error(ctx->req, rc, "the login could not be completed; retry later");
+        return;
+    }
+    if (PQntuples(res) == 0) { /* used by a concurrent request */
+        mfa_login_failed(m, m->use_recovery ? "recovery_code_used" : "code_replayed");
+        return;
+    }
+    const char *argv[] = {"DEL", m->kv_key};
+    mfa_kv(svc_kv(ctx->svc), mfa_kv_ignore, NULL, 2, argv);
+    char *audit =
+        auth_audit_json(ctx, "auth.login.mfa.success", ctx->account_id, ctx->kind, ctx->account_id,
+                        "success", m->use_recovery ? "recovery_code" : "totp", event_id);
+    auth_tx_outbox(ctx, "audit", event_id, audit);
+    /* the session's factor is TOTP either way: a recovery code stands in for it */
+    auth_login_issue(ctx, "totp");
+}
+
+static void
+mfa_login_loaded(int rc, PGresult *res, void *ud)
+{
+    static const char use_step[] = "UPDATE mfa_totp SET last_step = $2::bigint "
+                                   "WHERE account_id = $1 AND last_step < $2::bigint RETURNING 1";
+    static const char use_code[] =
+        "UPDATE mfa_recovery_codes SET used_at = now() WHERE account_id = $1 "
+        "AND code_sha256 = $2 AND used_at IS NULL RETURNING 1";
+    mfa_ext_t *m = ud;
+    auth_ctx_t *ctx = m->ctx;
+
+    if (rc != PHR_OK) {
+        svc_respond_error(ctx->req, rc, "the login could not be completed; retry later");
+        return;
+    }
+    if (PQntuples(res) == 0) { /* the factor was removed or the account closed meanwhile */
+        const char *argv[] = {"DEL", m->kv_key};
+        mfa_kv(svc_kv(ctx->svc), mfa_kv_ignore, NULL, 2, argv);
+        h2s_respond_problem(ctx->req, 401, "unauthenticated", "the MFA token is no longer valid",
+                            NULL);
+        return;
+    }
+    snprintf(ctx->name, sizeof(ctx->name), "%s", PQgetvalue(res, 0, 1));
+    snprintf(ctx->locale, sizeof(ctx->locale), "%s", PQgetvalue(res, 0, 2));
+    snprintf(ctx->kind, sizeof(ctx->kind), "%s", PQgetvalue(res, 0, 3));
+    snprintf(ctx->org_id, sizeof(ctx->org_id), "%s", PQgetvalue(res, 0, 4));
+    snprintf(ctx->role, sizeof(ctx->role), "%s", PQgetvalue(res, 0, 5));
+    snprintf(ctx->email, sizeof(ctx->email), "%s", PQgetvalue(res, 0, 6));
+    ctx->email_verified = PQgetvalue(res, 0, 7)[0] == 't';
+    ctx->must_change = PQgetvalue(res, 0, 8)[0] == 't';
+    m->failed_logins = (int)strtol(PQgetvalue(res, 0, 9), NULL, 10);
+    m->locked = PQgetvalue(res, 0, 10)[0] == 't';
+    m->last_step = strtoll(PQgetvalue(res, 0, 13), NULL, 10);
+    ctx->found = 1;
+    if (m->locked) {
+        mfa_login_failed(m, "locked");
+        return;
+    }
+    if (m->use_recovery) {
+        const char *p[] = {ctx->account_id, m->recovery_hash};
+        rc = db_query(svc_db(ctx->svc), use_code, 2, p, mfa_login_consumed, m);
+    } else {
+        if (mfa_open(ctx->svc, m, ctx->account_id, PQgetvalue(res, 0, 11),
+                     PQgetvalue(res, 0, 12)) != PHR_OK) {
+            svc_respond_error(ctx->req, PHR_EGENERIC, NULL);
+            return;
+        }
+        if (!mfa_totp_check(m->secret, m->code, m->last_step, &m->step)) {
+            mfa_login_failed(m, "invalid_code");
+            return;
+        }
+        snprintf(m->step_txt, sizeof(m->step_txt), "%lld", (long long)m->step);
+        const char *p[] = {ctx->account_id, m->step_txt};
+        rc = db_query(svc_db(ctx->svc), use_step, 2, p, mfa_login_consumed, m);
+    }
+    if (rc != PHR_OK) {
+        svc_respond_error(ctx->req, rc, NULL);
+    }
+}
+
+static void
+mfa_login_attempted(int rc, redisReply *reply, void *ud)
+{
+    static const char sql[] =
+        "SELECT a.id, a.name, a.locale, a.kind, coalesce(a.org_id::text, ''), "
+        "coalesce(a.role, ''), a.email, a.email_verified_at IS NOT NULL, a.must_change_password, "
+        "a.failed_logins, coalesce(a.locked_until > now(), false), t.secret_enc, t.key_id, "
+        "t.last_step FROM accounts a "
+        "JOIN mfa_totp t ON t.account_id = a.id AND t.confirmed_at IS NOT NULL "
+        "WHERE a.id = $1 AND a.status = 'active'";
+    mfa_ext_t *m = ud;
+    auth_ctx_t *ctx = m->ctx;
+
+    if (rc != PHR_OK || reply->type == REDIS_REPLY_ERROR) {
+        svc_respond_error(ctx->req, PHR_EUNAVAIL, "the session store is unavailable");
+        return;
+    }
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
+        reply->element[0]->type != REDIS_REPLY_STRING ||
+        reply->element[1]->type != REDIS_REPLY_INTEGER || reply->element[0]->len != 36) {
+        h2s_respond_problem(ctx->req, 401, "unauthenticated",
+                            "the MFA token is unknown, expired or used up; log in again", NULL);
+        return;
+    }
+    memcpy(ctx->account_id, reply->element[0]->str, 36);
+    ctx->account_id[36] = '\0';
+    m->tries = reply->element[1]->integer;
+    const char *p[] = {ctx->account_id};
+    rc = db_query(svc_db(ctx->svc), sql, 1, p, mfa_login_loaded, m);
+    if (rc != PHR_OK) {
+        svc_respond_error(ctx->req, rc, NULL);
+    }
+}
+
+static void
+mfa_login(svc_t *svc, h2s_req_t *req, const sess_t *sess)
+{
+    static const jx_field_t fields[] = {
+        {"mfa_token", JX_STRING, 1, 0, -1, 1, 64, NULL},
+        {"code", JX_STRING, 0, 0, -1, 1, 16, NULL},
+        {"recovery_code", JX_STRING, 0, 0, -1, 1, 64, NULL},
+    };
+    json_object *body;
+
+    if (svc_read_json(req, fields, 3, &body) != PHR_OK) {
+        return;
+    }
+    const char *token = jx_get_str(body, "mfa_token", "");
+    const char *code = jx_get_str(body, "code", NULL);
+    const char *recovery = jx_get_str(body, "recovery_code", NULL);
+    const char *bad = NULL, *msg = NULL;
+    if (strlen(token) != SESS_TOKEN_LEN ||
+        strspn(token, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_") !=
+            SESS_TOKEN_LEN) {
+        bad = "mfa_token", msg = "must be the 43-character token of the login answer";
+    } else if ((code == NULL) == (recovery == NULL)) {
+        bad = "code", msg = "give exactly one of code and recovery_code";
+    } else if (code != NULL && !mfa_code_valid(code)) {
+        bad = "code", msg = "must be 6 digits";
+    } else if (recovery != NULL &&
+               (strlen(recovery) < 8 || strlen(recovery) > 32 ||
+                strspn(recovery,
+                       "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-") !=
+                    strlen(recovery))) {
+        bad = "recovery_code", msg = "must be 8-32 letters, digits or '-'";
+    }
+    if (bad != NULL) {
+        json_object_put(body);
+        mfa_bad_field(req, bad, msg);
+        return;
+    }
+    mfa_ext_t *m = mfa_ext_new(svc, req, NULL);
+    if (m == NULL) {
+        json_object_put(body);
+        return;
+    }
+    if (code != NULL) {
+        snprintf(m->code, sizeof(m->code), "%s", code);
+    } else {
+        char norm[17];
+        m->use_recovery = 1;
+        if (!mfa_recovery_normalise(recovery, norm)) {
+            snprintf(norm, sizeof(norm), "-"); /* matches no stored hash */
+        }
+        auth_sha256_hex(norm, m->recovery_hash);
+        explicit_bzero(norm, sizeof(norm));
+    }
+    mfa_token_key(token, m->kv_key, sizeof(m->kv_key));
+    json_object_put(body);
+    char max[8];
+    snprintf(max, sizeof(max), "%d", AUTH_MFA_MAX_TRIES);
+    const char *argv[] = {"EVAL", mfa_attempt_lua, "1", m->kv_key, max};
+    if (mfa_kv(svc_kv(svc), mfa_login_attempted, m, 5, argv) != PHR_OK) {
+        svc_respond_error(req, PHR_EUNAVAIL, "the session store is unavailable");
+    }
+}
+
+static const svc_route_t table[] = {
+    {"POST", "/api/v1/auth/mfa/totp/enroll", mfa_enroll, SVC_SESSION | SVC_NEEDS_DB, 0},
+    {"POST", "/api/v1/auth/mfa/totp/confirm", mfa_confirm, SVC_SESSION | SVC_NEEDS_DB, 1024},
+    {"DELETE", "/api/v1/auth/mfa/totp", mfa_remove, SVC_SESSION | SVC_NEEDS_DB, 4096},
+    {"POST", "/api/v1/auth/login/mfa", mfa_login, SVC_NEEDS_DB, 1024},
+};
+
+const svc_routes_t auth_mfa_routes = SVC_ROUTES(table);

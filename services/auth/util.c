@@ -314,3 +314,70 @@ auth_client_ip(h2s_req_t *req, char *out, size_t cap)
         out[0] = '\0'; /* not an address: never echo it into keys or events */
     }
 }
+
+/* ---- password pepper ---------------------------------------------------- */
+
+static pwhash_pepper_t auth_pepper_set[1];
+static size_t auth_npeppers;
+static int auth_peppers_loaded;
+
+static int
+auth_hex_nibble(char c)
+{
+    if (c >= '0' && c <= '9') {
+        return c - '0';
+    }
+    if (c >= 'a' && c <= 'f') {
+        return c - 'a' + 10;
+    }
+    if (c >= 'A' && c <= 'F') {
+        return c - 'A' + 10;
+    }
+    return -1;
+}
+
+static void
+auth_peppers_load(const svc_t *svc)
+{
+    pwhash_pepper_t *pp = &auth_pepper_set[0];
+    char hex[130];
+    int rc = cfg_read_secret(svc_cfg(svc), "auth_pepper_v1", hex, sizeof(hex));
+
+    auth_peppers_loaded = 1;
+    if (rc == PHR_ENOTFOUND) {
+        log_info("auth: no password pepper (auth_pepper_v1 absent)");
+        return;
+    }
+    memset(pp, 0, sizeof(*pp));
+    snprintf(pp->id, sizeof(pp->id), "v1");
+    auth_npeppers = 1;
+    if (rc != PHR_OK || strlen(hex) != 64) {
+        log_error("auth: auth_pepper_v1 unusable (%s); password hashing will fail",
+                  rc != PHR_OK ? phr_err_str(rc) : "not 64 hex characters");
+        explicit_bzero(hex, sizeof(hex));
+        return; /* keylen 0: pwhash refuses the pepper */
+    }
+    for (size_t i = 0; i < 32; i++) {
+        int hi = auth_hex_nibble(hex[2 * i]), lo = auth_hex_nibble(hex[2 * i + 1]);
+        if (hi < 0 || lo < 0) {
+            log_error("auth: auth_pepper_v1 is not hex; password hashing will fail");
+            explicit_bzero(hex, sizeof(hex));
+            explicit_bzero(pp->key, sizeof(pp->key));
+            return;
+        }
+        pp->key[i] = (unsigned char)(hi << 4 | lo);
+    }
+    pp->keylen = 32;
+    explicit_bzero(hex, sizeof(hex));
+    log_info("auth: password pepper v1 loaded");
+}
+
+const pwhash_pepper_t *
+auth_peppers(svc_t *svc, size_t *n)
+{
+    if (!auth_peppers_loaded) {
+        auth_peppers_load(svc);
+    }
+    *n = auth_npeppers;
+    return auth_npeppers > 0 ? auth_pepper_set : NULL;
+}

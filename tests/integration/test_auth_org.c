@@ -1,8 +1,666 @@
 /*
- * Auth: org (issue 3).
+ * test_auth_org.c - organizations, staff and seats through the gateway: the
+ * operator CLI (phrctl), organization creation with its first admin and the
+ * onboarding e-mail, staff creation up to the seat limit (also two creates
+ * racing for the last seat), cross-org isolation, roles, the last admin,
+ * deletion revoking sessions, unlock, re-authentication, and paging.
+ *
+ * Environment (set by tests/run.sh): PHR_TEST_GATEWAY, PHR_TEST_VAR (secrets
+ * dir), PHR_TEST_PG_HOST, PHR_TEST_PG_PORT (outbox rows read with psql as
+ * phr_auth), PHR_TEST_REDIS_HOST, PHR_TEST_REDIS_PORT, PHR_TEST_REDIS_PASSWORD
+ * (a session's authenticated_at is aged in Redis); PHR_BUILD (default
+ * "build") names the build dir holding bin/phrctl.
  */
+#include <hiredis/hiredis.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
 #include "itest.h"
+#include "session.h"
+#include "timeutil.h"
+
+#define ORG_PW "Blue7Harbor!qLong"
+
+typedef struct {
+    char op_token[64];
+    char org_id[37];
+    char admin_id[37];
+    char admin_email[128];
+    char admin_token[64];
+} org_env_t;
+
+/* Runs one SQL statement as phr_auth; the first line of output into |out|. 0 on success. */
+static int
+org_psql(char *out, size_t cap, const char *fmt, ...)
+{
+    char sql[1024], cmd[2048];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(sql, sizeof(sql), fmt, ap);
+    va_end(ap);
+    snprintf(cmd, sizeof(cmd),
+             "PGPASSWORD='%s' psql -X -q -h %s -p %s -U phr_auth -d phr_auth -tA -c \"%s\"",
+             it_secret("pg_auth.password"), it_env("PHR_TEST_PG_HOST"), it_env("PHR_TEST_PG_PORT"),
+             sql);
+    FILE *p = popen(cmd, "r");
+    if (p == NULL) {
+        return -1;
+    }
+    out[0] = '\0';
+    if (fgets(out, (int)cap, p) == NULL) {
+        out[0] = '\0';
+    }
+    out[strcspn(out, "\r\n")] = '\0';
+    char drain[256];
+    while (fgets(drain, sizeof(drain), p) != NULL) {
+    }
+    return pclose(p) == 0 ? 0 : -1;
+}
+
+static void
+org_unique_email(char *out, size_t cap, const char *tag)
+{
+    static int n;
+    snprintf(out, cap, "it-org-%s-%ld-%d-%d@example.com", tag, (long)time(NULL), (int)getpid(),
+             ++n);
+}
+
+/* Sends |method| |path| with an optional JSON |body| and bearer |token|. Returns the status. */
+static long
+org_req(const char *method, const char *path, const char *body, const char *token, it_resp_t *r)
+{
+    char auth[128];
+    const char *hdrs[3] = {NULL, NULL, NULL};
+    size_t n = 0;
+    if (body != NULL) {
+        hdrs[n++] = "Content-Type: application/json";
+    }
+    if (token != NULL) {
+        snprintf(auth, sizeof(auth), "Authorization: Bearer %s", token);
+        hdrs[n++] = auth;
+    }
+    it_request(IT_GATEWAY_H2, NULL, method, path, body, body ? strlen(body) : 0, hdrs, r);
+    return r->status;
+}
+
+static long
+org_status(const char *method, const char *path, const char *body, const char *token)
+{
+    it_resp_t r;
+    long st = org_req(method, path, body, token, &r);
+    it_resp_free(&r);
+    return st;
+}
+
+/* 1 when |method| |path| answers the problem |status| |code|. */
+static int
+org_problem(const char *method, const char *path, const char *body, const char *token, int status,
+            const char *code)
+{
+    it_resp_t r;
+    org_req(method, path, body, token, &r);
+    int ok = it_is_problem(&r, status, code);
+    if (!ok) {
+        fprintf(stderr, "  %s %s: %ld %.300s\n", method, path, r.status, r.body ? r.body : "");
+    }
+    it_resp_free(&r);
+    return ok;
+}
+
+/* 1 when the 400 answer of |body| names |field| in errors[]. */
+static int
+org_names_field(const char *method, const char *path, const char *body, const char *token,
+                const char *field)
+{
+    it_resp_t r;
+    json_object *errs, *f;
+    int ok = 0;
+    if (org_req(method, path, body, token, &r) == 400 && r.json != NULL &&
+        json_object_object_get_ex(r.json, "errors", &errs)) {
+        for (size_t i = 0; i < json_object_array_length(errs); i++) {
+            if (json_object_object_get_ex(json_object_array_get_idx(errs, i), "field", &f) &&
+                strcmp(json_object_get_string(f), field) == 0) {
+                ok = 1;
+            }
+        }
+    }
+    if (!ok) {
+        fprintf(stderr, "  %s %s %s: %ld %.300s\n", method, path, body, r.status,
+                r.body ? r.body : "");
+    }
+    it_resp_free(&r);
+    return ok;
+}
+
+/* Logs in; the token into |token| (64 bytes). Returns the status. */
+static long
+org_login(const char *email, const char *pw, char *token)
+{
+    char body[512];
+    it_resp_t r;
+    snprintf(body, sizeof(body), "{\"email\":\"%s\",\"password\":\"%s\"}", email, pw);
+    long st = org_req("POST", "/api/v1/auth/login", body, NULL, &r);
+    /* The gateway's login rate limit (120/min by default) is shared with the other suites. */
+    for (int i = 0; st == 429 && i < 90; i++) {
+        it_resp_free(&r);
+        sleep(1);
+        st = org_req("POST", "/api/v1/auth/login", body, NULL, &r);
+    }
+    if (st == 200) {
+        const char *t = it_json_str(&r, "token");
+        snprintf(token, 64, "%s", t != NULL ? t : "");
+    }
+    it_resp_free(&r);
+    return st;
+}
+
+/* Changes the password of |token| from |old| to ORG_PW. 1 on 204. */
+static int
+org_change_pw(const char *token, const char *old)
+{
+    char body[256];
+    snprintf(body, sizeof(body), "{\"current_password\":\"%s\",\"new_password\":\"%s\"}", old,
+             ORG_PW);
+    return org_status("POST", "/api/v1/auth/password", body, token) == 204;
+}
+
+/* The initial password e-mailed to |account_id| (from the outbox row). 1 when found. */
+static int
+org_onboarding_pw(const char *account_id, char *pw, size_t cap)
+{
+    return org_psql(pw, cap,
+                    "SELECT body->'params'->>'initial_password' FROM outbox WHERE topic = "
+                    "'notification' AND body->>'kind' = 'staff_onboarding' AND "
+                    "body->'to'->>'account_id' = '%s'",
+                    account_id) == 0 &&
+           strlen(pw) >= 16;
+}
+
+/* Runs phrctl operator create --json for |email|; the password into |pw|. Returns its exit code. */
+static int
+org_phrctl(const char *email, char *pw, size_t cap)
+{
+    char cmd[1024], line[1024];
+    const char *build = getenv("PHR_BUILD");
+
+    snprintf(cmd, sizeof(cmd),
+             "PHR_SECRETS_DIR='%s/secrets' PHR_PG_HOST='%s' PHR_PG_PORT='%s' "
+             "'%s/bin/phrctl' operator create --email '%s' --name 'IT Operator' --json",
+             it_env("PHR_TEST_VAR"), it_env("PHR_TEST_PG_HOST"), it_env("PHR_TEST_PG_PORT"),
+             build != NULL && build[0] ? build : "build", email);
+    FILE *p = popen(cmd, "r");
+    if (p == NULL) {
+        return -1;
+    }
+    line[0] = '\0';
+    if (fgets(line, sizeof(line), p) == NULL) {
+        line[0] = '\0';
+    }
+    int rc = pclose(p);
+    rc = WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+    json_object *o = json_tokener_parse(line), *v;
+    pw[0] = '\0';
+    if (o != NULL && json_object_object_get_ex(o, "initial_password", &v)) {
+        snprintf(pw, cap, "%s", json_object_get_string(v));
+    }
+    json_object_put(o);
+    return rc;
+}
+
+/* Creates an org of |seats| as operator |op_token|; its id and admin id. 1 on 201. */
+static int
+org_create(const char *op_token, int seats, const char *admin_email, char *org_id, char *admin_id)
+{
+    char body[512];
+    it_resp_t r;
+    json_object *v;
+
+    snprintf(body, sizeof(body),
+             "{\"name\":\"IT Clinic\",\"seat_limit\":%d,\"admin_email\":\"%s\","
+             "\"admin_name\":\"Admin A\",\"admin_locale\":\"en\"}",
+             seats, admin_email);
+    int ok = org_req("POST", "/api/v1/admin/orgs", body, op_token, &r) == 201 &&
+             it_json_str(&r, "id") != NULL && it_json_str(&r, "admin_account_id") != NULL &&
+             json_object_object_get_ex(r.json, "seats_used", &v) && json_object_get_int(v) == 1 &&
+             strstr(r.body, "initial_password") == NULL && it_header(&r, "location") != NULL;
+    if (ok) {
+        snprintf(org_id, 37, "%s", it_json_str(&r, "id"));
+        snprintf(admin_id, 37, "%s", it_json_str(&r, "admin_account_id"));
+    } else {
+        fprintf(stderr, "  create org: %ld %.300s\n", r.status, r.body ? r.body : "");
+    }
+    it_resp_free(&r);
+    return ok;
+}
+
+/* An operator (password changed), an org of |seats| and its admin logged in (password changed). */
+static int
+org_setup(org_env_t *e, int seats)
+{
+    char email[128], pw[64];
+
+    memset(e, 0, sizeof(*e));
+    org_unique_email(email, sizeof(email), "op");
+    if (org_phrctl(email, pw, sizeof(pw)) != 0 || org_login(email, pw, e->op_token) != 200 ||
+        !org_change_pw(e->op_token, pw)) {
+        return 0;
+    }
+    org_unique_email(e->admin_email, sizeof(e->admin_email), "admin");
+    if (!org_create(e->op_token, seats, e->admin_email, e->org_id, e->admin_id) ||
+        !org_onboarding_pw(e->admin_id, pw, sizeof(pw)) ||
+        org_login(e->admin_email, pw, e->admin_token) != 200 ||
+        !org_change_pw(e->admin_token, pw)) {
+        return 0;
+    }
+    return 1;
+}
+
+/* The admin of |e| adds staff |email| with |role|; its id into |id|. Returns the status. */
+static long
+org_add_staff(const org_env_t *e, const char *email, const char *role, char *id)
+{
+    char path[160], body[512];
+    it_resp_t r;
+
+    snprintf(path, sizeof(path), "/api/v1/orgs/%s/staff", e->org_id);
+    snprintf(body, sizeof(body), "{\"email\":\"%s\",\"name\":\"Staff %s\",\"role\":\"%s\"}", email,
+             role, role);
+    long st = org_req("POST", path, body, e->admin_token, &r);
+    if (st == 201 && id != NULL && it_json_str(&r, "id") != NULL) {
+        snprintf(id, 37, "%s", it_json_str(&r, "id"));
+    }
+    if (st == 201 && strstr(r.body, "initial_password") != NULL) {
+        st = -1; /* the initial password must never be returned */
+    }
+    it_resp_free(&r);
+    return st;
+}
+
+/* Logs staff |email| (id |id|) in with its e-mailed password and changes it. 1 when done. */
+static int
+org_staff_login(const char *email, const char *id, char *token)
+{
+    char pw[64];
+    return org_onboarding_pw(id, pw, sizeof(pw)) && org_login(email, pw, token) == 200 &&
+           org_change_pw(token, pw);
+}
+
+static long
+org_int(const it_resp_t *r, const char *key)
+{
+    json_object *v;
+    return r->json != NULL && json_object_object_get_ex(r->json, key, &v) ? json_object_get_int(v)
+                                                                          : -1;
+}
+
+static void
+test_phrctl(void)
+{
+    char email[128], pw[64], token[64];
+
+    org_unique_email(email, sizeof(email), "cli");
+    IT_CHECK(org_phrctl(email, pw, sizeof(pw)) == 0 && strlen(pw) >= 16);
+    char pw2[64];
+    IT_CHECK(org_phrctl(email, pw2, sizeof(pw2)) == 3 && pw2[0] == '\0'); /* already exists */
+    IT_CHECK(it_sh("'%s/bin/phrctl' operator >/dev/null 2>&1",
+                   getenv("PHR_BUILD") ? getenv("PHR_BUILD") : "build") == 2);
+    IT_CHECK(org_login(email, pw, token) == 200);
+    /* must change the password first */
+    IT_CHECK(
+        org_problem("GET", "/api/v1/admin/orgs", NULL, token, 403, "password_change_required"));
+    IT_CHECK(org_change_pw(token, pw));
+    IT_CHECK(org_status("GET", "/api/v1/admin/orgs", NULL, token) == 200);
+}
+
+static void
+test_org_create_and_access(void)
+{
+    org_env_t e;
+    char email[128], pw[64], token[64], id[37], path[160];
+    it_resp_t r;
+
+    IT_CHECK(org_setup(&e, 3));
+    /* bad input */
+    IT_CHECK(org_names_field("POST", "/api/v1/admin/orgs",
+                             "{\"seat_limit\":2,\"admin_email\":\"a@example.com\","
+                             "\"admin_name\":\"A\"}",
+                             e.op_token, "name"));
+    IT_CHECK(org_names_field("POST", "/api/v1/admin/orgs",
+                             "{\"name\":\"X\",\"seat_limit\":0,\"admin_email\":\"a@example.com\","
+                             "\"admin_name\":\"A\"}",
+                             e.op_token, "seat_limit"));
+    IT_CHECK(org_names_field("POST", "/api/v1/admin/orgs",
+                             "{\"name\":\"X\",\"seat_limit\":2,\"admin_email\":\"nope\","
+                             "\"admin_name\":\"A\"}",
+                             e.op_token, "admin_email"));
+    IT_CHECK(org_names_field("POST", "/api/v1/admin/orgs",
+                             "{\"name\":\"X\",\"seat_limit\":2,\"admin_email\":\"a@example.com\","
+                             "\"admin_name\":\"A\",\"color\":1}",
+                             e.op_token, "color"));
+    /* the admin's address is taken */
+    char body[512];
+    snprintf(body, sizeof(body),
+             "{\"name\":\"X\",\"seat_limit\":2,\"admin_email\":\"%s\",\"admin_name\":\"A\"}",
+             e.admin_email);
+    IT_CHECK(org_problem("POST", "/api/v1/admin/orgs", body, e.op_token, 409, "email_taken"));
+    /* the onboarding e-mail has every parameter */
+    IT_CHECK(org_psql(pw, sizeof(pw),
+                      "SELECT count(*) FROM outbox WHERE body->>'kind' = 'staff_onboarding' AND "
+                      "body->'to'->>'account_id' = '%s' AND body->'params' ?& "
+                      "array['name','org_name','login_url','initial_password','expires_at']",
+                      e.admin_id) == 0 &&
+             strcmp(pw, "1") == 0);
+    IT_CHECK(org_psql(pw, sizeof(pw),
+                      "SELECT count(*) FROM outbox WHERE topic = 'audit' AND "
+                      "body->>'action' = 'auth.org.create' AND body->'target'->>'id' = '%s'",
+                      e.org_id) == 0 &&
+             strcmp(pw, "1") == 0);
+    /* only operators manage orgs; an admin is not one */
+    IT_CHECK(org_problem("GET", "/api/v1/admin/orgs", NULL, e.admin_token, 403, "forbidden"));
+    IT_CHECK(org_problem("POST", "/api/v1/admin/orgs", body, e.admin_token, 403, "forbidden"));
+    /* the admin sees the org */
+    snprintf(path, sizeof(path), "/api/v1/orgs/%s", e.org_id);
+    IT_CHECK(org_req("GET", path, NULL, e.admin_token, &r) == 200);
+    int shape = org_int(&r, "seat_limit") == 3 && org_int(&r, "seats_used") == 1 &&
+                it_json_str(&r, "name") != NULL &&
+                strcmp(it_json_str(&r, "name"), "IT Clinic") == 0;
+    it_resp_free(&r);
+    IT_CHECK(shape);
+    /* a plain staff member is 403 on admin routes */
+    org_unique_email(email, sizeof(email), "s");
+    IT_CHECK(org_add_staff(&e, email, "staff", id) == 201);
+    IT_CHECK(org_staff_login(email, id, token));
+    IT_CHECK(org_problem("GET", path, NULL, token, 403, "forbidden"));
+    snprintf(path, sizeof(path), "/api/v1/orgs/%s/staff", e.org_id);
+    IT_CHECK(org_problem("GET", path, NULL, token, 403, "forbidden"));
+    /* another org's admin is 404 on every route of this org */
+    org_env_t b;
+    IT_CHECK(org_setup(&b, 2));
+    snprintf(path, sizeof(path), "/api/v1/orgs/%s", e.org_id);
+    IT_CHECK(org_problem("GET", path, NULL, b.admin_token, 404, "not_found"));
+    snprintf(path, sizeof(path), "/api/v1/orgs/%s/staff", e.org_id);
+    IT_CHECK(org_problem("GET", path, NULL, b.admin_token, 404, "not_found"));
+    IT_CHECK(org_problem("POST", path,
+                         "{\"email\":\"x@example.com\",\"name\":\"X\",\"role\":\"staff\"}",
+                         b.admin_token, 404, "not_found"));
+    snprintf(path, sizeof(path), "/api/v1/orgs/%s/staff/%s", e.org_id, id);
+    IT_CHECK(org_problem("DELETE", path, NULL, b.admin_token, 404, "not_found"));
+    IT_CHECK(org_problem("PATCH", path, "{\"role\":\"admin\"}", b.admin_token, 404, "not_found"));
+    /* staff of org A named under org B's path: 404 too */
+    snprintf(path, sizeof(path), "/api/v1/orgs/%s/staff/%s", b.org_id, id);
+    IT_CHECK(org_problem("DELETE", path, NULL, b.admin_token, 404, "not_found"));
+    snprintf(path, sizeof(path), "/api/v1/orgs/%s/staff/%s/unlock", b.org_id, id);
+    IT_CHECK(org_problem("POST", path, NULL, b.admin_token, 404, "not_found"));
+}
+
+/* Child process: one staff create; exit 1 on 201, 2 on 409 seat_limit_reached, 3 otherwise. */
+static void
+org_race_child(const org_env_t *e, const char *tag)
+{
+    char email[128], path[160], body[512];
+    it_resp_t r;
+    snprintf(email, sizeof(email), "it-org-race-%s-%ld-%d@example.com", tag, (long)time(NULL),
+             (int)getpid());
+    snprintf(path, sizeof(path), "/api/v1/orgs/%s/staff", e->org_id);
+    snprintf(body, sizeof(body), "{\"email\":\"%s\",\"name\":\"Racer\",\"role\":\"staff\"}", email);
+    org_req("POST", path, body, e->admin_token, &r);
+    int code = r.status == 201 ? 1 : it_is_problem(&r, 409, "seat_limit_reached") ? 2 : 3;
+    it_resp_free(&r);
+    _exit(code);
+}
+
+static void
+test_seats(void)
+{
+    org_env_t e;
+    char email[128], id[37], out[64], path[160];
+    it_resp_t r;
+
+    IT_CHECK(org_setup(&e, 4));
+    snprintf(path, sizeof(path), "/api/v1/orgs/%s/staff", e.org_id);
+    /* bad input */
+    IT_CHECK(org_names_field("POST", path,
+                             "{\"email\":\"a@example.com\",\"name\":\"A\","
+                             "\"role\":\"boss\"}",
+                             e.admin_token, "role"));
+    IT_CHECK(org_names_field("POST", path,
+                             "{\"email\":\"a@@example.com\",\"name\":\"A\","
+                             "\"role\":\"staff\"}",
+                             e.admin_token, "email"));
+    IT_CHECK(org_names_field("POST", path, "{\"email\":\"a@example.com\",\"role\":\"staff\"}",
+                             e.admin_token, "name"));
+    IT_CHECK(org_problem("POST", path, "{\"email\":", e.admin_token, 400, "invalid_json"));
+    org_unique_email(email, sizeof(email), "seat");
+    IT_CHECK(org_add_staff(&e, email, "staff", id) == 201);
+    IT_CHECK(org_add_staff(&e, email, "staff", NULL) == 409); /* email_taken */
+    /* fill up to one free seat */
+    IT_CHECK(org_psql(out, sizeof(out),
+                      "SELECT count(*) FROM accounts WHERE org_id = '%s' AND status = 'active'",
+                      e.org_id) == 0);
+    long used = strtol(out, NULL, 10);
+    while (used < 3) {
+        org_unique_email(email, sizeof(email), "fill");
+        IT_CHECK(org_add_staff(&e, email, "staff", NULL) == 201);
+        used++;
+    }
+    /* two creates race for the last seat: exactly one wins */
+    pid_t p1 = fork();
+    if (p1 == 0) {
+        org_race_child(&e, "a");
+    }
+    pid_t p2 = fork();
+    if (p2 == 0) {
+        org_race_child(&e, "b");
+    }
+    int s1 = 0, s2 = 0;
+    waitpid(p1, &s1, 0);
+    waitpid(p2, &s2, 0);
+    int c1 = WIFEXITED(s1) ? WEXITSTATUS(s1) : 0, c2 = WIFEXITED(s2) ? WEXITSTATUS(s2) : 0;
+    fprintf(stderr, "  race: %d %d\n", c1, c2);
+    IT_CHECK((c1 == 1 && c2 == 2) || (c1 == 2 && c2 == 1));
+    /* full: the next create is refused, and audited */
+    org_unique_email(email, sizeof(email), "over");
+    snprintf(path, sizeof(path), "/api/v1/orgs/%s/staff", e.org_id);
+    char body[512];
+    snprintf(body, sizeof(body), "{\"email\":\"%s\",\"name\":\"Over\",\"role\":\"staff\"}", email);
+    IT_CHECK(org_problem("POST", path, body, e.admin_token, 409, "seat_limit_reached"));
+    IT_CHECK(org_psql(out, sizeof(out),
+                      "SELECT count(*) >= 2 FROM outbox WHERE topic = 'audit' AND body->>'action' "
+                      "= 'auth.org.seat_limit_refusal' AND body->'target'->>'id' = '%s'",
+                      e.org_id) == 0 &&
+             strcmp(out, "t") == 0);
+    snprintf(path, sizeof(path), "/api/v1/orgs/%s", e.org_id);
+    IT_CHECK(org_req("GET", path, NULL, e.admin_token, &r) == 200);
+    long seats = org_int(&r, "seats_used");
+    it_resp_free(&r);
+    IT_CHECK(seats == 4);
+    /* the operator cannot lower the limit below the usage, but can raise it */
+    snprintf(path, sizeof(path), "/api/v1/admin/orgs/%s", e.org_id);
+    IT_CHECK(org_problem("PATCH", path, "{\"seat_limit\":3}", e.op_token, 409,
+                         "seat_limit_below_usage"));
+    IT_CHECK(org_names_field("PATCH", path, "{}", e.op_token, ""));
+    IT_CHECK(org_names_field("PATCH", path, "{\"status\":\"gone\"}", e.op_token, "status"));
+    IT_CHECK(org_problem("PATCH", "/api/v1/admin/orgs/00000000-0000-7000-8000-000000000000",
+                         "{\"seat_limit\":3}", e.op_token, 404, "not_found"));
+    IT_CHECK(org_req("PATCH", path, "{\"seat_limit\":5,\"require_mfa\":true}", e.op_token, &r) ==
+             200);
+    seats = org_int(&r, "seat_limit");
+    it_resp_free(&r);
+    IT_CHECK(seats == 5);
+    org_unique_email(email, sizeof(email), "more");
+    IT_CHECK(org_add_staff(&e, email, "staff", NULL) == 201);
+}
+
+static void
+test_roles_delete_unlock(void)
+{
+    org_env_t e;
+    char email[128], email2[128], id[37], id2[37], tok[64], tok2[64], path[200], out[64];
+    it_resp_t r;
+
+    IT_CHECK(org_setup(&e, 5));
+    /* the only admin cannot be demoted or deleted */
+    snprintf(path, sizeof(path), "/api/v1/orgs/%s/staff/%s", e.org_id, e.admin_id);
+    IT_CHECK(org_problem("PATCH", path, "{\"role\":\"staff\"}", e.admin_token, 409, "last_admin"));
+    IT_CHECK(org_problem("DELETE", path, NULL, e.admin_token, 409, "last_admin"));
+    IT_CHECK(org_names_field("PATCH", path, "{\"role\":\"owner\"}", e.admin_token, "role"));
+    org_unique_email(email, sizeof(email), "role");
+    IT_CHECK(org_add_staff(&e, email, "staff", id) == 201);
+    IT_CHECK(org_staff_login(email, id, tok));
+    /* promotion: the target's sessions end at once */
+    snprintf(path, sizeof(path), "/api/v1/orgs/%s/staff/%s", e.org_id, id);
+    IT_CHECK(org_req("PATCH", path, "{\"role\":\"admin\"}", e.admin_token, &r) == 200);
+    int promoted = it_json_str(&r, "role") != NULL && strcmp(it_json_str(&r, "role"), "admin") == 0;
+    it_resp_free(&r);
+    IT_CHECK(promoted);
+    IT_CHECK(org_problem("GET", "/api/v1/auth/session", NULL, tok, 401, "session_expired"));
+    /* with two admins, the first can be demoted */
+    IT_CHECK(org_login(email, ORG_PW, tok) == 200);
+    snprintf(path, sizeof(path), "/api/v1/orgs/%s/staff/%s", e.org_id, e.admin_id);
+    IT_CHECK(org_status("PATCH", path, "{\"role\":\"staff\"}", tok) == 200);
+    IT_CHECK(
+        org_problem("GET", "/api/v1/auth/session", NULL, e.admin_token, 401, "session_expired"));
+    /* deletion: the deleted member's token fails on the next request, the seat is freed */
+    org_unique_email(email2, sizeof(email2), "del");
+    snprintf(path, sizeof(path), "/api/v1/orgs/%s/staff", e.org_id);
+    char body[512];
+    snprintf(body, sizeof(body), "{\"email\":\"%s\",\"name\":\"Del\",\"role\":\"staff\"}", email2);
+    IT_CHECK(org_req("POST", path, body, tok, &r) == 201);
+    snprintf(id2, sizeof(id2), "%s", it_json_str(&r, "id") ? it_json_str(&r, "id") : "");
+    it_resp_free(&r);
+    IT_CHECK(org_staff_login(email2, id2, tok2));
+    IT_CHECK(org_status("GET", "/api/v1/auth/session", NULL, tok2) == 200);
+    snprintf(path, sizeof(path), "/api/v1/orgs/%s/staff/%s", e.org_id, id2);
+    IT_CHECK(org_status("DELETE", path, NULL, tok) == 204);
+    IT_CHECK(org_problem("GET", "/api/v1/auth/session", NULL, tok2, 401, "session_expired"));
+    IT_CHECK(org_login(email2, ORG_PW, tok2) == 401);
+    IT_CHECK(org_problem("DELETE", path, NULL, tok, 404, "not_found"));
+    IT_CHECK(org_psql(out, sizeof(out),
+                      "SELECT count(*) FROM outbox WHERE topic = 'audit' AND body->>'action' = "
+                      "'auth.staff.delete' AND body->'target'->>'id' = '%s'",
+                      id2) == 0 &&
+             strcmp(out, "1") == 0);
+    /* unlock lifts a lockout */
+    IT_CHECK(org_psql(out, sizeof(out),
+                      "UPDATE accounts SET failed_logins = 7, locked_until = now() + interval "
+                      "'10 minutes' WHERE id = '%s' RETURNING 1",
+                      e.admin_id) == 0 &&
+             strcmp(out, "1") == 0);
+    IT_CHECK(org_login(e.admin_email, ORG_PW, e.admin_token) == 401);
+    snprintf(path, sizeof(path), "/api/v1/orgs/%s/staff/%s/unlock", e.org_id, e.admin_id);
+    IT_CHECK(org_status("POST", path, NULL, tok) == 204);
+    IT_CHECK(org_login(e.admin_email, ORG_PW, e.admin_token) == 200);
+    snprintf(path, sizeof(path), "/api/v1/orgs/%s/staff/%s/unlock", e.org_id, id2);
+    IT_CHECK(org_problem("POST", path, NULL, tok, 404, "not_found")); /* deleted */
+    /* the demoted admin is plain staff now */
+    snprintf(path, sizeof(path), "/api/v1/orgs/%s/staff", e.org_id);
+    IT_CHECK(org_problem("GET", path, NULL, e.admin_token, 403, "forbidden"));
+}
+
+/* Ages the authenticated_at of |token|'s session in Redis by |age_ms|. 0 on success. */
+static int
+org_age_session(const char *token, int64_t age_ms)
+{
+    char hash[SESS_HASH_LEN + 1];
+    sess_t s;
+    int ok = 0;
+
+    sess_token_hash(token, hash);
+    redisContext *c = redisConnect(it_env("PHR_TEST_REDIS_HOST"),
+                                   (int)strtol(it_env("PHR_TEST_REDIS_PORT"), NULL, 10));
+    if (c == NULL || c->err) {
+        redisFree(c);
+        return -1;
+    }
+    redisReply *rep = redisCommand(c, "AUTH %s", it_env("PHR_TEST_REDIS_PASSWORD"));
+    freeReplyObject(rep);
+    rep = redisCommand(c, "GET phr:sess:%s", hash);
+    if (rep != NULL && rep->type == REDIS_REPLY_STRING && sess_from_json(rep->str, &s) == 0) {
+        s.authenticated_ms = tu_now_ms() - age_ms;
+        char *json = sess_to_json(&s);
+        redisReply *set = json ? redisCommand(c, "SET phr:sess:%s %s KEEPTTL", hash, json) : NULL;
+        ok = set != NULL && set->type == REDIS_REPLY_STATUS;
+        freeReplyObject(set);
+        free(json);
+    }
+    freeReplyObject(rep);
+    redisFree(c);
+    return ok ? 0 : -1;
+}
+
+static void
+test_reauth_and_paging(void)
+{
+    org_env_t e;
+    char email[128], path[800], cursor[600], out[64];
+    it_resp_t r;
+    json_object *items;
+
+    IT_CHECK(org_setup(&e, 6));
+    for (int i = 0; i < 2; i++) {
+        org_unique_email(email, sizeof(email), "page");
+        IT_CHECK(org_add_staff(&e, email, "staff", NULL) == 201);
+    }
+    /* staff list: 3 members over pages of 2 */
+    snprintf(path, sizeof(path), "/api/v1/orgs/%s/staff?limit=2", e.org_id);
+    IT_CHECK(org_req("GET", path, NULL, e.admin_token, &r) == 200);
+    int n1 = json_object_object_get_ex(r.json, "items", &items)
+                 ? (int)json_object_array_length(items)
+                 : -1;
+    snprintf(cursor, sizeof(cursor), "%s",
+             it_json_str(&r, "next_cursor") ? it_json_str(&r, "next_cursor") : "");
+    it_resp_free(&r);
+    IT_CHECK(n1 == 2 && cursor[0] != '\0');
+    snprintf(path, sizeof(path), "/api/v1/orgs/%s/staff?limit=2&cursor=%s", e.org_id, cursor);
+    IT_CHECK(org_req("GET", path, NULL, e.admin_token, &r) == 200);
+    int n2 = json_object_object_get_ex(r.json, "items", &items)
+                 ? (int)json_object_array_length(items)
+                 : -1;
+    int last = it_json_str(&r, "next_cursor") == NULL;
+    it_resp_free(&r);
+    IT_CHECK(n2 == 1 && last);
+    snprintf(path, sizeof(path), "/api/v1/orgs/%s/staff?cursor=AAAA", e.org_id);
+    IT_CHECK(org_names_field("GET", path, NULL, e.admin_token, "cursor"));
+    snprintf(path, sizeof(path), "/api/v1/orgs/%s/staff?limit=0", e.org_id);
+    IT_CHECK(org_names_field("GET", path, NULL, e.admin_token, "limit"));
+    /* operator org list: newest first, paged */
+    IT_CHECK(org_req("GET", "/api/v1/admin/orgs?limit=1", NULL, e.op_token, &r) == 200);
+    snprintf(cursor, sizeof(cursor), "%s",
+             it_json_str(&r, "next_cursor") ? it_json_str(&r, "next_cursor") : "");
+    int first =
+        json_object_object_get_ex(r.json, "items", &items) && json_object_array_length(items) == 1;
+    it_resp_free(&r);
+    IT_CHECK(first && cursor[0] != '\0');
+    snprintf(path, sizeof(path), "/api/v1/admin/orgs?limit=1&cursor=%s", cursor);
+    IT_CHECK(org_status("GET", path, NULL, e.op_token) == 200);
+    IT_CHECK(org_names_field("GET", "/api/v1/admin/orgs?cursor=!!", NULL, e.op_token, "cursor"));
+    /* admin actions need a password check within 15 minutes */
+    IT_CHECK(org_age_session(e.admin_token, 16 * 60 * 1000LL) == 0);
+    org_unique_email(email, sizeof(email), "late");
+    snprintf(path, sizeof(path), "/api/v1/orgs/%s/staff", e.org_id);
+    char body[512];
+    snprintf(body, sizeof(body), "{\"email\":\"%s\",\"name\":\"Late\",\"role\":\"staff\"}", email);
+    IT_CHECK(org_problem("POST", path, body, e.admin_token, 401, "reauth_required"));
+    IT_CHECK(org_status("GET", path, NULL, e.admin_token) == 200); /* reading needs no re-auth */
+    IT_CHECK(org_age_session(e.op_token, 16 * 60 * 1000LL) == 0);
+    IT_CHECK(org_problem("PATCH", "/api/v1/admin/orgs/00000000-0000-7000-8000-000000000000",
+                         "{\"seat_limit\":3}", e.op_token, 401, "reauth_required"));
+    IT_CHECK(org_psql(out, sizeof(out), "SELECT count(*) FROM accounts WHERE email = '%s'",
+                      email) == 0 &&
+             strcmp(out, "0") == 0);
+}
 
 const it_case_t auth_org_cases[] = {
+    {"auth_org_phrctl", test_phrctl},
+    {"auth_org_create_access", test_org_create_and_access},
+    {"auth_org_seats", test_seats},
+    {"auth_org_roles_delete_unlock", test_roles_delete_unlock},
+    {"auth_org_reauth_paging", test_reauth_and_paging},
     {NULL, NULL},
 };

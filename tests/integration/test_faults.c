@@ -319,8 +319,31 @@ fault_header_flood(void)
     IT_CHECK(it_wait_status("auth", "/livez", 200, 5));
 }
 
+/* The gateway's strict login zone answers 429 problem+json past its burst. */
+static void
+fault_login_rate_limit(void)
+{
+    static const char *const json[] = {"Content-Type: application/json", NULL};
+    int limited = 0, other = 0;
+
+    for (int i = 0; i < 400 && limited == 0; i++) {
+        it_resp_t r;
+        IT_CHECK(it_request(IT_GATEWAY_H2, NULL, "POST", "/api/v1/auth/login", "{}", 2, json, &r) ==
+                 0);
+        if (r.status == 429) {
+            limited = it_is_problem(&r, 429, "rate_limited");
+        } else if (r.status != 400) {
+            other++;
+        }
+        it_resp_free(&r);
+    }
+    IT_CHECK(limited);
+    IT_CHECK(other == 0);
+}
+
 const it_case_t fault_cases[] = {
     {"faults: garbage and truncated HTTP/2 frames close the connection only", fault_garbage_frames},
+    {"gateway: the login zone answers 429 past its burst", fault_login_rate_limit},
     {"faults: header flood answers 431", fault_header_flood},
     {"faults: bad configuration stops start-up naming the variable", fault_bad_config},
     {"faults: SIGTERM drains and exits 0", fault_sigterm_drains},

@@ -1,0 +1,236 @@
+/*
+ * phrctl - the operator CLI.
+ *
+ *   phrctl operator create --email E [--name N] [--locale ja|en] [--json]
+ *
+ * Creates an operator account in the auth database (blocking libpq; the same
+ * PHR_* environment as the auth service: PHR_PG_HOST, PHR_PG_PORT,
+ * PHR_SECRETS_DIR with pg_auth.password) with a random initial password that
+ * meets the policy, must be changed at first login and is printed once on
+ * stdout. An audit event goes to the outbox in the same transaction.
+ * Exit codes: 0 created, 1 error, 2 usage, 3 the e-mail already exists.
+ */
+#include <json-c/json.h>
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../services/auth/auth.h"
+#include "config.h"
+#include "err.h"
+#include "jsonx.h"
+#include "../../services/auth/password.h"
+#include "../../services/auth/pwhash.h"
+#include "timeutil.h"
+#include "uuid.h"
+
+enum { PHRCTL_OK = 0, PHRCTL_ERROR = 1, PHRCTL_USAGE = 2, PHRCTL_EXISTS = 3 };
+
+#define PHRCTL_INITIAL_PW_MS (72LL * 3600 * 1000)
+
+static int
+phrctl_usage(void)
+{
+    fprintf(stderr, "usage: phrctl operator create --email E [--name N] [--locale ja|en] "
+                    "[--json]\n");
+    return PHRCTL_USAGE;
+}
+
+static PGconn *
+phrctl_connect(void)
+{
+    cfg_t cfg;
+    char err[256], pw[512], conninfo[1024];
+
+    if (cfg_load(&cfg, "auth", err, sizeof(err)) != PHR_OK) {
+        fprintf(stderr, "phrctl: configuration: %s\n", err);
+        return NULL;
+    }
+    int rc = cfg_read_secret(&cfg, "pg_auth.password", pw, sizeof(pw));
+    if (rc != PHR_OK) {
+        fprintf(stderr, "phrctl: secret pg_auth.password in %s: %s\n", cfg.secrets_dir,
+                phr_err_str(rc));
+        return NULL;
+    }
+    snprintf(conninfo, sizeof(conninfo),
+             "host=%s port=%d dbname=phr_auth user=phr_auth password=%s "
+             "application_name=phrctl connect_timeout=10",
+             cfg.pg_host, cfg.pg_port, pw);
+    explicit_bzero(pw, sizeof(pw));
+    PGconn *conn = PQconnectdb(conninfo);
+    explicit_bzero(conninfo, sizeof(conninfo));
+    if (PQstatus(conn) != CONNECTION_OK) {
+        fprintf(stderr, "phrctl: cannot connect to the auth database: %s", PQerrorMessage(conn));
+        PQfinish(conn);
+        return NULL;
+    }
+    return conn;
+}
+
+/* Runs |sql|; 0 ok, PHRCTL_EXISTS on a unique violation, PHRCTL_ERROR otherwise. */
+static int
+phrctl_exec(PGconn *conn, const char *sql, int n, const char *const *params)
+{
+    PGresult *res = PQexecParams(conn, sql, n, NULL, params, NULL, NULL, 0);
+    ExecStatusType st = PQresultStatus(res);
+    int rc = PHRCTL_OK;
+
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+        const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+        if (state != NULL && strcmp(state, "23505") == 0) {
+            rc = PHRCTL_EXISTS;
+        } else {
+            fprintf(stderr, "phrctl: database: %s", PQresultErrorMessage(res));
+            rc = PHRCTL_ERROR;
+        }
+    }
+    PQclear(res);
+    return rc;
+}
+
+/* The audit event of the creation (proto/schemas/audit-event.json). Caller frees. */
+static char *
+phrctl_audit_json(const char *account_id, char *event_id)
+{
+    char now[TU_JST_LEN];
+    size_t len;
+
+    if (uuid7(event_id) != PHR_OK) {
+        return NULL;
+    }
+    tu_format_jst(tu_now_ms(), now, sizeof(now));
+    json_object *o = json_object_new_object();
+    json_object *actor = json_object_new_object();
+    json_object *target = json_object_new_object();
+    json_object *outcome = json_object_new_object();
+    json_object *source = json_object_new_object();
+    json_object_object_add(actor, "account_id", NULL);
+    json_object_object_add(actor, "kind", json_object_new_string("operator"));
+    json_object_object_add(actor, "user_agent", json_object_new_string("phrctl"));
+    json_object_object_add(target, "type", json_object_new_string("account"));
+    json_object_object_add(target, "id", json_object_new_string(account_id));
+    json_object_object_add(outcome, "result", json_object_new_string("success"));
+    json_object_object_add(source, "service", json_object_new_string("auth"));
+    json_object_object_add(o, "event_id", json_object_new_string(event_id));
+    json_object_object_add(o, "occurred_at", json_object_new_string(now));
+    json_object_object_add(o, "actor", actor);
+    json_object_object_add(o, "action", json_object_new_string("auth.operator.create"));
+    json_object_object_add(o, "target", target);
+    json_object_object_add(o, "outcome", outcome);
+    json_object_object_add(o, "source", source);
+    const char *txt = jx_to_string(o, &len);
+    char *copy = txt != NULL ? strdup(txt) : NULL;
+    json_object_put(o);
+    return copy;
+}
+
+static int
+phrctl_operator_create(const char *email_in, const char *name, const char *locale, int as_json)
+{
+    static const char insert_sql[] =
+        "INSERT INTO accounts (id, email, name, locale, kind, password_hash, email_verified_at, "
+        "must_change_password, password_expires_at) "
+        "VALUES ($1, $2, $3, $4, 'operator', $5, now(), true, $6::timestamptz)";
+    static const char outbox_sql[] = "INSERT INTO outbox (topic, idempotency_key, body) "
+                                     "VALUES ('audit', $1, $2::jsonb)";
+    char email[256], id[37], pw[32], hash[PWHASH_ENCODED_MAX], expires[TU_JST_LEN];
+    char event_id[37];
+
+    if (!auth_email_normalise(email_in, email, sizeof(email))) {
+        fprintf(stderr, "phrctl: --email: not a valid e-mail address\n");
+        return PHRCTL_USAGE;
+    }
+    size_t nlen = jx_utf8_valid(name, strlen(name)) ? jx_utf8_len(name) : 0;
+    if (nlen < 1 || nlen > 100) {
+        fprintf(stderr, "phrctl: --name: 1 to 100 characters of UTF-8\n");
+        return PHRCTL_USAGE;
+    }
+    if (strcmp(locale, "ja") != 0 && strcmp(locale, "en") != 0) {
+        fprintf(stderr, "phrctl: --locale: ja or en\n");
+        return PHRCTL_USAGE;
+    }
+    PGconn *conn = phrctl_connect();
+    if (conn == NULL) {
+        return PHRCTL_ERROR;
+    }
+    int rc = PHRCTL_ERROR;
+    if (uuid7(id) != PHR_OK || pw_generate(pw, sizeof(pw)) != PHR_OK ||
+        pwhash_hash(pw, NULL, hash, sizeof(hash)) != PHR_OK) {
+        fprintf(stderr, "phrctl: could not generate the initial password\n");
+        goto out;
+    }
+    tu_format_jst(tu_now_ms() + PHRCTL_INITIAL_PW_MS, expires, sizeof(expires));
+    char *audit = phrctl_audit_json(id, event_id);
+    if (audit == NULL) {
+        goto out;
+    }
+    const char *p[] = {id, email, name, locale, hash, expires};
+    const char *q[] = {event_id, audit};
+    rc = phrctl_exec(conn, "BEGIN", 0, NULL);
+    if (rc == PHRCTL_OK) {
+        rc = phrctl_exec(conn, insert_sql, 6, p);
+    }
+    if (rc == PHRCTL_OK) {
+        rc = phrctl_exec(conn, outbox_sql, 2, q);
+    }
+    free(audit);
+    if (rc == PHRCTL_OK) {
+        rc = phrctl_exec(conn, "COMMIT", 0, NULL);
+    } else {
+        phrctl_exec(conn, "ROLLBACK", 0, NULL);
+    }
+    if (rc == PHRCTL_EXISTS) {
+        fprintf(stderr, "phrctl: an account with this e-mail already exists\n");
+    } else if (rc == PHRCTL_OK) {
+        if (as_json) {
+            json_object *o = json_object_new_object();
+            size_t len;
+            json_object_object_add(o, "id", json_object_new_string(id));
+            json_object_object_add(o, "email", json_object_new_string(email));
+            json_object_object_add(o, "initial_password", json_object_new_string(pw));
+            json_object_object_add(o, "must_change_password", json_object_new_boolean(1));
+            json_object_object_add(o, "expires_at", json_object_new_string(expires));
+            printf("%s\n", jx_to_string(o, &len));
+            json_object_put(o);
+        } else {
+            printf("operator %s created (%s)\ninitial password: %s\n"
+                   "change it at first login, before %s\n",
+                   email, id, pw, expires);
+        }
+        fflush(stdout);
+    }
+out:
+    explicit_bzero(pw, sizeof(pw));
+    explicit_bzero(hash, sizeof(hash));
+    PQfinish(conn);
+    return rc;
+}
+
+int
+main(int argc, char **argv)
+{
+    const char *email = NULL, *name = "Operator", *locale = "ja";
+    int as_json = 0;
+
+    if (argc < 3 || strcmp(argv[1], "operator") != 0 || strcmp(argv[2], "create") != 0) {
+        return phrctl_usage();
+    }
+    for (int i = 3; i < argc; i++) {
+        if (strcmp(argv[i], "--json") == 0) {
+            as_json = 1;
+        } else if (i + 1 < argc && strcmp(argv[i], "--email") == 0) {
+            email = argv[++i];
+        } else if (i + 1 < argc && strcmp(argv[i], "--name") == 0) {
+            name = argv[++i];
+        } else if (i + 1 < argc && strcmp(argv[i], "--locale") == 0) {
+            locale = argv[++i];
+        } else {
+            return phrctl_usage();
+        }
+    }
+    if (email == NULL) {
+        return phrctl_usage();
+    }
+    return phrctl_operator_create(email, name, locale, as_json);
+}
