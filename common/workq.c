@@ -14,6 +14,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -93,11 +94,15 @@ workq_wake(workq_t *wq)
     /* EAGAIN means the counter is already non-zero: the loop will wake anyway. */
 }
 
+#define WORKQ_NICE 10 /* worker threads' niceness relative to the loop thread */
+
 static void *
 workq_thread_main(void *arg)
 {
     workq_t *wq = arg;
 
+    /* CPU-heavy jobs yield to the event loop thread: a hashing storm must not slow other requests. */
+    setpriority(PRIO_PROCESS, (id_t)gettid(), WORKQ_NICE);
     pthread_mutex_lock(&wq->mu);
     for (;;) {
         while (!wq->stopping && wq->queue.head == NULL) {

@@ -97,7 +97,7 @@ void auth_sha256_hex(const char *s, char *out);
 /* 422 with code and the violations as errors[] of |field|. */
 void auth_respond_policy(h2s_req_t *req, const char *field, const pw_violations_t *v);
 
-/* Client address: the first x-forwarded-for entry, else the peer without port. */
+/* Client address: the last x-forwarded-for entry (the gateway's), else the peer without port. */
 void auth_client_ip(h2s_req_t *req, char *out, size_t cap);
 
 /*

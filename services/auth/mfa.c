@@ -21,6 +21,7 @@
 #include "log.h"
 #include "mfa.h"
 #include "timeutil.h"
+#include "uuid.h"
 
 #define MFA_KEY_ID "v1"
 #define MFA_NONCE 12
@@ -29,6 +30,11 @@
 #define MFA_NCODES 10
 #define MFA_CODE_BYTES 10 /* 80 bits: 16 base32 characters */
 #define MFA_CODE_LEN 19   /* XXXX-XXXX-XXXX-XXXX */
+#define MFA_PHONE_MAX 16  /* '+' and up to 15 digits: sealed NUL-padded to this length */
+#define MFA_SMS_TTL_S 300
+#define MFA_SMS_MAX_TRIES 5
+#define MFA_SMS_RATE_MAX 3 /* codes per phone per window */
+#define MFA_SMS_RATE_S "600"
 
 /* What the auth context has no room for; freed (wiped) with the request. */
 typedef struct {
@@ -49,6 +55,13 @@ typedef struct {
     long long tries;
     int failed_logins, locked;
     const char *reason;
+    /* SMS */
+    const char *method; /* the factor a login code matched: "totp" or "sms" */
+    int has_totp, has_sms;
+    char phone[MFA_PHONE_MAX + 1];
+    char code_hmac[SESS_HASH_LEN + 1];
+    char expires[TU_JST_LEN];
+    const char *purpose;
 } mfa_ext_t;
 
 /* One cached data key (the services read secrets once; keys rotate by id). */
@@ -235,29 +248,31 @@ mfa_data_key(svc_t *svc, const char *key_id, unsigned char *key)
     return PHR_OK;
 }
 
-/* Seals m->secret for |account_id| into m->blob (hex) under the current key. */
+/*
+ * Seals the |n| bytes (at most AUTH_MFA_SECRET_BYTES) of |in| for |account_id|
+ * under the current key into |hex| (2 * (n + 28) + 1 bytes) and its key id into |key_id|.
+ */
 static int
-mfa_seal(svc_t *svc, mfa_ext_t *m, const char *account_id)
+mfa_seal_buf(svc_t *svc, const char *account_id, const unsigned char *in, size_t n, char *hex,
+             char *key_id)
 {
     unsigned char key[32], blob[MFA_BLOB];
     int len = 0, ok = 0;
     EVP_CIPHER_CTX *c = NULL;
 
-    if (mfa_data_key(svc, MFA_KEY_ID, key) != PHR_OK || RAND_bytes(blob, MFA_NONCE) != 1 ||
-        (c = EVP_CIPHER_CTX_new()) == NULL) {
+    if (n > AUTH_MFA_SECRET_BYTES || mfa_data_key(svc, MFA_KEY_ID, key) != PHR_OK ||
+        RAND_bytes(blob, MFA_NONCE) != 1 || (c = EVP_CIPHER_CTX_new()) == NULL) {
         goto out;
     }
     ok = EVP_EncryptInit_ex(c, EVP_aes_256_gcm(), NULL, key, blob) == 1 &&
          EVP_EncryptUpdate(c, NULL, &len, (const unsigned char *)account_id,
                            (int)strlen(account_id)) == 1 &&
-         EVP_EncryptUpdate(c, blob + MFA_NONCE, &len, m->secret, AUTH_MFA_SECRET_BYTES) == 1 &&
-         len == AUTH_MFA_SECRET_BYTES &&
+         EVP_EncryptUpdate(c, blob + MFA_NONCE, &len, in, (int)n) == 1 && len == (int)n &&
          EVP_EncryptFinal_ex(c, blob + MFA_NONCE + len, &len) == 1 &&
-         EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, MFA_TAG,
-                             blob + MFA_NONCE + AUTH_MFA_SECRET_BYTES) == 1;
+         EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, MFA_TAG, blob + MFA_NONCE + n) == 1;
     if (ok) {
-        mfa_hex_encode(blob, sizeof(blob), m->blob);
-        snprintf(m->key_id, sizeof(m->key_id), "%s", MFA_KEY_ID);
+        mfa_hex_encode(blob, MFA_NONCE + n + MFA_TAG, hex);
+        snprintf(key_id, 8, "%s", MFA_KEY_ID);
     }
 out:
     EVP_CIPHER_CTX_free(c);
@@ -265,32 +280,46 @@ out:
     return ok ? PHR_OK : PHR_EGENERIC;
 }
 
-/* Opens |hex| sealed for |account_id| under |key_id| into m->secret. */
+/* Opens |hex| sealed for |account_id| under |key_id| into the |n| bytes of |out|. */
 static int
-mfa_open(svc_t *svc, mfa_ext_t *m, const char *account_id, const char *hex, const char *key_id)
+mfa_open_buf(svc_t *svc, const char *account_id, const char *hex, const char *key_id,
+             unsigned char *out, size_t n)
 {
     unsigned char key[32], blob[MFA_BLOB];
     int len = 0, ok = 0;
     EVP_CIPHER_CTX *c = NULL;
 
-    if (mfa_hex_decode(hex, blob, sizeof(blob)) != PHR_OK ||
+    if (n > AUTH_MFA_SECRET_BYTES || mfa_hex_decode(hex, blob, MFA_NONCE + n + MFA_TAG) != PHR_OK ||
         mfa_data_key(svc, key_id, key) != PHR_OK || (c = EVP_CIPHER_CTX_new()) == NULL) {
         goto out;
     }
     ok = EVP_DecryptInit_ex(c, EVP_aes_256_gcm(), NULL, key, blob) == 1 &&
          EVP_DecryptUpdate(c, NULL, &len, (const unsigned char *)account_id,
                            (int)strlen(account_id)) == 1 &&
-         EVP_DecryptUpdate(c, m->secret, &len, blob + MFA_NONCE, AUTH_MFA_SECRET_BYTES) == 1 &&
-         EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_TAG, MFA_TAG,
-                             blob + MFA_NONCE + AUTH_MFA_SECRET_BYTES) == 1 &&
-         EVP_DecryptFinal_ex(c, m->secret + len, &len) == 1;
+         EVP_DecryptUpdate(c, out, &len, blob + MFA_NONCE, (int)n) == 1 &&
+         EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_TAG, MFA_TAG, blob + MFA_NONCE + n) == 1 &&
+         EVP_DecryptFinal_ex(c, out + len, &len) == 1;
 out:
     EVP_CIPHER_CTX_free(c);
     explicit_bzero(key, sizeof(key));
     if (!ok) {
-        log_error("mfa: the TOTP secret of an account cannot be opened (key %s)", key_id);
+        log_error("mfa: a sealed factor of an account cannot be opened (key %s)", key_id);
     }
     return ok ? PHR_OK : PHR_EGENERIC;
+}
+
+/* Seals m->secret for |account_id| into m->blob (hex) under the current key. */
+static int
+mfa_seal(svc_t *svc, mfa_ext_t *m, const char *account_id)
+{
+    return mfa_seal_buf(svc, account_id, m->secret, AUTH_MFA_SECRET_BYTES, m->blob, m->key_id);
+}
+
+/* Opens |hex| sealed for |account_id| under |key_id| into m->secret. */
+static int
+mfa_open(svc_t *svc, mfa_ext_t *m, const char *account_id, const char *hex, const char *key_id)
+{
+    return mfa_open_buf(svc, account_id, hex, key_id, m->secret, AUTH_MFA_SECRET_BYTES);
 }
 
 /* ---- recovery codes ---- */
@@ -366,12 +395,12 @@ mfa_bad_field(h2s_req_t *req, const char *field, const char *msg)
 
 /* Queues the audit event and the mfa_changed e-mail of an enrolment or removal. */
 static void
-mfa_queue_change(auth_ctx_t *ctx, const char *action, const char *change)
+mfa_queue_change(auth_ctx_t *ctx, const char *action, const char *change, const char *method)
 {
     char event_id[37], key[80];
-    const char *params[] = {"name", ctx->name, "method", "totp", "change", change, NULL};
+    const char *params[] = {"name", ctx->name, "method", method, "change", change, NULL};
     char *audit = auth_audit_json(ctx, action, ctx->sess.account_id, ctx->sess.kind,
-                                  ctx->sess.account_id, "success", NULL, event_id);
+                                  ctx->sess.account_id, "success", method, event_id);
     auth_tx_outbox(ctx, "audit", event_id, audit);
     snprintf(key, sizeof(key), "mfa:%s", event_id);
     auth_tx_outbox(ctx, "notification", key,
@@ -536,7 +565,7 @@ mfa_confirm_loaded(int rc, PGresult *res, void *ud)
     auth_tx_sql(ctx, guard, 3, pg);
     auth_tx_sql(ctx, wipe, 1, pw);
     auth_tx_sql(ctx, insert, 2, pi);
-    mfa_queue_change(ctx, "auth.mfa.enroll", "enrolled");
+    mfa_queue_change(ctx, "auth.mfa.enroll", "enrolled", "totp");
     auth_tx_run(ctx, mfa_confirm_committed);
 }
 
@@ -625,7 +654,7 @@ mfa_remove_verified(int rc, int needs_rehash, void *ud)
     const char *pw[] = {ctx->sess.account_id};
     auth_tx_sql(ctx, guard, 2, pg);
     auth_tx_sql(ctx, wipe, 1, pw);
-    mfa_queue_change(ctx, "auth.mfa.remove", "removed");
+    mfa_queue_change(ctx, "auth.mfa.remove", "removed", "totp");
     auth_tx_run(ctx, mfa_remove_committed);
 }
 
@@ -702,6 +731,95 @@ mfa_remove(svc_t *svc, h2s_req_t *req, const sess_t *sess)
     }
 }
 
+/* ---- SMS one-time codes ---- */
+
+/*
+ * Consumes one try of the live code of account $1 and purpose $2 (MFA_SMS_MAX_TRIES
+ * tries, MFA_SMS_TTL_S seconds); the code is used when its HMAC is $3. A row
+ * {matched, name, locale, has_totp} while the code was alive, else none.
+ */
+static const char mfa_sms_consume_sql[] =
+    "UPDATE mfa_sms_codes SET tries = tries + 1, "
+    "used_at = CASE WHEN code_hmac = $3 THEN now() END "
+    "WHERE account_id = $1 AND purpose = $2 AND used_at IS NULL AND expires_at > now() "
+    "AND tries < 5 RETURNING used_at IS NOT NULL, "
+    "(SELECT name FROM accounts WHERE id = $1), (SELECT locale FROM accounts WHERE id = $1), "
+    "EXISTS (SELECT 1 FROM mfa_totp WHERE account_id = $1 AND confirmed_at IS NOT NULL)";
+
+/* KEYS: rate key. ARGV: window seconds. {codes in the window, seconds left}. */
+static const char mfa_sms_rate_lua[] = "local n = redis.call('INCR', KEYS[1]) "
+                                       "if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end "
+                                       "return {n, redis.call('TTL', KEYS[1])}";
+
+/* 1 when |s| is E.164: '+', then 8 to 15 digits, the first not 0. */
+static int
+mfa_phone_valid(const char *s)
+{
+    size_t n = strlen(s);
+    return n >= 9 && n <= MFA_PHONE_MAX && s[0] == '+' && s[1] >= '1' && s[1] <= '9' &&
+           strspn(s + 1, "0123456789") == n - 1;
+}
+
+/* A uniform 6-digit code: draws past the last whole block of 10^6 are redrawn. */
+static int
+mfa_sms_code_new(char *out, size_t cap)
+{
+    uint32_t v;
+
+    do {
+        unsigned char b[4];
+        if (RAND_bytes(b, sizeof(b)) != 1) {
+            return PHR_EGENERIC;
+        }
+        v = ((uint32_t)b[0] << 24) | ((uint32_t)b[1] << 16) | ((uint32_t)b[2] << 8) | b[3];
+        explicit_bzero(b, sizeof(b));
+    } while (v >= 4294000000u); /* 4294 * 10^6 <= 2^32 */
+    snprintf(out, cap, "%06u", (unsigned)(v % 1000000u));
+    return PHR_OK;
+}
+
+/* Hex HMAC-SHA256 under the data key of "purpose:account:code" into m->code_hmac. */
+static int
+mfa_sms_hmac(svc_t *svc, mfa_ext_t *m, const char *account_id)
+{
+    unsigned char key[32], mac[EVP_MAX_MD_SIZE];
+    unsigned int maclen = 0;
+    char msg[80];
+    int n = snprintf(msg, sizeof(msg), "%s:%s:%s", m->purpose, account_id, m->code);
+    int ok = n > 0 && (size_t)n < sizeof(msg) && mfa_data_key(svc, MFA_KEY_ID, key) == PHR_OK &&
+             HMAC(EVP_sha256(), key, (int)sizeof(key), (const unsigned char *)msg, (size_t)n, mac,
+                  &maclen) != NULL &&
+             maclen == 32;
+
+    if (ok) {
+        mfa_hex_encode(mac, 32, m->code_hmac);
+    }
+    explicit_bzero(key, sizeof(key));
+    explicit_bzero(msg, sizeof(msg));
+    return ok ? PHR_OK : PHR_EGENERIC;
+}
+
+/* The notification request of an sms_code to |phone|; caller frees. */
+static char *
+mfa_sms_json(const char *phone, const char *locale, const char *code)
+{
+    json_object *o = json_object_new_object();
+    json_object *to = json_object_new_object();
+    json_object *p = json_object_new_object();
+
+    json_object_object_add(to, "phone", json_object_new_string(phone));
+    json_object_object_add(p, "code", json_object_new_string(code));
+    json_object_object_add(o, "kind", json_object_new_string("sms_code"));
+    json_object_object_add(o, "channel", json_object_new_string("sms"));
+    json_object_object_add(o, "to", to);
+    json_object_object_add(o, "locale", json_object_new_string(locale[0] ? locale : "ja"));
+    json_object_object_add(o, "params", p);
+    const char *txt = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
+    char *out = txt != NULL ? strdup(txt) : NULL;
+    json_object_put(o);
+    return out;
+}
+
 /* ---- login, step 1: the challenge ---- */
 
 /* KEYS: token key. ARGV: account id, ttl. */
@@ -743,6 +861,15 @@ mfa_token_key(const char *token, char *out, size_t cap)
     snprintf(out, cap, "phr:mfa:login:%s", hash);
 }
 
+/* 1 when |token| looks like an mfa_token (43 base64url characters). */
+static int
+mfa_token_valid(const char *token)
+{
+    return strlen(token) == SESS_TOKEN_LEN &&
+           strspn(token, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_") ==
+               SESS_TOKEN_LEN;
+}
+
 static void
 mfa_challenge_stored(int rc, redisReply *reply, void *ud)
 {
@@ -754,7 +881,12 @@ mfa_challenge_stored(int rc, redisReply *reply, void *ud)
     }
     json_object *o = json_object_new_object();
     json_object *methods = json_object_new_array();
-    json_object_array_add(methods, json_object_new_string("totp"));
+    if (m->has_totp) {
+        json_object_array_add(methods, json_object_new_string("totp"));
+    }
+    if (m->has_sms) {
+        json_object_array_add(methods, json_object_new_string("sms"));
+    }
     json_object_object_add(o, "mfa_required", json_object_new_boolean(1));
     json_object_object_add(o, "mfa_token", json_object_new_string(m->mfa_token));
     json_object_object_add(o, "methods", methods);
@@ -772,7 +904,9 @@ mfa_login_factors(int rc, PGresult *res, void *ud)
         svc_respond_error(ctx->req, rc, "the login could not be completed; retry later");
         return;
     }
-    if (PQntuples(res) == 0 || strcmp(PQgetvalue(res, 0, 0), "0") == 0) {
+    m->has_totp = PQntuples(res) == 1 && PQgetvalue(res, 0, 0)[0] == 't';
+    m->has_sms = PQntuples(res) == 1 && PQgetvalue(res, 0, 1)[0] == 't';
+    if (!m->has_totp && !m->has_sms) {
         auth_login_issue(ctx, "none");
         return;
     }
@@ -794,8 +928,9 @@ auth_mfa_login(auth_ctx_t *ctx)
     /* a rehashed password is kept even though the session waits for the second factor */
     static const char sql[] =
         "WITH r AS (UPDATE accounts SET password_hash = $2 WHERE id = $1 AND $2::text IS NOT NULL "
-        "RETURNING 1) SELECT count(*) FROM mfa_totp WHERE account_id = $1 "
-        "AND confirmed_at IS NOT NULL";
+        "RETURNING 1) SELECT "
+        "EXISTS (SELECT 1 FROM mfa_totp WHERE account_id = $1 AND confirmed_at IS NOT NULL), "
+        "EXISTS (SELECT 1 FROM mfa_sms WHERE account_id = $1 AND confirmed_at IS NOT NULL)";
     mfa_ext_t *m = mfa_ext_for(ctx);
 
     if (m == NULL) {
@@ -887,10 +1022,27 @@ mfa_login_consumed(int rc, PGresult *res, void *ud)
     mfa_kv(svc_kv(ctx->svc), mfa_kv_ignore, NULL, 2, argv);
     char *audit =
         auth_audit_json(ctx, "auth.login.mfa.success", ctx->account_id, ctx->kind, ctx->account_id,
-                        "success", m->use_recovery ? "recovery_code" : "totp", event_id);
+                        "success", m->use_recovery ? "recovery_code" : m->method, event_id);
     auth_tx_outbox(ctx, "audit", event_id, audit);
-    /* the session's factor is TOTP either way: a recovery code stands in for it */
-    auth_login_issue(ctx, "totp");
+    /* a recovery code stands in for the account's factor (TOTP when it has one) */
+    auth_login_issue(ctx, m->use_recovery ? (m->has_totp ? "totp" : "sms") : m->method);
+}
+
+static void
+mfa_login_sms_checked(int rc, PGresult *res, void *ud)
+{
+    mfa_ext_t *m = ud;
+
+    if (rc != PHR_OK) {
+        svc_respond_error(m->ctx->req, rc, "the login could not be completed; retry later");
+        return;
+    }
+    if (PQntuples(res) != 1 || PQgetvalue(res, 0, 0)[0] != 't') {
+        mfa_login_failed(m, "invalid_code");
+        return;
+    }
+    m->method = "sms";
+    mfa_login_consumed(PHR_OK, res, m);
 }
 
 static void
@@ -926,6 +1078,8 @@ mfa_login_loaded(int rc, PGresult *res, void *ud)
     m->failed_logins = (int)strtol(PQgetvalue(res, 0, 9), NULL, 10);
     m->locked = PQgetvalue(res, 0, 10)[0] == 't';
     m->last_step = strtoll(PQgetvalue(res, 0, 13), NULL, 10);
+    m->has_totp = !PQgetisnull(res, 0, 11);
+    m->has_sms = PQgetvalue(res, 0, 14)[0] == 't';
     ctx->found = 1;
     if (m->locked) {
         mfa_login_failed(m, "locked");
@@ -935,15 +1089,33 @@ mfa_login_loaded(int rc, PGresult *res, void *ud)
         const char *p[] = {ctx->account_id, m->recovery_hash};
         rc = db_query(svc_db(ctx->svc), use_code, 2, p, mfa_login_consumed, m);
     } else {
-        if (mfa_open(ctx->svc, m, ctx->account_id, PQgetvalue(res, 0, 11),
-                     PQgetvalue(res, 0, 12)) != PHR_OK) {
-            svc_respond_error(ctx->req, PHR_EGENERIC, NULL);
+        int totp_ok = 0;
+        if (m->has_totp) {
+            if (mfa_open(ctx->svc, m, ctx->account_id, PQgetvalue(res, 0, 11),
+                         PQgetvalue(res, 0, 12)) != PHR_OK) {
+                svc_respond_error(ctx->req, PHR_EGENERIC, NULL);
+                return;
+            }
+            totp_ok = mfa_totp_check(m->secret, m->code, m->last_step, &m->step);
+        }
+        if (!totp_ok && m->has_sms) { /* else the SMS code of this login */
+            m->purpose = "login";
+            if (mfa_sms_hmac(ctx->svc, m, ctx->account_id) != PHR_OK) {
+                svc_respond_error(ctx->req, PHR_EGENERIC, NULL);
+                return;
+            }
+            const char *p[] = {ctx->account_id, m->purpose, m->code_hmac};
+            rc = db_query(svc_db(ctx->svc), mfa_sms_consume_sql, 3, p, mfa_login_sms_checked, m);
+            if (rc != PHR_OK) {
+                svc_respond_error(ctx->req, rc, NULL);
+            }
             return;
         }
-        if (!mfa_totp_check(m->secret, m->code, m->last_step, &m->step)) {
+        if (!totp_ok) {
             mfa_login_failed(m, "invalid_code");
             return;
         }
+        m->method = "totp";
         snprintf(m->step_txt, sizeof(m->step_txt), "%lld", (long long)m->step);
         const char *p[] = {ctx->account_id, m->step_txt};
         rc = db_query(svc_db(ctx->svc), use_step, 2, p, mfa_login_consumed, m);
@@ -960,9 +1132,11 @@ mfa_login_attempted(int rc, redisReply *reply, void *ud)
         "SELECT a.id, a.name, a.locale, a.kind, coalesce(a.org_id::text, ''), "
         "coalesce(a.role, ''), a.email, a.email_verified_at IS NOT NULL, a.must_change_password, "
         "a.failed_logins, coalesce(a.locked_until > now(), false), t.secret_enc, t.key_id, "
-        "t.last_step FROM accounts a "
-        "JOIN mfa_totp t ON t.account_id = a.id AND t.confirmed_at IS NOT NULL "
-        "WHERE a.id = $1 AND a.status = 'active'";
+        "coalesce(t.last_step, 0), s.account_id IS NOT NULL FROM accounts a "
+        "LEFT JOIN mfa_totp t ON t.account_id = a.id AND t.confirmed_at IS NOT NULL "
+        "LEFT JOIN mfa_sms s ON s.account_id = a.id AND s.confirmed_at IS NOT NULL "
+        "WHERE a.id = $1 AND a.status = 'active' "
+        "AND (t.account_id IS NOT NULL OR s.account_id IS NOT NULL)";
     mfa_ext_t *m = ud;
     auth_ctx_t *ctx = m->ctx;
 
@@ -1004,9 +1178,7 @@ mfa_login(svc_t *svc, h2s_req_t *req, const sess_t *sess)
     const char *code = jx_get_str(body, "code", NULL);
     const char *recovery = jx_get_str(body, "recovery_code", NULL);
     const char *bad = NULL, *msg = NULL;
-    if (strlen(token) != SESS_TOKEN_LEN ||
-        strspn(token, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_") !=
-            SESS_TOKEN_LEN) {
+    if (!mfa_token_valid(token)) {
         bad = "mfa_token", msg = "must be the 43-character token of the login answer";
     } else if ((code == NULL) == (recovery == NULL)) {
         bad = "code", msg = "give exactly one of code and recovery_code";
@@ -1050,11 +1222,380 @@ mfa_login(svc_t *svc, h2s_req_t *req, const sess_t *sess)
     }
 }
 
+static void
+mfa_sms_sent(auth_ctx_t *ctx, int rc)
+{
+    mfa_ext_t *m = mfa_ext_of(ctx);
+    char hint[16];
+
+    if (rc == PHR_EINVAL) { /* the guard: confirmed meanwhile */
+        h2s_respond_problem(ctx->req, 409, "conflict", "SMS is already enrolled", NULL);
+        return;
+    }
+    if (rc != PHR_OK) {
+        svc_respond_error(ctx->req, rc, NULL);
+        return;
+    }
+    auth_outbox_kick(ctx->svc);
+    size_t n = strlen(m->phone);
+    snprintf(hint, sizeof(hint), "***-%s", m->phone + (n > 4 ? n - 4 : 0));
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "expires_at", json_object_new_string(m->expires));
+    json_object_object_add(o, "phone_hint", json_object_new_string(hint));
+    h2s_respond_json(ctx->req, 202, o);
+}
+
+/* Makes a code for m->purpose and commits it with its SMS (and, to enrol, the sealed phone). */
+static void
+mfa_sms_send(mfa_ext_t *m)
+{
+    static const char phone_sql[] =
+        "WITH u AS (INSERT INTO mfa_sms (account_id, phone_enc, key_id) VALUES ($1, $2, $3) "
+        "ON CONFLICT (account_id) DO UPDATE SET phone_enc = EXCLUDED.phone_enc, "
+        "key_id = EXCLUDED.key_id, created_at = now() WHERE mfa_sms.confirmed_at IS NULL "
+        "RETURNING 1) SELECT 1 / count(*)::int FROM u";
+    static const char code_sql[] =
+        "INSERT INTO mfa_sms_codes (account_id, purpose, code_hmac, expires_at) "
+        "VALUES ($1, $2, $3, $4::timestamptz) ON CONFLICT (account_id, purpose) DO UPDATE "
+        "SET code_hmac = EXCLUDED.code_hmac, tries = 0, expires_at = EXCLUDED.expires_at, "
+        "used_at = NULL, created_at = now()";
+    auth_ctx_t *ctx = m->ctx;
+    char id[37], key[48];
+
+    if (mfa_sms_code_new(m->code, sizeof(m->code)) != PHR_OK ||
+        mfa_sms_hmac(ctx->svc, m, ctx->account_id) != PHR_OK || uuid7(id) != PHR_OK) {
+        svc_respond_error(ctx->req, PHR_EGENERIC, NULL);
+        return;
+    }
+    snprintf(key, sizeof(key), "sms:%s", id);
+    tu_format_jst(tu_now_ms() + (int64_t)MFA_SMS_TTL_S * 1000, m->expires, sizeof(m->expires));
+    if (strcmp(m->purpose, "enroll") == 0) {
+        unsigned char pbuf[MFA_PHONE_MAX];
+        memset(pbuf, 0, sizeof(pbuf));
+        memcpy(pbuf, m->phone, strlen(m->phone));
+        int rc = mfa_seal_buf(ctx->svc, ctx->account_id, pbuf, sizeof(pbuf), m->blob, m->key_id);
+        explicit_bzero(pbuf, sizeof(pbuf));
+        if (rc != PHR_OK) {
+            svc_respond_error(ctx->req, PHR_EGENERIC, NULL);
+            return;
+        }
+        const char *pp[] = {ctx->account_id, m->blob, m->key_id};
+        auth_tx_sql(ctx, phone_sql, 3, pp);
+    }
+    const char *pc[] = {ctx->account_id, m->purpose, m->code_hmac, m->expires};
+    auth_tx_sql(ctx, code_sql, 4, pc);
+    auth_tx_outbox(ctx, "notification", key, mfa_sms_json(m->phone, ctx->locale, m->code));
+    explicit_bzero(m->code, sizeof(m->code));
+    auth_tx_run(ctx, mfa_sms_sent);
+}
+
+static void
+mfa_sms_rated(int rc, redisReply *reply, void *ud)
+{
+    mfa_ext_t *m = ud;
+    h2s_req_t *req = m->ctx->req;
+
+    if (rc != PHR_OK || reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
+        reply->element[0]->type != REDIS_REPLY_INTEGER ||
+        reply->element[1]->type != REDIS_REPLY_INTEGER) {
+        svc_respond_error(req, PHR_EUNAVAIL, "the session store is unavailable");
+        return;
+    }
+    if (reply->element[0]->integer > MFA_SMS_RATE_MAX) {
+        char after[24];
+        long long ttl = reply->element[1]->integer;
+        snprintf(after, sizeof(after), "%lld", ttl > 0 ? ttl : 1);
+        h2s_req_add_header(req, "retry-after", after);
+        h2s_respond_problem(req, 429, "rate_limited",
+                            "too many codes were sent to this phone; retry later", NULL);
+        return;
+    }
+    mfa_sms_send(m);
+}
+
+/* Counts a code for m->phone (MFA_SMS_RATE_MAX per MFA_SMS_RATE_S) and sends it when allowed. */
+static void
+mfa_sms_rate(mfa_ext_t *m)
+{
+    char hash[SESS_HASH_LEN + 1], key[96];
+
+    auth_sha256_hex(m->phone, hash);
+    snprintf(key, sizeof(key), "phr:mfa:sms:rate:%s", hash);
+    const char *argv[] = {"EVAL", mfa_sms_rate_lua, "1", key, MFA_SMS_RATE_S};
+    if (mfa_kv(svc_kv(m->ctx->svc), mfa_sms_rated, m, 5, argv) != PHR_OK) {
+        svc_respond_error(m->ctx->req, PHR_EUNAVAIL, "the session store is unavailable");
+    }
+}
+
+/* ---- POST /api/v1/auth/mfa/sms/enroll ---- */
+
+static void
+mfa_sms_enroll_loaded(int rc, PGresult *res, void *ud)
+{
+    mfa_ext_t *m = ud;
+    auth_ctx_t *ctx = m->ctx;
+
+    if (rc != PHR_OK) {
+        svc_respond_error(ctx->req, rc, NULL);
+        return;
+    }
+    if (PQntuples(res) == 0) {
+        h2s_respond_problem(ctx->req, 401, "session_expired", "the account no longer exists", NULL);
+        return;
+    }
+    snprintf(ctx->name, sizeof(ctx->name), "%s", PQgetvalue(res, 0, 0));
+    snprintf(ctx->locale, sizeof(ctx->locale), "%s", PQgetvalue(res, 0, 1));
+    if (PQgetvalue(res, 0, 2)[0] == 't') {
+        h2s_respond_problem(ctx->req, 409, "conflict", "SMS is already enrolled", NULL);
+        return;
+    }
+    mfa_sms_rate(m);
+}
+
+static void
+mfa_sms_enroll(svc_t *svc, h2s_req_t *req, const sess_t *sess)
+{
+    static const jx_field_t fields[] = {
+        {"phone", JX_STRING, 1, 0, -1, 1, 32, NULL},
+    };
+    static const char sql[] =
+        "SELECT a.name, a.locale, coalesce(s.confirmed_at IS NOT NULL, false) FROM accounts a "
+        "LEFT JOIN mfa_sms s ON s.account_id = a.id WHERE a.id = $1 AND a.status = 'active'";
+    json_object *body;
+
+    if (!mfa_allowed(req, sess) || svc_read_json(req, fields, 1, &body) != PHR_OK) {
+        return;
+    }
+    const char *phone = jx_get_str(body, "phone", "");
+    if (!mfa_phone_valid(phone)) {
+        json_object_put(body);
+        mfa_bad_field(req, "phone", "must be E.164: '+' and 8-15 digits, the first not 0");
+        return;
+    }
+    mfa_ext_t *m = mfa_ext_new(svc, req, sess);
+    if (m == NULL) {
+        json_object_put(body);
+        return;
+    }
+    snprintf(m->phone, sizeof(m->phone), "%s", phone);
+    json_object_put(body);
+    m->purpose = "enroll";
+    snprintf(m->ctx->account_id, sizeof(m->ctx->account_id), "%s", sess->account_id);
+    const char *p[] = {sess->account_id};
+    int rc = db_query(svc_db(svc), sql, 1, p, mfa_sms_enroll_loaded, m);
+    if (rc != PHR_OK) {
+        svc_respond_error(req, rc, NULL);
+    }
+}
+
+/* ---- POST /api/v1/auth/mfa/sms/confirm ---- */
+
+static void
+mfa_sms_confirm_committed(auth_ctx_t *ctx, int rc)
+{
+    mfa_ext_t *m = mfa_ext_of(ctx);
+
+    if (rc == PHR_EINVAL) { /* the guard: no pending enrolment (confirmed meanwhile) */
+        h2s_respond_problem(ctx->req, 422, "invalid_code", "no SMS enrolment is pending", NULL);
+        return;
+    }
+    if (rc != PHR_OK) {
+        svc_respond_error(ctx->req, rc, NULL);
+        return;
+    }
+    auth_outbox_kick(ctx->svc);
+    json_object *o = json_object_new_object();
+    json_object *methods = json_object_new_array();
+    if (m->has_totp) {
+        json_object_array_add(methods, json_object_new_string("totp"));
+    }
+    json_object_array_add(methods, json_object_new_string("sms"));
+    json_object_object_add(o, "methods", methods);
+    if (!m->has_totp) {
+        json_object *arr = json_object_new_array();
+        for (int i = 0; i < MFA_NCODES; i++) {
+            json_object_array_add(arr, json_object_new_string(m->codes[i]));
+        }
+        json_object_object_add(o, "recovery_codes", arr);
+    }
+    h2s_req_add_header(ctx->req, "cache-control", "no-store");
+    h2s_respond_json(ctx->req, 200, o);
+}
+
+static void
+mfa_sms_confirm_checked(int rc, PGresult *res, void *ud)
+{
+    static const char guard[] =
+        "WITH u AS (UPDATE mfa_sms SET confirmed_at = now() WHERE account_id = $1 "
+        "AND confirmed_at IS NULL RETURNING 1) SELECT 1 / count(*)::int FROM u";
+    static const char wipe[] = "DELETE FROM mfa_recovery_codes WHERE account_id = $1";
+    static const char insert[] = "INSERT INTO mfa_recovery_codes (account_id, code_sha256) "
+                                 "SELECT $1, unnest($2::text[])";
+    mfa_ext_t *m = ud;
+    auth_ctx_t *ctx = m->ctx;
+
+    if (rc != PHR_OK) {
+        svc_respond_error(ctx->req, rc, NULL);
+        return;
+    }
+    if (PQntuples(res) == 0 || PQgetvalue(res, 0, 0)[0] != 't') {
+        h2s_respond_problem(ctx->req, 422, "invalid_code",
+                            "the code is wrong, expired or used up; enroll again", NULL);
+        return;
+    }
+    snprintf(ctx->name, sizeof(ctx->name), "%s", PQgetvalue(res, 0, 1));
+    snprintf(ctx->locale, sizeof(ctx->locale), "%s", PQgetvalue(res, 0, 2));
+    m->has_totp = PQgetvalue(res, 0, 3)[0] == 't';
+    const char *pg[] = {ctx->account_id};
+    auth_tx_sql(ctx, guard, 1, pg);
+    if (!m->has_totp) { /* the first factor: recovery codes come with it */
+        if (mfa_recovery_new(m) != PHR_OK) {
+            svc_respond_error(ctx->req, PHR_EGENERIC, NULL);
+            return;
+        }
+        const char *pi[] = {ctx->account_id, m->hashes};
+        auth_tx_sql(ctx, wipe, 1, pg);
+        auth_tx_sql(ctx, insert, 2, pi);
+    }
+    mfa_queue_change(ctx, "auth.mfa.enroll", "enrolled", "sms");
+    auth_tx_run(ctx, mfa_sms_confirm_committed);
+}
+
+static void
+mfa_sms_confirm(svc_t *svc, h2s_req_t *req, const sess_t *sess)
+{
+    static const jx_field_t fields[] = {
+        {"code", JX_STRING, 1, 0, -1, 1, 16, NULL},
+    };
+    json_object *body;
+
+    if (!mfa_allowed(req, sess) || svc_read_json(req, fields, 1, &body) != PHR_OK) {
+        return;
+    }
+    const char *code = jx_get_str(body, "code", "");
+    if (!mfa_code_valid(code)) {
+        json_object_put(body);
+        mfa_bad_field(req, "code", "must be 6 digits");
+        return;
+    }
+    mfa_ext_t *m = mfa_ext_new(svc, req, sess);
+    if (m == NULL) {
+        json_object_put(body);
+        return;
+    }
+    snprintf(m->code, sizeof(m->code), "%s", code);
+    json_object_put(body);
+    m->purpose = "enroll";
+    snprintf(m->ctx->account_id, sizeof(m->ctx->account_id), "%s", sess->account_id);
+    if (mfa_sms_hmac(svc, m, sess->account_id) != PHR_OK) {
+        svc_respond_error(req, PHR_EGENERIC, NULL);
+        return;
+    }
+    const char *p[] = {sess->account_id, m->purpose, m->code_hmac};
+    int rc = db_query(svc_db(svc), mfa_sms_consume_sql, 3, p, mfa_sms_confirm_checked, m);
+    if (rc != PHR_OK) {
+        svc_respond_error(req, rc, NULL);
+    }
+}
+
+/* ---- POST /api/v1/auth/login/mfa/sms ---- */
+
+static void
+mfa_sms_login_loaded(int rc, PGresult *res, void *ud)
+{
+    mfa_ext_t *m = ud;
+    auth_ctx_t *ctx = m->ctx;
+    unsigned char pbuf[MFA_PHONE_MAX];
+
+    if (rc != PHR_OK) {
+        svc_respond_error(ctx->req, rc, NULL);
+        return;
+    }
+    if (PQntuples(res) == 0) {
+        h2s_respond_problem(ctx->req, 401, "unauthenticated",
+                            "the account has no SMS factor; log in again", NULL);
+        return;
+    }
+    snprintf(ctx->name, sizeof(ctx->name), "%s", PQgetvalue(res, 0, 0));
+    snprintf(ctx->locale, sizeof(ctx->locale), "%s", PQgetvalue(res, 0, 1));
+    if (mfa_open_buf(ctx->svc, ctx->account_id, PQgetvalue(res, 0, 2), PQgetvalue(res, 0, 3), pbuf,
+                     sizeof(pbuf)) != PHR_OK) {
+        svc_respond_error(ctx->req, PHR_EGENERIC, NULL);
+        return;
+    }
+    memcpy(m->phone, pbuf, sizeof(pbuf));
+    m->phone[MFA_PHONE_MAX] = '\0';
+    explicit_bzero(pbuf, sizeof(pbuf));
+    mfa_sms_rate(m);
+}
+
+static void
+mfa_sms_login_token(int rc, redisReply *reply, void *ud)
+{
+    static const char sql[] =
+        "SELECT a.name, a.locale, s.phone_enc, s.key_id FROM accounts a "
+        "JOIN mfa_sms s ON s.account_id = a.id AND s.confirmed_at IS NOT NULL "
+        "WHERE a.id = $1 AND a.status = 'active'";
+    mfa_ext_t *m = ud;
+    auth_ctx_t *ctx = m->ctx;
+
+    if (rc != PHR_OK || reply->type == REDIS_REPLY_ERROR) {
+        svc_respond_error(ctx->req, PHR_EUNAVAIL, "the session store is unavailable");
+        return;
+    }
+    if (reply->type != REDIS_REPLY_STRING || reply->len != 36) {
+        h2s_respond_problem(ctx->req, 401, "unauthenticated",
+                            "the MFA token is unknown, expired or used up; log in again", NULL);
+        return;
+    }
+    memcpy(ctx->account_id, reply->str, 36);
+    ctx->account_id[36] = '\0';
+    const char *p[] = {ctx->account_id};
+    rc = db_query(svc_db(ctx->svc), sql, 1, p, mfa_sms_login_loaded, m);
+    if (rc != PHR_OK) {
+        svc_respond_error(ctx->req, rc, NULL);
+    }
+}
+
+static void
+mfa_sms_login_send(svc_t *svc, h2s_req_t *req, const sess_t *sess)
+{
+    static const jx_field_t fields[] = {
+        {"mfa_token", JX_STRING, 1, 0, -1, 1, 64, NULL},
+    };
+    json_object *body;
+
+    if (svc_read_json(req, fields, 1, &body) != PHR_OK) {
+        return;
+    }
+    const char *token = jx_get_str(body, "mfa_token", "");
+    if (!mfa_token_valid(token)) {
+        json_object_put(body);
+        mfa_bad_field(req, "mfa_token", "must be the 43-character token of the login answer");
+        return;
+    }
+    mfa_ext_t *m = mfa_ext_new(svc, req, NULL);
+    if (m == NULL) {
+        json_object_put(body);
+        return;
+    }
+    mfa_token_key(token, m->kv_key, sizeof(m->kv_key));
+    json_object_put(body);
+    m->purpose = "login";
+    const char *argv[] = {"HGET", m->kv_key, "account"};
+    if (mfa_kv(svc_kv(svc), mfa_sms_login_token, m, 3, argv) != PHR_OK) {
+        svc_respond_error(req, PHR_EUNAVAIL, "the session store is unavailable");
+    }
+}
+
 static const svc_route_t table[] = {
     {"POST", "/api/v1/auth/mfa/totp/enroll", mfa_enroll, SVC_SESSION | SVC_NEEDS_DB, 0},
     {"POST", "/api/v1/auth/mfa/totp/confirm", mfa_confirm, SVC_SESSION | SVC_NEEDS_DB, 1024},
     {"DELETE", "/api/v1/auth/mfa/totp", mfa_remove, SVC_SESSION | SVC_NEEDS_DB, 4096},
     {"POST", "/api/v1/auth/login/mfa", mfa_login, SVC_NEEDS_DB, 1024},
+    {"POST", "/api/v1/auth/login/mfa/sms", mfa_sms_login_send, SVC_NEEDS_DB, 1024},
+    {"POST", "/api/v1/auth/mfa/sms/enroll", mfa_sms_enroll, SVC_SESSION | SVC_NEEDS_DB, 1024},
+    {"POST", "/api/v1/auth/mfa/sms/confirm", mfa_sms_confirm, SVC_SESSION | SVC_NEEDS_DB, 1024},
 };
 
 const svc_routes_t auth_mfa_routes = SVC_ROUTES(table);

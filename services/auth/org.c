@@ -70,7 +70,8 @@ struct org_ctx {
     int page_limit;
     char cur_name[512]; /* staff list cursor: name, id */
     char cur_id[37];
-    json_object *row; /* the answer being built */
+    json_object *row;                               /* the answer being built */
+    json_object *(*page_row)(PGresult *res, int i); /* internal pages: a row as an item */
 };
 
 static void
@@ -586,7 +587,10 @@ org_prepare_staff(org_ctx_t *o, org_step_fn step)
         svc_respond_error(o->a->req, PHR_EGENERIC, NULL);
         return;
     }
-    int rc = pwhash_hash_async(svc_workq(o->a->svc), o->initial_pw, NULL, org_hashed, o);
+    size_t npeppers;
+    const pwhash_pepper_t *peppers = auth_peppers(o->a->svc, &npeppers);
+    int rc = pwhash_hash_async(svc_workq(o->a->svc), o->initial_pw, npeppers > 0 ? peppers : NULL,
+                               org_hashed, o);
     if (rc != PHR_OK) {
         svc_respond_error(o->a->req, rc, "password hashing is saturated; retry later");
     }
@@ -1236,6 +1240,421 @@ org_staff_unlock(svc_t *svc, h2s_req_t *req, const sess_t *sess)
     org_begin(o, org_unlock_step);
 }
 
+/* ---- org admin: second factors ------------------------------------------ */
+
+static void
+org_mfa_reset_found(int rc, PGresult *res, void *ud)
+{
+    static const char del_totp[] = "DELETE FROM mfa_totp WHERE account_id = $1";
+    static const char del_codes[] = "DELETE FROM mfa_recovery_codes WHERE account_id = $1";
+    org_ctx_t *o = ud;
+    auth_ctx_t *a = o->a;
+    char event_id[37], key[80];
+
+    org_note(o, rc);
+    if (o->rc == PHR_OK) {
+        if (PQntuples(res) == 0) {
+            o->status = 404;
+            o->code = "no such staff member";
+        } else {
+            const char *p[] = {o->target_id};
+            snprintf(a->name, sizeof(a->name), "%s", PQgetvalue(res, 0, 0));
+            snprintf(a->locale, sizeof(a->locale), "%s", PQgetvalue(res, 0, 1));
+            const char *params[] = {"name", a->name, "method", "totp", "change", "reset", NULL};
+            o->changed = 1;
+            org_q(o, del_totp, 1, p, NULL);
+            org_q(o, del_codes, 1, p, NULL);
+            org_outbox(
+                o, "audit", event_id,
+                org_audit(o, "auth.mfa.reset", "account", o->target_id, "success", NULL, event_id));
+            snprintf(key, sizeof(key), "mfa:%s", event_id);
+            org_outbox(o, "notification", key,
+                       auth_notify_json("mfa_changed", o->target_id, a->locale, params));
+        }
+    }
+    org_end(o, org_target_changed);
+}
+
+static void
+org_mfa_reset_step(org_ctx_t *o)
+{
+    static const char sql[] = "SELECT name, locale FROM accounts WHERE id = $2 AND org_id = $1 "
+                              "AND kind = 'staff' AND status = 'active' FOR UPDATE";
+    const char *p[] = {o->org_id, o->target_id};
+
+    org_q(o, sql, 2, p, org_mfa_reset_found);
+    if (o->rc != PHR_OK) {
+        org_end(o, org_target_changed);
+    }
+}
+
+/* POST /api/v1/orgs/{org_id}/staff/{account_id}/reset-mfa: TOTP and recovery codes go. */
+static void
+org_staff_reset_mfa(svc_t *svc, h2s_req_t *req, const sess_t *sess)
+{
+    org_ctx_t *o = org_ctx_new(svc, req, sess);
+    if (o == NULL || !org_admin_ok(o, 1, 1)) {
+        return;
+    }
+    org_begin(o, org_mfa_reset_step);
+}
+
+/* ---- internal routes (peer services) ------------------------------------ */
+
+/*
+ * The value of query parameter |key| (not decoded: the values read here are
+ * ids and enum words) into |out|. 1 found, 0 absent, -1 too long.
+ */
+static int
+org_query_get(h2s_req_t *req, const char *key, char *out, size_t cap)
+{
+    const char *q = h2s_req_query(req);
+    size_t kl = strlen(key);
+
+    out[0] = '\0';
+    while (q != NULL && *q != '\0') {
+        size_t len = strcspn(q, "&");
+        const char *eq = memchr(q, '=', len);
+        size_t klen = eq != NULL ? (size_t)(eq - q) : len;
+        if (klen == kl && strncmp(q, key, kl) == 0) {
+            const char *v = eq != NULL ? eq + 1 : q + len;
+            size_t vlen = (size_t)(q + len - v);
+            if (vlen >= cap) {
+                return -1;
+            }
+            memcpy(out, v, vlen);
+            out[vlen] = '\0';
+            return 1;
+        }
+        q += len;
+        if (*q == '&') {
+            q++;
+        }
+    }
+    return 0;
+}
+
+/* Reads limit and an id cursor (base64url of the last id) into |o|. 1 when valid, else 400. */
+static int
+org_id_page(org_ctx_t *o)
+{
+    char cursor[ORG_CURSOR_MAX + 1];
+    unsigned char raw[ORG_CURSOR_MAX + 4];
+    int limit;
+
+    if (!org_page_params(o->a->req, &limit, cursor, sizeof(cursor))) {
+        return 0;
+    }
+    o->page_limit = limit;
+    if (cursor[0] != '\0') {
+        int n = org_b64url_decode(cursor, raw, sizeof(raw) - 1);
+        if (n != 36) {
+            org_field_error(o->a->req, "cursor", "not a cursor of this list");
+            return 0;
+        }
+        memcpy(o->cur_id, raw, 36);
+        o->cur_id[36] = '\0';
+        if (!org_id_ok(o->cur_id)) {
+            org_field_error(o->a->req, "cursor", "not a cursor of this list");
+            return 0;
+        }
+    }
+    snprintf(o->seat_limit, sizeof(o->seat_limit), "%d", limit + 1);
+    return 1;
+}
+
+/* Answers {items, next_cursor} of a page by id (column 0 is the id). */
+static void
+org_id_page_done(int rc, PGresult *res, void *ud)
+{
+    org_ctx_t *o = ud;
+    char cursor[ORG_CURSOR_MAX + 1];
+
+    if (rc != PHR_OK) {
+        svc_respond_error(o->a->req, rc, NULL);
+        return;
+    }
+    int n = PQntuples(res);
+    int more = n > o->page_limit;
+    json_object *out = json_object_new_object();
+    json_object *items = json_object_new_array();
+    for (int i = 0; i < n && i < o->page_limit; i++) {
+        json_object_array_add(items, o->page_row(res, i));
+    }
+    json_object_object_add(out, "items", items);
+    if (more) {
+        org_b64url((const unsigned char *)PQgetvalue(res, o->page_limit - 1, 0), 36, cursor,
+                   sizeof(cursor));
+    }
+    json_object_object_add(out, "next_cursor", more ? json_object_new_string(cursor) : NULL);
+    h2s_respond_json(o->a->req, 200, out);
+}
+
+static json_object *
+org_str_or_null(PGresult *res, int i, int col)
+{
+    return PQgetisnull(res, i, col) ? NULL : json_object_new_string(PQgetvalue(res, i, col));
+}
+
+/* Columns of a Contact: id, email, name, locale, org_id. */
+#define CONTACT_COLS "a.id, a.email, a.name, a.locale, a.org_id"
+
+static json_object *
+org_contact_json(PGresult *res, int i)
+{
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "account_id", json_object_new_string(PQgetvalue(res, i, 0)));
+    json_object_object_add(o, "email", json_object_new_string(PQgetvalue(res, i, 1)));
+    json_object_object_add(o, "name", json_object_new_string(PQgetvalue(res, i, 2)));
+    json_object_object_add(o, "locale", json_object_new_string(PQgetvalue(res, i, 3)));
+    json_object_object_add(o, "phone", NULL); /* no verified SMS phones yet */
+    json_object_object_add(o, "org_id", org_str_or_null(res, i, 4));
+    return o;
+}
+
+/* Columns of an AccountRecord. */
+#define RECORD_COLS                                                                                \
+    "id, kind, email, name, locale, CASE WHEN status = 'withdrawn' THEN 'withdrawn' "              \
+    "WHEN must_change_password OR (kind = 'patient' AND email_verified_at IS NULL) "               \
+    "THEN 'pending' ELSE 'active' END, email_verified_at IS NOT NULL, org_id, role"
+
+static json_object *
+org_record_json(PGresult *res, int i)
+{
+    json_object *o = json_object_new_object();
+    static const char *const keys[] = {"id", "kind", "email", "name", "locale", "status"};
+    for (int c = 0; c < 6; c++) {
+        json_object_object_add(o, keys[c], json_object_new_string(PQgetvalue(res, i, c)));
+    }
+    json_object_object_add(o, "email_verified",
+                           json_object_new_boolean(PQgetvalue(res, i, 6)[0] == 't'));
+    json_object_object_add(o, "org_id", org_str_or_null(res, i, 7));
+    json_object_object_add(o, "role", org_str_or_null(res, i, 8));
+    return o;
+}
+
+/* Columns of an AccountReview (alias a). */
+#define REVIEW_COLS                                                                                \
+    "a.id, a.kind, a.email, a.name, a.org_id, a.role, "                                            \
+    "(extract(epoch FROM a.created_at) * 1000)::bigint, "                                          \
+    "(extract(epoch FROM a.last_login_at) * 1000)::bigint, "                                       \
+    "EXISTS (SELECT 1 FROM mfa_totp t WHERE t.account_id = a.id AND t.confirmed_at IS NOT NULL), " \
+    "coalesce(a.locked_until > now(), false)"
+
+static json_object *
+org_review_json(PGresult *res, int i)
+{
+    json_object *o = json_object_new_object();
+    json_object *mfa = json_object_new_array();
+    json_object_object_add(o, "id", json_object_new_string(PQgetvalue(res, i, 0)));
+    json_object_object_add(o, "kind", json_object_new_string(PQgetvalue(res, i, 1)));
+    json_object_object_add(o, "email", json_object_new_string(PQgetvalue(res, i, 2)));
+    json_object_object_add(o, "name", json_object_new_string(PQgetvalue(res, i, 3)));
+    json_object_object_add(o, "org_id", org_str_or_null(res, i, 4));
+    json_object_object_add(o, "role", org_str_or_null(res, i, 5));
+    json_object_object_add(o, "created_at", org_time(PQgetvalue(res, i, 6)));
+    json_object_object_add(o, "last_login_at",
+                           PQgetisnull(res, i, 7) ? NULL : org_time(PQgetvalue(res, i, 7)));
+    if (PQgetvalue(res, i, 8)[0] == 't') {
+        json_object_array_add(mfa, json_object_new_string("totp"));
+    }
+    json_object_object_add(o, "mfa_methods", mfa);
+    json_object_object_add(o, "locked", json_object_new_boolean(PQgetvalue(res, i, 9)[0] == 't'));
+    return o;
+}
+
+static void
+org_records_done(int rc, PGresult *res, void *ud)
+{
+    org_ctx_t *o = ud;
+
+    if (rc != PHR_OK) {
+        svc_respond_error(o->a->req, rc, NULL);
+        return;
+    }
+    json_object *out = json_object_new_object();
+    json_object *items = json_object_new_array();
+    for (int i = 0; i < PQntuples(res); i++) {
+        json_object_array_add(items, org_record_json(res, i));
+    }
+    json_object_object_add(out, "items", items);
+    h2s_respond_json(o->a->req, 200, out);
+}
+
+/* POST /internal/v1/accounts/lookup {ids: [...]}: unknown and deleted ids are left out. */
+static void
+org_internal_lookup(svc_t *svc, h2s_req_t *req, const sess_t *sess)
+{
+    static const jx_field_t fields[] = {
+        {"ids", JX_ARRAY, 1, 0, -1, 1, 200, NULL},
+    };
+    static const char sql[] = "SELECT " RECORD_COLS " FROM accounts "
+                              "WHERE id = ANY ($1::uuid[]) AND status <> 'deleted' ORDER BY id";
+    json_object *body, *ids;
+
+    org_ctx_t *o = org_ctx_new(svc, req, sess);
+    if (o == NULL || svc_read_json(req, fields, 1, &body) != PHR_OK) {
+        return;
+    }
+    size_t n = json_object_object_get_ex(body, "ids", &ids) ? json_object_array_length(ids) : 0;
+    char *list = calloc(1, n * 37 + 3);
+    if (list == NULL) {
+        json_object_put(body);
+        svc_respond_error(req, PHR_ENOMEM, NULL);
+        return;
+    }
+    size_t off = 0;
+    list[off++] = '{';
+    for (size_t i = 0; i < n; i++) {
+        json_object *v = json_object_array_get_idx(ids, i);
+        const char *id =
+            json_object_is_type(v, json_type_string) ? json_object_get_string(v) : NULL;
+        if (!org_id_ok(id)) {
+            free(list);
+            json_object_put(body);
+            org_field_error(req, "ids", "every item must be an account id (UUID)");
+            return;
+        }
+        if (i > 0) {
+            list[off++] = ',';
+        }
+        memcpy(list + off, id, 36);
+        off += 36;
+    }
+    list[off++] = '}';
+    list[off] = '\0';
+    json_object_put(body);
+    const char *p[] = {list};
+    int rc = db_query(svc_db(svc), sql, 1, p, org_records_done, o);
+    free(list);
+    if (rc != PHR_OK) {
+        svc_respond_error(req, rc, NULL);
+    }
+}
+
+static void
+org_admins_done(int rc, PGresult *res, void *ud)
+{
+    org_ctx_t *o = ud;
+
+    if (rc != PHR_OK) {
+        svc_respond_error(o->a->req, rc, NULL);
+        return;
+    }
+    if (PQntuples(res) == 0) {
+        svc_respond_error(o->a->req, PHR_ENOTFOUND, "no such organization");
+        return;
+    }
+    json_object *out = json_object_new_object();
+    json_object *items = json_object_new_array();
+    for (int i = 0; i < PQntuples(res); i++) {
+        if (!PQgetisnull(res, i, 0)) { /* an org without active admins has one NULL row */
+            json_object_array_add(items, org_contact_json(res, i));
+        }
+    }
+    json_object_object_add(out, "items", items);
+    json_object_object_add(out, "next_cursor", NULL);
+    h2s_respond_json(o->a->req, 200, out);
+}
+
+/* GET /internal/v1/orgs/{org_id}/admins: the active admins' contacts (incident notices). */
+static void
+org_internal_admins(svc_t *svc, h2s_req_t *req, const sess_t *sess)
+{
+    static const char sql[] =
+        "SELECT " CONTACT_COLS " FROM organizations o LEFT JOIN accounts a ON a.org_id = o.id "
+        "AND a.kind = 'staff' AND a.role = 'admin' AND a.status = 'active' "
+        "WHERE o.id = $1 ORDER BY a.id";
+    const char *id = h2s_req_param(req, "org_id");
+
+    org_ctx_t *o = org_ctx_new(svc, req, sess);
+    if (o == NULL) {
+        return;
+    }
+    if (!org_id_ok(id)) {
+        svc_respond_error(req, PHR_ENOTFOUND, "no such organization");
+        return;
+    }
+    const char *p[] = {id};
+    int rc = db_query(svc_db(svc), sql, 1, p, org_admins_done, o);
+    if (rc != PHR_OK) {
+        svc_respond_error(req, rc, NULL);
+    }
+}
+
+/* GET /internal/v1/accounts?org_id=&kind=&limit=&cursor=: active accounts by id (review). */
+static void
+org_internal_accounts(svc_t *svc, h2s_req_t *req, const sess_t *sess)
+{
+    static const char *const kinds[] = {"patient", "staff", "operator", NULL};
+    static const char sql[] =
+        "SELECT " REVIEW_COLS " FROM accounts a WHERE a.status = 'active' "
+        "AND ($1::uuid IS NULL OR a.org_id = $1::uuid) AND ($2::text IS NULL OR a.kind = $2) "
+        "AND ($3::uuid IS NULL OR a.id > $3::uuid) ORDER BY a.id LIMIT $4::int";
+    char kind[16];
+
+    org_ctx_t *o = org_ctx_new(svc, req, sess);
+    if (o == NULL) {
+        return;
+    }
+    int has_org = org_query_get(req, "org_id", o->org_id, sizeof(o->org_id));
+    if (has_org != 0 && (has_org < 0 || !org_id_ok(o->org_id))) {
+        org_field_error(req, "org_id", "an organization id (UUID)");
+        return;
+    }
+    int has_kind = org_query_get(req, "kind", kind, sizeof(kind));
+    int kind_ok = 0;
+    for (size_t i = 0; has_kind > 0 && kinds[i] != NULL; i++) {
+        kind_ok |= strcmp(kind, kinds[i]) == 0;
+    }
+    if (has_kind != 0 && !kind_ok) {
+        org_field_error(req, "kind", "one of patient, staff, operator");
+        return;
+    }
+    if (!org_id_page(o)) {
+        return;
+    }
+    o->page_row = org_review_json;
+    const char *p[] = {has_org > 0 ? o->org_id : NULL, has_kind > 0 ? kind : NULL,
+                       o->cur_id[0] ? o->cur_id : NULL, o->seat_limit};
+    int rc = db_query(svc_db(svc), sql, 4, p, org_id_page_done, o);
+    if (rc != PHR_OK) {
+        svc_respond_error(req, rc, NULL);
+    }
+}
+
+/* GET /internal/v1/contacts?audience=all|org_admins&limit=&cursor=: active accounts by id. */
+static void
+org_internal_contacts(svc_t *svc, h2s_req_t *req, const sess_t *sess)
+{
+    static const char sql[] =
+        "SELECT " CONTACT_COLS " FROM accounts a WHERE a.status = 'active' "
+        "AND ($1::text = 'all' OR (a.kind = 'staff' AND a.role = 'admin')) "
+        "AND ($2::uuid IS NULL OR a.id > $2::uuid) ORDER BY a.id LIMIT $3::int";
+    char audience[16];
+
+    org_ctx_t *o = org_ctx_new(svc, req, sess);
+    if (o == NULL) {
+        return;
+    }
+    int has = org_query_get(req, "audience", audience, sizeof(audience));
+    if (has == 0) {
+        snprintf(audience, sizeof(audience), "all");
+    } else if (has < 0 || (strcmp(audience, "all") != 0 && strcmp(audience, "org_admins") != 0)) {
+        org_field_error(req, "audience", "all or org_admins");
+        return;
+    }
+    if (!org_id_page(o)) {
+        return;
+    }
+    o->page_row = org_contact_json;
+    const char *p[] = {audience, o->cur_id[0] ? o->cur_id : NULL, o->seat_limit};
+    int rc = db_query(svc_db(svc), sql, 3, p, org_id_page_done, o);
+    if (rc != PHR_OK) {
+        svc_respond_error(req, rc, NULL);
+    }
+}
+
 static const svc_route_t table[] = {
     {"GET", "/api/v1/admin/orgs", org_list, SVC_SESSION | SVC_NEEDS_DB, 0},
     {"POST", "/api/v1/admin/orgs", org_create, SVC_SESSION | SVC_NEEDS_DB, 4096},
@@ -1249,6 +1668,14 @@ static const svc_route_t table[] = {
      SVC_SESSION | SVC_NEEDS_DB, 0},
     {"POST", "/api/v1/orgs/{org_id}/staff/{account_id}/unlock", org_staff_unlock,
      SVC_SESSION | SVC_NEEDS_DB, 0},
+    {"POST", "/api/v1/orgs/{org_id}/staff/{account_id}/reset-mfa", org_staff_reset_mfa,
+     SVC_SESSION | SVC_NEEDS_DB, 0},
+    {"POST", "/internal/v1/accounts/lookup", org_internal_lookup, SVC_INTERNAL | SVC_NEEDS_DB,
+     16384},
+    {"GET", "/internal/v1/accounts", org_internal_accounts, SVC_INTERNAL | SVC_NEEDS_DB, 0},
+    {"GET", "/internal/v1/orgs/{org_id}/admins", org_internal_admins, SVC_INTERNAL | SVC_NEEDS_DB,
+     0},
+    {"GET", "/internal/v1/contacts", org_internal_contacts, SVC_INTERNAL | SVC_NEEDS_DB, 0},
 };
 
 const svc_routes_t auth_org_routes = SVC_ROUTES(table);

@@ -10,22 +10,58 @@
 #include "log.h"
 #include "timeutil.h"
 
+/* The revocation happened: answer 204, or 200 {revoked} when ctx->num holds a count. */
+static void
+auth_sessions_audited(auth_ctx_t *ctx, int rc)
+{
+    if (rc != PHR_OK) {
+        /* The sessions are gone either way; the missing event is an operator's concern. */
+        log_error("audit event of a session revocation not recorded: %s", phr_err_str(rc));
+    } else {
+        auth_outbox_kick(ctx->svc);
+    }
+    if (ctx->num[0] == '\0') {
+        h2s_respond(ctx->req, 204, NULL, NULL, 0);
+        return;
+    }
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "revoked", json_object_new_int64(strtol(ctx->num, NULL, 10)));
+    h2s_respond_json(ctx->req, 200, o);
+}
+
+/* Writes audit event |action| (the caller acting on its own sessions) through the outbox. */
+static void
+auth_sessions_audit(auth_ctx_t *ctx, const char *action, const char *reason)
+{
+    char event_id[37];
+    char *json = auth_audit_json(ctx, action, ctx->sess.account_id, ctx->sess.kind,
+                                 ctx->sess.account_id, "success", reason, event_id);
+
+    auth_tx_outbox(ctx, "audit", event_id, json);
+    auth_tx_run(ctx, auth_sessions_audited);
+}
+
 static void
 auth_logout_done(int rc, long count, void *ud)
 {
-    h2s_req_t *req = ud;
+    auth_ctx_t *ctx = ud;
 
     if (rc != PHR_OK) {
-        svc_respond_error(req, PHR_EUNAVAIL, "the session store is unavailable");
+        svc_respond_error(ctx->req, PHR_EUNAVAIL, "the session store is unavailable");
         return;
     }
-    h2s_respond(req, 204, NULL, NULL, 0);
+    auth_sessions_audit(ctx, "auth.logout", NULL);
 }
 
 void
 auth_logout(svc_t *svc, h2s_req_t *req, const sess_t *sess)
 {
-    int rc = sess_revoke(svc_kv(svc), sess->account_id, sess->token_hash, 1, auth_logout_done, req);
+    auth_ctx_t *ctx = auth_ctx_new(svc, req, sess);
+
+    if (ctx == NULL) {
+        return;
+    }
+    int rc = sess_revoke(svc_kv(svc), sess->account_id, sess->token_hash, 1, auth_logout_done, ctx);
     if (rc != PHR_OK) {
         svc_respond_error(req, PHR_EUNAVAIL, "the session store is unavailable");
     }
@@ -102,7 +138,7 @@ auth_session_deleted(int rc, long count, void *ud)
     } else if (count == 0) {
         svc_respond_error(ctx->req, PHR_ENOTFOUND, "no such session");
     } else {
-        h2s_respond(ctx->req, 204, NULL, NULL, 0);
+        auth_sessions_audit(ctx, "auth.session.revoke", NULL);
     }
 }
 
@@ -152,22 +188,26 @@ auth_session_delete(svc_t *svc, h2s_req_t *req, const sess_t *sess)
 static void
 auth_revoked_others(int rc, long count, void *ud)
 {
-    h2s_req_t *req = ud;
+    auth_ctx_t *ctx = ud;
 
     if (rc != PHR_OK) {
-        svc_respond_error(req, PHR_EUNAVAIL, "the session store is unavailable");
+        svc_respond_error(ctx->req, PHR_EUNAVAIL, "the session store is unavailable");
         return;
     }
-    json_object *o = json_object_new_object();
-    json_object_object_add(o, "revoked", json_object_new_int64(count));
-    h2s_respond_json(req, 200, o);
+    snprintf(ctx->num, sizeof(ctx->num), "%ld", count);
+    auth_sessions_audit(ctx, "auth.session.revoke_others", NULL);
 }
 
 void
 auth_sessions_revoke_others(svc_t *svc, h2s_req_t *req, const sess_t *sess)
 {
+    auth_ctx_t *ctx = auth_ctx_new(svc, req, sess);
+
+    if (ctx == NULL) {
+        return;
+    }
     int rc =
-        sess_revoke(svc_kv(svc), sess->account_id, sess->token_hash, 0, auth_revoked_others, req);
+        sess_revoke(svc_kv(svc), sess->account_id, sess->token_hash, 0, auth_revoked_others, ctx);
     if (rc != PHR_OK) {
         svc_respond_error(req, PHR_EUNAVAIL, "the session store is unavailable");
     }

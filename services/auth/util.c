@@ -293,6 +293,16 @@ auth_client_ip(h2s_req_t *req, char *out, size_t cap)
     const char *src = xff != NULL && xff[0] != '\0' ? xff : h2s_req_peer(req);
     size_t n = 0;
 
+    /*
+     * The gateway appends the address it saw ($proxy_add_x_forwarded_for):
+     * only the last entry is trustworthy; earlier ones are whatever the
+     * client sent and must not choose the rate-limit bucket.
+     */
+    if (xff != NULL && src == xff) {
+        const char *last = strrchr(xff, ',');
+        src = last != NULL ? last + 1 : xff;
+    }
+
     if (src == NULL) {
         src = "";
     }

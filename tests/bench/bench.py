@@ -13,6 +13,20 @@
   bench.py rss PHASE RUN_DIR OUT_JSON SERVICE...
       Read VmRSS and VmHWM (KiB) of each service (pid in RUN_DIR/<service>.pid) from
       /proc/PID/status and store them under PHASE ("idle" or "load") in OUT_JSON.
+  bench.py curlcfg KIND URL N ACCOUNTS DIR
+      Write DIR/register-NNN.json and DIR/login-NNN.json request bodies for accounts
+      1..ACCOUNTS and a curl config DIR/KIND-N.cfg of N POSTs to URL cycling through them (HTTP/2,
+      output discarded, one "status seconds" line per request on stderr); print its path.
+  bench.py curlcheck RESULTS CASE SUBJECT ROUND OUT T0 T1 STATUS N
+      Check the lines of a curl_run: every one has STATUS. N >= 0: exactly N requests, rate
+      = N / (T1 - T0); N < 0: a run stopped early, -N requests finished between T0 and T1
+      (monotonic-enough `date +%s.%N` times), rate = -N / (T1 - T0). p50/p99 of curl's
+      time_total. Appends a row to RESULTS like `check`.
+  bench.py raw RESULTS ROUND FILE
+      Append argon2_raw's JSON line FILE as the row (login, raw, ROUND); print its rate.
+  bench.py token URL DIR
+      Log in as account 1 (DIR/login-001.json) at URL; write DIR/auth-header (0600) and
+      print the session token.
   bench.py report RESULTS RSS_JSON BENCHMARKS_MD
       Print the Markdown report and rewrite the "## Latest run" section of BENCHMARKS_MD
       (everything from that heading to the end of the file).
@@ -41,7 +55,22 @@ CASES = [
         "title": "2. `GET /api/v1/auth/password-policy` TLS h2 via gateway vs nginx static file",
         "goal": 0.5,
     },
+    {
+        "id": "login",
+        "title": "4. `POST /api/v1/auth/login` via gateway (logins/s) vs raw argon2id "
+                 "(hashes/s, same threads)",
+        "goal": 0.85,
+        "base": "raw",
+    },
+    {
+        "id": "session",
+        "title": "5. `GET /api/v1/auth/session` TLS h2 via gateway vs nginx static file",
+        "goal": 0.35,
+    },
 ]
+STORM_GOAL = 3.0
+BENCH_PASSWORD = "Bench-Login-%03d-x9Q"  # meets the policy; not the e-mail's local part
+BENCH_EMAIL = "bench-%03d@example.com"
 IDLE_RSS_GOAL_KIB = 8 * 1024
 LOAD_HWM_GOAL_KIB = 32 * 1024
 LOAD_HWM_SERVICE = "auth"
@@ -163,6 +192,120 @@ def cmd_check(args):
           % (case, subject, rnd, rps, row["p50_us"], row["p99_us"], row["n"]))
 
 
+def cmd_curlcfg(args):
+    if len(args) != 5:
+        die("usage: curlcfg KIND URL N ACCOUNTS DIR")
+    kind, url, n, accounts, out_dir = args[0], args[1], int(args[2]), int(args[3]), args[4]
+    if kind not in ("register", "login") or n < 1 or accounts < 1:
+        die("curlcfg: bad arguments")
+    for i in range(1, accounts + 1):
+        login = {"email": BENCH_EMAIL % i, "password": BENCH_PASSWORD % i}
+        register = dict(login, name="Bench %03d" % i)
+        for name, body in (("login", login), ("register", register)):
+            with open(os.path.join(out_dir, "%s-%03d.json" % (name, i)), "w",
+                      encoding="utf-8") as f:
+                json.dump(body, f)
+    cfg = os.path.join(out_dir, "%s-%d.cfg" % (kind, n))
+    with open(cfg, "w", encoding="utf-8") as f:
+        for k in range(n):
+            body = os.path.join(out_dir, "%s-%03d.json" % (kind, k % accounts + 1))
+            f.write('url = "%s"\ndata-binary = "@%s"\n' % (url, body))
+            f.write('header = "content-type: application/json"\noutput = "/dev/null"\n')
+            f.write('write-out = "%{stderr}%{http_code} %{time_total}\\n"\n')
+            f.write("insecure\nhttp2\nsilent\nshow-error\n")
+            if k + 1 < n:
+                f.write("next\n")
+    print(cfg)
+
+
+def cmd_curlcheck(args):
+    if len(args) != 9:
+        die("usage: curlcheck RESULTS CASE SUBJECT ROUND OUT T0 T1 STATUS N")
+    results, case, subject, rnd, out = args[:5]
+    t0, t1, status, n = float(args[5]), float(args[6]), args[7], int(args[8])
+    label = "%s/%s round %s" % (case, subject, rnd)
+    lat = []
+    bad = {}
+    with open(out, encoding="utf-8", errors="replace") as f:
+        text = f.read()
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    elif n < 0 and lines:
+        lines.pop()  # the run was stopped: a last line may be cut short
+    for line in lines:
+        m = re.match(r"^(\d{3}) ([0-9.]+)$", line)
+        if not m:
+            bad[line[:80]] = bad.get(line[:80], 0) + 1
+            continue
+        if m.group(1) != status:
+            bad["status " + m.group(1)] = bad.get("status " + m.group(1), 0) + 1
+            continue
+        lat.append(int(float(m.group(2)) * 1e6))
+    if bad:
+        die("%s: %s (expected %s for every request; see %s)"
+            % (label, ", ".join("%d x %s" % (v, k) for k, v in sorted(bad.items())), status, out))
+    count = n if n >= 0 else -n
+    if n >= 0 and len(lat) != n:
+        die("%s: %d of %d requests finished" % (label, len(lat), n))
+    if count == 0 or not lat or t1 <= t0:
+        die("%s: no requests finished" % label)
+    lat.sort()
+    row = {
+        "case": case, "subject": subject, "round": int(rnd) if rnd.isdigit() else rnd,
+        "rps": count / (t1 - t0), "p50_us": percentile(lat, 50), "p99_us": percentile(lat, 99),
+        "n": count,
+    }
+    if results != "/dev/null":
+        with open(results, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+    print("  %-12s %-6s round %s: %8.1f req/s  p50 %6d us  p99 %6d us  (%d requests)"
+          % (case, subject, rnd, row["rps"], row["p50_us"], row["p99_us"], count))
+
+
+def cmd_raw(args):
+    if len(args) != 3:
+        die("usage: raw RESULTS ROUND FILE")
+    results, rnd, path = args
+    with open(path, encoding="utf-8") as f:
+        raw = json.loads(f.readline())
+    if raw.get("hashes", 0) < 1 or raw.get("rate", 0) <= 0:
+        die("argon2_raw: no hashes in %s" % path)
+    row = {"case": "login", "subject": "raw", "round": int(rnd) if rnd.isdigit() else rnd,
+           "rps": raw["rate"], "p50_us": None, "p99_us": None, "n": raw["hashes"],
+           "threads": raw["threads"]}
+    if results != "/dev/null":
+        with open(results, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+        print("  %-12s %-6s round %s: %8.1f hashes/s on %d threads" % (
+            "login", "raw", rnd, raw["rate"], raw["threads"]), file=sys.stderr)
+    print("%.3f" % raw["rate"])
+
+
+def cmd_token(args):
+    if len(args) != 2:
+        die("usage: token URL DIR")
+    url, out_dir = args
+    p = subprocess.run(["curl", "-sk", "--http2", "--max-time", "10", "-H",
+                        "content-type: application/json", "--data-binary",
+                        "@" + os.path.join(out_dir, "login-001.json"), "-w", "\n%{http_code}",
+                        url], capture_output=True, text=True, check=False)
+    body, _, code = p.stdout.rpartition("\n")
+    if p.returncode != 0 or code != "200":
+        die("login answered %s (curl exit %d)" % (code or "nothing", p.returncode))
+    try:
+        token = json.loads(body)["token"]
+    except (ValueError, KeyError, TypeError):
+        die("login answer has no token")
+    if not re.match(r"^[A-Za-z0-9_-]+$", token):
+        die("login answer has a malformed token")
+    path = os.path.join(out_dir, "auth-header")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as f:
+        f.write("authorization: Bearer %s\n" % token)
+    print(token)
+
+
 def proc_status_kib(pid, key, name="status"):
     with open("/proc/%d/%s" % (pid, name), encoding="ascii") as f:
         for line in f:
@@ -226,7 +369,41 @@ def mib(kib):
 
 
 def us(v):
+    if v is None:
+        return "n/a"
     return "%.2f ms" % (v / 1000.0) if v >= 1000 else "%d us" % v
+
+
+def storm_text(rows):
+    """The storm case: p99 of GET /session idle and during a login storm, per round."""
+    def pick(subject):
+        return {r["round"]: r for r in rows if r["case"] == "storm" and r["subject"] == subject}
+    idle, storm, logins, raw = pick("idle"), pick("storm"), pick("logins"), {}
+    raw = {r["round"]: r for r in rows if r["case"] == "login" and r["subject"] == "raw"}
+    out = ["", "| 6. `GET /api/v1/auth/session` during a login storm | idle p50 / p99 "
+           "| storm p50 / p99 | p99 storm / idle | goal | result | storm logins/s |",
+           "|---|---:|---:|---:|---:|---|---:|"]
+    rounds = sorted(set(idle) & set(storm))
+    if not rounds:
+        out.append("| not run (BENCH_CASES) | | | | | | |")
+        return out
+    ratios = []
+    for rnd in rounds:
+        ratio = storm[rnd]["p99_us"] / max(idle[rnd]["p99_us"], 1)
+        ratios.append(ratio)
+        out.append("| round %s | %s / %s | %s / %s | %.2f | <= %.1f | %s | %s |" % (
+            rnd, us(idle[rnd]["p50_us"]), us(idle[rnd]["p99_us"]), us(storm[rnd]["p50_us"]),
+            us(storm[rnd]["p99_us"]), ratio, STORM_GOAL,
+            "pass" if ratio <= STORM_GOAL else "**FAIL**",
+            "%.1f" % logins[rnd]["rps"] if rnd in logins else "n/a"))
+    ratio = statistics.median(ratios)
+    out.append("| **median** | | | **%.2f** | <= %.1f | **%s** | |" % (
+        ratio, STORM_GOAL, "pass" if ratio <= STORM_GOAL else "FAIL"))
+    if raw and logins:
+        out += ["", "Storm logins/s against the raw argon2id rate of the login case (median "
+                "%.1f hashes/s): the storm keeps every hashing worker busy."
+                % statistics.median(r["rps"] for r in raw.values())]
+    return out
 
 
 def report_text(rows, rss):
@@ -252,6 +429,18 @@ def report_text(rows, rss):
                                if pin else "none"),
         "- Gateway and TLS baseline `worker_processes %s`; h2c baseline 1 worker"
         % env.get("BENCH_GATEWAY_WORKERS", "?"),
+        "- Login (4): %s auth workers (`PHR_WORKERS`) and as many `argon2_raw` threads "
+        "(argon2id m=19456 KiB, t=2, p=1, libargon2), both on the stack's CPU(s); per round "
+        "~%s s of raw hashing, then as many logins as the raw rate does in that time, "
+        "`curl --parallel --http2` with %s in flight over one connection, cycling %s "
+        "registered accounts"
+        % (env.get("PHR_WORKERS", "?"), env.get("BENCH_DURATION", "?"),
+           env.get("BENCH_LOGIN_PARALLEL", "?"), env.get("BENCH_ACCOUNTS", "?")),
+        "- Storm (6): p99 probe `h2load -c %s -m 8 --rps %s` for ~%s s, idle and then while "
+        "the login client keeps %s logins in flight; per round"
+        % (env.get("BENCH_P99_CLIENTS", "?"), env.get("BENCH_P99_RPS", "?"),
+           env.get("BENCH_DURATION", "?"), env.get("BENCH_LOGIN_PARALLEL", "?")),
+        "- Cases run: %s" % env.get("BENCH_CASES", "?"),
         "",
         "| case | ours req/s | baseline req/s | ratio | goal | result | ours p50 / p99 "
         "| baseline p50 / p99 |",
@@ -260,21 +449,29 @@ def report_text(rows, rss):
     for case in CASES:
         ours = sorted((r for r in rows if r["case"] == case["id"] and r["subject"] == "ours"),
                       key=lambda r: r["round"])
-        base = sorted((r for r in rows if r["case"] == case["id"] and r["subject"] == "base"),
+        base = sorted((r for r in rows if r["case"] == case["id"]
+                       and r["subject"] == case.get("base", "base")),
                       key=lambda r: r["round"])
+        if not ours and not base:
+            lines.append("| %s | not run (BENCH_CASES) | | | | | | |" % case["title"])
+            continue
         if not ours or len(ours) != len(base):
             die("case %s: %d ours rounds, %d baseline rounds" % (case["id"], len(ours), len(base)))
         ratios = [o["rps"] / b["rps"] for o, b in zip(ours, base)]
         ratio = statistics.median(ratios)
 
         def med(rs, key):
-            return statistics.median(r[key] for r in rs)
+            vals = [r[key] for r in rs if r.get(key) is not None]
+            return statistics.median(vals) if vals else None
 
-        lines.append("| %s | %.0f | %.0f | %.2f | >= %.2f | %s | %s / %s | %s / %s |" % (
+        fmt = "%.1f" if case["id"] == "login" else "%.0f"
+        row = "| %s | " + fmt + " | " + fmt + " | %.2f | >= %.2f | %s | %s / %s | %s / %s |"
+        lines.append(row % (
             case["title"], med(ours, "rps"), med(base, "rps"), ratio, case["goal"],
             "pass" if ratio >= case["goal"] else "**FAIL**",
             us(med(ours, "p50_us")), us(med(ours, "p99_us")),
             us(med(base, "p50_us")), us(med(base, "p99_us"))))
+    lines += storm_text(rows)
     lines += [
         "",
         "| service | idle VmRSS (RssAnon, Pss) | idle VmHWM | after load VmRSS (RssAnon) "
@@ -335,7 +532,9 @@ def cmd_report(args):
 def main():
     if len(sys.argv) < 2:
         die("usage: bench.py check|rss|report ...")
-    cmds = {"check": cmd_check, "rate": cmd_rate, "rss": cmd_rss, "report": cmd_report}
+    cmds = {"check": cmd_check, "rate": cmd_rate, "rss": cmd_rss, "report": cmd_report,
+            "curlcfg": cmd_curlcfg, "curlcheck": cmd_curlcheck, "raw": cmd_raw,
+            "token": cmd_token}
     cmd = cmds.get(sys.argv[1])
     if cmd is None:
         die("unknown command %s" % sys.argv[1])

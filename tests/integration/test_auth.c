@@ -393,6 +393,14 @@ test_logout(void)
     int gone = it_is_problem(&r, 401, "session_expired");
     it_resp_free(&r);
     IT_CHECK(gone);
+    /* The logout is audited through the outbox, in the same database as the account. */
+    char out[64];
+    IT_CHECK(auth_psql(out, sizeof(out),
+                       "SELECT count(*) FROM outbox WHERE topic = 'audit' AND body->>'action' = "
+                       "'auth.logout' AND body->'actor'->>'account_id' = (SELECT id::text FROM "
+                       "accounts WHERE email = '%s')",
+                       email) == 0 &&
+             strcmp(out, "1") == 0);
 }
 
 static void

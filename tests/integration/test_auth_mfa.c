@@ -623,11 +623,398 @@ test_mfa_remove(void)
     IT_CHECK(ok);
 }
 
+/* ---- SMS one-time codes ---- */
+
+/* A fresh E.164 number for this run (+8190 and 8 digits), so the per-phone limit starts at 0. */
+static void
+mfa_phone(char *out, size_t cap)
+{
+    static unsigned n;
+    unsigned long v = ((unsigned long)time(NULL) * 7919ul + (unsigned long)getpid() * 104729ul +
+                       ++n * 1000003ul) %
+                      100000000ul;
+    snprintf(out, cap, "+8190%08lu", v);
+}
+
+/* The code of the newest sms_code notification to |phone| (7 bytes). 1 when found. */
+static int
+mfa_sms_outbox_code(const char *phone, char *code)
+{
+    char out[64];
+    if (mfa_psql(out, sizeof(out),
+                 "SELECT body->'params'->>'code' FROM outbox WHERE topic = 'notification' AND "
+                 "body->>'kind' = 'sms_code' AND body->>'channel' = 'sms' AND "
+                 "body->'to'->>'phone' = '%s' AND NOT body->'to' ? 'account_id' AND "
+                 "body->>'locale' IN ('ja', 'en') ORDER BY id DESC LIMIT 1",
+                 phone) != 0 ||
+        strlen(out) != 6 || strspn(out, "0123456789") != 6) {
+        return 0;
+    }
+    snprintf(code, 7, "%s", out);
+    return 1;
+}
+
+/* The number of sms_code notifications to |phone|. */
+static long
+mfa_sms_count(const char *phone)
+{
+    char out[32];
+    if (mfa_psql(out, sizeof(out),
+                 "SELECT count(*) FROM outbox WHERE body->>'kind' = 'sms_code' AND "
+                 "body->'to'->>'phone' = '%s'",
+                 phone) != 0) {
+        return -1;
+    }
+    return strtol(out, NULL, 10);
+}
+
+/* A 6-digit code different from |code|. */
+static void
+mfa_other_code(const char *code, char *out)
+{
+    unsigned long v = (unsigned long)(strtol(code, NULL, 10) + 1) % 1000000ul;
+    snprintf(out, 7, "%06lu", v);
+}
+
+/* POST /mfa/sms/enroll for |phone|: 202 with expires_at and the phone hint, and its code. */
+static int
+mfa_sms_start(const char *token, const char *phone, char *code)
+{
+    char body[96], hint[16];
+    it_resp_t r;
+
+    snprintf(body, sizeof(body), "{\"phone\":\"%s\"}", phone);
+    snprintf(hint, sizeof(hint), "***-%s", phone + strlen(phone) - 4);
+    int ok = mfa_req("POST", "/api/v1/auth/mfa/sms/enroll", body, token, &r) == 202 &&
+             it_json_str(&r, "expires_at") != NULL && it_json_str(&r, "phone_hint") != NULL &&
+             strcmp(it_json_str(&r, "phone_hint"), hint) == 0;
+    it_resp_free(&r);
+    return ok && mfa_sms_outbox_code(phone, code);
+}
+
+/* Enrols and confirms |phone|; 1 when the answer lists |methods| (a JSON array text). */
+static int
+mfa_sms_enrol(const char *token, const char *phone, const char *methods, int want_recovery)
+{
+    char code[8], body[64];
+    it_resp_t r;
+    json_object *m, *rc;
+
+    if (!mfa_sms_start(token, phone, code)) {
+        return 0;
+    }
+    snprintf(body, sizeof(body), "{\"code\":\"%s\"}", code);
+    int ok = mfa_req("POST", "/api/v1/auth/mfa/sms/confirm", body, token, &r) == 200 &&
+             r.json != NULL && json_object_object_get_ex(r.json, "methods", &m) &&
+             strcmp(json_object_to_json_string_ext(m, JSON_C_TO_STRING_PLAIN), methods) == 0;
+    if (ok && want_recovery) {
+        ok = json_object_object_get_ex(r.json, "recovery_codes", &rc) &&
+             json_object_array_length(rc) == 10;
+    } else if (ok) {
+        ok = !json_object_object_get_ex(r.json, "recovery_codes", &rc);
+    }
+    it_resp_free(&r);
+    return ok;
+}
+
+/* Logs in expecting a challenge listing exactly |methods|; the mfa_token into |mt|. */
+static int
+mfa_sms_challenge(const char *email, const char *methods, char *mt)
+{
+    it_resp_t r;
+    json_object *m;
+    int ok = mfa_login_raw(email, MFA_PW, &r) == 200 && r.json != NULL &&
+             it_json_str(&r, "token") == NULL && it_json_str(&r, "mfa_token") != NULL &&
+             json_object_object_get_ex(r.json, "methods", &m) &&
+             strcmp(json_object_to_json_string_ext(m, JSON_C_TO_STRING_PLAIN), methods) == 0;
+    if (ok) {
+        snprintf(mt, 64, "%s", it_json_str(&r, "mfa_token"));
+    }
+    it_resp_free(&r);
+    return ok;
+}
+
+/* POST /login/mfa/sms; the status. */
+static long
+mfa_sms_send(const char *mt, it_resp_t *r)
+{
+    char body[128];
+    snprintf(body, sizeof(body), "{\"mfa_token\":\"%s\"}", mt);
+    return mfa_req("POST", "/api/v1/auth/login/mfa/sms", body, NULL, r);
+}
+
+/* 1 when the session |token| says its factor was |mfa|. */
+static int
+mfa_session_factor(const char *token, const char *mfa)
+{
+    it_resp_t r;
+    int ok = mfa_req("GET", "/api/v1/auth/session", NULL, token, &r) == 200 &&
+             it_json_str(&r, "mfa") != NULL && strcmp(it_json_str(&r, "mfa"), mfa) == 0;
+    it_resp_free(&r);
+    return ok;
+}
+
+static void
+test_mfa_sms_enrol(void)
+{
+    static const char *const bad[] = {
+        "{\"phone\":\"819012345678\"}",  "{\"phone\":\"+0190123456\"}",
+        "{\"phone\":\"+1234567\"}",      "{\"phone\":\"+1234567890123456\"}",
+        "{\"phone\":\"+81901234ab78\"}", "{\"phone\":\"+81 90 1234 5678\"}",
+        "{\"phone\":819012345678}",      "{}",
+    };
+    char email[128], id[37], token[64], phone[24], code[8], wrong[8], body[96];
+    it_resp_t r;
+    int ok;
+
+    /* patients are refused */
+    IT_CHECK(mfa_account("patient", email, sizeof(email), id));
+    IT_CHECK(mfa_login_session(email, token));
+    mfa_phone(phone, sizeof(phone));
+    snprintf(body, sizeof(body), "{\"phone\":\"%s\"}", phone);
+    IT_CHECK(mfa_status("POST", "/api/v1/auth/mfa/sms/enroll", body, NULL) == 401);
+    mfa_req("POST", "/api/v1/auth/mfa/sms/enroll", body, token, &r);
+    ok = it_is_problem(&r, 403, "forbidden");
+    it_resp_free(&r);
+    IT_CHECK(ok);
+    IT_CHECK(mfa_sms_count(phone) == 0);
+
+    IT_CHECK(mfa_account("staff", email, sizeof(email), id));
+    IT_CHECK(mfa_login_session(email, token));
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        mfa_req("POST", "/api/v1/auth/mfa/sms/enroll", bad[i], token, &r);
+        ok = mfa_names_field(&r, "phone");
+        it_resp_free(&r);
+        IT_CHECK(ok);
+    }
+    IT_CHECK(mfa_sql_is("0", "SELECT count(*) FROM mfa_sms WHERE account_id = '%s'", id));
+    /* the code goes out by SMS; the phone is stored sealed, the code only as an HMAC */
+    IT_CHECK(mfa_sms_start(token, phone, code));
+    IT_CHECK(mfa_sql_is("t|f",
+                        "SELECT confirmed_at IS NULL, position('%s' in phone_enc) > 0 "
+                        "FROM mfa_sms WHERE account_id = '%s'",
+                        phone + 5, id));
+    IT_CHECK(mfa_sql_is("1|0",
+                        "SELECT count(*), count(*) FILTER (WHERE code_hmac LIKE '%%%s%%') "
+                        "FROM mfa_sms_codes WHERE account_id = '%s' AND purpose = 'enroll'",
+                        code, id));
+    /* bad and wrong codes */
+    mfa_req("POST", "/api/v1/auth/mfa/sms/confirm", "{\"code\":\"12a456\"}", token, &r);
+    ok = mfa_names_field(&r, "code");
+    it_resp_free(&r);
+    IT_CHECK(ok);
+    mfa_other_code(code, wrong);
+    snprintf(body, sizeof(body), "{\"code\":\"%s\"}", wrong);
+    mfa_req("POST", "/api/v1/auth/mfa/sms/confirm", body, token, &r);
+    ok = it_is_problem(&r, 422, "invalid_code");
+    it_resp_free(&r);
+    IT_CHECK(ok);
+    IT_CHECK(mfa_sql_is("", "SELECT confirmed_at FROM mfa_sms WHERE account_id = '%s'", id));
+    /* the right code enrols the phone: first factor, so recovery codes come with it */
+    snprintf(body, sizeof(body), "{\"code\":\"%s\"}", code);
+    json_object *m, *rc;
+    ok = mfa_req("POST", "/api/v1/auth/mfa/sms/confirm", body, token, &r) == 200 &&
+         r.json != NULL && json_object_object_get_ex(r.json, "methods", &m) &&
+         strcmp(json_object_to_json_string_ext(m, JSON_C_TO_STRING_PLAIN), "[\"sms\"]") == 0 &&
+         json_object_object_get_ex(r.json, "recovery_codes", &rc) &&
+         json_object_array_length(rc) == 10;
+    it_resp_free(&r);
+    IT_CHECK(ok);
+    IT_CHECK(
+        mfa_sql_is("f|10",
+                   "SELECT (SELECT confirmed_at IS NULL FROM mfa_sms WHERE account_id = '%1$s'),"
+                   " (SELECT count(*) FROM mfa_recovery_codes WHERE account_id = '%1$s')",
+                   id));
+    IT_CHECK(mfa_sql_is("1",
+                        "SELECT count(*) FROM outbox WHERE topic = 'audit' AND body->>'action' = "
+                        "'auth.mfa.enroll' AND body->'target'->>'id' = '%s' AND "
+                        "body->'outcome'->>'reason' = 'sms'",
+                        id));
+    IT_CHECK(mfa_sql_is("1",
+                        "SELECT count(*) FROM outbox WHERE body->>'kind' = 'mfa_changed' AND "
+                        "body->'params'->>'method' = 'sms' AND body->'params'->>'change' = "
+                        "'enrolled' AND body->'to'->>'account_id' = '%s'",
+                        id));
+    /* the code was used; enrolling again is a conflict */
+    mfa_req("POST", "/api/v1/auth/mfa/sms/confirm", body, token, &r);
+    ok = it_is_problem(&r, 422, "invalid_code");
+    it_resp_free(&r);
+    IT_CHECK(ok);
+    mfa_phone(phone, sizeof(phone));
+    snprintf(body, sizeof(body), "{\"phone\":\"%s\"}", phone);
+    mfa_req("POST", "/api/v1/auth/mfa/sms/enroll", body, token, &r);
+    ok = it_is_problem(&r, 409, "conflict");
+    it_resp_free(&r);
+    IT_CHECK(ok);
+    IT_CHECK(mfa_sms_count(phone) == 0);
+}
+
+static void
+test_mfa_sms_code_dies(void)
+{
+    char email[128], id[37], token[64], phone[24], code[8], wrong[8], body[64];
+    it_resp_t r;
+    int ok = 1;
+
+    IT_CHECK(mfa_account("staff", email, sizeof(email), id));
+    IT_CHECK(mfa_login_session(email, token));
+    mfa_phone(phone, sizeof(phone));
+    IT_CHECK(mfa_sms_start(token, phone, code));
+    mfa_other_code(code, wrong);
+    snprintf(body, sizeof(body), "{\"code\":\"%s\"}", wrong);
+    for (int i = 0; i < 5 && ok; i++) {
+        mfa_req("POST", "/api/v1/auth/mfa/sms/confirm", body, token, &r);
+        ok = it_is_problem(&r, 422, "invalid_code");
+        it_resp_free(&r);
+    }
+    IT_CHECK(ok);
+    /* after 5 wrong tries the right code is dead too */
+    snprintf(body, sizeof(body), "{\"code\":\"%s\"}", code);
+    mfa_req("POST", "/api/v1/auth/mfa/sms/confirm", body, token, &r);
+    ok = it_is_problem(&r, 422, "invalid_code");
+    it_resp_free(&r);
+    IT_CHECK(ok);
+    IT_CHECK(
+        mfa_sql_is("t", "SELECT confirmed_at IS NULL FROM mfa_sms WHERE account_id = '%s'", id));
+    /* an expired code is refused as well */
+    IT_CHECK(mfa_sms_start(token, phone, code));
+    IT_CHECK(mfa_sql_is("1",
+                        "UPDATE mfa_sms_codes SET expires_at = now() - interval '1 second' "
+                        "WHERE account_id = '%s' RETURNING 1",
+                        id));
+    snprintf(body, sizeof(body), "{\"code\":\"%s\"}", code);
+    mfa_req("POST", "/api/v1/auth/mfa/sms/confirm", body, token, &r);
+    ok = it_is_problem(&r, 422, "invalid_code");
+    it_resp_free(&r);
+    IT_CHECK(ok);
+    IT_CHECK(
+        mfa_sql_is("t", "SELECT confirmed_at IS NULL FROM mfa_sms WHERE account_id = '%s'", id));
+    /* a new code replaces it and works */
+    IT_CHECK(mfa_sms_enrol(token, phone, "[\"sms\"]", 1));
+}
+
+static void
+test_mfa_sms_login(void)
+{
+    char email[128], id[37], token[64], phone[24], mt[64], mt2[64], code[8], old[8], wrong[8];
+    char sess[64];
+    it_resp_t r;
+    int ok;
+
+    IT_CHECK(mfa_account("staff", email, sizeof(email), id));
+    IT_CHECK(mfa_login_session(email, token));
+    mfa_phone(phone, sizeof(phone));
+    IT_CHECK(mfa_sms_enrol(token, phone, "[\"sms\"]", 1)); /* code 1 of this phone */
+    IT_CHECK(mfa_sms_challenge(email, "[\"sms\"]", mt));
+    /* bad input and unknown tokens */
+    mfa_req("POST", "/api/v1/auth/login/mfa/sms", "{\"mfa_token\":\"short\"}", NULL, &r);
+    ok = mfa_names_field(&r, "mfa_token");
+    it_resp_free(&r);
+    IT_CHECK(ok);
+    mfa_req("POST", "/api/v1/auth/login/mfa/sms", "{}", NULL, &r);
+    ok = mfa_names_field(&r, "mfa_token");
+    it_resp_free(&r);
+    IT_CHECK(ok);
+    mfa_sms_send("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", &r);
+    ok = it_is_problem(&r, 401, "unauthenticated");
+    it_resp_free(&r);
+    IT_CHECK(ok);
+    IT_CHECK(mfa_sms_count(phone) == 1);
+    /* the code goes to the enrolled phone; a wrong one fails, the right one logs in */
+    ok = mfa_sms_send(mt, &r) == 202 && it_json_str(&r, "expires_at") != NULL;
+    it_resp_free(&r);
+    IT_CHECK(ok);
+    IT_CHECK(mfa_sms_count(phone) == 2);
+    IT_CHECK(mfa_sms_outbox_code(phone, code));
+    mfa_other_code(code, wrong);
+    mfa_second(mt, wrong, NULL, NULL, &r);
+    ok = it_is_problem(&r, 401, "invalid_credentials");
+    it_resp_free(&r);
+    IT_CHECK(ok);
+    ok = mfa_second(mt, code, NULL, sess, &r) == 200;
+    it_resp_free(&r);
+    IT_CHECK(ok);
+    IT_CHECK(mfa_session_factor(sess, "sms"));
+    IT_CHECK(mfa_sql_is("1",
+                        "SELECT count(*) FROM outbox WHERE topic = 'audit' AND body->>'action' = "
+                        "'auth.login.mfa.success' AND body->'target'->>'id' = '%s' AND "
+                        "body->'outcome'->>'reason' = 'sms'",
+                        id));
+    /* single use: the same code does not log in again */
+    snprintf(old, sizeof(old), "%s", code);
+    IT_CHECK(mfa_sms_challenge(email, "[\"sms\"]", mt2));
+    mfa_second(mt2, old, NULL, NULL, &r);
+    ok = it_is_problem(&r, 401, "invalid_credentials");
+    it_resp_free(&r);
+    IT_CHECK(ok);
+    /* expiry: a code past its 5 minutes is refused */
+    ok = mfa_sms_send(mt2, &r) == 202;
+    it_resp_free(&r);
+    IT_CHECK(ok);
+    IT_CHECK(mfa_sms_outbox_code(phone, code));
+    IT_CHECK(mfa_sql_is("1",
+                        "UPDATE mfa_sms_codes SET expires_at = now() - interval '1 second' "
+                        "WHERE account_id = '%s' AND purpose = 'login' RETURNING 1",
+                        id));
+    mfa_second(mt2, code, NULL, NULL, &r);
+    ok = it_is_problem(&r, 401, "invalid_credentials");
+    it_resp_free(&r);
+    IT_CHECK(ok);
+    /* rate limit: three codes per phone per 10 minutes (enrol + two logins so far) */
+    IT_CHECK(mfa_sms_count(phone) == 3);
+    mfa_sms_send(mt2, &r);
+    ok = it_is_problem(&r, 429, "rate_limited") && it_header(&r, "retry-after") != NULL;
+    it_resp_free(&r);
+    IT_CHECK(ok);
+    IT_CHECK(mfa_sms_count(phone) == 3);
+    /* the failures counted as failed logins */
+    IT_CHECK(mfa_sql_is("2", "SELECT failed_logins FROM accounts WHERE id = '%s'", id));
+}
+
+static void
+test_mfa_sms_with_totp(void)
+{
+    char email[128], id[37], token[64], phone[24], mt[64], code[8], sess[64];
+    mfa_factor_t f;
+    it_resp_t r;
+    int ok;
+
+    IT_CHECK(mfa_account("staff", email, sizeof(email), id));
+    IT_CHECK(mfa_login_session(email, token));
+    IT_CHECK(mfa_enrol(token, email, &f));
+    mfa_phone(phone, sizeof(phone));
+    /* a second factor: no new recovery codes, both methods listed */
+    IT_CHECK(mfa_sms_enrol(token, phone, "[\"totp\",\"sms\"]", 0));
+    IT_CHECK(
+        mfa_sql_is("10", "SELECT count(*) FROM mfa_recovery_codes WHERE account_id = '%s'", id));
+    IT_CHECK(mfa_sms_challenge(email, "[\"totp\",\"sms\"]", mt));
+    ok = mfa_sms_send(mt, &r) == 202;
+    it_resp_free(&r);
+    IT_CHECK(ok);
+    IT_CHECK(mfa_sms_outbox_code(phone, code));
+    ok = mfa_second(mt, code, NULL, sess, &r) == 200;
+    it_resp_free(&r);
+    IT_CHECK(ok);
+    IT_CHECK(mfa_session_factor(sess, "sms"));
+    /* TOTP still works for the same account */
+    IT_CHECK(mfa_sms_challenge(email, "[\"totp\",\"sms\"]", mt));
+    mfa_fresh();
+    mfa_code(f.key, f.keylen, mfa_step_now(), code);
+    ok = mfa_second(mt, code, NULL, sess, &r) == 200;
+    it_resp_free(&r);
+    IT_CHECK(ok);
+    IT_CHECK(mfa_session_factor(sess, "totp"));
+}
+
 const it_case_t auth_mfa_cases[] = {
     {"auth_mfa_patient_forbidden", test_mfa_patient_forbidden},
     {"auth_mfa_enrol_and_login", test_mfa_enrol_and_login},
     {"auth_mfa_login_bad_input", test_mfa_login_bad_input},
     {"auth_mfa_token_attempts", test_mfa_token_attempts},
     {"auth_mfa_remove", test_mfa_remove},
+    {"auth_mfa_sms_enrol", test_mfa_sms_enrol},
+    {"auth_mfa_sms_code_dies", test_mfa_sms_code_dies},
+    {"auth_mfa_sms_login", test_mfa_sms_login},
+    {"auth_mfa_sms_with_totp", test_mfa_sms_with_totp},
     {NULL, NULL},
 };

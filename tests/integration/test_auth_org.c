@@ -3,7 +3,10 @@
  * operator CLI (phrctl), organization creation with its first admin and the
  * onboarding e-mail, staff creation up to the seat limit (also two creates
  * racing for the last seat), cross-org isolation, roles, the last admin,
- * deletion revoking sessions, unlock, re-authentication, and paging.
+ * deletion revoking sessions, unlock, re-authentication, and paging; an org
+ * admin's MFA reset of a staff member (TOTP codes computed here, RFC 6238);
+ * the internal account routes straight against the auth port with a peer
+ * service's credential (x-phr-caller + x-phr-credential from svc_<caller>.key).
  *
  * Environment (set by tests/run.sh): PHR_TEST_GATEWAY, PHR_TEST_VAR (secrets
  * dir), PHR_TEST_PG_HOST, PHR_TEST_PG_PORT (outbox rows read with psql as
@@ -12,6 +15,8 @@
  * "build") names the build dir holding bin/phrctl.
  */
 #include <hiredis/hiredis.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +30,10 @@
 #include "timeutil.h"
 
 #define ORG_PW "Blue7Harbor!qLong"
+/* 't' when a password hash carries the current pepper id ("$phrpepper$v1$..."). */
+#define ORG_PEPPERED_SQL                                                                           \
+    "SELECT starts_with(password_hash, chr(36) || 'phrpepper' || chr(36) || 'v1' || chr(36)) "     \
+    "FROM accounts WHERE "
 
 typedef struct {
     char op_token[64];
@@ -308,6 +317,10 @@ test_phrctl(void)
     IT_CHECK(org_phrctl(email, pw, sizeof(pw)) == 0 && strlen(pw) >= 16);
     char pw2[64];
     IT_CHECK(org_phrctl(email, pw2, sizeof(pw2)) == 3 && pw2[0] == '\0'); /* already exists */
+    /* hashed with the service's current pepper (a login would rehash, so check before it) */
+    char out[64];
+    IT_CHECK(org_psql(out, sizeof(out), ORG_PEPPERED_SQL " email = '%s'", email) == 0 &&
+             strcmp(out, "t") == 0);
     IT_CHECK(it_sh("'%s/bin/phrctl' operator >/dev/null 2>&1",
                    getenv("PHR_BUILD") ? getenv("PHR_BUILD") : "build") == 2);
     IT_CHECK(org_login(email, pw, token) == 200);
@@ -656,11 +669,397 @@ test_reauth_and_paging(void)
              strcmp(out, "0") == 0);
 }
 
+/* ---- MFA reset ----------------------------------------------------------- */
+
+static size_t
+org_b32_decode(const char *s, unsigned char *out, size_t cap)
+{
+    const char *alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    unsigned int acc = 0;
+    int bits = 0;
+    size_t n = 0;
+
+    for (; *s != '\0'; s++) {
+        const char *p = strchr(alphabet, *s);
+        if (p == NULL || n >= cap) {
+            return 0;
+        }
+        acc = (acc << 5) | (unsigned int)(p - alphabet);
+        bits += 5;
+        if (bits >= 8) {
+            out[n++] = (unsigned char)(acc >> (bits - 8));
+            bits -= 8;
+        }
+    }
+    return n;
+}
+
+static void
+org_totp(const unsigned char *key, size_t keylen, long long step, char *out)
+{
+    unsigned char msg[8], mac[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    for (int i = 7; i >= 0; i--) {
+        msg[i] = (unsigned char)(step & 0xff);
+        step >>= 8;
+    }
+    HMAC(EVP_sha1(), key, (int)keylen, msg, sizeof(msg), mac, &len);
+    int off = mac[len - 1] & 0x0f;
+    unsigned long bin = ((unsigned long)(mac[off] & 0x7f) << 24) |
+                        ((unsigned long)mac[off + 1] << 16) | ((unsigned long)mac[off + 2] << 8) |
+                        mac[off + 3];
+    snprintf(out, 7, "%06lu", bin % 1000000ul);
+}
+
+/* Enrols and confirms TOTP for |token|. 1 when confirmed. */
+static int
+org_enrol_totp(const char *token)
+{
+    unsigned char key[64];
+    char body[64], code[8];
+    it_resp_t r;
+
+    if (org_req("POST", "/api/v1/auth/mfa/totp/enroll", NULL, token, &r) != 200 ||
+        it_json_str(&r, "secret") == NULL) {
+        it_resp_free(&r);
+        return 0;
+    }
+    size_t keylen = org_b32_decode(it_json_str(&r, "secret"), key, sizeof(key));
+    it_resp_free(&r);
+    if (time(NULL) % 30 >= 27) {
+        sleep(4);
+    }
+    org_totp(key, keylen, (long long)time(NULL) / 30, code);
+    snprintf(body, sizeof(body), "{\"code\":\"%s\"}", code);
+    return keylen == 20 && org_status("POST", "/api/v1/auth/mfa/totp/confirm", body, token) == 200;
+}
+
+static void
+test_reset_mfa(void)
+{
+    org_env_t e, other;
+    char email[128], id[37], token[64], stoken[64], path[256], out[128];
+    char semail[128], sid[37];
+
+    IT_CHECK(org_setup(&e, 5));
+    IT_CHECK(org_setup(&other, 2));
+    org_unique_email(email, sizeof(email), "mfa");
+    IT_CHECK(org_add_staff(&e, email, "staff", id) == 201);
+    IT_CHECK(org_staff_login(email, id, token));
+    IT_CHECK(org_enrol_totp(token));
+    IT_CHECK(org_psql(out, sizeof(out),
+                      "SELECT (SELECT count(*) FROM mfa_totp WHERE account_id = '%s' AND "
+                      "confirmed_at IS NOT NULL) || '/' || (SELECT count(*) FROM "
+                      "mfa_recovery_codes WHERE account_id = '%s')",
+                      id, id) == 0 &&
+             strcmp(out, "1/10") == 0);
+    snprintf(path, sizeof(path), "/api/v1/orgs/%s/staff/%s/reset-mfa", e.org_id, id);
+    /* a plain staff member, another org's admin, an unknown or malformed target */
+    org_unique_email(semail, sizeof(semail), "mfa-plain");
+    IT_CHECK(org_add_staff(&e, semail, "staff", sid) == 201);
+    IT_CHECK(org_staff_login(semail, sid, stoken));
+    IT_CHECK(org_problem("POST", path, NULL, stoken, 403, "forbidden"));
+    IT_CHECK(org_status("POST", path, NULL, other.admin_token) == 404);
+    snprintf(out, sizeof(out), "/api/v1/orgs/%s/staff/%s/reset-mfa", other.org_id, id);
+    IT_CHECK(org_status("POST", out, NULL, other.admin_token) == 404);
+    char bad[256];
+    snprintf(bad, sizeof(bad), "/api/v1/orgs/%s/staff/%s/reset-mfa", e.org_id,
+             "0190f3a0-0000-7000-8000-0000000000ff");
+    IT_CHECK(org_status("POST", bad, NULL, e.admin_token) == 404);
+    snprintf(bad, sizeof(bad), "/api/v1/orgs/%s/staff/not-a-uuid/reset-mfa", e.org_id);
+    IT_CHECK(org_status("POST", bad, NULL, e.admin_token) == 404);
+    IT_CHECK(org_psql(out, sizeof(out), "SELECT count(*) FROM mfa_totp WHERE account_id = '%s'",
+                      id) == 0 &&
+             strcmp(out, "1") == 0);
+    /* the reset itself */
+    IT_CHECK(org_status("POST", path, NULL, e.admin_token) == 204);
+    IT_CHECK(org_psql(out, sizeof(out),
+                      "SELECT (SELECT count(*) FROM mfa_totp WHERE account_id = '%s') || '/' || "
+                      "(SELECT count(*) FROM mfa_recovery_codes WHERE account_id = '%s')",
+                      id, id) == 0 &&
+             strcmp(out, "0/0") == 0);
+    IT_CHECK(org_status("GET", "/api/v1/auth/session", NULL, token) == 401);
+    IT_CHECK(org_psql(out, sizeof(out),
+                      "SELECT count(*) FROM outbox WHERE topic = 'audit' AND body->>'action' = "
+                      "'auth.mfa.reset' AND body->'target'->>'id' = '%s' AND "
+                      "body->'actor'->>'account_id' = '%s'",
+                      id, e.admin_id) == 0 &&
+             strcmp(out, "1") == 0);
+    IT_CHECK(org_psql(out, sizeof(out),
+                      "SELECT body->'params'->>'method' || '/' || (body->'params'->>'change') "
+                      "FROM outbox WHERE topic = 'notification' AND body->>'kind' = "
+                      "'mfa_changed' AND body->'to'->>'account_id' = '%s' "
+                      "ORDER BY created_at DESC LIMIT 1",
+                      id) == 0 &&
+             strcmp(out, "totp/reset") == 0);
+    /* the staff member logs in with the password alone now */
+    it_resp_t r;
+    char body[256];
+    snprintf(body, sizeof(body), "{\"email\":\"%s\",\"password\":\"%s\"}", email, ORG_PW);
+    IT_CHECK(org_req("POST", "/api/v1/auth/login", body, NULL, &r) == 200 &&
+             it_json_str(&r, "token") != NULL);
+    it_resp_free(&r);
+    /* a reset needs a recent password check */
+    IT_CHECK(org_age_session(e.admin_token, 16 * 60 * 1000LL) == 0);
+    IT_CHECK(org_problem("POST", path, NULL, e.admin_token, 401, "reauth_required"));
+}
+
+/* ---- internal routes ----------------------------------------------------- */
+
+/* Sends |method| |path| straight to auth as |caller| (NULL: no credential). */
+static long
+org_internal(const char *caller, const char *method, const char *path, const char *body,
+             it_resp_t *r)
+{
+    char who[64], cred[300], key[64];
+    const char *hdrs[4] = {NULL, NULL, NULL, NULL};
+    size_t n = 0;
+
+    if (caller != NULL) {
+        snprintf(key, sizeof(key), "svc_%s.key", caller);
+        snprintf(who, sizeof(who), "x-phr-caller: %s", caller);
+        snprintf(cred, sizeof(cred), "x-phr-credential: %s", it_secret(key));
+        hdrs[n++] = who;
+        hdrs[n++] = cred;
+    }
+    if (body != NULL) {
+        hdrs[n++] = "Content-Type: application/json";
+    }
+    it_request(IT_DIRECT, "auth", method, path, body, body ? strlen(body) : 0, hdrs, r);
+    return r->status;
+}
+
+static int
+org_internal_problem(const char *caller, const char *method, const char *path, const char *body,
+                     int status, const char *code)
+{
+    it_resp_t r;
+    org_internal(caller, method, path, body, &r);
+    int ok = it_is_problem(&r, status, code);
+    if (!ok) {
+        fprintf(stderr, "  %s %s: %ld %.300s\n", method, path, r.status, r.body ? r.body : "");
+    }
+    it_resp_free(&r);
+    return ok;
+}
+
+/* 1 when the internal 400 answer names |field|. */
+static int
+org_internal_field(const char *method, const char *path, const char *body, const char *field)
+{
+    it_resp_t r;
+    json_object *errs, *f;
+    int ok = 0;
+    if (org_internal("audit", method, path, body, &r) == 400 && r.json != NULL &&
+        json_object_object_get_ex(r.json, "errors", &errs)) {
+        for (size_t i = 0; i < json_object_array_length(errs); i++) {
+            if (json_object_object_get_ex(json_object_array_get_idx(errs, i), "field", &f) &&
+                strcmp(json_object_get_string(f), field) == 0) {
+                ok = 1;
+            }
+        }
+    }
+    if (!ok) {
+        fprintf(stderr, "  %s %s: %ld %.300s\n", method, path, r.status, r.body ? r.body : "");
+    }
+    it_resp_free(&r);
+    return ok;
+}
+
+/* Item |i| of the answer's items, or NULL. */
+static json_object *
+org_item(const it_resp_t *r, size_t i)
+{
+    json_object *items;
+    if (r->json == NULL || !json_object_object_get_ex(r->json, "items", &items) ||
+        i >= json_object_array_length(items)) {
+        return NULL;
+    }
+    return json_object_array_get_idx(items, i);
+}
+
+static size_t
+org_nitems(const it_resp_t *r)
+{
+    json_object *items;
+    return r->json != NULL && json_object_object_get_ex(r->json, "items", &items)
+               ? json_object_array_length(items)
+               : 0;
+}
+
+static const char *
+org_get(json_object *o, const char *key)
+{
+    json_object *v;
+    return o != NULL && json_object_object_get_ex(o, key, &v) && v != NULL
+               ? json_object_get_string(v)
+               : NULL;
+}
+
+static int
+org_streq(const char *a, const char *b)
+{
+    return a != NULL && b != NULL && strcmp(a, b) == 0;
+}
+
+static void
+test_internal_lookup_admins(void)
+{
+    org_env_t e;
+    char email[128], id[37], body[512], path[160];
+    it_resp_t r;
+
+    IT_CHECK(org_setup(&e, 4));
+    org_unique_email(email, sizeof(email), "int");
+    IT_CHECK(org_add_staff(&e, email, "staff", id) == 201);
+    /* the initial password was hashed with the current pepper */
+    char out[64];
+    IT_CHECK(org_psql(out, sizeof(out), ORG_PEPPERED_SQL " id = '%s'", id) == 0 &&
+             strcmp(out, "t") == 0);
+    /* credentials */
+    snprintf(body, sizeof(body), "{\"ids\":[\"%s\"]}", id);
+    IT_CHECK(org_internal_problem(NULL, "POST", "/internal/v1/accounts/lookup", body, 401,
+                                  "service_credential_required"));
+    snprintf(path, sizeof(path), "/internal/v1/orgs/%s/admins", e.org_id);
+    IT_CHECK(org_internal_problem(NULL, "GET", path, NULL, 401, "service_credential_required"));
+    IT_CHECK(org_internal_problem(NULL, "GET", "/internal/v1/accounts", NULL, 401,
+                                  "service_credential_required"));
+    IT_CHECK(org_internal_problem(NULL, "GET", "/internal/v1/contacts", NULL, 401,
+                                  "service_credential_required"));
+    /* lookup: known ids in, unknown left out */
+    snprintf(body, sizeof(body),
+             "{\"ids\":[\"%s\",\"%s\",\"0190f3a0-0000-7000-8000-0000000000fe\"]}", id, e.admin_id);
+    IT_CHECK(org_internal("records", "POST", "/internal/v1/accounts/lookup", body, &r) == 200);
+    IT_CHECK(org_nitems(&r) == 2);
+    int seen = 0;
+    for (size_t i = 0; i < org_nitems(&r); i++) {
+        json_object *it = org_item(&r, i);
+        if (org_streq(org_get(it, "id"), id)) {
+            seen += org_streq(org_get(it, "email"), email) &&
+                    org_streq(org_get(it, "kind"), "staff") &&
+                    org_streq(org_get(it, "role"), "staff") &&
+                    org_streq(org_get(it, "org_id"), e.org_id) &&
+                    org_streq(org_get(it, "status"), "pending") &&
+                    org_streq(org_get(it, "locale"), "ja") &&
+                    org_streq(org_get(it, "name"), "Staff staff");
+        } else if (org_streq(org_get(it, "id"), e.admin_id)) {
+            seen += org_streq(org_get(it, "role"), "admin") &&
+                    org_streq(org_get(it, "status"), "active") &&
+                    org_streq(org_get(it, "email"), e.admin_email);
+        }
+    }
+    it_resp_free(&r);
+    IT_CHECK(seen == 2);
+    IT_CHECK(org_internal_field("POST", "/internal/v1/accounts/lookup", "{\"ids\":[]}", "ids"));
+    IT_CHECK(
+        org_internal_field("POST", "/internal/v1/accounts/lookup", "{\"ids\":[\"x\"]}", "ids"));
+    IT_CHECK(org_internal_field("POST", "/internal/v1/accounts/lookup", "{\"ids\":[1]}", "ids"));
+    IT_CHECK(org_internal_field("POST", "/internal/v1/accounts/lookup", "{}", "ids"));
+    /* admins of the org: exactly its one admin; a promoted staff member joins */
+    IT_CHECK(org_internal("notification", "GET", path, NULL, &r) == 200);
+    IT_CHECK(org_nitems(&r) == 1 && org_streq(org_get(org_item(&r, 0), "account_id"), e.admin_id) &&
+             org_streq(org_get(org_item(&r, 0), "email"), e.admin_email) &&
+             org_streq(org_get(org_item(&r, 0), "org_id"), e.org_id));
+    it_resp_free(&r);
+    char spath[160];
+    snprintf(spath, sizeof(spath), "/api/v1/orgs/%s/staff/%s", e.org_id, id);
+    IT_CHECK(org_status("PATCH", spath, "{\"role\":\"admin\"}", e.admin_token) == 200);
+    IT_CHECK(org_internal("notification", "GET", path, NULL, &r) == 200);
+    IT_CHECK(org_nitems(&r) == 2);
+    it_resp_free(&r);
+    IT_CHECK(org_internal_problem("audit", "GET",
+                                  "/internal/v1/orgs/0190f3a0-0000-7000-8000-0000000000fd/admins",
+                                  NULL, 404, "not_found"));
+}
+
+static void
+test_internal_review_contacts(void)
+{
+    org_env_t e;
+    char email[128], id[37], path[800], cursor[600];
+    it_resp_t r;
+
+    IT_CHECK(org_setup(&e, 5));
+    for (int i = 0; i < 2; i++) {
+        org_unique_email(email, sizeof(email), "rev");
+        IT_CHECK(org_add_staff(&e, email, "staff", id) == 201);
+    }
+    IT_CHECK(org_staff_login(email, id, path)); /* the last one has logged in */
+    /* the org's accounts by id, 2 a page: admin + 2 staff = 3 */
+    snprintf(path, sizeof(path), "/internal/v1/accounts?org_id=%s&limit=2", e.org_id);
+    IT_CHECK(org_internal("audit", "GET", path, NULL, &r) == 200);
+    size_t n1 = org_nitems(&r);
+    snprintf(cursor, sizeof(cursor), "%s",
+             it_json_str(&r, "next_cursor") ? it_json_str(&r, "next_cursor") : "");
+    char first[37];
+    snprintf(first, sizeof(first), "%s",
+             org_get(org_item(&r, 0), "id") ? org_get(org_item(&r, 0), "id") : "");
+    int sorted =
+        strcmp(first, org_get(org_item(&r, 1), "id") ? org_get(org_item(&r, 1), "id") : "") < 0;
+    it_resp_free(&r);
+    IT_CHECK(n1 == 2 && cursor[0] != '\0' && sorted);
+    snprintf(path, sizeof(path), "/internal/v1/accounts?org_id=%s&limit=2&cursor=%s", e.org_id,
+             cursor);
+    IT_CHECK(org_internal("audit", "GET", path, NULL, &r) == 200);
+    IT_CHECK(org_nitems(&r) == 1 && it_json_str(&r, "next_cursor") == NULL);
+    it_resp_free(&r);
+    /* the logged-in one has a last login, role and no MFA */
+    snprintf(path, sizeof(path), "/internal/v1/accounts?org_id=%s&kind=staff", e.org_id);
+    IT_CHECK(org_internal("audit", "GET", path, NULL, &r) == 200);
+    int found = 0;
+    for (size_t i = 0; i < org_nitems(&r); i++) {
+        json_object *it = org_item(&r, i), *m;
+        if (org_streq(org_get(it, "id"), id)) {
+            found = org_get(it, "last_login_at") != NULL &&
+                    org_streq(org_get(it, "role"), "staff") &&
+                    json_object_object_get_ex(it, "mfa_methods", &m) &&
+                    json_object_array_length(m) == 0 && org_get(it, "created_at") != NULL;
+        }
+    }
+    IT_CHECK(org_nitems(&r) == 3 && found);
+    it_resp_free(&r);
+    snprintf(path, sizeof(path), "/internal/v1/accounts?org_id=%s&kind=patient", e.org_id);
+    IT_CHECK(org_internal("audit", "GET", path, NULL, &r) == 200 && org_nitems(&r) == 0);
+    it_resp_free(&r);
+    IT_CHECK(org_internal_field("GET", "/internal/v1/accounts?org_id=nope", NULL, "org_id"));
+    IT_CHECK(org_internal_field("GET", "/internal/v1/accounts?kind=robot", NULL, "kind"));
+    IT_CHECK(org_internal_field("GET", "/internal/v1/accounts?limit=201", NULL, "limit"));
+    IT_CHECK(org_internal_field("GET", "/internal/v1/accounts?cursor=AAAA", NULL, "cursor"));
+    /* contacts: every page of org admins, resumed by cursor, holds this org's admin once */
+    int pages = 0, admin_seen = 0, staff_seen = 0;
+    cursor[0] = '\0';
+    do {
+        snprintf(path, sizeof(path), "/internal/v1/contacts?audience=org_admins&limit=50%s%s",
+                 cursor[0] ? "&cursor=" : "", cursor);
+        IT_CHECK(org_internal("notification", "GET", path, NULL, &r) == 200);
+        for (size_t i = 0; i < org_nitems(&r); i++) {
+            json_object *it = org_item(&r, i), *ph;
+            admin_seen += org_streq(org_get(it, "account_id"), e.admin_id) &&
+                          json_object_object_get_ex(it, "phone", &ph) && ph == NULL;
+            staff_seen += org_streq(org_get(it, "account_id"), id);
+        }
+        snprintf(cursor, sizeof(cursor), "%s",
+                 it_json_str(&r, "next_cursor") ? it_json_str(&r, "next_cursor") : "");
+        it_resp_free(&r);
+    } while (cursor[0] != '\0' && ++pages < 1000);
+    IT_CHECK(admin_seen == 1 && staff_seen == 0);
+    /* all: a page of 1 after the admin's id starts past it */
+    IT_CHECK(org_internal("notification", "GET", "/internal/v1/contacts?limit=1", NULL, &r) == 200);
+    IT_CHECK(org_nitems(&r) == 1 && it_json_str(&r, "next_cursor") != NULL);
+    it_resp_free(&r);
+    IT_CHECK(
+        org_internal_field("GET", "/internal/v1/contacts?audience=everyone", NULL, "audience"));
+    IT_CHECK(org_internal_field("GET", "/internal/v1/contacts?cursor=!!", NULL, "cursor"));
+}
+
 const it_case_t auth_org_cases[] = {
     {"auth_org_phrctl", test_phrctl},
     {"auth_org_create_access", test_org_create_and_access},
     {"auth_org_seats", test_seats},
     {"auth_org_roles_delete_unlock", test_roles_delete_unlock},
     {"auth_org_reauth_paging", test_reauth_and_paging},
+    {"auth_org_reset_mfa", test_reset_mfa},
+    {"auth_org_internal_lookup_admins", test_internal_lookup_admins},
+    {"auth_org_internal_review_contacts", test_internal_review_contacts},
     {NULL, NULL},
 };

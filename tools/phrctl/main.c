@@ -5,7 +5,8 @@
  *
  * Creates an operator account in the auth database (blocking libpq; the same
  * PHR_* environment as the auth service: PHR_PG_HOST, PHR_PG_PORT,
- * PHR_SECRETS_DIR with pg_auth.password) with a random initial password that
+ * PHR_SECRETS_DIR with pg_auth.password and, when present, the password pepper
+ * auth_pepper_v1 the service hashes with) with a random initial password that
  * meets the policy, must be changed at first login and is printed once on
  * stdout. An audit event goes to the outbox in the same transaction.
  * Exit codes: 0 created, 1 error, 2 usage, 3 the e-mail already exists.
@@ -37,14 +38,69 @@ phrctl_usage(void)
     return PHRCTL_USAGE;
 }
 
+static int
+phrctl_hex_nibble(char c)
+{
+    if (c >= '0' && c <= '9') {
+        return c - '0';
+    }
+    if (c >= 'a' && c <= 'f') {
+        return c - 'a' + 10;
+    }
+    if (c >= 'A' && c <= 'F') {
+        return c - 'A' + 10;
+    }
+    return -1;
+}
+
+/*
+ * The current pepper as the auth service loads it (secret auth_pepper_v1, 64
+ * hex characters) into |pp|; id "" when the secret is absent. PHR_OK or an error.
+ */
+static int
+phrctl_pepper(const cfg_t *cfg, pwhash_pepper_t *pp)
+{
+    char hex[130];
+    int rc = cfg_read_secret(cfg, "auth_pepper_v1", hex, sizeof(hex));
+
+    memset(pp, 0, sizeof(*pp));
+    if (rc == PHR_ENOTFOUND) {
+        return PHR_OK;
+    }
+    if (rc != PHR_OK || strlen(hex) != 64) {
+        explicit_bzero(hex, sizeof(hex));
+        fprintf(stderr, "phrctl: secret auth_pepper_v1: %s\n",
+                rc != PHR_OK ? phr_err_str(rc) : "not 64 hex characters");
+        return rc != PHR_OK ? rc : PHR_EINVAL;
+    }
+    for (size_t i = 0; i < 32; i++) {
+        int hi = phrctl_hex_nibble(hex[2 * i]), lo = phrctl_hex_nibble(hex[2 * i + 1]);
+        if (hi < 0 || lo < 0) {
+            explicit_bzero(hex, sizeof(hex));
+            explicit_bzero(pp, sizeof(*pp));
+            fprintf(stderr, "phrctl: secret auth_pepper_v1: not hex\n");
+            return PHR_EINVAL;
+        }
+        pp->key[i] = (unsigned char)(hi << 4 | lo);
+    }
+    explicit_bzero(hex, sizeof(hex));
+    pp->keylen = 32;
+    snprintf(pp->id, sizeof(pp->id), "v1");
+    return PHR_OK;
+}
+
+/* Connects to the auth database and loads the current pepper into |pepper|. */
 static PGconn *
-phrctl_connect(void)
+phrctl_connect(pwhash_pepper_t *pepper)
 {
     cfg_t cfg;
     char err[256], pw[512], conninfo[1024];
 
     if (cfg_load(&cfg, "auth", err, sizeof(err)) != PHR_OK) {
         fprintf(stderr, "phrctl: configuration: %s\n", err);
+        return NULL;
+    }
+    if (phrctl_pepper(&cfg, pepper) != PHR_OK) {
         return NULL;
     }
     int rc = cfg_read_secret(&cfg, "pg_auth.password", pw, sizeof(pw));
@@ -150,13 +206,14 @@ phrctl_operator_create(const char *email_in, const char *name, const char *local
         fprintf(stderr, "phrctl: --locale: ja or en\n");
         return PHRCTL_USAGE;
     }
-    PGconn *conn = phrctl_connect();
+    pwhash_pepper_t pepper;
+    PGconn *conn = phrctl_connect(&pepper);
     if (conn == NULL) {
         return PHRCTL_ERROR;
     }
     int rc = PHRCTL_ERROR;
     if (uuid7(id) != PHR_OK || pw_generate(pw, sizeof(pw)) != PHR_OK ||
-        pwhash_hash(pw, NULL, hash, sizeof(hash)) != PHR_OK) {
+        pwhash_hash(pw, pepper.id[0] ? &pepper : NULL, hash, sizeof(hash)) != PHR_OK) {
         fprintf(stderr, "phrctl: could not generate the initial password\n");
         goto out;
     }
@@ -201,6 +258,7 @@ phrctl_operator_create(const char *email_in, const char *name, const char *local
         fflush(stdout);
     }
 out:
+    explicit_bzero(&pepper, sizeof(pepper));
     explicit_bzero(pw, sizeof(pw));
     explicit_bzero(hash, sizeof(hash));
     PQfinish(conn);
