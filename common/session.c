@@ -4,8 +4,8 @@
  * Key   "phr:sess:<hex SHA-256 of the bearer token>"
  * Value {"session_id","account_id","kind","org_id","role","mfa",
  *        "created_at","idle_expires_at","absolute_expires_at",
- *        "authenticated_at","must_change_password"}
- *        (the last two optional when read: records written before they existed)
+ *        "authenticated_at","must_change_password","mfa_enrollment_required"}
+ *        (the last three optional when read: records written before they existed)
  *        with the times as RFC 3339 JST strings (proto/schemas/session.json).
  * TTL   the idle expiry, never past the absolute expiry.
  *
@@ -48,7 +48,7 @@ typedef struct {
 
 static const char *const sess_kinds[] = {"patient", "staff", "operator", NULL};
 static const char *const sess_roles[] = {"", "staff", "admin", NULL};
-static const char *const sess_mfas[] = {"none", "totp", "sms", NULL};
+static const char *const sess_mfas[] = {"none", "totp", "sms", "recovery_code", NULL};
 
 void
 sess_token_hash(const char *token, char *out)
@@ -149,7 +149,9 @@ sess_to_json(const sess_t *s)
         sess_add_time(o, "authenticated_at",
                       s->authenticated_ms ? s->authenticated_ms : s->created_ms) == PHR_OK &&
         json_object_object_add(o, "must_change_password",
-                               json_object_new_boolean(s->must_change_password != 0)) == 0) {
+                               json_object_new_boolean(s->must_change_password != 0)) == 0 &&
+        json_object_object_add(o, "mfa_enrollment_required",
+                               json_object_new_boolean(s->mfa_enrollment_required != 0)) == 0) {
         const char *txt = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
         if (txt != NULL) {
             out = strdup(txt);
@@ -250,6 +252,12 @@ sess_from_json(const char *json, sess_t *s)
             goto out;
         }
         s->must_change_password = json_object_get_boolean(v) ? 1 : 0;
+    }
+    if (json_object_object_get_ex(o, "mfa_enrollment_required", &v)) {
+        if (!json_object_is_type(v, json_type_boolean)) {
+            goto out;
+        }
+        s->mfa_enrollment_required = json_object_get_boolean(v) ? 1 : 0;
     }
     if (!sess_in(s->kind, sess_kinds) || !sess_in(s->role, sess_roles) ||
         !sess_in(s->mfa, sess_mfas)) {

@@ -24,12 +24,13 @@ typedef struct {
     char kind[16];   /* patient | staff | operator */
     char org_id[37]; /* "" when none */
     char role[16];   /* staff | admin | "" */
-    char mfa[16];    /* none | totp | sms: factor used at login */
+    char mfa[16];    /* none | totp | sms | recovery_code: factor used at login */
     int64_t created_ms;
     int64_t idle_expires_ms;
     int64_t absolute_expires_ms;
     int64_t authenticated_ms;           /* last password/factor check; 0 when the record has none */
     int must_change_password;           /* 1: only password change, session and logout allowed */
+    int mfa_enrollment_required;        /* 1: only MFA enrolment, password, session and logout */
     char token_hash[SESS_HASH_LEN + 1]; /* filled by sess_lookup/sess_list; not serialised */
 } sess_t;
 

@@ -337,6 +337,11 @@ svc_session_done(int rc, const sess_t *s, void *ud)
                             "the password must be changed before anything else", NULL);
         return;
     }
+    if (s->mfa_enrollment_required && !(call->route->flags & SVC_ALLOW_MFA_ENROLL)) {
+        h2s_respond_problem(call->req, 403, "mfa_enrollment_required",
+                            "the organisation requires a second factor: enrol one first", NULL);
+        return;
+    }
     call->sess = *s;
     call->route->handler(call->svc, call->req, &call->sess);
 }

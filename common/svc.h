@@ -26,11 +26,12 @@ typedef struct svc svc_t;
 typedef void (*svc_handler_fn)(svc_t *svc, h2s_req_t *req, const sess_t *sess);
 
 enum {
-    SVC_PUBLIC = 0,                /* no authentication */
-    SVC_SESSION = 1 << 0,          /* Authorization: Bearer <session token> */
-    SVC_INTERNAL = 1 << 1,         /* x-phr-caller + x-phr-credential of a peer service */
-    SVC_NEEDS_DB = 1 << 2,         /* 503 while PostgreSQL is not ready */
-    SVC_ALLOW_MUST_CHANGE = 1 << 3 /* callable by a session with must_change_password */
+    SVC_PUBLIC = 0,                 /* no authentication */
+    SVC_SESSION = 1 << 0,           /* Authorization: Bearer <session token> */
+    SVC_INTERNAL = 1 << 1,          /* x-phr-caller + x-phr-credential of a peer service */
+    SVC_NEEDS_DB = 1 << 2,          /* 503 while PostgreSQL is not ready */
+    SVC_ALLOW_MUST_CHANGE = 1 << 3, /* callable by a session with must_change_password */
+    SVC_ALLOW_MFA_ENROLL = 1 << 4   /* callable by a session with mfa_enrollment_required */
 };
 
 typedef struct {

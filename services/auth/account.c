@@ -193,7 +193,7 @@ auth_register(svc_t *svc, h2s_req_t *req, const sess_t *sess)
     if (rc != PHR_OK) {
         return;
     }
-    pw_check_rules(ctx->password, ctx->email, PW_MIN_LENGTH, &ctx->v);
+    pw_check_rules(ctx->password, ctx->email, pw_min_length("patient", 0, 0), &ctx->v);
     pw_common_key(ctx->password, key);
     const char *p[] = {key};
     rc = db_query(svc_db(svc), pw_common_sql, 1, p, auth_register_common_done, ctx);
@@ -370,11 +370,7 @@ auth_pwchange_verified(int rc, int needs_rehash, void *ud)
         svc_respond_error(ctx->req, rc, NULL);
         return;
     }
-    pw_check_rules(ctx->new_password, ctx->email,
-                   strcmp(ctx->sess.kind, "staff") == 0 && strcmp(ctx->sess.mfa, "none") == 0
-                       ? PW_MIN_LENGTH_SINGLE_FACTOR_STAFF
-                       : PW_MIN_LENGTH,
-                   &ctx->v);
+    pw_check_rules(ctx->new_password, ctx->email, ctx->pw_min, &ctx->v);
     if (strcmp(ctx->new_password, ctx->password) == 0 && ctx->v.n < PW_MAX_VIOLATIONS) {
         ctx->v.items[ctx->v.n++] = "same_as_current";
     }
@@ -403,6 +399,7 @@ auth_pwchange_loaded(int rc, PGresult *res, void *ud)
     snprintf(ctx->email, sizeof(ctx->email), "%s", PQgetvalue(res, 0, 1));
     snprintf(ctx->name, sizeof(ctx->name), "%s", PQgetvalue(res, 0, 2));
     snprintf(ctx->locale, sizeof(ctx->locale), "%s", PQgetvalue(res, 0, 3));
+    ctx->pw_min = auth_pw_min_length_of(res, 0, 4);
     size_t npeppers;
     const pwhash_pepper_t *peppers = auth_peppers(ctx->svc, &npeppers);
     rc = pwhash_verify_async(svc_workq(ctx->svc), ctx->hash, ctx->password, peppers, npeppers,
@@ -419,8 +416,10 @@ auth_password_change(svc_t *svc, h2s_req_t *req, const sess_t *sess)
         {"current_password", JX_STRING, 1, 0, -1, 1, 1024, NULL},
         {"new_password", JX_STRING, 1, 0, -1, 1, 1024, NULL},
     };
-    static const char sql[] = "SELECT password_hash, email, name, locale FROM accounts "
-                              "WHERE id = $1 AND status = 'active'";
+    static const char sql[] =
+        "SELECT a.password_hash, a.email, a.name, a.locale, " AUTH_PW_FACTS_SQL
+        " FROM accounts a LEFT JOIN organizations o ON o.id = a.org_id "
+        "WHERE a.id = $1 AND a.status = 'active'";
     json_object *body;
 
     if (svc_read_json(req, fields, 2, &body) != PHR_OK) {

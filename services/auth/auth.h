@@ -55,6 +55,9 @@ struct auth_ctx {
     char hash[PWHASH_ENCODED_MAX];
     char new_hash[PWHASH_ENCODED_MAX];
     int email_verified, must_change, failed_logins, locked, active;
+    int pw_expired;          /* an initial password past accounts.password_expires_at */
+    int mfa_enroll_required; /* staff of a require_mfa org without a confirmed factor */
+    size_t pw_min;           /* pw_min_length of the account */
     /* scratch */
     char token[SESS_TOKEN_LEN + 1];
     char token_hash[SESS_HASH_LEN + 1];
@@ -63,6 +66,19 @@ struct auth_ctx {
     pw_violations_t v;
     int needs_rehash;
 };
+
+/*
+ * SQL columns for pw_min_length of account alias "a" (with "LEFT JOIN
+ * organizations o ON o.id = a.org_id"): kind, org requires MFA, has a
+ * confirmed second factor.
+ */
+#define AUTH_PW_FACTS_SQL                                                                          \
+    "a.kind, coalesce(o.require_mfa, false), "                                                     \
+    "EXISTS (SELECT 1 FROM mfa_totp WHERE account_id = a.id AND confirmed_at IS NOT NULL) OR "     \
+    "EXISTS (SELECT 1 FROM mfa_sms WHERE account_id = a.id AND confirmed_at IS NOT NULL)"
+
+/* pw_min_length of the three AUTH_PW_FACTS_SQL columns of |res| row |row| from |col|. */
+size_t auth_pw_min_length_of(const PGresult *res, int row, int col);
 
 auth_ctx_t *auth_ctx_new(svc_t *svc, h2s_req_t *req, const sess_t *sess);
 

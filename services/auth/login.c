@@ -116,6 +116,8 @@ auth_login_stored(int rc, void *ud)
     json_object_object_add(o, "idle_expires_at", json_object_new_string(idle));
     json_object_object_add(o, "account", a);
     json_object_object_add(o, "must_change_password", json_object_new_boolean(ctx->must_change));
+    json_object_object_add(o, "mfa_enrollment_required",
+                           json_object_new_boolean(ctx->mfa_enroll_required));
     h2s_respond_json(ctx->req, 200, o);
 }
 
@@ -150,6 +152,7 @@ auth_login_committed(auth_ctx_t *ctx, int rc)
         s->idle_expires_ms = s->absolute_expires_ms;
     }
     s->must_change_password = ctx->must_change;
+    s->mfa_enrollment_required = ctx->mfa_enroll_required;
     rc = sess_store(svc_kv(ctx->svc), ctx->token, s, auth_login_stored, ctx);
     if (rc != PHR_OK) {
         svc_respond_error(ctx->req, PHR_EUNAVAIL, "the session store is unavailable");
@@ -222,6 +225,10 @@ auth_login_verified(int rc, int needs_rehash, void *ud)
         auth_login_failed(ctx, "invalid_credentials");
         return;
     }
+    if (ctx->pw_expired) { /* an initial password not changed within 72 h */
+        auth_login_failed(ctx, "password_expired");
+        return;
+    }
     if (needs_rehash && pwhash_hash_async(svc_workq(ctx->svc), ctx->password, peppers,
                                           auth_login_rehashed, ctx) == PHR_OK) {
         return;
@@ -253,6 +260,7 @@ auth_login_loaded(int rc, PGresult *res, void *ud)
         ctx->must_change = PQgetvalue(res, 0, 8)[0] == 't';
         ctx->failed_logins = (int)strtol(PQgetvalue(res, 0, 9), NULL, 10);
         ctx->locked = PQgetvalue(res, 0, 10)[0] == 't';
+        ctx->pw_expired = PQgetvalue(res, 0, 11)[0] == 't';
     }
     /* Unknown and locked accounts cost the same hash as a real check. */
     rc = pwhash_verify_async(svc_workq(ctx->svc), ctx->found && !ctx->locked ? ctx->hash : NULL,
@@ -268,7 +276,8 @@ auth_login_limited(int rc, redisReply *reply, void *ud)
     static const char sql[] =
         "SELECT id, name, locale, kind, coalesce(org_id::text, ''), coalesce(role, ''), "
         "password_hash, email_verified_at IS NOT NULL, must_change_password, failed_logins, "
-        "coalesce(locked_until > now(), false) FROM accounts "
+        "coalesce(locked_until > now(), false), coalesce(password_expires_at <= now(), false) "
+        "FROM accounts "
         "WHERE email = $1 AND status = 'active'";
     auth_ctx_t *ctx = ud;
 

@@ -62,6 +62,9 @@ typedef struct {
     char code_hmac[SESS_HASH_LEN + 1];
     char expires[TU_JST_LEN];
     const char *purpose;
+    /* clearing the enrolment gate of the account's sessions */
+    auth_step_fn ungate_then;
+    int ungate_pending;
 } mfa_ext_t;
 
 /* One cached data key (the services read secrets once; keys rotate by id). */
@@ -487,13 +490,81 @@ mfa_enroll(svc_t *svc, h2s_req_t *req, const sess_t *sess)
     }
 }
 
+/* ---- clearing the MFA enrolment gate once a factor is confirmed ---- */
+
+static void
+mfa_ungate_finish(mfa_ext_t *m)
+{
+    if (--m->ungate_pending == 0) {
+        m->ungate_then(m->ctx, PHR_OK);
+    }
+}
+
+static void
+mfa_ungate_rewritten(int rc, void *ud)
+{
+    if (rc != PHR_OK && rc != PHR_ENOTFOUND) {
+        log_warn("mfa: could not lift the enrolment gate of a session: %s", phr_err_str(rc));
+    }
+    mfa_ungate_finish(ud);
+}
+
+static void
+mfa_ungate_listed(int rc, const sess_t *items, size_t n, void *ud)
+{
+    mfa_ext_t *m = ud;
+
+    if (rc != PHR_OK) {
+        log_warn("mfa: could not list sessions to lift the enrolment gate: %s", phr_err_str(rc));
+    }
+    m->ungate_pending = 1;
+    for (size_t i = 0; i < n; i++) {
+        if (!items[i].mfa_enrollment_required) {
+            continue;
+        }
+        sess_t s = items[i];
+        s.mfa_enrollment_required = 0;
+        if (sess_rewrite(svc_kv(m->ctx->svc), &s, mfa_ungate_rewritten, m) == PHR_OK) {
+            m->ungate_pending++;
+        }
+    }
+    mfa_ungate_finish(m);
+}
+
+/*
+ * A factor was confirmed: the account's sessions no longer need the
+ * require_mfa enrolment gate (403 mfa_enrollment_required). Rewrites them,
+ * then |then|(ctx, PHR_OK) so the caller's next request already passes.
+ */
+static void
+mfa_ungate(mfa_ext_t *m, auth_step_fn then)
+{
+    m->ungate_then = then;
+    if (sess_list(svc_kv(m->ctx->svc), m->ctx->sess.account_id, mfa_ungate_listed, m) != PHR_OK) {
+        log_warn("mfa: session store unavailable; the enrolment gate stays until the next login");
+        then(m->ctx, PHR_OK);
+    }
+}
+
 /* ---- POST /api/v1/auth/mfa/totp/confirm ---- */
+
+static void
+mfa_confirm_respond(auth_ctx_t *ctx, int rc)
+{
+    mfa_ext_t *m = mfa_ext_of(ctx);
+    json_object *o = json_object_new_object();
+    json_object *arr = json_object_new_array();
+    for (int i = 0; i < MFA_NCODES; i++) {
+        json_object_array_add(arr, json_object_new_string(m->codes[i]));
+    }
+    json_object_object_add(o, "recovery_codes", arr);
+    h2s_req_add_header(ctx->req, "cache-control", "no-store");
+    h2s_respond_json(ctx->req, 200, o);
+}
 
 static void
 mfa_confirm_committed(auth_ctx_t *ctx, int rc)
 {
-    mfa_ext_t *m = mfa_ext_of(ctx);
-
     if (rc == PHR_EINVAL) { /* the guard: confirmed or replaced meanwhile */
         h2s_respond_problem(ctx->req, 409, "conflict", "the enrolment changed; enroll again", NULL);
         return;
@@ -503,14 +574,7 @@ mfa_confirm_committed(auth_ctx_t *ctx, int rc)
         return;
     }
     auth_outbox_kick(ctx->svc);
-    json_object *o = json_object_new_object();
-    json_object *arr = json_object_new_array();
-    for (int i = 0; i < MFA_NCODES; i++) {
-        json_object_array_add(arr, json_object_new_string(m->codes[i]));
-    }
-    json_object_object_add(o, "recovery_codes", arr);
-    h2s_req_add_header(ctx->req, "cache-control", "no-store");
-    h2s_respond_json(ctx->req, 200, o);
+    mfa_ungate(mfa_ext_of(ctx), mfa_confirm_respond);
 }
 
 static void
@@ -907,6 +971,8 @@ mfa_login_factors(int rc, PGresult *res, void *ud)
     m->has_totp = PQntuples(res) == 1 && PQgetvalue(res, 0, 0)[0] == 't';
     m->has_sms = PQntuples(res) == 1 && PQgetvalue(res, 0, 1)[0] == 't';
     if (!m->has_totp && !m->has_sms) {
+        /* the org requires a second factor: a session that may only enrol one */
+        ctx->mfa_enroll_required = PQntuples(res) == 1 && PQgetvalue(res, 0, 2)[0] == 't';
         auth_login_issue(ctx, "none");
         return;
     }
@@ -930,7 +996,9 @@ auth_mfa_login(auth_ctx_t *ctx)
         "WITH r AS (UPDATE accounts SET password_hash = $2 WHERE id = $1 AND $2::text IS NOT NULL "
         "RETURNING 1) SELECT "
         "EXISTS (SELECT 1 FROM mfa_totp WHERE account_id = $1 AND confirmed_at IS NOT NULL), "
-        "EXISTS (SELECT 1 FROM mfa_sms WHERE account_id = $1 AND confirmed_at IS NOT NULL)";
+        "EXISTS (SELECT 1 FROM mfa_sms WHERE account_id = $1 AND confirmed_at IS NOT NULL), "
+        "EXISTS (SELECT 1 FROM accounts a JOIN organizations o ON o.id = a.org_id "
+        "WHERE a.id = $1 AND a.kind = 'staff' AND o.require_mfa)";
     mfa_ext_t *m = mfa_ext_for(ctx);
 
     if (m == NULL) {
@@ -1024,8 +1092,7 @@ mfa_login_consumed(int rc, PGresult *res, void *ud)
         auth_audit_json(ctx, "auth.login.mfa.success", ctx->account_id, ctx->kind, ctx->account_id,
                         "success", m->use_recovery ? "recovery_code" : m->method, event_id);
     auth_tx_outbox(ctx, "audit", event_id, audit);
-    /* a recovery code stands in for the account's factor (TOTP when it has one) */
-    auth_login_issue(ctx, m->use_recovery ? (m->has_totp ? "totp" : "sms") : m->method);
+    auth_login_issue(ctx, m->use_recovery ? "recovery_code" : m->method);
 }
 
 static void
@@ -1391,19 +1458,9 @@ mfa_sms_enroll(svc_t *svc, h2s_req_t *req, const sess_t *sess)
 /* ---- POST /api/v1/auth/mfa/sms/confirm ---- */
 
 static void
-mfa_sms_confirm_committed(auth_ctx_t *ctx, int rc)
+mfa_sms_confirm_respond(auth_ctx_t *ctx, int rc)
 {
     mfa_ext_t *m = mfa_ext_of(ctx);
-
-    if (rc == PHR_EINVAL) { /* the guard: no pending enrolment (confirmed meanwhile) */
-        h2s_respond_problem(ctx->req, 422, "invalid_code", "no SMS enrolment is pending", NULL);
-        return;
-    }
-    if (rc != PHR_OK) {
-        svc_respond_error(ctx->req, rc, NULL);
-        return;
-    }
-    auth_outbox_kick(ctx->svc);
     json_object *o = json_object_new_object();
     json_object *methods = json_object_new_array();
     if (m->has_totp) {
@@ -1420,6 +1477,21 @@ mfa_sms_confirm_committed(auth_ctx_t *ctx, int rc)
     }
     h2s_req_add_header(ctx->req, "cache-control", "no-store");
     h2s_respond_json(ctx->req, 200, o);
+}
+
+static void
+mfa_sms_confirm_committed(auth_ctx_t *ctx, int rc)
+{
+    if (rc == PHR_EINVAL) { /* the guard: no pending enrolment (confirmed meanwhile) */
+        h2s_respond_problem(ctx->req, 422, "invalid_code", "no SMS enrolment is pending", NULL);
+        return;
+    }
+    if (rc != PHR_OK) {
+        svc_respond_error(ctx->req, rc, NULL);
+        return;
+    }
+    auth_outbox_kick(ctx->svc);
+    mfa_ungate(mfa_ext_of(ctx), mfa_sms_confirm_respond);
 }
 
 static void
@@ -1589,13 +1661,17 @@ mfa_sms_login_send(svc_t *svc, h2s_req_t *req, const sess_t *sess)
 }
 
 static const svc_route_t table[] = {
-    {"POST", "/api/v1/auth/mfa/totp/enroll", mfa_enroll, SVC_SESSION | SVC_NEEDS_DB, 0},
-    {"POST", "/api/v1/auth/mfa/totp/confirm", mfa_confirm, SVC_SESSION | SVC_NEEDS_DB, 1024},
+    {"POST", "/api/v1/auth/mfa/totp/enroll", mfa_enroll,
+     SVC_SESSION | SVC_ALLOW_MFA_ENROLL | SVC_NEEDS_DB, 0},
+    {"POST", "/api/v1/auth/mfa/totp/confirm", mfa_confirm,
+     SVC_SESSION | SVC_ALLOW_MFA_ENROLL | SVC_NEEDS_DB, 1024},
     {"DELETE", "/api/v1/auth/mfa/totp", mfa_remove, SVC_SESSION | SVC_NEEDS_DB, 4096},
     {"POST", "/api/v1/auth/login/mfa", mfa_login, SVC_NEEDS_DB, 1024},
     {"POST", "/api/v1/auth/login/mfa/sms", mfa_sms_login_send, SVC_NEEDS_DB, 1024},
-    {"POST", "/api/v1/auth/mfa/sms/enroll", mfa_sms_enroll, SVC_SESSION | SVC_NEEDS_DB, 1024},
-    {"POST", "/api/v1/auth/mfa/sms/confirm", mfa_sms_confirm, SVC_SESSION | SVC_NEEDS_DB, 1024},
+    {"POST", "/api/v1/auth/mfa/sms/enroll", mfa_sms_enroll,
+     SVC_SESSION | SVC_ALLOW_MFA_ENROLL | SVC_NEEDS_DB, 1024},
+    {"POST", "/api/v1/auth/mfa/sms/confirm", mfa_sms_confirm,
+     SVC_SESSION | SVC_ALLOW_MFA_ENROLL | SVC_NEEDS_DB, 1024},
 };
 
 const svc_routes_t auth_mfa_routes = SVC_ROUTES(table);

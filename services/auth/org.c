@@ -587,6 +587,12 @@ org_prepare_staff(org_ctx_t *o, org_step_fn step)
         svc_respond_error(o->a->req, PHR_EGENERIC, NULL);
         return;
     }
+    /* a new staff account has no second factor yet: the strictest minimum applies */
+    if (strlen(o->initial_pw) < pw_min_length("staff", 0, 0)) {
+        log_error("org: generated initial password is shorter than the staff minimum");
+        svc_respond_error(o->a->req, PHR_EGENERIC, NULL);
+        return;
+    }
     size_t npeppers;
     const pwhash_pepper_t *peppers = auth_peppers(o->a->svc, &npeppers);
     int rc = pwhash_hash_async(svc_workq(o->a->svc), o->initial_pw, npeppers > 0 ? peppers : NULL,

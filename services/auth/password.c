@@ -256,6 +256,15 @@ static const char pw_alphabet[] = "ABCDEFGHJKLMNPQRSTUVWXYZ"
 /* Largest multiple of the alphabet size not above 256: bytes >= it are rejected. */
 #define PW_REJECT_AT (256 - 256 % PW_ALPHABET_LEN)
 
+size_t
+pw_min_length(const char *kind, int org_requires_mfa, int has_second_factor)
+{
+    if (kind != NULL && strcmp(kind, "staff") == 0 && !org_requires_mfa && !has_second_factor) {
+        return PW_MIN_LENGTH_SINGLE_FACTOR_STAFF;
+    }
+    return PW_MIN_LENGTH;
+}
+
 int
 pw_generate(char *out, size_t outlen)
 {

@@ -40,6 +40,15 @@ void pw_free(char *s);
 void pw_check_rules(const char *password, const char *email, size_t min_length,
                     pw_violations_t *out);
 
+/*
+ * The minimum password length of an account (MHLW guideline: 13+ mixed
+ * characters, or 8+ with a second factor): PW_MIN_LENGTH_SINGLE_FACTOR_STAFF
+ * for staff (|kind| "staff") of an org that does not require MFA and without a
+ * confirmed second factor, else PW_MIN_LENGTH. Register, password change,
+ * reset and staff creation all ask this.
+ */
+size_t pw_min_length(const char *kind, int org_requires_mfa, int has_second_factor);
+
 /* SQL answering one row when $1 (pw_common_key) is on the blocklist. */
 extern const char pw_common_sql[];
 

@@ -338,11 +338,7 @@ reset_confirm_loaded(int rc, PGresult *res, void *ud)
     snprintf(ctx->name, sizeof(ctx->name), "%s", PQgetvalue(res, 0, 2));
     snprintf(ctx->locale, sizeof(ctx->locale), "%s", PQgetvalue(res, 0, 3));
     snprintf(ctx->kind, sizeof(ctx->kind), "%s", PQgetvalue(res, 0, 4));
-    /* Staff of an org that does not require a second factor: the single-factor minimum. */
-    int single_factor_staff = PQgetvalue(res, 0, 5)[0] == 't';
-    pw_check_rules(ctx->new_password, ctx->email,
-                   single_factor_staff ? PW_MIN_LENGTH_SINGLE_FACTOR_STAFF : PW_MIN_LENGTH,
-                   &ctx->v);
+    pw_check_rules(ctx->new_password, ctx->email, auth_pw_min_length_of(res, 0, 4), &ctx->v);
     pw_common_key(ctx->new_password, key);
     const char *p[] = {key};
     rc = db_query(svc_db(ctx->svc), pw_common_sql, 1, p, reset_confirm_common_done, ctx);
@@ -360,8 +356,7 @@ reset_confirm(svc_t *svc, h2s_req_t *req, const sess_t *sess)
         {"new_password", JX_STRING, 1, 0, -1, 1, 1024, NULL},
     };
     static const char sql[] =
-        "SELECT a.id, a.email, a.name, a.locale, a.kind, "
-        "a.kind = 'staff' AND NOT coalesce(o.require_mfa, false) "
+        "SELECT a.id, a.email, a.name, a.locale, " AUTH_PW_FACTS_SQL " "
         "FROM account_tokens t JOIN accounts a ON a.id = t.account_id "
         "LEFT JOIN organizations o ON o.id = a.org_id "
         "WHERE t.token_sha256 = decode($1, 'hex') AND t.purpose = 'password_reset' "

@@ -391,3 +391,10 @@ auth_peppers(svc_t *svc, size_t *n)
     *n = auth_npeppers;
     return auth_npeppers > 0 ? auth_pepper_set : NULL;
 }
+
+size_t
+auth_pw_min_length_of(const PGresult *res, int row, int col)
+{
+    return pw_min_length(PQgetvalue(res, row, col), PQgetvalue(res, row, col + 1)[0] == 't',
+                         PQgetvalue(res, row, col + 2)[0] == 't');
+}

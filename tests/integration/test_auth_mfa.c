@@ -126,8 +126,13 @@ mfa_account(const char *kind, char *email, size_t cap, char *id)
     mfa_email(email, cap, kind);
     snprintf(body, sizeof(body), "{\"email\":\"%s\",\"password\":\"%s\",\"name\":\"MFA User\"}",
              email, MFA_PW);
-    int ok = mfa_req("POST", "/api/v1/auth/register", body, NULL, &r) == 201 &&
-             it_json_str(&r, "id") != NULL;
+    long st = mfa_req("POST", "/api/v1/auth/register", body, NULL, &r);
+    for (int i = 0; st == 429 && i < 90; i++) { /* the gateway's zone, as for logins */
+        it_resp_free(&r);
+        sleep(1);
+        st = mfa_req("POST", "/api/v1/auth/register", body, NULL, &r);
+    }
+    int ok = st == 201 && it_json_str(&r, "id") != NULL;
     if (ok) {
         snprintf(id, 37, "%s", it_json_str(&r, "id"));
     }
@@ -159,7 +164,14 @@ mfa_login_raw(const char *email, const char *pw, it_resp_t *r)
 {
     char body[512];
     snprintf(body, sizeof(body), "{\"email\":\"%s\",\"password\":\"%s\"}", email, pw);
-    return mfa_req("POST", "/api/v1/auth/login", body, NULL, r);
+    long st = mfa_req("POST", "/api/v1/auth/login", body, NULL, r);
+    /* the gateway's login zone is shared with the other suites: wait out a 429 */
+    for (int i = 0; st == 429 && i < 90; i++) {
+        it_resp_free(r);
+        sleep(1);
+        st = mfa_req("POST", "/api/v1/auth/login", body, NULL, r);
+    }
+    return st;
 }
 
 /* Logs in expecting a session (no factor); the token into |token| (64 bytes). */
@@ -207,6 +219,11 @@ mfa_second(const char *mt, const char *code, const char *recovery, char *token, 
                  recovery);
     }
     long st = mfa_req("POST", "/api/v1/auth/login/mfa", body, NULL, r);
+    for (int i = 0; st == 429 && i < 90; i++) { /* the gateway's login zone */
+        it_resp_free(r);
+        sleep(1);
+        st = mfa_req("POST", "/api/v1/auth/login/mfa", body, NULL, r);
+    }
     if (st == 200 && token != NULL) {
         const char *t = it_json_str(r, "token");
         snprintf(token, 64, "%s", t != NULL ? t : "");
@@ -441,7 +458,11 @@ test_mfa_enrol_and_login(void)
     /* a recovery code works once (on the same challenge: it had one failed try) */
     IT_CHECK(mfa_second(mt, NULL, f.recovery[0], sess, &r) == 200);
     it_resp_free(&r);
-    IT_CHECK(mfa_status("GET", "/api/v1/auth/session", NULL, sess) == 200);
+    /* the session records that a recovery code, not the factor itself, was used */
+    IT_CHECK(mfa_req("GET", "/api/v1/auth/session", NULL, sess, &r) == 200);
+    ok = it_json_str(&r, "mfa") != NULL && strcmp(it_json_str(&r, "mfa"), "recovery_code") == 0;
+    it_resp_free(&r);
+    IT_CHECK(ok);
     IT_CHECK(mfa_login_challenge(email, mt));
     mfa_second(mt, NULL, f.recovery[0], NULL, &r);
     ok = it_is_problem(&r, 401, "invalid_credentials");
@@ -650,7 +671,7 @@ mfa_sms_outbox_code(const char *phone, char *code)
         strlen(out) != 6 || strspn(out, "0123456789") != 6) {
         return 0;
     }
-    snprintf(code, 7, "%s", out);
+    snprintf(code, 7, "%.6s", out);
     return 1;
 }
 

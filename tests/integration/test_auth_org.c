@@ -1052,6 +1052,244 @@ test_internal_review_contacts(void)
     IT_CHECK(org_internal_field("GET", "/internal/v1/contacts?cursor=!!", NULL, "cursor"));
 }
 
+/* ---- require_mfa, the password minimum, initial password expiry, SessionInfo ---- */
+
+/* Sets require_mfa of |e|'s org as its operator. 1 on 200. */
+static int
+org_require_mfa(const org_env_t *e, int on)
+{
+    char path[128];
+    snprintf(path, sizeof(path), "/api/v1/admin/orgs/%s", e->org_id);
+    return org_status("PATCH", path, on ? "{\"require_mfa\":true}" : "{\"require_mfa\":false}",
+                      e->op_token) == 200;
+}
+
+/* 1 when boolean |key| of |o| is |want|. */
+static int
+org_bool_is(json_object *o, const char *key, int want)
+{
+    json_object *v;
+    return o != NULL && json_object_object_get_ex(o, key, &v) &&
+           json_object_is_type(v, json_type_boolean) && json_object_get_boolean(v) == want;
+}
+
+/* Logs in with the full answer in |r| (caller frees); the token into |token|. Returns the status. */
+static long
+org_login_resp(const char *email, const char *pw, char *token, it_resp_t *r)
+{
+    char body[512];
+    snprintf(body, sizeof(body), "{\"email\":\"%s\",\"password\":\"%s\"}", email, pw);
+    long st = org_req("POST", "/api/v1/auth/login", body, NULL, r);
+    for (int i = 0; st == 429 && i < 90; i++) {
+        it_resp_free(r);
+        sleep(1);
+        st = org_req("POST", "/api/v1/auth/login", body, NULL, r);
+    }
+    if (st == 200 && it_json_str(r, "token") != NULL) {
+        snprintf(token, 64, "%s", it_json_str(r, "token"));
+    }
+    return st;
+}
+
+static void
+test_require_mfa_gate(void)
+{
+    org_env_t e;
+    char email[128], id[37], pw[64], tok[64], tok2[64], path[160];
+    it_resp_t r;
+    int ok;
+
+    IT_CHECK(org_setup(&e, 5));
+    /* no require_mfa: no gate */
+    IT_CHECK(org_login_resp(e.admin_email, ORG_PW, tok, &r) == 200);
+    ok = org_bool_is(r.json, "mfa_enrollment_required", 0);
+    it_resp_free(&r);
+    IT_CHECK(ok);
+    IT_CHECK(org_status("GET", "/api/v1/auth/sessions", NULL, tok) == 200);
+
+    IT_CHECK(org_require_mfa(&e, 1));
+    org_unique_email(email, sizeof(email), "gate");
+    IT_CHECK(org_add_staff(&e, email, "staff", id) == 201);
+    IT_CHECK(org_onboarding_pw(id, pw, sizeof(pw)));
+    IT_CHECK(org_login_resp(email, pw, tok, &r) == 200);
+    ok = org_bool_is(r.json, "mfa_enrollment_required", 1) &&
+         org_bool_is(r.json, "must_change_password", 1);
+    it_resp_free(&r);
+    IT_CHECK(ok);
+    /* the password gate first, then the MFA gate; the password change itself is allowed */
+    IT_CHECK(
+        org_problem("GET", "/api/v1/auth/sessions", NULL, tok, 403, "password_change_required"));
+    IT_CHECK(org_change_pw(tok, pw));
+    IT_CHECK(
+        org_problem("GET", "/api/v1/auth/sessions", NULL, tok, 403, "mfa_enrollment_required"));
+    IT_CHECK(org_problem("POST", "/api/v1/auth/sessions/revoke-others", NULL, tok, 403,
+                         "mfa_enrollment_required"));
+    IT_CHECK(org_problem("DELETE", "/api/v1/auth/mfa/totp", "{\"password\":\"x\",\"code\":\"1\"}",
+                         tok, 403, "mfa_enrollment_required"));
+    snprintf(path, sizeof(path), "/api/v1/orgs/%s/staff", e.org_id);
+    IT_CHECK(org_problem("GET", path, NULL, tok, 403, "mfa_enrollment_required"));
+    /* the session route answers and says why */
+    IT_CHECK(org_req("GET", "/api/v1/auth/session", NULL, tok, &r) == 200);
+    ok = org_bool_is(r.json, "mfa_enrollment_required", 1) &&
+         org_bool_is(r.json, "mfa_required_by_org", 1);
+    it_resp_free(&r);
+    IT_CHECK(ok);
+    /* a second gated session of the same account */
+    IT_CHECK(org_login(email, ORG_PW, tok2) == 200);
+    IT_CHECK(
+        org_problem("GET", "/api/v1/auth/sessions", NULL, tok2, 403, "mfa_enrollment_required"));
+    /* an admin of the org logging in again is gated too (staff routes included) */
+    char atok[64];
+    IT_CHECK(org_login(e.admin_email, ORG_PW, atok) == 200);
+    IT_CHECK(org_problem("GET", path, NULL, atok, 403, "mfa_enrollment_required"));
+    IT_CHECK(org_status("GET", path, NULL, tok) == 403);
+    /* enrolling lifts the gate of every session of the account at once */
+    IT_CHECK(org_enrol_totp(tok));
+    IT_CHECK(org_status("GET", "/api/v1/auth/sessions", NULL, tok) == 200);
+    IT_CHECK(org_status("GET", "/api/v1/auth/sessions", NULL, tok2) == 200);
+    IT_CHECK(org_req("GET", "/api/v1/auth/session", NULL, tok, &r) == 200);
+    ok = org_bool_is(r.json, "mfa_enrollment_required", 0);
+    it_resp_free(&r);
+    IT_CHECK(ok);
+    /* the admin's session stays gated until it enrols; logout is always allowed */
+    IT_CHECK(org_problem("GET", path, NULL, atok, 403, "mfa_enrollment_required"));
+    IT_CHECK(org_status("POST", "/api/v1/auth/logout", NULL, atok) == 204);
+    /* require_mfa off again: a new login is not gated */
+    IT_CHECK(org_require_mfa(&e, 0));
+    IT_CHECK(org_login(e.admin_email, ORG_PW, atok) == 200);
+    IT_CHECK(org_status("GET", path, NULL, atok) == 200);
+}
+
+/* Changes |token|'s password from |old| to |new_pw|; 1 when the answer is |status|. */
+static int
+org_change_pw_to(const char *token, const char *old, const char *new_pw, long status)
+{
+    char body[256];
+    it_resp_t r;
+    snprintf(body, sizeof(body), "{\"current_password\":\"%s\",\"new_password\":\"%s\"}", old,
+             new_pw);
+    long st = org_req("POST", "/api/v1/auth/password", body, token, &r);
+    int ok = st == status && (status != 422 || strstr(r.body, "too_short") != NULL);
+    if (!ok) {
+        fprintf(stderr, "  password change: %ld %.300s\n", st, r.body ? r.body : "");
+    }
+    it_resp_free(&r);
+    return ok;
+}
+
+static void
+test_password_minimum(void)
+{
+    org_env_t e;
+    char email[128], id[37], tok[64];
+
+    /* 12 characters: too short for single-factor staff (13+), enough with a second factor */
+    IT_CHECK(org_setup(&e, 5));
+    org_unique_email(email, sizeof(email), "min");
+    IT_CHECK(org_add_staff(&e, email, "staff", id) == 201);
+    IT_CHECK(org_staff_login(email, id, tok));
+    IT_CHECK(org_change_pw_to(tok, ORG_PW, "Gr4nite!Lake", 422));
+    IT_CHECK(org_change_pw_to(tok, ORG_PW, "Gr4nite!Lakes", 204));
+    IT_CHECK(org_enrol_totp(tok));
+    IT_CHECK(org_change_pw_to(tok, "Gr4nite!Lakes", "Gr4nite!Lake", 204));
+    /* staff of an org requiring MFA (gated, but may change the password): 8+ */
+    IT_CHECK(org_require_mfa(&e, 1));
+    org_unique_email(email, sizeof(email), "min2");
+    IT_CHECK(org_add_staff(&e, email, "staff", id) == 201);
+    IT_CHECK(org_staff_login(email, id, tok));
+    IT_CHECK(org_change_pw_to(tok, ORG_PW, "Gr4nite!Lake", 204));
+}
+
+static void
+test_initial_password_expiry(void)
+{
+    org_env_t e;
+    char email[128], id[37], pw[64], tok[64], out[64];
+
+    IT_CHECK(org_setup(&e, 5));
+    org_unique_email(email, sizeof(email), "exp");
+    IT_CHECK(org_add_staff(&e, email, "staff", id) == 201);
+    IT_CHECK(org_onboarding_pw(id, pw, sizeof(pw)));
+    /* created with a 72 h expiry */
+    IT_CHECK(org_psql(out, sizeof(out),
+                      "SELECT password_expires_at BETWEEN now() + interval '71 hours' AND "
+                      "now() + interval '73 hours' FROM accounts WHERE id = '%s'",
+                      id) == 0 &&
+             strcmp(out, "t") == 0);
+    IT_CHECK(org_psql(out, sizeof(out),
+                      "UPDATE accounts SET password_expires_at = now() - interval '1 minute' "
+                      "WHERE id = '%s' RETURNING 1",
+                      id) == 0 &&
+             strcmp(out, "1") == 0);
+    it_resp_t r;
+    org_login_resp(email, pw, tok, &r); /* waits out the gateway's 429 */
+    int ok = it_is_problem(&r, 401, "invalid_credentials");
+    it_resp_free(&r);
+    IT_CHECK(ok);
+    IT_CHECK(org_psql(out, sizeof(out),
+                      "SELECT count(*) FROM outbox WHERE topic = 'audit' AND body->>'action' = "
+                      "'auth.login.failure' AND body->'target'->>'id' = '%s' AND "
+                      "body->'outcome'->>'reason' = 'password_expired'",
+                      id) == 0 &&
+             strcmp(out, "1") == 0);
+    /* still valid: login works, and the change clears the expiry */
+    IT_CHECK(org_psql(out, sizeof(out),
+                      "UPDATE accounts SET password_expires_at = now() + interval '1 hour', "
+                      "failed_logins = 0 WHERE id = '%s' RETURNING 1",
+                      id) == 0 &&
+             strcmp(out, "1") == 0);
+    IT_CHECK(org_login(email, pw, tok) == 200);
+    IT_CHECK(org_change_pw(tok, pw));
+    IT_CHECK(org_psql(out, sizeof(out),
+                      "SELECT password_expires_at IS NULL FROM accounts WHERE id = '%s'",
+                      id) == 0 &&
+             strcmp(out, "t") == 0);
+    IT_CHECK(org_login(email, ORG_PW, tok) == 200);
+}
+
+static void
+test_session_info(void)
+{
+    org_env_t e;
+    json_object *a, *m, *v;
+    it_resp_t r;
+    int ok;
+
+    IT_CHECK(org_setup(&e, 5));
+    IT_CHECK(org_req("GET", "/api/v1/auth/session", NULL, e.admin_token, &r) == 200);
+    ok = r.json != NULL && json_object_object_get_ex(r.json, "account", &a) &&
+         json_object_object_get_ex(r.json, "mfa_methods", &m) &&
+         json_object_is_type(m, json_type_array) && json_object_array_length(m) == 0 &&
+         org_streq(org_get(a, "id"), e.admin_id) && org_streq(org_get(a, "email"), e.admin_email) &&
+         org_streq(org_get(a, "name"), "Admin A") && org_streq(org_get(a, "kind"), "staff") &&
+         org_streq(org_get(a, "locale"), "en") && org_streq(org_get(a, "org_id"), e.org_id) &&
+         org_streq(org_get(a, "role"), "admin") &&
+         json_object_object_get_ex(a, "email_verified", &v) &&
+         org_streq(it_json_str(&r, "kind"), "staff") &&
+         org_streq(it_json_str(&r, "org_id"), e.org_id) &&
+         org_streq(it_json_str(&r, "role"), "admin") && org_streq(it_json_str(&r, "mfa"), "none") &&
+         it_json_str(&r, "session_id") != NULL && it_json_str(&r, "created_at") != NULL &&
+         it_json_str(&r, "authenticated_at") != NULL && it_json_str(&r, "expires_at") != NULL &&
+         it_json_str(&r, "idle_expires_at") != NULL &&
+         org_bool_is(r.json, "must_change_password", 0) &&
+         org_bool_is(r.json, "mfa_required_by_org", 0);
+    if (!ok) {
+        fprintf(stderr, "  session: %.600s\n", r.body ? r.body : "");
+    }
+    it_resp_free(&r);
+    IT_CHECK(ok);
+    /* enrolled factors come from the MFA tables */
+    IT_CHECK(org_enrol_totp(e.admin_token));
+    IT_CHECK(org_req("GET", "/api/v1/auth/session", NULL, e.admin_token, &r) == 200);
+    ok = json_object_object_get_ex(r.json, "mfa_methods", &m) && json_object_array_length(m) == 1 &&
+         org_streq(json_object_get_string(json_object_array_get_idx(m, 0)), "totp");
+    it_resp_free(&r);
+    IT_CHECK(ok);
+    IT_CHECK(
+        org_problem("GET", "/api/v1/auth/session", NULL, "not-a-token", 401, "session_expired"));
+    IT_CHECK(org_problem("GET", "/api/v1/auth/session", NULL, NULL, 401, "unauthenticated"));
+}
+
 const it_case_t auth_org_cases[] = {
     {"auth_org_phrctl", test_phrctl},
     {"auth_org_create_access", test_org_create_and_access},
@@ -1061,5 +1299,9 @@ const it_case_t auth_org_cases[] = {
     {"auth_org_reset_mfa", test_reset_mfa},
     {"auth_org_internal_lookup_admins", test_internal_lookup_admins},
     {"auth_org_internal_review_contacts", test_internal_review_contacts},
+    {"auth_org_require_mfa_gate", test_require_mfa_gate},
+    {"auth_org_password_minimum", test_password_minimum},
+    {"auth_org_initial_password_expiry", test_initial_password_expiry},
+    {"auth_org_session_info", test_session_info},
     {NULL, NULL},
 };

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "itest.h"
 #include "session.h"
@@ -285,6 +286,32 @@ redis_open(void)
     return c;
 }
 
+/* A real patient account (the session route refuses sessions without one); its id into |id|. */
+static int
+account_register(char *id, size_t cap)
+{
+    static const char *const json[] = {"Content-Type: application/json", NULL};
+    char body[256];
+    it_resp_t r;
+
+    snprintf(body, sizeof(body),
+             "{\"email\":\"svc-%ld-%ld@example.jp\",\"password\":\"Kf8#mQ2vLp\","
+             "\"name\":\"Session Test\"}",
+             (long)getpid(), (long)tu_now_ms());
+    if (it_request(IT_GATEWAY_H2, NULL, "POST", "/api/v1/auth/register", body, strlen(body), json,
+                   &r) != 0 ||
+        r.status != 201 || it_json_str(&r, "id") == NULL) {
+        printf("    register: %ld %.200s\n", r.status, r.body);
+        it_resp_free(&r);
+        return -1;
+    }
+    snprintf(id, cap, "%s", it_json_str(&r, "id"));
+    it_resp_free(&r);
+    return 0;
+}
+
+static char session_account[37];
+
 /* Stores a session the way auth does, returning its bearer token. */
 static int
 session_inject(const char *token, int64_t absolute_ms, int ttl_s)
@@ -294,7 +321,7 @@ session_inject(const char *token, int64_t absolute_ms, int ttl_s)
 
     memset(&s, 0, sizeof(s));
     snprintf(s.session_id, sizeof(s.session_id), "0190f3a0-0000-7000-8000-000000000001");
-    snprintf(s.account_id, sizeof(s.account_id), "0190f3a0-0000-7000-8000-0000000000aa");
+    snprintf(s.account_id, sizeof(s.account_id), "%s", session_account);
     snprintf(s.kind, sizeof(s.kind), "patient");
     snprintf(s.mfa, sizeof(s.mfa), "none");
     s.created_ms = tu_now_ms();
@@ -341,13 +368,14 @@ svc_session_authentication(void)
     char token[SESS_TOKEN_LEN + 1], auth[128];
     it_resp_t r;
 
+    IT_CHECK(account_register(session_account, sizeof(session_account)) == 0);
     IT_CHECK(sess_token_new(token) == 0);
     IT_CHECK(session_inject(token, tu_now_ms() + 3600 * 1000LL, 60) == 0);
     snprintf(auth, sizeof(auth), "Authorization: Bearer %s", token);
     const char *hdr[] = {auth, NULL};
     IT_CHECK(it_request(IT_GATEWAY_H2, NULL, "GET", "/api/v1/auth/session", NULL, 0, hdr, &r) == 0);
     IT_CHECK(r.status == 200);
-    IT_CHECK(strcmp(it_json_str(&r, "account_id"), "0190f3a0-0000-7000-8000-0000000000aa") == 0);
+    IT_CHECK(strcmp(it_json_str(&r, "account_id"), session_account) == 0);
     IT_CHECK(strcmp(it_json_str(&r, "kind"), "patient") == 0);
     IT_CHECK(strstr(it_json_str(&r, "expires_at"), "+09:00") != NULL);
     it_resp_free(&r);

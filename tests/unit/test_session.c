@@ -308,6 +308,39 @@ test_json_roundtrip(void **state)
     free(json);
     assert_string_equal(t.org_id, "");
     assert_string_equal(t.role, "");
+    assert_int_equal(t.mfa_enrollment_required, 0);
+
+    /* the MFA enrolment gate and a recovery-code login survive the round trip */
+    sample(&s, now, 60, 120);
+    s.mfa_enrollment_required = 1;
+    snprintf(s.mfa, sizeof(s.mfa), "recovery_code");
+    json = sess_to_json(&s);
+    assert_non_null(json);
+    assert_non_null(strstr(json, "\"mfa_enrollment_required\":true"));
+    assert_int_equal(sess_from_json(json, &t), PHR_OK);
+    free(json);
+    assert_int_equal(t.mfa_enrollment_required, 1);
+    assert_string_equal(t.mfa, "recovery_code");
+
+    /* records written before the field existed: absent = false; a non-boolean is corrupt */
+    assert_int_equal(
+        sess_from_json(
+            "{\"session_id\":\"a\",\"account_id\":\"b\",\"kind\":\"staff\",\"org_id\":\"\","
+            "\"role\":\"staff\",\"mfa\":\"none\",\"created_at\":\"2026-11-26T17:46:22.123+09:00\","
+            "\"idle_expires_at\":\"2026-11-26T17:46:22.123+09:00\","
+            "\"absolute_expires_at\":\"2026-11-26T17:46:22.123+09:00\"}",
+            &t),
+        PHR_OK);
+    assert_int_equal(t.mfa_enrollment_required, 0);
+    assert_int_equal(
+        sess_from_json(
+            "{\"session_id\":\"a\",\"account_id\":\"b\",\"kind\":\"staff\",\"org_id\":\"\","
+            "\"role\":\"staff\",\"mfa\":\"none\",\"created_at\":\"2026-11-26T17:46:22.123+09:00\","
+            "\"idle_expires_at\":\"2026-11-26T17:46:22.123+09:00\","
+            "\"absolute_expires_at\":\"2026-11-26T17:46:22.123+09:00\","
+            "\"mfa_enrollment_required\":\"yes\"}",
+            &t),
+        PHR_EINVAL);
 }
 
 static void
