@@ -129,6 +129,65 @@ sess_add_time(json_object *o, const char *name, int64_t ms)
     return sess_add_str(o, name, buf);
 }
 
+static json_object *
+sess_profile_json(const sess_t *s)
+{
+    json_object *p = json_object_new_object();
+    json_object *methods = json_object_new_array();
+
+    json_object_object_add(p, "email", json_object_new_string(s->profile.email));
+    json_object_object_add(p, "name", json_object_new_string(s->profile.name));
+    json_object_object_add(p, "locale", json_object_new_string(s->profile.locale));
+    json_object_object_add(p, "email_verified", json_object_new_boolean(s->profile.email_verified));
+    if (s->profile.mfa_methods & SESS_MFA_TOTP) {
+        json_object_array_add(methods, json_object_new_string("totp"));
+    }
+    if (s->profile.mfa_methods & SESS_MFA_SMS) {
+        json_object_array_add(methods, json_object_new_string("sms"));
+    }
+    json_object_object_add(p, "mfa_methods", methods);
+    json_object_object_add(p, "mfa_required_by_org",
+                           json_object_new_boolean(s->profile.mfa_required_by_org));
+    return p;
+}
+
+/* Reads the optional "profile" (records written before it existed have none). */
+static void
+sess_profile_parse(json_object *o, sess_t *s)
+{
+    json_object *p, *v;
+
+    if (!json_object_object_get_ex(o, "profile", &p) || !json_object_is_type(p, json_type_object)) {
+        return;
+    }
+    if (json_object_object_get_ex(p, "email", &v) && json_object_is_type(v, json_type_string)) {
+        snprintf(s->profile.email, sizeof(s->profile.email), "%s", json_object_get_string(v));
+    }
+    if (json_object_object_get_ex(p, "name", &v) && json_object_is_type(v, json_type_string)) {
+        snprintf(s->profile.name, sizeof(s->profile.name), "%s", json_object_get_string(v));
+    }
+    if (json_object_object_get_ex(p, "locale", &v) && json_object_is_type(v, json_type_string)) {
+        snprintf(s->profile.locale, sizeof(s->profile.locale), "%s", json_object_get_string(v));
+    }
+    if (json_object_object_get_ex(p, "email_verified", &v)) {
+        s->profile.email_verified = json_object_get_boolean(v) ? 1 : 0;
+    }
+    if (json_object_object_get_ex(p, "mfa_required_by_org", &v)) {
+        s->profile.mfa_required_by_org = json_object_get_boolean(v) ? 1 : 0;
+    }
+    if (json_object_object_get_ex(p, "mfa_methods", &v) &&
+        json_object_is_type(v, json_type_array)) {
+        for (size_t i = 0; i < json_object_array_length(v); i++) {
+            const char *m = json_object_get_string(json_object_array_get_idx(v, i));
+            if (m != NULL && strcmp(m, "totp") == 0) {
+                s->profile.mfa_methods |= SESS_MFA_TOTP;
+            } else if (m != NULL && strcmp(m, "sms") == 0) {
+                s->profile.mfa_methods |= SESS_MFA_SMS;
+            }
+        }
+    }
+}
+
 char *
 sess_to_json(const sess_t *s)
 {
@@ -151,7 +210,8 @@ sess_to_json(const sess_t *s)
         json_object_object_add(o, "must_change_password",
                                json_object_new_boolean(s->must_change_password != 0)) == 0 &&
         json_object_object_add(o, "mfa_enrollment_required",
-                               json_object_new_boolean(s->mfa_enrollment_required != 0)) == 0) {
+                               json_object_new_boolean(s->mfa_enrollment_required != 0)) == 0 &&
+        json_object_object_add(o, "profile", sess_profile_json(s)) == 0) {
         const char *txt = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
         if (txt != NULL) {
             out = strdup(txt);
@@ -263,6 +323,7 @@ sess_from_json(const char *json, sess_t *s)
         !sess_in(s->mfa, sess_mfas)) {
         goto out;
     }
+    sess_profile_parse(o, s);
     rc = PHR_OK;
 out:
     if (o != NULL) {

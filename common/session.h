@@ -17,6 +17,8 @@
 #define SESS_TOKEN_BYTES 32 /* 256-bit bearer token */
 #define SESS_TOKEN_LEN 43   /* base64url without padding */
 #define SESS_HASH_LEN 64    /* hex SHA-256 */
+#define SESS_MFA_TOTP 1u
+#define SESS_MFA_SMS 2u
 
 typedef struct {
     char session_id[37]; /* UUID, public handle for listing/revoking */
@@ -28,9 +30,18 @@ typedef struct {
     int64_t created_ms;
     int64_t idle_expires_ms;
     int64_t absolute_expires_ms;
-    int64_t authenticated_ms;           /* last password/factor check; 0 when the record has none */
-    int must_change_password;           /* 1: only password change, session and logout allowed */
-    int mfa_enrollment_required;        /* 1: only MFA enrolment, password, session and logout */
+    int64_t authenticated_ms;    /* last password/factor check; 0 when the record has none */
+    int must_change_password;    /* 1: only password change, session and logout allowed */
+    int mfa_enrollment_required; /* 1: only MFA enrolment, password, session and logout */
+    /* The account as of login, so that reading the session needs no database (auth only). */
+    struct {
+        char email[1024]; /* 254 characters of UTF-8 at most */
+        char name[404];   /* 100 characters of UTF-8 at most */
+        char locale[4];
+        int email_verified;
+        unsigned mfa_methods; /* SESS_MFA_TOTP | SESS_MFA_SMS: factors enrolled */
+        int mfa_required_by_org;
+    } profile;
     char token_hash[SESS_HASH_LEN + 1]; /* filled by sess_lookup/sess_list; not serialised */
 } sess_t;
 

@@ -79,7 +79,7 @@ auth_register_existing(int rc, PGresult *res, void *ud)
     /* The address is taken: tell its owner, answer as if registered. */
     const cfg_t *cfg = svc_cfg(ctx->svc);
     char login_url[300], reset_url[300], key[80];
-    char locale[4], name[128];
+    char locale[4], name[404];
     ctx->found = 1;
     snprintf(ctx->account_id, sizeof(ctx->account_id), "%s", PQgetvalue(res, 0, 0));
     snprintf(name, sizeof(name), "%s", PQgetvalue(res, 0, 1));

@@ -42,8 +42,8 @@ struct auth_ctx {
     auth_stmt_t tx[AUTH_TX_MAX];
     size_t ntx;
     /* request fields */
-    char email[256];
-    char name[128];
+    char email[1024]; /* up to 254 characters of UTF-8 */
+    char name[404];   /* up to 100 characters of UTF-8 */
     char locale[4];
     char *password; /* NFKC-normalised, pw_free'd */
     char *new_password;
@@ -57,6 +57,8 @@ struct auth_ctx {
     int email_verified, must_change, failed_logins, locked, active;
     int pw_expired;          /* an initial password past accounts.password_expires_at */
     int mfa_enroll_required; /* staff of a require_mfa org without a confirmed factor */
+    unsigned mfa_methods;    /* SESS_MFA_*: factors enrolled, for the session's profile */
+    int org_requires_mfa;    /* staff of an org with require_mfa */
     size_t pw_min;           /* pw_min_length of the account */
     /* scratch */
     char token[SESS_TOKEN_LEN + 1];

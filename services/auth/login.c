@@ -153,6 +153,12 @@ auth_login_committed(auth_ctx_t *ctx, int rc)
     }
     s->must_change_password = ctx->must_change;
     s->mfa_enrollment_required = ctx->mfa_enroll_required;
+    snprintf(s->profile.email, sizeof(s->profile.email), "%s", ctx->email);
+    snprintf(s->profile.name, sizeof(s->profile.name), "%s", ctx->name);
+    snprintf(s->profile.locale, sizeof(s->profile.locale), "%s", ctx->locale);
+    s->profile.email_verified = ctx->email_verified;
+    s->profile.mfa_methods = ctx->mfa_methods;
+    s->profile.mfa_required_by_org = ctx->org_requires_mfa;
     rc = sess_store(svc_kv(ctx->svc), ctx->token, s, auth_login_stored, ctx);
     if (rc != PHR_OK) {
         svc_respond_error(ctx->req, PHR_EUNAVAIL, "the session store is unavailable");

@@ -129,48 +129,37 @@ auth_password_check(svc_t *svc, h2s_req_t *req, const sess_t *sess)
     }
 }
 
+/*
+ * GET /api/v1/auth/session: the caller's session with the account and factors
+ * as of login (carried in the session record: no database round trip).
+ */
 static void
-auth_session_loaded(int rc, PGresult *res, void *ud)
+auth_session(svc_t *svc, h2s_req_t *req, const sess_t *sess)
 {
-    auth_ctx_t *ctx = ud;
-    const sess_t *sess = &ctx->sess;
     char created[TU_JST_LEN], idle[TU_JST_LEN], absolute[TU_JST_LEN], authn[TU_JST_LEN];
+    json_object *o = json_object_new_object();
+    json_object *a = json_object_new_object();
+    json_object *methods = json_object_new_array();
 
-    if (rc != PHR_OK) {
-        svc_respond_error(ctx->req, rc, NULL);
-        return;
-    }
-    /* Deletion and withdrawal revoke sessions; a session that outlived its account is refused. */
-    if (PQntuples(res) != 1) {
-        log_warn("session: no active account behind a live session; refusing it");
-        sess_delete_hash(svc_kv(ctx->svc), sess->token_hash, NULL, NULL);
-        h2s_req_add_header(ctx->req, "www-authenticate", "Bearer error=\"invalid_token\"");
-        h2s_respond_problem(ctx->req, 401, "session_expired",
-                            "the session does not exist or has expired; log in again", NULL);
-        return;
-    }
     tu_format_jst(sess->created_ms, created, sizeof(created));
     tu_format_jst(sess->idle_expires_ms, idle, sizeof(idle));
     tu_format_jst(sess->absolute_expires_ms, absolute, sizeof(absolute));
     tu_format_jst(sess->authenticated_ms ? sess->authenticated_ms : sess->created_ms, authn,
                   sizeof(authn));
-    json_object *o = json_object_new_object();
-    json_object *a = json_object_new_object();
-    json_object *methods = json_object_new_array();
     json_object_object_add(a, "id", json_object_new_string(sess->account_id));
-    json_object_object_add(a, "email", json_object_new_string(PQgetvalue(res, 0, 0)));
-    json_object_object_add(a, "name", json_object_new_string(PQgetvalue(res, 0, 1)));
-    json_object_object_add(a, "locale", json_object_new_string(PQgetvalue(res, 0, 2)));
+    json_object_object_add(a, "email", json_object_new_string(sess->profile.email));
+    json_object_object_add(a, "name", json_object_new_string(sess->profile.name));
+    json_object_object_add(a, "locale", json_object_new_string(sess->profile.locale));
     json_object_object_add(a, "email_verified",
-                           json_object_new_boolean(PQgetvalue(res, 0, 3)[0] == 't'));
+                           json_object_new_boolean(sess->profile.email_verified));
     json_object_object_add(a, "kind", json_object_new_string(sess->kind));
     json_object_object_add(a, "org_id",
                            sess->org_id[0] ? json_object_new_string(sess->org_id) : NULL);
     json_object_object_add(a, "role", sess->role[0] ? json_object_new_string(sess->role) : NULL);
-    if (PQgetvalue(res, 0, 4)[0] == 't') {
+    if (sess->profile.mfa_methods & SESS_MFA_TOTP) {
         json_object_array_add(methods, json_object_new_string("totp"));
     }
-    if (PQgetvalue(res, 0, 5)[0] == 't') {
+    if (sess->profile.mfa_methods & SESS_MFA_SMS) {
         json_object_array_add(methods, json_object_new_string("sms"));
     }
     json_object_object_add(o, "session_id", json_object_new_string(sess->session_id));
@@ -183,7 +172,7 @@ auth_session_loaded(int rc, PGresult *res, void *ud)
     json_object_object_add(o, "mfa", json_object_new_string(sess->mfa));
     json_object_object_add(o, "mfa_methods", methods);
     json_object_object_add(o, "mfa_required_by_org",
-                           json_object_new_boolean(PQgetvalue(res, 0, 6)[0] == 't'));
+                           json_object_new_boolean(sess->profile.mfa_required_by_org));
     json_object_object_add(o, "mfa_enrollment_required",
                            json_object_new_boolean(sess->mfa_enrollment_required));
     json_object_object_add(o, "created_at", json_object_new_string(created));
@@ -192,31 +181,7 @@ auth_session_loaded(int rc, PGresult *res, void *ud)
     json_object_object_add(o, "idle_expires_at", json_object_new_string(idle));
     json_object_object_add(o, "must_change_password",
                            json_object_new_boolean(sess->must_change_password));
-    h2s_req_add_header(ctx->req, "cache-control", "no-store");
-    h2s_respond_json(ctx->req, 200, o);
-}
-
-/* GET /api/v1/auth/session: the caller's session, account and enrolled factors. */
-static void
-auth_session(svc_t *svc, h2s_req_t *req, const sess_t *sess)
-{
-    static const char sql[] =
-        "SELECT a.email, a.name, a.locale, a.email_verified_at IS NOT NULL, "
-        "EXISTS (SELECT 1 FROM mfa_totp WHERE account_id = a.id AND confirmed_at IS NOT NULL), "
-        "EXISTS (SELECT 1 FROM mfa_sms WHERE account_id = a.id AND confirmed_at IS NOT NULL), "
-        "a.kind = 'staff' AND coalesce(o.require_mfa, false) "
-        "FROM accounts a LEFT JOIN organizations o ON o.id = a.org_id "
-        "WHERE a.id = $1 AND a.status = 'active'";
-    auth_ctx_t *ctx = auth_ctx_new(svc, req, sess);
-
-    if (ctx == NULL) {
-        return;
-    }
-    const char *p[] = {sess->account_id};
-    int rc = db_query(svc_db(svc), sql, 1, p, auth_session_loaded, ctx);
-    if (rc != PHR_OK) {
-        svc_respond_error(req, rc, NULL);
-    }
+    h2s_respond_json(req, 200, o);
 }
 
 /* Session routes a session must still reach while it is gated. */
@@ -224,7 +189,7 @@ auth_session(svc_t *svc, h2s_req_t *req, const sess_t *sess)
 
 static const svc_route_t auth_core_table[] = {
     {"POST", "/api/v1/auth/password-policy/check", auth_password_check, SVC_NEEDS_DB, 4096},
-    {"GET", "/api/v1/auth/session", auth_session, AUTH_GATED_OK | SVC_NEEDS_DB, 0},
+    {"GET", "/api/v1/auth/session", auth_session, AUTH_GATED_OK, 0},
     {"POST", "/api/v1/auth/register", auth_register, SVC_NEEDS_DB, 4096},
     {"POST", "/api/v1/auth/verify-email", auth_verify_email, SVC_NEEDS_DB, 1024},
     {"POST", "/api/v1/auth/login", auth_login, SVC_NEEDS_DB, 4096},

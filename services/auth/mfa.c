@@ -65,6 +65,7 @@ typedef struct {
     /* clearing the enrolment gate of the account's sessions */
     auth_step_fn ungate_then;
     int ungate_pending;
+    unsigned ungate_method; /* SESS_MFA_* just confirmed: added to live sessions */
 } mfa_ext_t;
 
 /* One cached data key (the services read secrets once; keys rotate by id). */
@@ -519,11 +520,13 @@ mfa_ungate_listed(int rc, const sess_t *items, size_t n, void *ud)
     }
     m->ungate_pending = 1;
     for (size_t i = 0; i < n; i++) {
-        if (!items[i].mfa_enrollment_required) {
+        unsigned methods = items[i].profile.mfa_methods | m->ungate_method;
+        if (!items[i].mfa_enrollment_required && methods == items[i].profile.mfa_methods) {
             continue;
         }
         sess_t s = items[i];
         s.mfa_enrollment_required = 0;
+        s.profile.mfa_methods = methods;
         if (sess_rewrite(svc_kv(m->ctx->svc), &s, mfa_ungate_rewritten, m) == PHR_OK) {
             m->ungate_pending++;
         }
@@ -574,6 +577,7 @@ mfa_confirm_committed(auth_ctx_t *ctx, int rc)
         return;
     }
     auth_outbox_kick(ctx->svc);
+    mfa_ext_of(ctx)->ungate_method = SESS_MFA_TOTP;
     mfa_ungate(mfa_ext_of(ctx), mfa_confirm_respond);
 }
 
@@ -970,6 +974,8 @@ mfa_login_factors(int rc, PGresult *res, void *ud)
     }
     m->has_totp = PQntuples(res) == 1 && PQgetvalue(res, 0, 0)[0] == 't';
     m->has_sms = PQntuples(res) == 1 && PQgetvalue(res, 0, 1)[0] == 't';
+    ctx->org_requires_mfa = PQntuples(res) == 1 && PQgetvalue(res, 0, 2)[0] == 't';
+    ctx->mfa_methods = (m->has_totp ? SESS_MFA_TOTP : 0) | (m->has_sms ? SESS_MFA_SMS : 0);
     if (!m->has_totp && !m->has_sms) {
         /* the org requires a second factor: a session that may only enrol one */
         ctx->mfa_enroll_required = PQntuples(res) == 1 && PQgetvalue(res, 0, 2)[0] == 't';
@@ -1147,6 +1153,8 @@ mfa_login_loaded(int rc, PGresult *res, void *ud)
     m->last_step = strtoll(PQgetvalue(res, 0, 13), NULL, 10);
     m->has_totp = !PQgetisnull(res, 0, 11);
     m->has_sms = PQgetvalue(res, 0, 14)[0] == 't';
+    ctx->mfa_methods = (m->has_totp ? SESS_MFA_TOTP : 0) | (m->has_sms ? SESS_MFA_SMS : 0);
+    ctx->org_requires_mfa = PQgetvalue(res, 0, 15)[0] == 't' && strcmp(ctx->kind, "staff") == 0;
     ctx->found = 1;
     if (m->locked) {
         mfa_login_failed(m, "locked");
@@ -1199,7 +1207,9 @@ mfa_login_attempted(int rc, redisReply *reply, void *ud)
         "SELECT a.id, a.name, a.locale, a.kind, coalesce(a.org_id::text, ''), "
         "coalesce(a.role, ''), a.email, a.email_verified_at IS NOT NULL, a.must_change_password, "
         "a.failed_logins, coalesce(a.locked_until > now(), false), t.secret_enc, t.key_id, "
-        "coalesce(t.last_step, 0), s.account_id IS NOT NULL FROM accounts a "
+        "coalesce(t.last_step, 0), s.account_id IS NOT NULL, "
+        "coalesce((SELECT require_mfa FROM organizations WHERE id = a.org_id), false) "
+        "FROM accounts a "
         "LEFT JOIN mfa_totp t ON t.account_id = a.id AND t.confirmed_at IS NOT NULL "
         "LEFT JOIN mfa_sms s ON s.account_id = a.id AND s.confirmed_at IS NOT NULL "
         "WHERE a.id = $1 AND a.status = 'active' "
@@ -1491,6 +1501,7 @@ mfa_sms_confirm_committed(auth_ctx_t *ctx, int rc)
         return;
     }
     auth_outbox_kick(ctx->svc);
+    mfa_ext_of(ctx)->ungate_method = SESS_MFA_SMS;
     mfa_ungate(mfa_ext_of(ctx), mfa_sms_confirm_respond);
 }
 

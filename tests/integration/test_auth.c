@@ -540,7 +540,45 @@ test_must_change_gate(void)
              strcmp(out, "f") == 0);
 }
 
+/* A 100-character Japanese name survives sign-up, login and the session (no byte truncation). */
+static void
+test_session_profile_utf8(void)
+{
+    static const char *const json[] = {"Content-Type: application/json", NULL};
+    char email[128], token[64], name[512] = "", body[1024];
+    it_resp_t r;
+    json_object *acct, *v;
+
+    for (int i = 0; i < 100; i++) {
+        memcpy(name + 3 * i, "\xe5\xb1\xb1", 4); /* U+5C71, NUL-terminated each time */
+    }
+    auth_unique_email(email, sizeof(email), "utf8");
+    snprintf(body, sizeof(body),
+             "{\"email\":\"%s\",\"password\":\"%s\",\"name\":\"%s\",\"locale\":\"en\"}", email,
+             AUTH_PW, name);
+    IT_CHECK(it_request(IT_GATEWAY_H2, NULL, "POST", "/api/v1/auth/register", body, strlen(body),
+                        json, &r) == 0);
+    IT_CHECK(r.status == 201);
+    it_resp_free(&r);
+    IT_CHECK(auth_login(email, AUTH_PW, token) == 200);
+    auth_call("GET", "/api/v1/auth/session", token, &r);
+    IT_CHECK(r.status == 200 && r.json != NULL);
+    int ok = json_object_object_get_ex(r.json, "account", &acct) &&
+             json_object_object_get_ex(acct, "name", &v) &&
+             strcmp(json_object_get_string(v), name) == 0 &&
+             json_object_object_get_ex(acct, "email", &v) &&
+             strcmp(json_object_get_string(v), email) == 0 &&
+             json_object_object_get_ex(acct, "locale", &v) &&
+             strcmp(json_object_get_string(v), "en") == 0;
+    if (!ok) {
+        printf("    session: %.400s\n", r.body);
+    }
+    it_resp_free(&r);
+    IT_CHECK(ok);
+}
+
 const it_case_t auth_cases[] = {
+    {"auth_session_profile_utf8", test_session_profile_utf8},
     {"auth_register_verify", test_register_verify},
     {"auth_register_duplicate", test_register_duplicate},
     {"auth_register_bad_inputs", test_register_bad_inputs},
