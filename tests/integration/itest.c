@@ -242,6 +242,51 @@ it_secret(const char *name)
 }
 
 int
+it_psql(const char *db, char *out, size_t cap, const char *fmt, ...)
+{
+    char sql[2048], esc[4096], cmd[5120], secret[64], drain[256];
+    size_t o = 0;
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(sql, sizeof(sql), fmt, ap);
+    va_end(ap);
+    /* The statement goes inside a double-quoted shell word: escape what the shell expands. */
+    for (size_t i = 0; sql[i] != '\0' && o + 2 < sizeof(esc); i++) {
+        if (strchr("$\"\\`", sql[i]) != NULL) {
+            esc[o++] = '\\';
+        }
+        esc[o++] = sql[i];
+    }
+    esc[o] = '\0';
+    snprintf(secret, sizeof(secret), "pg_%s.password", db);
+    snprintf(cmd, sizeof(cmd),
+             "PGPASSWORD='%s' psql -X -q -h %s -p %s -U phr_%s -d phr_%s -tA -c \"%s\"",
+             it_secret(secret), it_env("PHR_TEST_PG_HOST"), it_env("PHR_TEST_PG_PORT"), db, db,
+             esc);
+    FILE *p = popen(cmd, "r");
+    if (p == NULL) {
+        return -1;
+    }
+    out[0] = '\0';
+    if (fgets(out, (int)cap, p) == NULL) {
+        out[0] = '\0';
+    }
+    out[strcspn(out, "\r\n")] = '\0';
+    while (fgets(drain, sizeof(drain), p) != NULL) {
+    }
+    return pclose(p) == 0 ? 0 : -1;
+}
+
+void
+it_unique_email(char *out, size_t cap, const char *tag)
+{
+    static int n;
+
+    snprintf(out, cap, "it-%s-%ld-%d-%d@example.com", tag, (long)time(NULL), (int)getpid(), ++n);
+}
+
+int
 it_wait_status(const char *service, const char *path, long status, int seconds)
 {
     time_t end = time(NULL) + seconds;

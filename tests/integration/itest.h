@@ -70,6 +70,16 @@ int it_sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Reads a secret file of the test stack (trailing newline removed) into a static buffer. */
 const char *it_secret(const char *name);
 
+/*
+ * Runs one SQL statement in service |db|'s database as its role (psql) and
+ * copies the first line of output into |out|. Returns 0 when psql succeeded.
+ */
+int it_psql(const char *db, char *out, size_t cap, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* A fresh e-mail address "it-<tag>-<time>-<pid>-<n>@example.com". */
+void it_unique_email(char *out, size_t cap, const char *tag);
+
 /* Polls GET |path| of |service| directly until it answers |status| or |seconds| pass. */
 int it_wait_status(const char *service, const char *path, long status, int seconds);
 

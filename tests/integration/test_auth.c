@@ -19,42 +19,6 @@
 #define AUTH_PW "Blue7Harbor!q"
 #define AUTH_PW2 "Green8Meadow?z"
 
-/* Runs one SQL statement as phr_auth; the first line of output into |out|. 0 on success. */
-static int
-auth_psql(char *out, size_t cap, const char *fmt, ...)
-{
-    char sql[1024], cmd[2048];
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(sql, sizeof(sql), fmt, ap);
-    va_end(ap);
-    snprintf(cmd, sizeof(cmd),
-             "PGPASSWORD='%s' psql -X -q -h %s -p %s -U phr_auth -d phr_auth -tA -c \"%s\"",
-             it_secret("pg_auth.password"), it_env("PHR_TEST_PG_HOST"), it_env("PHR_TEST_PG_PORT"),
-             sql);
-    FILE *p = popen(cmd, "r");
-    if (p == NULL) {
-        return -1;
-    }
-    out[0] = '\0';
-    if (fgets(out, (int)cap, p) == NULL) {
-        out[0] = '\0';
-    }
-    out[strcspn(out, "\r\n")] = '\0';
-    char drain[256];
-    while (fgets(drain, sizeof(drain), p) != NULL) {
-    }
-    return pclose(p) == 0 ? 0 : -1;
-}
-
-static void
-auth_unique_email(char *out, size_t cap, const char *tag)
-{
-    static int n;
-    snprintf(out, cap, "it-%s-%ld-%d-%d@example.com", tag, (long)time(NULL), (int)getpid(), ++n);
-}
-
 static long
 auth_post(const char *path, const char *body, const char *token, it_resp_t *r)
 {
@@ -160,7 +124,7 @@ test_register_verify(void)
     char email[128], id[37], url[512], body[256];
     it_resp_t r;
 
-    auth_unique_email(email, sizeof(email), "reg");
+    it_unique_email(email, sizeof(email), "reg");
     snprintf(body, sizeof(body), "{\"email\":\"%s\",\"password\":\"%s\",\"name\":\"A\"}", email,
              AUTH_PW);
     IT_CHECK(auth_post("/api/v1/auth/register", body, NULL, &r) == 201);
@@ -172,11 +136,11 @@ test_register_verify(void)
     snprintf(id, sizeof(id), "%s", it_json_str(&r, "id") ? it_json_str(&r, "id") : "");
     it_resp_free(&r);
     IT_CHECK(shape);
-    IT_CHECK(auth_psql(url, sizeof(url),
-                       "SELECT body->'params'->>'verify_url' FROM outbox WHERE topic = "
-                       "'notification' AND body->>'kind' = 'email_verification' AND "
-                       "body->'to'->>'account_id' = '%s'",
-                       id) == 0);
+    IT_CHECK(it_psql("auth", url, sizeof(url),
+                     "SELECT body->'params'->>'verify_url' FROM outbox WHERE topic = "
+                     "'notification' AND body->>'kind' = 'email_verification' AND "
+                     "body->'to'->>'account_id' = '%s'",
+                     id) == 0);
     const char *tok = strstr(url, "/verify-email?token=");
     IT_CHECK(tok != NULL && strncmp(url, "https://", 8) == 0);
     tok += strlen("/verify-email?token=");
@@ -185,10 +149,10 @@ test_register_verify(void)
     IT_CHECK(auth_post("/api/v1/auth/verify-email", body, NULL, &r) == 204);
     it_resp_free(&r);
     char out[64];
-    IT_CHECK(auth_psql(out, sizeof(out),
-                       "SELECT email_verified_at IS NOT NULL FROM accounts "
-                       "WHERE id = '%s'",
-                       id) == 0 &&
+    IT_CHECK(it_psql("auth", out, sizeof(out),
+                     "SELECT email_verified_at IS NOT NULL FROM accounts "
+                     "WHERE id = '%s'",
+                     id) == 0 &&
              strcmp(out, "t") == 0);
     auth_post("/api/v1/auth/verify-email", body, NULL, &r);
     int again = it_is_problem(&r, 422, "invalid_token");
@@ -208,7 +172,7 @@ test_register_duplicate(void)
     char email[128], id[37], body[256], out[64];
     it_resp_t r;
 
-    auth_unique_email(email, sizeof(email), "dup");
+    it_unique_email(email, sizeof(email), "dup");
     IT_CHECK(auth_register(email, AUTH_PW, id));
     /* the same address in other case: same 201 shape, another id, a mail to the owner */
     for (char *p = email; *p != '@'; p++) {
@@ -221,10 +185,10 @@ test_register_duplicate(void)
                 it_json_str(&r, "kind") != NULL;
     it_resp_free(&r);
     IT_CHECK(shape);
-    IT_CHECK(auth_psql(out, sizeof(out),
-                       "SELECT count(*) FROM outbox WHERE body->>'kind' = 'account_exists' AND "
-                       "body->'to'->>'account_id' = '%s'",
-                       id) == 0);
+    IT_CHECK(it_psql("auth", out, sizeof(out),
+                     "SELECT count(*) FROM outbox WHERE body->>'kind' = 'account_exists' AND "
+                     "body->'to'->>'account_id' = '%s'",
+                     id) == 0);
     IT_CHECK(strcmp(out, "1") == 0);
 }
 
@@ -242,7 +206,7 @@ test_register_bad_inputs(void)
     it_resp_free(&r);
     IT_CHECK(ok);
 
-    auth_unique_email(email, sizeof(email), "bad");
+    it_unique_email(email, sizeof(email), "bad");
     snprintf(body, sizeof(body), "{\"email\":\"%s\",\"password\":\"short\",\"name\":\"A\"}", email);
     auth_post("/api/v1/auth/register", body, NULL, &r);
     ok = it_is_problem(&r, 422, "password_policy") &&
@@ -290,8 +254,8 @@ test_register_bad_inputs(void)
     IT_CHECK(ok);
     /* nothing was created for that address */
     char out[32];
-    IT_CHECK(auth_psql(out, sizeof(out), "SELECT count(*) FROM accounts WHERE email = '%s'",
-                       email) == 0 &&
+    IT_CHECK(it_psql("auth", out, sizeof(out), "SELECT count(*) FROM accounts WHERE email = '%s'",
+                     email) == 0 &&
              strcmp(out, "0") == 0);
 }
 
@@ -319,8 +283,8 @@ test_login_and_failures(void)
     char email[128], ghost[128], token[64], body[256];
     it_resp_t wrong, unknown, r;
 
-    auth_unique_email(email, sizeof(email), "login");
-    auth_unique_email(ghost, sizeof(ghost), "ghost");
+    it_unique_email(email, sizeof(email), "login");
+    it_unique_email(ghost, sizeof(ghost), "ghost");
     IT_CHECK(auth_register(email, AUTH_PW, NULL));
     snprintf(body, sizeof(body), "{\"email\":\"%s\",\"password\":\"%s\"}", email, AUTH_PW);
     IT_CHECK(auth_post("/api/v1/auth/login", body, NULL, &r) == 200);
@@ -352,7 +316,7 @@ test_lockout(void)
     char email[128], out[32];
     it_resp_t right, r;
 
-    auth_unique_email(email, sizeof(email), "lock");
+    it_unique_email(email, sizeof(email), "lock");
     IT_CHECK(auth_register(email, AUTH_PW, NULL));
     for (int i = 0; i < 5; i++) {
         IT_CHECK(auth_login(email, AUTH_PW2, NULL) == 401);
@@ -366,16 +330,16 @@ test_lockout(void)
     it_resp_free(&right);
     it_resp_free(&r);
     IT_CHECK(same);
-    IT_CHECK(auth_psql(out, sizeof(out),
-                       "SELECT locked_until > now() + interval '30 seconds' AND locked_until < "
-                       "now() + interval '61 seconds' FROM accounts WHERE email = '%s'",
-                       email) == 0 &&
+    IT_CHECK(it_psql("auth", out, sizeof(out),
+                     "SELECT locked_until > now() + interval '30 seconds' AND locked_until < "
+                     "now() + interval '61 seconds' FROM accounts WHERE email = '%s'",
+                     email) == 0 &&
              strcmp(out, "t") == 0);
-    IT_CHECK(auth_psql(out, sizeof(out),
-                       "SELECT count(*) FROM outbox WHERE topic = 'audit' AND body->>'action' = "
-                       "'auth.lockout' AND body->'target'->>'id' = (SELECT id::text FROM accounts "
-                       "WHERE email = '%s')",
-                       email) == 0 &&
+    IT_CHECK(it_psql("auth", out, sizeof(out),
+                     "SELECT count(*) FROM outbox WHERE topic = 'audit' AND body->>'action' = "
+                     "'auth.lockout' AND body->'target'->>'id' = (SELECT id::text FROM accounts "
+                     "WHERE email = '%s')",
+                     email) == 0 &&
              strcmp(out, "1") == 0);
 }
 
@@ -385,7 +349,7 @@ test_logout(void)
     char email[128], token[64];
     it_resp_t r;
 
-    auth_unique_email(email, sizeof(email), "logout");
+    it_unique_email(email, sizeof(email), "logout");
     IT_CHECK(auth_register(email, AUTH_PW, NULL));
     IT_CHECK(auth_login(email, AUTH_PW, token) == 200);
     IT_CHECK(auth_status("POST", "/api/v1/auth/logout", token) == 204);
@@ -395,11 +359,11 @@ test_logout(void)
     IT_CHECK(gone);
     /* The logout is audited through the outbox, in the same database as the account. */
     char out[64];
-    IT_CHECK(auth_psql(out, sizeof(out),
-                       "SELECT count(*) FROM outbox WHERE topic = 'audit' AND body->>'action' = "
-                       "'auth.logout' AND body->'actor'->>'account_id' = (SELECT id::text FROM "
-                       "accounts WHERE email = '%s')",
-                       email) == 0 &&
+    IT_CHECK(it_psql("auth", out, sizeof(out),
+                     "SELECT count(*) FROM outbox WHERE topic = 'audit' AND body->>'action' = "
+                     "'auth.logout' AND body->'actor'->>'account_id' = (SELECT id::text FROM "
+                     "accounts WHERE email = '%s')",
+                     email) == 0 &&
              strcmp(out, "1") == 0);
 }
 
@@ -409,7 +373,7 @@ test_sessions_list_revoke(void)
     char email[128], a[64], b[64], sid_a[37], sid_b[37];
     it_resp_t r;
 
-    auth_unique_email(email, sizeof(email), "sess");
+    it_unique_email(email, sizeof(email), "sess");
     IT_CHECK(auth_register(email, AUTH_PW, NULL));
     IT_CHECK(auth_login(email, AUTH_PW, a) == 200);
     IT_CHECK(auth_login(email, AUTH_PW, b) == 200);
@@ -452,8 +416,8 @@ test_session_delete(void)
     char e1[128], e2[128], a[64], a2[64], x[64], sid_x[37], sid_a2[37], path[128];
     it_resp_t r;
 
-    auth_unique_email(e1, sizeof(e1), "del1");
-    auth_unique_email(e2, sizeof(e2), "del2");
+    it_unique_email(e1, sizeof(e1), "del1");
+    it_unique_email(e2, sizeof(e2), "del2");
     IT_CHECK(auth_register(e1, AUTH_PW, NULL) && auth_register(e2, AUTH_PW, NULL));
     IT_CHECK(auth_login(e1, AUTH_PW, a) == 200 && auth_login(e1, AUTH_PW, a2) == 200);
     IT_CHECK(auth_login(e2, AUTH_PW, x) == 200);
@@ -477,7 +441,7 @@ test_password_change(void)
     it_resp_t r;
     int ok;
 
-    auth_unique_email(email, sizeof(email), "pwc");
+    it_unique_email(email, sizeof(email), "pwc");
     IT_CHECK(auth_register(email, AUTH_PW, NULL));
     IT_CHECK(auth_login(email, AUTH_PW, a) == 200 && auth_login(email, AUTH_PW, b) == 200);
     snprintf(body, sizeof(body), "{\"current_password\":\"%s\",\"new_password\":\"%s\"}", AUTH_PW2,
@@ -501,11 +465,11 @@ test_password_change(void)
     IT_CHECK(auth_status("GET", "/api/v1/auth/session", a) == 200);
     IT_CHECK(auth_login(email, AUTH_PW, NULL) == 401);
     IT_CHECK(auth_login(email, AUTH_PW2, NULL) == 200);
-    IT_CHECK(auth_psql(out, sizeof(out),
-                       "SELECT count(*) FROM outbox WHERE body->>'kind' = 'password_changed' AND "
-                       "body->'to'->>'account_id' = (SELECT id::text FROM accounts WHERE email = "
-                       "'%s')",
-                       email) == 0 &&
+    IT_CHECK(it_psql("auth", out, sizeof(out),
+                     "SELECT count(*) FROM outbox WHERE body->>'kind' = 'password_changed' AND "
+                     "body->'to'->>'account_id' = (SELECT id::text FROM accounts WHERE email = "
+                     "'%s')",
+                     email) == 0 &&
              strcmp(out, "1") == 0);
 }
 
@@ -516,12 +480,12 @@ test_must_change_gate(void)
     it_resp_t r;
     int ok;
 
-    auth_unique_email(email, sizeof(email), "must");
+    it_unique_email(email, sizeof(email), "must");
     IT_CHECK(auth_register(email, AUTH_PW, NULL));
-    IT_CHECK(auth_psql(out, sizeof(out),
-                       "UPDATE accounts SET must_change_password = true WHERE email = '%s' "
-                       "RETURNING 1",
-                       email) == 0 &&
+    IT_CHECK(it_psql("auth", out, sizeof(out),
+                     "UPDATE accounts SET must_change_password = true WHERE email = '%s' "
+                     "RETURNING 1",
+                     email) == 0 &&
              strcmp(out, "1") == 0);
     IT_CHECK(auth_login(email, AUTH_PW, token) == 200);
     auth_call("GET", "/api/v1/auth/sessions", token, &r);
@@ -534,9 +498,8 @@ test_must_change_gate(void)
     IT_CHECK(auth_post("/api/v1/auth/password", body, token, &r) == 204);
     it_resp_free(&r);
     IT_CHECK(auth_status("GET", "/api/v1/auth/sessions", token) == 200);
-    IT_CHECK(auth_psql(out, sizeof(out),
-                       "SELECT must_change_password FROM accounts WHERE email = '%s'",
-                       email) == 0 &&
+    IT_CHECK(it_psql("auth", out, sizeof(out),
+                     "SELECT must_change_password FROM accounts WHERE email = '%s'", email) == 0 &&
              strcmp(out, "f") == 0);
 }
 
@@ -552,7 +515,7 @@ test_session_profile_utf8(void)
     for (int i = 0; i < 100; i++) {
         memcpy(name + 3 * i, "\xe5\xb1\xb1", 4); /* U+5C71, NUL-terminated each time */
     }
-    auth_unique_email(email, sizeof(email), "utf8");
+    it_unique_email(email, sizeof(email), "utf8");
     snprintf(body, sizeof(body),
              "{\"email\":\"%s\",\"password\":\"%s\",\"name\":\"%s\",\"locale\":\"en\"}", email,
              AUTH_PW, name);

@@ -23,37 +23,7 @@
 #define MFA_PW "Blue7Harbor!q"
 #define MFA_PW_WRONG "Green8Meadow?z"
 
-static int mfa_psql(char *out, size_t cap, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
 static int mfa_sql_is(const char *want, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-/* Runs one SQL statement as phr_auth; the first line of output into |out|. 0 on success. */
-static int
-mfa_psql(char *out, size_t cap, const char *fmt, ...)
-{
-    char sql[1024], cmd[2048], drain[256];
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(sql, sizeof(sql), fmt, ap);
-    va_end(ap);
-    snprintf(cmd, sizeof(cmd),
-             "PGPASSWORD='%s' psql -X -q -h %s -p %s -U phr_auth -d phr_auth -tA -c \"%s\"",
-             it_secret("pg_auth.password"), it_env("PHR_TEST_PG_HOST"), it_env("PHR_TEST_PG_PORT"),
-             sql);
-    FILE *p = popen(cmd, "r");
-    if (p == NULL) {
-        return -1;
-    }
-    out[0] = '\0';
-    if (fgets(out, (int)cap, p) == NULL) {
-        out[0] = '\0';
-    }
-    out[strcspn(out, "\r\n")] = '\0';
-    while (fgets(drain, sizeof(drain), p) != NULL) {
-    }
-    return pclose(p) == 0 ? 0 : -1;
-}
 
 /* 1 when the SQL statement made from |fmt| yields |want|. */
 static int
@@ -65,15 +35,7 @@ mfa_sql_is(const char *want, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(sql, sizeof(sql), fmt, ap);
     va_end(ap);
-    return mfa_psql(out, sizeof(out), "%s", sql) == 0 && strcmp(out, want) == 0;
-}
-
-static void
-mfa_email(char *out, size_t cap, const char *tag)
-{
-    static int n;
-    snprintf(out, cap, "it-mfa-%s-%ld-%d-%d@example.com", tag, (long)time(NULL), (int)getpid(),
-             ++n);
+    return it_psql("auth", out, sizeof(out), "%s", sql) == 0 && strcmp(out, want) == 0;
 }
 
 static long
@@ -123,7 +85,7 @@ mfa_account(const char *kind, char *email, size_t cap, char *id)
     char body[512], org[64], out[64];
     it_resp_t r;
 
-    mfa_email(email, cap, kind);
+    it_unique_email(email, cap, kind);
     snprintf(body, sizeof(body), "{\"email\":\"%s\",\"password\":\"%s\",\"name\":\"MFA User\"}",
              email, MFA_PW);
     long st = mfa_req("POST", "/api/v1/auth/register", body, NULL, &r);
@@ -141,14 +103,14 @@ mfa_account(const char *kind, char *email, size_t cap, char *id)
         return ok;
     }
     if (strcmp(kind, "operator") == 0) {
-        return mfa_psql(out, sizeof(out),
-                        "UPDATE accounts SET kind = 'operator' WHERE id = '%s' RETURNING 1",
-                        id) == 0 &&
+        return it_psql("auth", out, sizeof(out),
+                       "UPDATE accounts SET kind = 'operator' WHERE id = '%s' RETURNING 1",
+                       id) == 0 &&
                strcmp(out, "1") == 0;
     }
-    if (mfa_psql(org, sizeof(org),
-                 "INSERT INTO organizations (name, seat_limit) VALUES ('it-mfa', 5) "
-                 "RETURNING id") != 0 ||
+    if (it_psql("auth", org, sizeof(org),
+                "INSERT INTO organizations (name, seat_limit) VALUES ('it-mfa', 5) "
+                "RETURNING id") != 0 ||
         strlen(org) != 36) {
         return 0;
     }
@@ -662,12 +624,12 @@ static int
 mfa_sms_outbox_code(const char *phone, char *code)
 {
     char out[64];
-    if (mfa_psql(out, sizeof(out),
-                 "SELECT body->'params'->>'code' FROM outbox WHERE topic = 'notification' AND "
-                 "body->>'kind' = 'sms_code' AND body->>'channel' = 'sms' AND "
-                 "body->'to'->>'phone' = '%s' AND NOT body->'to' ? 'account_id' AND "
-                 "body->>'locale' IN ('ja', 'en') ORDER BY id DESC LIMIT 1",
-                 phone) != 0 ||
+    if (it_psql("auth", out, sizeof(out),
+                "SELECT body->'params'->>'code' FROM outbox WHERE topic = 'notification' AND "
+                "body->>'kind' = 'sms_code' AND body->>'channel' = 'sms' AND "
+                "body->'to'->>'phone' = '%s' AND NOT body->'to' ? 'account_id' AND "
+                "body->>'locale' IN ('ja', 'en') ORDER BY id DESC LIMIT 1",
+                phone) != 0 ||
         strlen(out) != 6 || strspn(out, "0123456789") != 6) {
         return 0;
     }
@@ -680,10 +642,10 @@ static long
 mfa_sms_count(const char *phone)
 {
     char out[32];
-    if (mfa_psql(out, sizeof(out),
-                 "SELECT count(*) FROM outbox WHERE body->>'kind' = 'sms_code' AND "
-                 "body->'to'->>'phone' = '%s'",
-                 phone) != 0) {
+    if (it_psql("auth", out, sizeof(out),
+                "SELECT count(*) FROM outbox WHERE body->>'kind' = 'sms_code' AND "
+                "body->'to'->>'phone' = '%s'",
+                phone) != 0) {
         return -1;
     }
     return strtol(out, NULL, 10);

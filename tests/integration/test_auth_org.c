@@ -43,43 +43,6 @@ typedef struct {
     char admin_token[64];
 } org_env_t;
 
-/* Runs one SQL statement as phr_auth; the first line of output into |out|. 0 on success. */
-static int
-org_psql(char *out, size_t cap, const char *fmt, ...)
-{
-    char sql[1024], cmd[2048];
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(sql, sizeof(sql), fmt, ap);
-    va_end(ap);
-    snprintf(cmd, sizeof(cmd),
-             "PGPASSWORD='%s' psql -X -q -h %s -p %s -U phr_auth -d phr_auth -tA -c \"%s\"",
-             it_secret("pg_auth.password"), it_env("PHR_TEST_PG_HOST"), it_env("PHR_TEST_PG_PORT"),
-             sql);
-    FILE *p = popen(cmd, "r");
-    if (p == NULL) {
-        return -1;
-    }
-    out[0] = '\0';
-    if (fgets(out, (int)cap, p) == NULL) {
-        out[0] = '\0';
-    }
-    out[strcspn(out, "\r\n")] = '\0';
-    char drain[256];
-    while (fgets(drain, sizeof(drain), p) != NULL) {
-    }
-    return pclose(p) == 0 ? 0 : -1;
-}
-
-static void
-org_unique_email(char *out, size_t cap, const char *tag)
-{
-    static int n;
-    snprintf(out, cap, "it-org-%s-%ld-%d-%d@example.com", tag, (long)time(NULL), (int)getpid(),
-             ++n);
-}
-
 /* Sends |method| |path| with an optional JSON |body| and bearer |token|. Returns the status. */
 static long
 org_req(const char *method, const char *path, const char *body, const char *token, it_resp_t *r)
@@ -183,11 +146,11 @@ org_change_pw(const char *token, const char *old)
 static int
 org_onboarding_pw(const char *account_id, char *pw, size_t cap)
 {
-    return org_psql(pw, cap,
-                    "SELECT body->'params'->>'initial_password' FROM outbox WHERE topic = "
-                    "'notification' AND body->>'kind' = 'staff_onboarding' AND "
-                    "body->'to'->>'account_id' = '%s'",
-                    account_id) == 0 &&
+    return it_psql("auth", pw, cap,
+                   "SELECT body->'params'->>'initial_password' FROM outbox WHERE topic = "
+                   "'notification' AND body->>'kind' = 'staff_onboarding' AND "
+                   "body->'to'->>'account_id' = '%s'",
+                   account_id) == 0 &&
            strlen(pw) >= 16;
 }
 
@@ -255,12 +218,12 @@ org_setup(org_env_t *e, int seats)
     char email[128], pw[64];
 
     memset(e, 0, sizeof(*e));
-    org_unique_email(email, sizeof(email), "op");
+    it_unique_email(email, sizeof(email), "op");
     if (org_phrctl(email, pw, sizeof(pw)) != 0 || org_login(email, pw, e->op_token) != 200 ||
         !org_change_pw(e->op_token, pw)) {
         return 0;
     }
-    org_unique_email(e->admin_email, sizeof(e->admin_email), "admin");
+    it_unique_email(e->admin_email, sizeof(e->admin_email), "admin");
     if (!org_create(e->op_token, seats, e->admin_email, e->org_id, e->admin_id) ||
         !org_onboarding_pw(e->admin_id, pw, sizeof(pw)) ||
         org_login(e->admin_email, pw, e->admin_token) != 200 ||
@@ -313,13 +276,13 @@ test_phrctl(void)
 {
     char email[128], pw[64], token[64];
 
-    org_unique_email(email, sizeof(email), "cli");
+    it_unique_email(email, sizeof(email), "cli");
     IT_CHECK(org_phrctl(email, pw, sizeof(pw)) == 0 && strlen(pw) >= 16);
     char pw2[64];
     IT_CHECK(org_phrctl(email, pw2, sizeof(pw2)) == 3 && pw2[0] == '\0'); /* already exists */
     /* hashed with the service's current pepper (a login would rehash, so check before it) */
     char out[64];
-    IT_CHECK(org_psql(out, sizeof(out), ORG_PEPPERED_SQL " email = '%s'", email) == 0 &&
+    IT_CHECK(it_psql("auth", out, sizeof(out), ORG_PEPPERED_SQL " email = '%s'", email) == 0 &&
              strcmp(out, "t") == 0);
     IT_CHECK(it_sh("'%s/bin/phrctl' operator >/dev/null 2>&1",
                    getenv("PHR_BUILD") ? getenv("PHR_BUILD") : "build") == 2);
@@ -363,16 +326,16 @@ test_org_create_and_access(void)
              e.admin_email);
     IT_CHECK(org_problem("POST", "/api/v1/admin/orgs", body, e.op_token, 409, "email_taken"));
     /* the onboarding e-mail has every parameter */
-    IT_CHECK(org_psql(pw, sizeof(pw),
-                      "SELECT count(*) FROM outbox WHERE body->>'kind' = 'staff_onboarding' AND "
-                      "body->'to'->>'account_id' = '%s' AND body->'params' ?& "
-                      "array['name','org_name','login_url','initial_password','expires_at']",
-                      e.admin_id) == 0 &&
+    IT_CHECK(it_psql("auth", pw, sizeof(pw),
+                     "SELECT count(*) FROM outbox WHERE body->>'kind' = 'staff_onboarding' AND "
+                     "body->'to'->>'account_id' = '%s' AND body->'params' ?& "
+                     "array['name','org_name','login_url','initial_password','expires_at']",
+                     e.admin_id) == 0 &&
              strcmp(pw, "1") == 0);
-    IT_CHECK(org_psql(pw, sizeof(pw),
-                      "SELECT count(*) FROM outbox WHERE topic = 'audit' AND "
-                      "body->>'action' = 'auth.org.create' AND body->'target'->>'id' = '%s'",
-                      e.org_id) == 0 &&
+    IT_CHECK(it_psql("auth", pw, sizeof(pw),
+                     "SELECT count(*) FROM outbox WHERE topic = 'audit' AND "
+                     "body->>'action' = 'auth.org.create' AND body->'target'->>'id' = '%s'",
+                     e.org_id) == 0 &&
              strcmp(pw, "1") == 0);
     /* only operators manage orgs; an admin is not one */
     IT_CHECK(org_problem("GET", "/api/v1/admin/orgs", NULL, e.admin_token, 403, "forbidden"));
@@ -386,7 +349,7 @@ test_org_create_and_access(void)
     it_resp_free(&r);
     IT_CHECK(shape);
     /* a plain staff member is 403 on admin routes */
-    org_unique_email(email, sizeof(email), "s");
+    it_unique_email(email, sizeof(email), "s");
     IT_CHECK(org_add_staff(&e, email, "staff", id) == 201);
     IT_CHECK(org_staff_login(email, id, token));
     IT_CHECK(org_problem("GET", path, NULL, token, 403, "forbidden"));
@@ -449,16 +412,16 @@ test_seats(void)
     IT_CHECK(org_names_field("POST", path, "{\"email\":\"a@example.com\",\"role\":\"staff\"}",
                              e.admin_token, "name"));
     IT_CHECK(org_problem("POST", path, "{\"email\":", e.admin_token, 400, "invalid_json"));
-    org_unique_email(email, sizeof(email), "seat");
+    it_unique_email(email, sizeof(email), "seat");
     IT_CHECK(org_add_staff(&e, email, "staff", id) == 201);
     IT_CHECK(org_add_staff(&e, email, "staff", NULL) == 409); /* email_taken */
     /* fill up to one free seat */
-    IT_CHECK(org_psql(out, sizeof(out),
-                      "SELECT count(*) FROM accounts WHERE org_id = '%s' AND status = 'active'",
-                      e.org_id) == 0);
+    IT_CHECK(it_psql("auth", out, sizeof(out),
+                     "SELECT count(*) FROM accounts WHERE org_id = '%s' AND status = 'active'",
+                     e.org_id) == 0);
     long used = strtol(out, NULL, 10);
     while (used < 3) {
-        org_unique_email(email, sizeof(email), "fill");
+        it_unique_email(email, sizeof(email), "fill");
         IT_CHECK(org_add_staff(&e, email, "staff", NULL) == 201);
         used++;
     }
@@ -478,15 +441,15 @@ test_seats(void)
     fprintf(stderr, "  race: %d %d\n", c1, c2);
     IT_CHECK((c1 == 1 && c2 == 2) || (c1 == 2 && c2 == 1));
     /* full: the next create is refused, and audited */
-    org_unique_email(email, sizeof(email), "over");
+    it_unique_email(email, sizeof(email), "over");
     snprintf(path, sizeof(path), "/api/v1/orgs/%s/staff", e.org_id);
     char body[512];
     snprintf(body, sizeof(body), "{\"email\":\"%s\",\"name\":\"Over\",\"role\":\"staff\"}", email);
     IT_CHECK(org_problem("POST", path, body, e.admin_token, 409, "seat_limit_reached"));
-    IT_CHECK(org_psql(out, sizeof(out),
-                      "SELECT count(*) >= 2 FROM outbox WHERE topic = 'audit' AND body->>'action' "
-                      "= 'auth.org.seat_limit_refusal' AND body->'target'->>'id' = '%s'",
-                      e.org_id) == 0 &&
+    IT_CHECK(it_psql("auth", out, sizeof(out),
+                     "SELECT count(*) >= 2 FROM outbox WHERE topic = 'audit' AND body->>'action' "
+                     "= 'auth.org.seat_limit_refusal' AND body->'target'->>'id' = '%s'",
+                     e.org_id) == 0 &&
              strcmp(out, "t") == 0);
     snprintf(path, sizeof(path), "/api/v1/orgs/%s", e.org_id);
     IT_CHECK(org_req("GET", path, NULL, e.admin_token, &r) == 200);
@@ -506,7 +469,7 @@ test_seats(void)
     seats = org_int(&r, "seat_limit");
     it_resp_free(&r);
     IT_CHECK(seats == 5);
-    org_unique_email(email, sizeof(email), "more");
+    it_unique_email(email, sizeof(email), "more");
     IT_CHECK(org_add_staff(&e, email, "staff", NULL) == 201);
 }
 
@@ -523,7 +486,7 @@ test_roles_delete_unlock(void)
     IT_CHECK(org_problem("PATCH", path, "{\"role\":\"staff\"}", e.admin_token, 409, "last_admin"));
     IT_CHECK(org_problem("DELETE", path, NULL, e.admin_token, 409, "last_admin"));
     IT_CHECK(org_names_field("PATCH", path, "{\"role\":\"owner\"}", e.admin_token, "role"));
-    org_unique_email(email, sizeof(email), "role");
+    it_unique_email(email, sizeof(email), "role");
     IT_CHECK(org_add_staff(&e, email, "staff", id) == 201);
     IT_CHECK(org_staff_login(email, id, tok));
     /* promotion: the target's sessions end at once */
@@ -540,7 +503,7 @@ test_roles_delete_unlock(void)
     IT_CHECK(
         org_problem("GET", "/api/v1/auth/session", NULL, e.admin_token, 401, "session_expired"));
     /* deletion: the deleted member's token fails on the next request, the seat is freed */
-    org_unique_email(email2, sizeof(email2), "del");
+    it_unique_email(email2, sizeof(email2), "del");
     snprintf(path, sizeof(path), "/api/v1/orgs/%s/staff", e.org_id);
     char body[512];
     snprintf(body, sizeof(body), "{\"email\":\"%s\",\"name\":\"Del\",\"role\":\"staff\"}", email2);
@@ -554,16 +517,16 @@ test_roles_delete_unlock(void)
     IT_CHECK(org_problem("GET", "/api/v1/auth/session", NULL, tok2, 401, "session_expired"));
     IT_CHECK(org_login(email2, ORG_PW, tok2) == 401);
     IT_CHECK(org_problem("DELETE", path, NULL, tok, 404, "not_found"));
-    IT_CHECK(org_psql(out, sizeof(out),
-                      "SELECT count(*) FROM outbox WHERE topic = 'audit' AND body->>'action' = "
-                      "'auth.staff.delete' AND body->'target'->>'id' = '%s'",
-                      id2) == 0 &&
+    IT_CHECK(it_psql("auth", out, sizeof(out),
+                     "SELECT count(*) FROM outbox WHERE topic = 'audit' AND body->>'action' = "
+                     "'auth.staff.delete' AND body->'target'->>'id' = '%s'",
+                     id2) == 0 &&
              strcmp(out, "1") == 0);
     /* unlock lifts a lockout */
-    IT_CHECK(org_psql(out, sizeof(out),
-                      "UPDATE accounts SET failed_logins = 7, locked_until = now() + interval "
-                      "'10 minutes' WHERE id = '%s' RETURNING 1",
-                      e.admin_id) == 0 &&
+    IT_CHECK(it_psql("auth", out, sizeof(out),
+                     "UPDATE accounts SET failed_logins = 7, locked_until = now() + interval "
+                     "'10 minutes' WHERE id = '%s' RETURNING 1",
+                     e.admin_id) == 0 &&
              strcmp(out, "1") == 0);
     IT_CHECK(org_login(e.admin_email, ORG_PW, e.admin_token) == 401);
     snprintf(path, sizeof(path), "/api/v1/orgs/%s/staff/%s/unlock", e.org_id, e.admin_id);
@@ -617,7 +580,7 @@ test_reauth_and_paging(void)
 
     IT_CHECK(org_setup(&e, 6));
     for (int i = 0; i < 2; i++) {
-        org_unique_email(email, sizeof(email), "page");
+        it_unique_email(email, sizeof(email), "page");
         IT_CHECK(org_add_staff(&e, email, "staff", NULL) == 201);
     }
     /* staff list: 3 members over pages of 2 */
@@ -655,7 +618,7 @@ test_reauth_and_paging(void)
     IT_CHECK(org_names_field("GET", "/api/v1/admin/orgs?cursor=!!", NULL, e.op_token, "cursor"));
     /* admin actions need a password check within 15 minutes */
     IT_CHECK(org_age_session(e.admin_token, 16 * 60 * 1000LL) == 0);
-    org_unique_email(email, sizeof(email), "late");
+    it_unique_email(email, sizeof(email), "late");
     snprintf(path, sizeof(path), "/api/v1/orgs/%s/staff", e.org_id);
     char body[512];
     snprintf(body, sizeof(body), "{\"email\":\"%s\",\"name\":\"Late\",\"role\":\"staff\"}", email);
@@ -664,8 +627,8 @@ test_reauth_and_paging(void)
     IT_CHECK(org_age_session(e.op_token, 16 * 60 * 1000LL) == 0);
     IT_CHECK(org_problem("PATCH", "/api/v1/admin/orgs/00000000-0000-7000-8000-000000000000",
                          "{\"seat_limit\":3}", e.op_token, 401, "reauth_required"));
-    IT_CHECK(org_psql(out, sizeof(out), "SELECT count(*) FROM accounts WHERE email = '%s'",
-                      email) == 0 &&
+    IT_CHECK(it_psql("auth", out, sizeof(out), "SELECT count(*) FROM accounts WHERE email = '%s'",
+                     email) == 0 &&
              strcmp(out, "0") == 0);
 }
 
@@ -743,19 +706,19 @@ test_reset_mfa(void)
 
     IT_CHECK(org_setup(&e, 5));
     IT_CHECK(org_setup(&other, 2));
-    org_unique_email(email, sizeof(email), "mfa");
+    it_unique_email(email, sizeof(email), "mfa");
     IT_CHECK(org_add_staff(&e, email, "staff", id) == 201);
     IT_CHECK(org_staff_login(email, id, token));
     IT_CHECK(org_enrol_totp(token));
-    IT_CHECK(org_psql(out, sizeof(out),
-                      "SELECT (SELECT count(*) FROM mfa_totp WHERE account_id = '%s' AND "
-                      "confirmed_at IS NOT NULL) || '/' || (SELECT count(*) FROM "
-                      "mfa_recovery_codes WHERE account_id = '%s')",
-                      id, id) == 0 &&
+    IT_CHECK(it_psql("auth", out, sizeof(out),
+                     "SELECT (SELECT count(*) FROM mfa_totp WHERE account_id = '%s' AND "
+                     "confirmed_at IS NOT NULL) || '/' || (SELECT count(*) FROM "
+                     "mfa_recovery_codes WHERE account_id = '%s')",
+                     id, id) == 0 &&
              strcmp(out, "1/10") == 0);
     snprintf(path, sizeof(path), "/api/v1/orgs/%s/staff/%s/reset-mfa", e.org_id, id);
     /* a plain staff member, another org's admin, an unknown or malformed target */
-    org_unique_email(semail, sizeof(semail), "mfa-plain");
+    it_unique_email(semail, sizeof(semail), "mfa-plain");
     IT_CHECK(org_add_staff(&e, semail, "staff", sid) == 201);
     IT_CHECK(org_staff_login(semail, sid, stoken));
     IT_CHECK(org_problem("POST", path, NULL, stoken, 403, "forbidden"));
@@ -768,29 +731,29 @@ test_reset_mfa(void)
     IT_CHECK(org_status("POST", bad, NULL, e.admin_token) == 404);
     snprintf(bad, sizeof(bad), "/api/v1/orgs/%s/staff/not-a-uuid/reset-mfa", e.org_id);
     IT_CHECK(org_status("POST", bad, NULL, e.admin_token) == 404);
-    IT_CHECK(org_psql(out, sizeof(out), "SELECT count(*) FROM mfa_totp WHERE account_id = '%s'",
-                      id) == 0 &&
+    IT_CHECK(it_psql("auth", out, sizeof(out),
+                     "SELECT count(*) FROM mfa_totp WHERE account_id = '%s'", id) == 0 &&
              strcmp(out, "1") == 0);
     /* the reset itself */
     IT_CHECK(org_status("POST", path, NULL, e.admin_token) == 204);
-    IT_CHECK(org_psql(out, sizeof(out),
-                      "SELECT (SELECT count(*) FROM mfa_totp WHERE account_id = '%s') || '/' || "
-                      "(SELECT count(*) FROM mfa_recovery_codes WHERE account_id = '%s')",
-                      id, id) == 0 &&
+    IT_CHECK(it_psql("auth", out, sizeof(out),
+                     "SELECT (SELECT count(*) FROM mfa_totp WHERE account_id = '%s') || '/' || "
+                     "(SELECT count(*) FROM mfa_recovery_codes WHERE account_id = '%s')",
+                     id, id) == 0 &&
              strcmp(out, "0/0") == 0);
     IT_CHECK(org_status("GET", "/api/v1/auth/session", NULL, token) == 401);
-    IT_CHECK(org_psql(out, sizeof(out),
-                      "SELECT count(*) FROM outbox WHERE topic = 'audit' AND body->>'action' = "
-                      "'auth.mfa.reset' AND body->'target'->>'id' = '%s' AND "
-                      "body->'actor'->>'account_id' = '%s'",
-                      id, e.admin_id) == 0 &&
+    IT_CHECK(it_psql("auth", out, sizeof(out),
+                     "SELECT count(*) FROM outbox WHERE topic = 'audit' AND body->>'action' = "
+                     "'auth.mfa.reset' AND body->'target'->>'id' = '%s' AND "
+                     "body->'actor'->>'account_id' = '%s'",
+                     id, e.admin_id) == 0 &&
              strcmp(out, "1") == 0);
-    IT_CHECK(org_psql(out, sizeof(out),
-                      "SELECT body->'params'->>'method' || '/' || (body->'params'->>'change') "
-                      "FROM outbox WHERE topic = 'notification' AND body->>'kind' = "
-                      "'mfa_changed' AND body->'to'->>'account_id' = '%s' "
-                      "ORDER BY created_at DESC LIMIT 1",
-                      id) == 0 &&
+    IT_CHECK(it_psql("auth", out, sizeof(out),
+                     "SELECT body->'params'->>'method' || '/' || (body->'params'->>'change') "
+                     "FROM outbox WHERE topic = 'notification' AND body->>'kind' = "
+                     "'mfa_changed' AND body->'to'->>'account_id' = '%s' "
+                     "ORDER BY created_at DESC LIMIT 1",
+                     id) == 0 &&
              strcmp(out, "totp/reset") == 0);
     /* the staff member logs in with the password alone now */
     it_resp_t r;
@@ -910,11 +873,11 @@ test_internal_lookup_admins(void)
     it_resp_t r;
 
     IT_CHECK(org_setup(&e, 4));
-    org_unique_email(email, sizeof(email), "int");
+    it_unique_email(email, sizeof(email), "int");
     IT_CHECK(org_add_staff(&e, email, "staff", id) == 201);
     /* the initial password was hashed with the current pepper */
     char out[64];
-    IT_CHECK(org_psql(out, sizeof(out), ORG_PEPPERED_SQL " id = '%s'", id) == 0 &&
+    IT_CHECK(it_psql("auth", out, sizeof(out), ORG_PEPPERED_SQL " id = '%s'", id) == 0 &&
              strcmp(out, "t") == 0);
     /* credentials */
     snprintf(body, sizeof(body), "{\"ids\":[\"%s\"]}", id);
@@ -981,7 +944,7 @@ test_internal_review_contacts(void)
 
     IT_CHECK(org_setup(&e, 5));
     for (int i = 0; i < 2; i++) {
-        org_unique_email(email, sizeof(email), "rev");
+        it_unique_email(email, sizeof(email), "rev");
         IT_CHECK(org_add_staff(&e, email, "staff", id) == 201);
     }
     IT_CHECK(org_staff_login(email, id, path)); /* the last one has logged in */
@@ -1108,7 +1071,7 @@ test_require_mfa_gate(void)
     IT_CHECK(org_status("GET", "/api/v1/auth/sessions", NULL, tok) == 200);
 
     IT_CHECK(org_require_mfa(&e, 1));
-    org_unique_email(email, sizeof(email), "gate");
+    it_unique_email(email, sizeof(email), "gate");
     IT_CHECK(org_add_staff(&e, email, "staff", id) == 201);
     IT_CHECK(org_onboarding_pw(id, pw, sizeof(pw)));
     IT_CHECK(org_login_resp(email, pw, tok, &r) == 200);
@@ -1185,7 +1148,7 @@ test_password_minimum(void)
 
     /* 12 characters: too short for single-factor staff (13+), enough with a second factor */
     IT_CHECK(org_setup(&e, 5));
-    org_unique_email(email, sizeof(email), "min");
+    it_unique_email(email, sizeof(email), "min");
     IT_CHECK(org_add_staff(&e, email, "staff", id) == 201);
     IT_CHECK(org_staff_login(email, id, tok));
     IT_CHECK(org_change_pw_to(tok, ORG_PW, "Gr4nite!Lake", 422));
@@ -1194,7 +1157,7 @@ test_password_minimum(void)
     IT_CHECK(org_change_pw_to(tok, "Gr4nite!Lakes", "Gr4nite!Lake", 204));
     /* staff of an org requiring MFA (gated, but may change the password): 8+ */
     IT_CHECK(org_require_mfa(&e, 1));
-    org_unique_email(email, sizeof(email), "min2");
+    it_unique_email(email, sizeof(email), "min2");
     IT_CHECK(org_add_staff(&e, email, "staff", id) == 201);
     IT_CHECK(org_staff_login(email, id, tok));
     IT_CHECK(org_change_pw_to(tok, ORG_PW, "Gr4nite!Lake", 204));
@@ -1207,42 +1170,41 @@ test_initial_password_expiry(void)
     char email[128], id[37], pw[64], tok[64], out[64];
 
     IT_CHECK(org_setup(&e, 5));
-    org_unique_email(email, sizeof(email), "exp");
+    it_unique_email(email, sizeof(email), "exp");
     IT_CHECK(org_add_staff(&e, email, "staff", id) == 201);
     IT_CHECK(org_onboarding_pw(id, pw, sizeof(pw)));
     /* created with a 72 h expiry */
-    IT_CHECK(org_psql(out, sizeof(out),
-                      "SELECT password_expires_at BETWEEN now() + interval '71 hours' AND "
-                      "now() + interval '73 hours' FROM accounts WHERE id = '%s'",
-                      id) == 0 &&
+    IT_CHECK(it_psql("auth", out, sizeof(out),
+                     "SELECT password_expires_at BETWEEN now() + interval '71 hours' AND "
+                     "now() + interval '73 hours' FROM accounts WHERE id = '%s'",
+                     id) == 0 &&
              strcmp(out, "t") == 0);
-    IT_CHECK(org_psql(out, sizeof(out),
-                      "UPDATE accounts SET password_expires_at = now() - interval '1 minute' "
-                      "WHERE id = '%s' RETURNING 1",
-                      id) == 0 &&
+    IT_CHECK(it_psql("auth", out, sizeof(out),
+                     "UPDATE accounts SET password_expires_at = now() - interval '1 minute' "
+                     "WHERE id = '%s' RETURNING 1",
+                     id) == 0 &&
              strcmp(out, "1") == 0);
     it_resp_t r;
     org_login_resp(email, pw, tok, &r); /* waits out the gateway's 429 */
     int ok = it_is_problem(&r, 401, "invalid_credentials");
     it_resp_free(&r);
     IT_CHECK(ok);
-    IT_CHECK(org_psql(out, sizeof(out),
-                      "SELECT count(*) FROM outbox WHERE topic = 'audit' AND body->>'action' = "
-                      "'auth.login.failure' AND body->'target'->>'id' = '%s' AND "
-                      "body->'outcome'->>'reason' = 'password_expired'",
-                      id) == 0 &&
+    IT_CHECK(it_psql("auth", out, sizeof(out),
+                     "SELECT count(*) FROM outbox WHERE topic = 'audit' AND body->>'action' = "
+                     "'auth.login.failure' AND body->'target'->>'id' = '%s' AND "
+                     "body->'outcome'->>'reason' = 'password_expired'",
+                     id) == 0 &&
              strcmp(out, "1") == 0);
     /* still valid: login works, and the change clears the expiry */
-    IT_CHECK(org_psql(out, sizeof(out),
-                      "UPDATE accounts SET password_expires_at = now() + interval '1 hour', "
-                      "failed_logins = 0 WHERE id = '%s' RETURNING 1",
-                      id) == 0 &&
+    IT_CHECK(it_psql("auth", out, sizeof(out),
+                     "UPDATE accounts SET password_expires_at = now() + interval '1 hour', "
+                     "failed_logins = 0 WHERE id = '%s' RETURNING 1",
+                     id) == 0 &&
              strcmp(out, "1") == 0);
     IT_CHECK(org_login(email, pw, tok) == 200);
     IT_CHECK(org_change_pw(tok, pw));
-    IT_CHECK(org_psql(out, sizeof(out),
-                      "SELECT password_expires_at IS NULL FROM accounts WHERE id = '%s'",
-                      id) == 0 &&
+    IT_CHECK(it_psql("auth", out, sizeof(out),
+                     "SELECT password_expires_at IS NULL FROM accounts WHERE id = '%s'", id) == 0 &&
              strcmp(out, "t") == 0);
     IT_CHECK(org_login(email, ORG_PW, tok) == 200);
 }

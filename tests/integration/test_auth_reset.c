@@ -27,50 +27,6 @@
     "FdYMrRrV+H5uUTmmPzf/9sj8tKcnFydyY2O3ANYmCj4"
 #define RS_FORGED "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
 
-/* Runs one SQL statement as phr_auth; the first line of output into |out|. 0 on success. */
-static int
-rs_psql(char *out, size_t cap, const char *fmt, ...)
-{
-    char sql[1024], esc[2048], cmd[3072];
-    va_list ap;
-    size_t o = 0;
-
-    va_start(ap, fmt);
-    vsnprintf(sql, sizeof(sql), fmt, ap);
-    va_end(ap);
-    for (size_t i = 0; sql[i] != '\0' && o + 2 < sizeof(esc); i++) {
-        if (strchr("$\"\\`", sql[i]) != NULL) { /* inside a double-quoted shell word */
-            esc[o++] = '\\';
-        }
-        esc[o++] = sql[i];
-    }
-    esc[o] = '\0';
-    snprintf(cmd, sizeof(cmd),
-             "PGPASSWORD='%s' psql -X -q -h %s -p %s -U phr_auth -d phr_auth -tA -c \"%s\"",
-             it_secret("pg_auth.password"), it_env("PHR_TEST_PG_HOST"), it_env("PHR_TEST_PG_PORT"),
-             esc);
-    FILE *p = popen(cmd, "r");
-    if (p == NULL) {
-        return -1;
-    }
-    out[0] = '\0';
-    if (fgets(out, (int)cap, p) == NULL) {
-        out[0] = '\0';
-    }
-    out[strcspn(out, "\r\n")] = '\0';
-    char drain[256];
-    while (fgets(drain, sizeof(drain), p) != NULL) {
-    }
-    return pclose(p) == 0 ? 0 : -1;
-}
-
-static void
-rs_email(char *out, size_t cap, const char *tag)
-{
-    static int n;
-    snprintf(out, cap, "it-rs-%s-%ld-%d-%d@example.com", tag, (long)time(NULL), (int)getpid(), ++n);
-}
-
 static long
 rs_post(const char *path, const char *body, const char *token, it_resp_t *r)
 {
@@ -218,7 +174,7 @@ static int
 rs_mailed_token(const char *id, char *tok)
 {
     char url[512];
-    if (rs_psql(url, sizeof(url),
+    if (it_psql("auth", url, sizeof(url),
                 "SELECT body->'params'->>'reset_url' FROM outbox WHERE topic = 'notification' "
                 "AND body->>'kind' = 'password_reset' AND body->'to'->>'account_id' = '%s' "
                 "ORDER BY id DESC LIMIT 1",
@@ -267,8 +223,8 @@ rs_outbox_count(const char *topic, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(where, sizeof(where), fmt, ap);
     va_end(ap);
-    if (rs_psql(out, sizeof(out), "SELECT count(*) FROM outbox WHERE topic = '%s' AND %s", topic,
-                where) != 0) {
+    if (it_psql("auth", out, sizeof(out), "SELECT count(*) FROM outbox WHERE topic = '%s' AND %s",
+                topic, where) != 0) {
         return -1;
     }
     return strtol(out, NULL, 10);
@@ -279,15 +235,15 @@ test_reset_request_uniform(void)
 {
     char known[128], unknown[128], id[37], b1[256], b2[256], out[64];
 
-    rs_email(known, sizeof(known), "known");
-    rs_email(unknown, sizeof(unknown), "unknown");
+    it_unique_email(known, sizeof(known), "known");
+    it_unique_email(unknown, sizeof(unknown), "unknown");
     IT_CHECK(rs_register(known, RS_PW, id));
     IT_CHECK(rs_request(known, b1, sizeof(b1)) == 202);
     IT_CHECK(rs_request(unknown, b2, sizeof(b2)) == 202);
     IT_CHECK(strcmp(b1, b2) == 0);
     IT_CHECK(strstr(b1, "\"status\":\"accepted\"") != NULL);
     /* the token is stored hashed, 30 minutes, and only the known account got one */
-    IT_CHECK(rs_psql(out, sizeof(out),
+    IT_CHECK(it_psql("auth", out, sizeof(out),
                      "SELECT count(*) || ':' || bool_and(expires_at BETWEEN now() + interval "
                      "'29 minutes' AND now() + interval '31 minutes') FROM account_tokens "
                      "WHERE account_id = '%s' AND purpose = 'password_reset'",
@@ -295,7 +251,7 @@ test_reset_request_uniform(void)
     IT_CHECK(strcmp(out, "1:true") == 0);
     char tok[44];
     IT_CHECK(rs_mailed_token(id, tok));
-    IT_CHECK(rs_psql(out, sizeof(out),
+    IT_CHECK(it_psql("auth", out, sizeof(out),
                      "SELECT count(*) FROM account_tokens WHERE token_sha256 = "
                      "sha256(convert_to('%s', 'UTF8'))",
                      tok) == 0 &&
@@ -316,7 +272,7 @@ test_reset_confirm(void)
 {
     char email[128], id[37], t1[64], t2[64], tok[44], old_tok[44], body[256], out[64];
 
-    rs_email(email, sizeof(email), "confirm");
+    it_unique_email(email, sizeof(email), "confirm");
     IT_CHECK(rs_register(email, RS_PW, id));
     IT_CHECK(rs_login(email, RS_PW, t1) == 200);
     IT_CHECK(rs_login(email, RS_PW, t2) == 200);
@@ -326,7 +282,7 @@ test_reset_confirm(void)
     IT_CHECK(rs_mailed_token(id, tok));
     IT_CHECK(strcmp(tok, old_tok) != 0);
     /* a lock in force is cleared by the reset */
-    IT_CHECK(rs_psql(out, sizeof(out),
+    IT_CHECK(it_psql("auth", out, sizeof(out),
                      "UPDATE accounts SET failed_logins = 7, locked_until = now() + "
                      "interval '10 minutes' WHERE id = '%s'",
                      id) == 0);
@@ -347,7 +303,7 @@ test_reset_confirm(void)
     IT_CHECK(rs_session_dead(t1));
     IT_CHECK(rs_session_dead(t2));
     IT_CHECK(rs_login(email, RS_PW2, t1) == 200);
-    IT_CHECK(rs_psql(out, sizeof(out),
+    IT_CHECK(it_psql("auth", out, sizeof(out),
                      "SELECT failed_logins || ':' || (locked_until IS NULL) FROM accounts "
                      "WHERE id = '%s'",
                      id) == 0 &&
@@ -371,11 +327,11 @@ test_reset_expired(void)
 {
     char email[128], id[37], tok[44], body[256], out[64];
 
-    rs_email(email, sizeof(email), "expired");
+    it_unique_email(email, sizeof(email), "expired");
     IT_CHECK(rs_register(email, RS_PW, id));
     IT_CHECK(rs_request(email, body, sizeof(body)) == 202);
     IT_CHECK(rs_mailed_token(id, tok));
-    IT_CHECK(rs_psql(out, sizeof(out),
+    IT_CHECK(it_psql("auth", out, sizeof(out),
                      "UPDATE account_tokens SET expires_at = now() - interval '1 second' "
                      "WHERE account_id = '%s' AND purpose = 'password_reset'",
                      id) == 0);
@@ -389,7 +345,7 @@ test_withdraw(void)
     char email[128], id[37], t1[64], t2[64], body[256], out[64];
     const char *path = "/api/v1/auth/withdraw";
 
-    rs_email(email, sizeof(email), "withdraw");
+    it_unique_email(email, sizeof(email), "withdraw");
     IT_CHECK(rs_register(email, RS_PW, id));
     IT_CHECK(rs_login(email, RS_PW, t1) == 200);
     IT_CHECK(rs_login(email, RS_PW, t2) == 200);
@@ -404,7 +360,8 @@ test_withdraw(void)
     IT_CHECK(rs_session_dead(t1));
     IT_CHECK(rs_session_dead(t2));
     IT_CHECK(rs_login_refused(email, RS_PW));
-    IT_CHECK(rs_psql(out, sizeof(out), "SELECT status FROM accounts WHERE id = '%s'", id) == 0 &&
+    IT_CHECK(it_psql("auth", out, sizeof(out), "SELECT status FROM accounts WHERE id = '%s'", id) ==
+                 0 &&
              strcmp(out, "withdrawn") == 0);
     IT_CHECK(rs_outbox_count("audit",
                              "body->>'action' = 'auth.account.withdraw' AND "
@@ -423,12 +380,12 @@ test_withdraw_staff_forbidden(void)
 {
     char email[128], org[64], id[64], tok[64];
 
-    rs_email(email, sizeof(email), "staff");
-    IT_CHECK(rs_psql(org, sizeof(org),
+    it_unique_email(email, sizeof(email), "staff");
+    IT_CHECK(it_psql("auth", org, sizeof(org),
                      "INSERT INTO organizations (name, seat_limit, require_mfa) "
                      "VALUES ('Reset test clinic', 5, false) RETURNING id") == 0 &&
              strlen(org) == 36);
-    IT_CHECK(rs_psql(id, sizeof(id),
+    IT_CHECK(it_psql("auth", id, sizeof(id),
                      "INSERT INTO accounts (email, name, kind, org_id, role, password_hash, "
                      "email_verified_at) VALUES ('%s', 'Staff', 'staff', '%s', 'staff', "
                      "'" RS_OLD_HASH "', now()) RETURNING id",
@@ -447,23 +404,23 @@ test_pepper(void)
     const char *pepper = it_secret("auth_pepper_v1");
 
     IT_CHECK(pepper != NULL && strlen(pepper) == 64);
-    rs_email(email, sizeof(email), "pepper");
+    it_unique_email(email, sizeof(email), "pepper");
     IT_CHECK(rs_register(email, RS_PW, id));
-    IT_CHECK(rs_psql(out, sizeof(out), "SELECT password_hash FROM accounts WHERE id = '%s'", id) ==
-             0);
+    IT_CHECK(it_psql("auth", out, sizeof(out), "SELECT password_hash FROM accounts WHERE id = '%s'",
+                     id) == 0);
     IT_CHECK(strncmp(out, "$phrpepper$v1$argon2id$", 23) == 0);
     IT_CHECK(rs_login(email, RS_PW, NULL) == 200);
     /* an account hashed before the pepper existed still logs in, and is rehashed with it */
-    rs_email(old, sizeof(old), "prepepper");
-    IT_CHECK(rs_psql(id, sizeof(id),
+    it_unique_email(old, sizeof(old), "prepepper");
+    IT_CHECK(it_psql("auth", id, sizeof(id),
                      "INSERT INTO accounts (email, name, kind, password_hash) "
                      "VALUES ('%s', 'Old', 'patient', '" RS_OLD_HASH "') RETURNING id",
                      old) == 0 &&
              strlen(id) == 36);
     IT_CHECK(rs_login_refused(old, RS_PW));
     IT_CHECK(rs_login(old, RS_OLD_PW, NULL) == 200);
-    IT_CHECK(rs_psql(out, sizeof(out), "SELECT password_hash FROM accounts WHERE id = '%s'", id) ==
-             0);
+    IT_CHECK(it_psql("auth", out, sizeof(out), "SELECT password_hash FROM accounts WHERE id = '%s'",
+                     id) == 0);
     IT_CHECK(strncmp(out, "$phrpepper$v1$argon2id$", 23) == 0);
     IT_CHECK(rs_login(old, RS_OLD_PW, NULL) == 200);
 }
