@@ -295,6 +295,7 @@ svc_call_free(void *arg)
     free(arg);
 }
 
+/* The CFG_SVC_* index of the peer whose credential |req| carries, or -1. */
 static int
 svc_check_credential(svc_t *svc, h2s_req_t *req)
 {
@@ -303,13 +304,13 @@ svc_check_credential(svc_t *svc, h2s_req_t *req)
     int idx = cfg_service_index(caller);
 
     if (idx < 0 || cred == NULL) {
-        return PHR_EDENIED;
+        return -1;
     }
     size_t n = strlen(svc->keys[idx]);
     if (n == 0 || strlen(cred) != n || CRYPTO_memcmp(cred, svc->keys[idx], n) != 0) {
-        return PHR_EDENIED;
+        return -1;
     }
-    return PHR_OK;
+    return idx;
 }
 
 static void
@@ -360,9 +361,15 @@ svc_route_handler(h2s_req_t *req, void *ud)
         return;
     }
     if (route->flags & SVC_INTERNAL) {
-        if (svc_check_credential(svc, req) != PHR_OK) {
+        int caller = svc_check_credential(svc, req);
+        if (caller < 0) {
             h2s_respond_problem(req, 401, "service_credential_required",
                                 "a valid service credential is required", NULL);
+            return;
+        }
+        if ((route->flags & SVC_CALLERS_MASK) != 0 && !(route->flags & SVC_CALLER(caller))) {
+            h2s_respond_problem(req, 403, "caller_not_allowed",
+                                "this service may not call this route", NULL);
             return;
         }
         route->handler(svc, req, NULL);

@@ -42,6 +42,13 @@ typedef struct {
     size_t max_body; /* 0: the configured default */
 } svc_route_t;
 
+/*
+ * On SVC_INTERNAL routes, flags may also name the peers allowed to call
+ * (SVC_CALLER(CFG_SVC_AUDIT) | ...); with none named, any peer may.
+ */
+#define SVC_CALLER(service_idx) (1 << (16 + (service_idx)))
+#define SVC_CALLERS_MASK (((1 << CFG_SVC_COUNT) - 1) << 16)
+
 /* A module's routes; a service is the union of its modules' sets. */
 typedef struct {
     const svc_route_t *routes;

@@ -1661,6 +1661,9 @@ org_internal_contacts(svc_t *svc, h2s_req_t *req, const sess_t *sess)
     }
 }
 
+#define ORG_CALLERS_ANY_PEER                                                                       \
+    (SVC_CALLER(CFG_SVC_RECORDS) | SVC_CALLER(CFG_SVC_NOTIFICATION) | SVC_CALLER(CFG_SVC_AUDIT))
+
 static const svc_route_t table[] = {
     {"GET", "/api/v1/admin/orgs", org_list, SVC_SESSION | SVC_NEEDS_DB, 0},
     {"POST", "/api/v1/admin/orgs", org_create, SVC_SESSION | SVC_NEEDS_DB, 4096},
@@ -1676,12 +1679,15 @@ static const svc_route_t table[] = {
      SVC_SESSION | SVC_NEEDS_DB, 0},
     {"POST", "/api/v1/orgs/{org_id}/staff/{account_id}/reset-mfa", org_staff_reset_mfa,
      SVC_SESSION | SVC_NEEDS_DB, 0},
-    {"POST", "/internal/v1/accounts/lookup", org_internal_lookup, SVC_INTERNAL | SVC_NEEDS_DB,
-     16384},
-    {"GET", "/internal/v1/accounts", org_internal_accounts, SVC_INTERNAL | SVC_NEEDS_DB, 0},
-    {"GET", "/internal/v1/orgs/{org_id}/admins", org_internal_admins, SVC_INTERNAL | SVC_NEEDS_DB,
-     0},
-    {"GET", "/internal/v1/contacts", org_internal_contacts, SVC_INTERNAL | SVC_NEEDS_DB, 0},
+    /* Internal routes: the callers are the contract's x-phr-callers. */
+    {"POST", "/internal/v1/accounts/lookup", org_internal_lookup,
+     SVC_INTERNAL | SVC_NEEDS_DB | ORG_CALLERS_ANY_PEER, 16384},
+    {"GET", "/internal/v1/accounts", org_internal_accounts,
+     SVC_INTERNAL | SVC_NEEDS_DB | SVC_CALLER(CFG_SVC_AUDIT), 0},
+    {"GET", "/internal/v1/orgs/{org_id}/admins", org_internal_admins,
+     SVC_INTERNAL | SVC_NEEDS_DB | ORG_CALLERS_ANY_PEER, 0},
+    {"GET", "/internal/v1/contacts", org_internal_contacts,
+     SVC_INTERNAL | SVC_NEEDS_DB | SVC_CALLER(CFG_SVC_NOTIFICATION), 0},
 };
 
 const svc_routes_t auth_org_routes = SVC_ROUTES(table);
