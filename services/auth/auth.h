@@ -91,6 +91,14 @@ void auth_tx_outbox(auth_ctx_t *ctx, const char *topic, const char *key, char *j
 /* Runs the queued statements in one transaction and commits; then |next|(ctx, rc). */
 void auth_tx_run(auth_ctx_t *ctx, auth_step_fn next);
 
+/*
+ * Queues, in |ctx|'s transaction, one more failed login of ctx->account_id
+ * (|failed_logins| so far; nothing when |locked|) and, at the threshold, the
+ * lock with its audit event and e-mail. Shared by password and second-factor
+ * failures so both lock the account the same way.
+ */
+void auth_count_failure(auth_ctx_t *ctx, int failed_logins, int locked);
+
 /* Tells the outbox relay that rows committed. */
 void auth_outbox_kick(svc_t *svc);
 

@@ -45,15 +45,40 @@ auth_login_fail_committed(auth_ctx_t *ctx, int rc)
     auth_login_denied(ctx);
 }
 
-/* Records a failed attempt (and a lock at the threshold) with its audit events. */
-static void
-auth_login_failed(auth_ctx_t *ctx, const char *reason)
+void
+auth_count_failure(auth_ctx_t *ctx, int failed_logins, int locked)
 {
     static const char sql[] =
         "UPDATE accounts SET failed_logins = failed_logins + 1, updated_at = now(), "
         "locked_until = CASE WHEN failed_logins + 1 >= 5 THEN now() + "
         "least(15, power(2, failed_logins + 1 - 5))::int * interval '1 minute' "
         "ELSE locked_until END WHERE id = $1";
+    char event_id[37], key[80], until[TU_JST_LEN];
+
+    if (locked) {
+        return; /* a locked account's attempts neither count nor extend the lock */
+    }
+    const char *p[] = {ctx->account_id};
+    auth_tx_sql(ctx, sql, 1, p);
+    if (failed_logins + 1 < AUTH_LOCK_AFTER) {
+        return;
+    }
+    int shift = failed_logins + 1 - AUTH_LOCK_AFTER;
+    int64_t minutes = shift >= 4 ? 15 : (int64_t)1 << shift;
+    tu_format_jst(tu_now_ms() + minutes * 60000, until, sizeof(until));
+    char *audit = auth_audit_json(ctx, "auth.lockout", NULL, "anonymous", ctx->account_id,
+                                  "success", "too_many_failures", event_id);
+    auth_tx_outbox(ctx, "audit", event_id, audit);
+    const char *params[] = {"name", ctx->name, "locked_until", until, NULL};
+    snprintf(key, sizeof(key), "locked:%s", event_id);
+    auth_tx_outbox(ctx, "notification", key,
+                   auth_notify_json("account_locked", ctx->account_id, ctx->locale, params));
+}
+
+/* Records a failed attempt (and a lock at the threshold) with its audit events. */
+static void
+auth_login_failed(auth_ctx_t *ctx, const char *reason)
+{
     char event_id[37];
     char *audit;
 
@@ -67,24 +92,7 @@ auth_login_failed(auth_ctx_t *ctx, const char *reason)
     audit = auth_audit_json(ctx, "auth.login.failure", NULL, "anonymous", ctx->account_id,
                             "failure", reason, event_id);
     auth_tx_outbox(ctx, "audit", event_id, audit);
-    if (!ctx->locked) {
-        const char *p[] = {ctx->account_id};
-        auth_tx_sql(ctx, sql, 1, p);
-        if (ctx->failed_logins + 1 >= AUTH_LOCK_AFTER) {
-            char key[80], until[TU_JST_LEN];
-            int shift = ctx->failed_logins + 1 - AUTH_LOCK_AFTER;
-            int64_t minutes = shift >= 4 ? 15 : (int64_t)1 << shift;
-            tu_format_jst(tu_now_ms() + minutes * 60000, until, sizeof(until));
-            audit = auth_audit_json(ctx, "auth.lockout", NULL, "anonymous", ctx->account_id,
-                                    "success", "too_many_failures", event_id);
-            auth_tx_outbox(ctx, "audit", event_id, audit);
-            const char *params[] = {"name", ctx->name, "locked_until", until, NULL};
-            snprintf(key, sizeof(key), "locked:%s", event_id);
-            auth_tx_outbox(
-                ctx, "notification", key,
-                auth_notify_json("account_locked", ctx->account_id, ctx->locale, params));
-        }
-    }
+    auth_count_failure(ctx, ctx->failed_logins, ctx->locked);
     auth_tx_run(ctx, auth_login_fail_committed);
 }
 

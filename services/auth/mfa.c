@@ -1041,11 +1041,6 @@ mfa_login_fail_committed(auth_ctx_t *ctx, int rc)
 static void
 mfa_login_failed(mfa_ext_t *m, const char *reason)
 {
-    static const char sql[] =
-        "UPDATE accounts SET failed_logins = failed_logins + 1, updated_at = now(), "
-        "locked_until = CASE WHEN failed_logins + 1 >= 5 THEN now() + "
-        "least(15, power(2, failed_logins + 1 - 5))::int * interval '1 minute' "
-        "ELSE locked_until END WHERE id = $1";
     auth_ctx_t *ctx = m->ctx;
     char event_id[37];
 
@@ -1056,24 +1051,7 @@ mfa_login_failed(mfa_ext_t *m, const char *reason)
     char *audit = auth_audit_json(ctx, "auth.login.mfa.failure", NULL, "anonymous", ctx->account_id,
                                   "failure", reason, event_id);
     auth_tx_outbox(ctx, "audit", event_id, audit);
-    if (!m->locked) {
-        const char *p[] = {ctx->account_id};
-        auth_tx_sql(ctx, sql, 1, p);
-        if (m->failed_logins + 1 >= AUTH_LOCK_AFTER) {
-            char key[80], until[TU_JST_LEN];
-            int shift = m->failed_logins + 1 - AUTH_LOCK_AFTER;
-            int64_t minutes = shift >= 4 ? 15 : (int64_t)1 << shift;
-            tu_format_jst(tu_now_ms() + minutes * 60000, until, sizeof(until));
-            audit = auth_audit_json(ctx, "auth.lockout", NULL, "anonymous", ctx->account_id,
-                                    "success", "too_many_failures", event_id);
-            auth_tx_outbox(ctx, "audit", event_id, audit);
-            const char *params[] = {"name", ctx->name, "locked_until", until, NULL};
-            snprintf(key, sizeof(key), "locked:%s", event_id);
-            auth_tx_outbox(
-                ctx, "notification", key,
-                auth_notify_json("account_locked", ctx->account_id, ctx->locale, params));
-        }
-    }
+    auth_count_failure(ctx, m->failed_logins, m->locked);
     auth_tx_run(ctx, mfa_login_fail_committed);
 }
 
