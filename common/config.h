@@ -53,6 +53,28 @@ typedef struct cfg {
     char public_base_url[256];      /* base of links in e-mails, never from the Host header */
 
     int call_timeout_ms; /* service-to-service call deadline */
+
+    /* records */
+    int retention_days; /* days a withdrawn patient's data is kept before the purge */
+
+    /* notification */
+    char sendgrid_base_url[256];    /* SendGrid API base (the stand-in locally) */
+    char twilio_base_url[256];      /* Twilio API base (the stand-in locally) */
+    char twilio_account_sid[64];    /* AC... */
+    char twilio_from[32];           /* E.164 sender number */
+    char mail_from[256];            /* From: address of every e-mail */
+    char operator_alert_email[256]; /* escalations (incident deadline at risk) */
+    int notify_max_attempts;        /* delivery attempts before dead-letter */
+    int notify_backoff_base_ms;     /* first retry delay (full jitter) */
+    int notify_backoff_max_ms;      /* cap of the retry delay */
+    int notify_claim_timeout_s;     /* a claim older than this is reaped */
+    int notify_batch;               /* notifications claimed per worker round */
+    int provider_timeout_ms;        /* one provider call's deadline */
+
+    /* audit */
+    int audit_checkpoint_events; /* sign a checkpoint every N events ... */
+    int audit_checkpoint_s;      /* ... or every M seconds with new events */
+    int audit_retention_days;    /* events kept (default 5 years) */
 } cfg_t;
 
 /*

@@ -38,6 +38,7 @@ typedef enum {
     REQ_HEADERS,    /* receiving headers */
     REQ_BODY,       /* receiving the body */
     REQ_DISPATCHED, /* handler owns the answer */
+    REQ_STREAMING,  /* headers sent; the handler writes the body until h2s_stream_end */
     REQ_RESPONDED   /* response submitted */
 } h2s_req_state_t;
 
@@ -84,6 +85,12 @@ struct h2s_req {
     int nresp_headers;
     char *resp_body;
     size_t resp_len, resp_off;
+    struct evbuffer *sbuf; /* streaming: written, not yet sent */
+    int s_eof;             /* streaming: h2s_stream_end called */
+    int s_deferred;        /* streaming: nghttp2 waits for data (resume_data) */
+    h2s_stream_fn s_drain; /* streaming: the producer's wake-up */
+    void *s_ud;
+    struct event s_wake; /* calls s_drain from the loop, never from nghttp2 */
     char content_type[64];
     char content_length[24];
     char status_str[4];
@@ -378,6 +385,9 @@ h2s_req_orphan(h2s_req_t *req)
     req->conn = NULL;
     req->stream_closed = 1;
     req->orphan = 1;
+    if (req->state == REQ_STREAMING && req->s_drain != NULL) {
+        event_active(&req->s_wake, EV_TIMEOUT, 1); /* the producer learns, ends and frees */
+    }
     req->prev = NULL;
     req->next = srv->orphans;
     if (srv->orphans != NULL) {
@@ -394,6 +404,10 @@ h2s_req_free(h2s_req_t *req)
         req->cleanups[i].fn(req->cleanups[i].arg);
     }
     event_del(&req->timer);
+    if (req->sbuf != NULL) {
+        event_del(&req->s_wake);
+        evbuffer_free(req->sbuf);
+    }
     free(req->path);
     free(req->query);
     for (int i = 0; i < req->nheaders; i++) {
@@ -413,7 +427,7 @@ static void
 h2s_req_log(h2s_req_t *req)
 {
     double ms = (double)(tu_mono_us() - req->start_us) / 1000.0;
-    int status = req->state == REQ_RESPONDED ? req->status : 499;
+    int status = req->state == REQ_RESPONDED || req->state == REQ_STREAMING ? req->status : 499;
     log_access_t a = {
         .request_id = req->request_id,
         .method = req->method[0] ? req->method : "-",
@@ -447,46 +461,55 @@ h2s_data_read(nghttp2_session *session, int32_t stream_id, uint8_t *buf, size_t 
     return (ssize_t)n;
 }
 
-int
-h2s_respond(h2s_req_t *req, int status, const char *content_type, const char *body, size_t len)
+/*
+ * Takes the answer from the handler: |state| REQ_RESPONDED (a whole body
+ * follows) or REQ_STREAMING. Returns PHR_ECLOSED (|req| freed when nothing
+ * else holds it) when the client went away or the request was answered.
+ */
+static int
+h2s_begin(h2s_req_t *req, int status, h2s_req_state_t state)
 {
-    nghttp2_nv nva[4 + H2S_MAX_RESP_HEADERS];
-    size_t nnv = 0;
-    h2s_conn_t *conn = req->conn;
-
-    if (req->state == REQ_DISPATCHED) {
-        if (req->srv != NULL) {
-            req->srv->inflight--;
+    if (state == REQ_STREAMING) {
+        req->state = REQ_STREAMING; /* from here on only h2s_stream_end frees it */
+        req->status = status;
+        if (h2s_req_closed(req)) {
+            return PHR_ECLOSED;
         }
-        metrics_inflight_add(-1);
-    }
-    if (h2s_req_closed(req) || req->state == REQ_RESPONDED) {
-        if (req->state != REQ_RESPONDED) {
-            req->state = REQ_RESPONDED;
-            req->status = status;
+    } else {
+        if (req->state == REQ_DISPATCHED) {
+            if (req->srv != NULL) {
+                req->srv->inflight--;
+            }
+            metrics_inflight_add(-1);
         }
-        if (req->stream_closed || conn == NULL) {
-            h2s_req_free(req);
+        if (h2s_req_closed(req) || req->state == REQ_RESPONDED) {
+            if (req->state != REQ_RESPONDED) {
+                req->state = REQ_RESPONDED;
+                req->status = status;
+            }
+            if (req->stream_closed || req->conn == NULL) {
+                h2s_req_free(req);
+            }
+            return PHR_ECLOSED;
         }
-        return PHR_ECLOSED;
+        req->state = REQ_RESPONDED;
+        req->status = status;
     }
     if (req->recv_complete) {
         event_del(&req->timer);
     }
-    req->state = REQ_RESPONDED;
-    req->status = status;
     h2s_req_ensure_id(req);
-    if (len > 0) {
-        req->resp_body = malloc(len);
-        if (req->resp_body == NULL) {
-            nghttp2_submit_rst_stream(conn->session, NGHTTP2_FLAG_NONE, req->stream_id,
-                                      NGHTTP2_INTERNAL_ERROR);
-            req->status = 500;
-            return h2s_conn_flush(conn) == PHR_OK ? PHR_ENOMEM : PHR_ECLOSED;
-        }
-        memcpy(req->resp_body, body, len);
-    }
-    req->resp_len = len;
+    return PHR_OK;
+}
+
+/* Submits the response headers (content-length when |len| >= 0) and the body's reader. */
+static int
+h2s_submit(h2s_req_t *req, const char *content_type, ssize_t len,
+           nghttp2_data_source_read_callback rd)
+{
+    nghttp2_nv nva[4 + H2S_MAX_RESP_HEADERS];
+    size_t nnv = 0;
+    h2s_conn_t *conn = req->conn;
 
 #define H2S_NV(n, v)                                                                               \
     do {                                                                                           \
@@ -498,23 +521,25 @@ h2s_respond(h2s_req_t *req, int status, const char *content_type, const char *bo
         nnv++;                                                                                     \
     } while (0)
 
-    snprintf(req->status_str, sizeof(req->status_str), "%d", status);
+    snprintf(req->status_str, sizeof(req->status_str), "%d", req->status);
     H2S_NV(":status", req->status_str);
-    if (content_type != NULL && len > 0) {
+    if (content_type != NULL && len != 0) {
         snprintf(req->content_type, sizeof(req->content_type), "%s", content_type);
         H2S_NV("content-type", req->content_type);
     }
-    snprintf(req->content_length, sizeof(req->content_length), "%zu", len);
-    H2S_NV("content-length", req->content_length);
+    if (len >= 0) {
+        snprintf(req->content_length, sizeof(req->content_length), "%zd", len);
+        H2S_NV("content-length", req->content_length);
+    }
     H2S_NV("x-request-id", req->request_id);
     for (int i = 0; i < req->nresp_headers; i++) {
         H2S_NV(req->resp_headers[i].name, req->resp_headers[i].value);
     }
 #undef H2S_NV
 
-    nghttp2_data_provider prd = {.source.ptr = req, .read_callback = h2s_data_read};
+    nghttp2_data_provider prd = {.source.ptr = req, .read_callback = rd};
     int rv =
-        nghttp2_submit_response(conn->session, req->stream_id, nva, nnv, len > 0 ? &prd : NULL);
+        nghttp2_submit_response(conn->session, req->stream_id, nva, nnv, rd != NULL ? &prd : NULL);
     if (rv != 0) {
         log_warn("submit_response: %s", nghttp2_strerror(rv));
         return PHR_EPROTO;
@@ -523,6 +548,148 @@ h2s_respond(h2s_req_t *req, int status, const char *content_type, const char *bo
         return h2s_conn_flush(conn);
     }
     return PHR_OK;
+}
+
+int
+h2s_respond(h2s_req_t *req, int status, const char *content_type, const char *body, size_t len)
+{
+    if (req->state == REQ_STREAMING) {
+        return PHR_EINVAL;
+    }
+    int rc = h2s_begin(req, status, REQ_RESPONDED);
+    if (rc != PHR_OK) {
+        return rc;
+    }
+    if (len > 0) {
+        req->resp_body = malloc(len);
+        if (req->resp_body == NULL) {
+            nghttp2_submit_rst_stream(req->conn->session, NGHTTP2_FLAG_NONE, req->stream_id,
+                                      NGHTTP2_INTERNAL_ERROR);
+            req->status = 500;
+            return h2s_conn_flush(req->conn) == PHR_OK ? PHR_ENOMEM : PHR_ECLOSED;
+        }
+        memcpy(req->resp_body, body, len);
+    }
+    req->resp_len = len;
+    return h2s_submit(req, content_type, (ssize_t)len, len > 0 ? h2s_data_read : NULL);
+}
+
+/* ---- streamed answers --------------------------------------------------- */
+
+#define H2S_STREAM_LOW_WATER ((size_t)64 * 1024)
+
+static void
+h2s_stream_wake(evutil_socket_t fd, short what, void *arg)
+{
+    h2s_req_t *req = arg;
+
+    if (req->s_drain != NULL && !req->s_eof) {
+        req->s_drain(req, req->s_ud);
+    }
+}
+
+static ssize_t
+h2s_stream_read(nghttp2_session *session, int32_t stream_id, uint8_t *buf, size_t length,
+                uint32_t *data_flags, nghttp2_data_source *source, void *user_data)
+{
+    h2s_req_t *req = source->ptr;
+    size_t have = evbuffer_get_length(req->sbuf);
+
+    if (have == 0 && !req->s_eof) {
+        req->s_deferred = 1;
+        return NGHTTP2_ERR_DEFERRED;
+    }
+    int n = evbuffer_remove(req->sbuf, buf, length);
+    if (n < 0) {
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    }
+    req->resp_off += (size_t)n;
+    if (req->s_eof && evbuffer_get_length(req->sbuf) == 0) {
+        *data_flags |= NGHTTP2_DATA_FLAG_EOF;
+    } else if (have >= H2S_STREAM_LOW_WATER &&
+               evbuffer_get_length(req->sbuf) < H2S_STREAM_LOW_WATER) {
+        event_active(&req->s_wake, EV_TIMEOUT, 1);
+    }
+    return n;
+}
+
+int
+h2s_stream_start(h2s_req_t *req, int status, const char *content_type, h2s_stream_fn on_drain,
+                 void *ud)
+{
+    if (req->state != REQ_DISPATCHED || req->sbuf != NULL) {
+        return PHR_EINVAL;
+    }
+    req->sbuf = evbuffer_new();
+    if (req->sbuf == NULL) {
+        return PHR_ENOMEM;
+    }
+    req->s_drain = on_drain;
+    req->s_ud = ud;
+    evtimer_assign(&req->s_wake, req->srv->base, h2s_stream_wake, req);
+    int rc = h2s_begin(req, status, REQ_STREAMING);
+    if (rc != PHR_OK) {
+        return rc;
+    }
+    return h2s_submit(req, content_type, -1, h2s_stream_read);
+}
+
+/* Lets nghttp2 send what was written; PHR_ECLOSED when the client is gone. */
+static int
+h2s_stream_push(h2s_req_t *req)
+{
+    h2s_conn_t *conn = req->conn;
+
+    if (h2s_req_closed(req) || conn == NULL) {
+        return PHR_ECLOSED;
+    }
+    if (req->s_deferred) {
+        req->s_deferred = 0;
+        nghttp2_session_resume_data(conn->session, req->stream_id);
+    }
+    return conn->in_recv ? PHR_OK : h2s_conn_flush(conn);
+}
+
+int
+h2s_stream_write(h2s_req_t *req, const void *data, size_t len)
+{
+    if (req->state != REQ_STREAMING || req->s_eof) {
+        return PHR_EINVAL;
+    }
+    if (h2s_req_closed(req)) {
+        return PHR_ECLOSED;
+    }
+    if (len > 0 && evbuffer_add(req->sbuf, data, len) != 0) {
+        return PHR_ENOMEM;
+    }
+    return h2s_stream_push(req);
+}
+
+size_t
+h2s_stream_buffered(const h2s_req_t *req)
+{
+    return req->sbuf != NULL ? evbuffer_get_length(req->sbuf) : 0;
+}
+
+int
+h2s_stream_end(h2s_req_t *req)
+{
+    if (req->state != REQ_STREAMING || req->s_eof) {
+        return PHR_EINVAL;
+    }
+    req->s_eof = 1;
+    event_del(&req->s_wake);
+    if (req->srv != NULL) {
+        req->srv->inflight--;
+    }
+    metrics_inflight_add(-1);
+    if (h2s_req_closed(req) || req->conn == NULL) {
+        req->state = REQ_RESPONDED;
+        h2s_req_free(req);
+        return PHR_ECLOSED;
+    }
+    req->state = REQ_RESPONDED;
+    return h2s_stream_push(req);
 }
 
 /* Answers |obj| serialised as |content_type|; consumes |obj|. */
@@ -594,7 +761,8 @@ h2s_req_timeout(evutil_socket_t fd, short what, void *arg)
         h2s_req_arm_timer(req);
         h2s_respond_problem(req, 408, "request_timeout",
                             "the request was not received completely in time", NULL);
-    } else if (req->state == REQ_RESPONDED && !req->recv_complete && conn != NULL) {
+    } else if ((req->state == REQ_RESPONDED || req->state == REQ_STREAMING) &&
+               !req->recv_complete && conn != NULL) {
         nghttp2_submit_rst_stream(conn->session, NGHTTP2_FLAG_NONE, req->stream_id,
                                   NGHTTP2_NO_ERROR);
         h2s_conn_flush(conn);
@@ -840,8 +1008,8 @@ h2s_on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t error_
     nghttp2_session_set_stream_user_data(session, stream_id, NULL);
     req->stream_closed = 1;
     h2s_req_log(req);
-    if (req->state == REQ_DISPATCHED) {
-        /* The handler still owns the answer; h2s_respond will free it. */
+    if (req->state == REQ_DISPATCHED || req->state == REQ_STREAMING) {
+        /* The handler still owns the answer; h2s_respond/h2s_stream_end will free it. */
         h2s_req_unlink(req);
         h2s_req_orphan(req);
         return 0;
@@ -1027,7 +1195,7 @@ h2s_conn_free(h2s_conn_t *conn)
             conn->reqs->prev = NULL;
         }
         req->next = req->prev = NULL;
-        if (req->state == REQ_DISPATCHED) {
+        if (req->state == REQ_DISPATCHED || req->state == REQ_STREAMING) {
             h2s_req_log(req);
             h2s_req_orphan(req);
         } else {

@@ -122,6 +122,24 @@ int h2s_respond_json(h2s_req_t *req, int status, json_object *obj);
 int h2s_respond_problem(h2s_req_t *req, int status, const char *code, const char *detail,
                         const jx_errors_t *errs);
 
+/*
+ * Streamed answers (exports): h2s_stream_start sends the headers (no
+ * content-length); the handler then writes the body in chunks and must end
+ * with h2s_stream_end, also after a write failed: until then it owns |req|.
+ * Producer pattern: write while h2s_stream_buffered() is below a few hundred
+ * KiB, then return and continue in |on_drain|, which runs from the event loop
+ * once the buffered bytes fell below 64 KiB, or when the client went away
+ * (h2s_stream_write then says PHR_ECLOSED). Memory stays bounded by what the
+ * producer lets pile up, whatever the size of the whole body.
+ */
+typedef void (*h2s_stream_fn)(h2s_req_t *req, void *ud);
+int h2s_stream_start(h2s_req_t *req, int status, const char *content_type, h2s_stream_fn on_drain,
+                     void *ud);
+int h2s_stream_write(h2s_req_t *req, const void *data, size_t len); /* copies |data| */
+size_t h2s_stream_buffered(const h2s_req_t *req);
+/* Ends the body. |req| must not be used afterwards. PHR_ECLOSED when the client went away. */
+int h2s_stream_end(h2s_req_t *req);
+
 /* The reason phrase of |status| ("Not Found"). */
 const char *h2s_status_text(int status);
 

@@ -674,3 +674,42 @@ svc_main(const svc_def_t *def, int argc, char **argv)
     log_flush();
     return rc == PHR_OK ? 0 : 1;
 }
+
+void
+svc_client_ip(h2s_req_t *req, char *out, size_t cap)
+{
+    const char *xff = h2s_req_header(req, "x-forwarded-for");
+    const char *src = xff != NULL && xff[0] != '\0' ? xff : h2s_req_peer(req);
+    size_t n = 0;
+
+    /*
+     * The gateway appends the address it saw ($proxy_add_x_forwarded_for):
+     * only the last entry is trustworthy; earlier ones are whatever the
+     * client sent and must not choose the rate-limit bucket.
+     */
+    if (xff != NULL && src == xff) {
+        const char *last = strrchr(xff, ',');
+        src = last != NULL ? last + 1 : xff;
+    }
+
+    if (src == NULL) {
+        src = "";
+    }
+    while (src[n] == ' ') {
+        src++;
+    }
+    while (src[n] != '\0' && src[n] != ',' && src[n] != ' ' && n + 1 < cap) {
+        n++;
+    }
+    memcpy(out, src, n);
+    out[n] = '\0';
+    if (xff == NULL || xff[0] == '\0') {
+        char *colon = strrchr(out, ':'); /* "ip:port" of the peer */
+        if (colon != NULL && strchr(out, ':') == colon) {
+            *colon = '\0';
+        }
+    }
+    if (strspn(out, "0123456789abcdefABCDEF.:[]") != strlen(out)) {
+        out[0] = '\0'; /* not an address: never echo it into keys or events */
+    }
+}

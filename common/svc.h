@@ -97,4 +97,11 @@ int svc_read_json(h2s_req_t *req, const jx_field_t *fields, size_t n, json_objec
  */
 int svc_respond_error(h2s_req_t *req, int rc, const char *detail);
 
+/*
+ * The client's address: the last x-forwarded-for entry (the one the gateway
+ * appended; earlier ones are the client's own claims), else the peer address
+ * without port; "" when it is not an address.
+ */
+void svc_client_ip(h2s_req_t *req, char *out, size_t cap);
+
 #endif

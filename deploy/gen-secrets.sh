@@ -8,6 +8,9 @@
 #   data_key_v1                                          AES-256 key, 64 hex chars
 #   auth_pepper_v1                                       password pepper (HMAC key), 64 hex chars
 #   audit_signing.pem / audit_signing.pub.pem            Ed25519 key pair
+#   sendgrid_api_key twilio_auth_token                   provider credentials (the stand-in's locally)
+#   sendgrid_webhook.pem / sendgrid_webhook.pub.pem      ECDSA P-256 pair: SendGrid signs event webhooks
+#                                                        (the stand-in holds the private key)
 set -euo pipefail
 
 if [ $# -ne 1 ]; then
@@ -56,3 +59,11 @@ if [ ! -s "$dir/audit_signing.pem" ]; then
     rm -f "$dir/audit_signing.pub.pem"
 fi
 write_once audit_signing.pub.pem openssl pkey -in "$dir/audit_signing.pem" -pubout
+
+write_once sendgrid_api_key sh -c 'printf "SG.%s\n" "$(openssl rand -hex 24)"'
+write_once twilio_auth_token openssl rand -hex 16
+if [ ! -s "$dir/sendgrid_webhook.pem" ]; then
+    write_once sendgrid_webhook.pem openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256
+    rm -f "$dir/sendgrid_webhook.pub.pem"
+fi
+write_once sendgrid_webhook.pub.pem openssl pkey -in "$dir/sendgrid_webhook.pem" -pubout

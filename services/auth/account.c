@@ -177,7 +177,7 @@ auth_register(svc_t *svc, h2s_req_t *req, const sess_t *sess)
         json_object_put(body);
         return;
     }
-    auth_client_ip(req, ctx->ip, sizeof(ctx->ip));
+    svc_client_ip(req, ctx->ip, sizeof(ctx->ip));
     if (!auth_email_normalise(jx_get_str(body, "email", ""), ctx->email, sizeof(ctx->email))) {
         jx_errors_t errs = {.n = 0};
         json_object_put(body);
@@ -430,7 +430,7 @@ auth_password_change(svc_t *svc, h2s_req_t *req, const sess_t *sess)
         json_object_put(body);
         return;
     }
-    auth_client_ip(req, ctx->ip, sizeof(ctx->ip));
+    svc_client_ip(req, ctx->ip, sizeof(ctx->ip));
     int rc = auth_password_prepare(ctx, "current_password",
                                    jx_get_str(body, "current_password", ""), &ctx->password);
     if (rc == PHR_OK) {

@@ -123,9 +123,6 @@ void auth_sha256_hex(const char *s, char *out);
 /* 422 with code and the violations as errors[] of |field|. */
 void auth_respond_policy(h2s_req_t *req, const char *field, const pw_violations_t *v);
 
-/* Client address: the last x-forwarded-for entry (the gateway's), else the peer without port. */
-void auth_client_ip(h2s_req_t *req, char *out, size_t cap);
-
 /*
  * The password peppers for pwhash_*: |*n| entries, [0] the current one (hash
  * with it: pass NULL when |*n| is 0); NULL and 0 when the secrets dir has no

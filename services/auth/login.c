@@ -330,7 +330,7 @@ auth_login(svc_t *svc, h2s_req_t *req, const sess_t *sess)
         json_object_put(body);
         return;
     }
-    auth_client_ip(req, ctx->ip, sizeof(ctx->ip));
+    svc_client_ip(req, ctx->ip, sizeof(ctx->ip));
     if (!auth_email_normalise(jx_get_str(body, "email", ""), ctx->email, sizeof(ctx->email))) {
         snprintf(ctx->email, sizeof(ctx->email), "invalid@invalid"); /* no such account */
     }

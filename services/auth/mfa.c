@@ -105,7 +105,7 @@ mfa_ext_new(svc_t *svc, h2s_req_t *req, const sess_t *sess)
     if (ctx == NULL) {
         return NULL;
     }
-    auth_client_ip(req, ctx->ip, sizeof(ctx->ip));
+    svc_client_ip(req, ctx->ip, sizeof(ctx->ip));
     return mfa_ext_for(ctx);
 }
 

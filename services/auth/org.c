@@ -98,7 +98,7 @@ org_ctx_new(svc_t *svc, h2s_req_t *req, const sess_t *sess)
         return NULL;
     }
     o->a = a;
-    auth_client_ip(req, a->ip, sizeof(a->ip));
+    svc_client_ip(req, a->ip, sizeof(a->ip));
     return o;
 }
 

@@ -138,7 +138,7 @@ reset_request(svc_t *svc, h2s_req_t *req, const sess_t *sess)
         json_object_put(body);
         return;
     }
-    auth_client_ip(req, ctx->ip, sizeof(ctx->ip));
+    svc_client_ip(req, ctx->ip, sizeof(ctx->ip));
     int ok = auth_email_normalise(jx_get_str(body, "email", ""), ctx->email, sizeof(ctx->email));
     json_object_put(body);
     if (!ok) {
@@ -372,7 +372,7 @@ reset_confirm(svc_t *svc, h2s_req_t *req, const sess_t *sess)
         json_object_put(body);
         return;
     }
-    auth_client_ip(req, ctx->ip, sizeof(ctx->ip));
+    svc_client_ip(req, ctx->ip, sizeof(ctx->ip));
     const char *tok = jx_get_str(body, "token", "");
     if (strspn(tok, reset_token_chars) != SESS_TOKEN_LEN) {
         json_object_put(body);
@@ -499,7 +499,7 @@ reset_withdraw(svc_t *svc, h2s_req_t *req, const sess_t *sess)
         json_object_put(body);
         return;
     }
-    auth_client_ip(req, ctx->ip, sizeof(ctx->ip));
+    svc_client_ip(req, ctx->ip, sizeof(ctx->ip));
     int rc = pw_normalize(jx_get_str(body, "password", ""), &ctx->password);
     json_object_put(body);
     if (rc == PHR_EINVAL) {

@@ -559,6 +559,45 @@ h_big(h2s_req_t *req, void *ud)
     free(b);
 }
 
+/* A producer of t_gen_total bytes in 16 KiB chunks that keeps at most 256 KiB buffered. */
+static size_t t_gen_total, t_gen_sent, t_gen_max_buffered;
+static int t_gen_rc, t_gen_ended;
+
+static void
+t_gen_drain(h2s_req_t *req, void *ud)
+{
+    char chunk[16384];
+
+    while (t_gen_sent < t_gen_total && h2s_stream_buffered(req) < 256 * 1024) {
+        size_t n =
+            t_gen_total - t_gen_sent < sizeof(chunk) ? t_gen_total - t_gen_sent : sizeof(chunk);
+        for (size_t i = 0; i < n; i++) {
+            chunk[i] = (char)('a' + (t_gen_sent + i) % 26);
+        }
+        t_gen_rc = h2s_stream_write(req, chunk, n);
+        if (t_gen_rc != PHR_OK) {
+            break;
+        }
+        t_gen_sent += n;
+        if (h2s_stream_buffered(req) > t_gen_max_buffered) {
+            t_gen_max_buffered = h2s_stream_buffered(req);
+        }
+    }
+    if (t_gen_sent == t_gen_total || t_gen_rc != PHR_OK) {
+        t_gen_ended++;
+        h2s_stream_end(req);
+    }
+}
+
+static void
+h_stream(h2s_req_t *req, void *ud)
+{
+    assert_int_equal(h2s_req_add_cleanup(req, t_count_cleanup, &t_cleanups), PHR_OK);
+    assert_int_equal(h2s_stream_start(req, 200, "application/x-ndjson", t_gen_drain, NULL), PHR_OK);
+    assert_int_equal(h2s_respond(req, 500, "text/plain", "x", 1), PHR_EINVAL);
+    t_gen_drain(req, NULL);
+}
+
 /* ---- fixture ------------------------------------------------------------ */
 
 static int
@@ -591,6 +630,9 @@ t_setup(void **state)
     assert_int_equal(h2s_route(fx.srv, "GET", "/items/{id}", h_items, NULL, 0), PHR_OK);
     assert_int_equal(h2s_route(fx.srv, "GET", "/never", h_never, NULL, 0), PHR_OK);
     assert_int_equal(h2s_route(fx.srv, "GET", "/big", h_big, NULL, 0), PHR_OK);
+    assert_int_equal(h2s_route(fx.srv, "GET", "/stream", h_stream, NULL, 0), PHR_OK);
+    t_gen_total = t_gen_sent = t_gen_max_buffered = 0;
+    t_gen_rc = t_gen_ended = 0;
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
     assert_int_equal(h2s_adopt_fd(fx.srv, sv[0], "unix:1"), PHR_OK);
     assert_int_equal(h2s_connections(fx.srv), 1);
@@ -1177,6 +1219,72 @@ t_big_done(const void *arg)
     return st->closed;
 }
 
+/* A new client with 16 MiB windows, so flow control alone does not pace the server. */
+static void
+t_wide_client(void)
+{
+    int sv[2];
+
+    t_client_free(fx.c);
+    fx.c = NULL;
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
+    assert_true(t_run(t_conns_zero, NULL, 1000));
+    assert_int_equal(h2s_adopt_fd(fx.srv, sv[0], "unix:3"), PHR_OK);
+    fx.c = t_client_new(sv[1], 16 * 1024 * 1024);
+    t_run(NULL, NULL, 50);
+}
+
+static void
+t_stream_whole(void **state)
+{
+    t_wide_client();
+    t_gen_total = 6 * 1024 * 1024 + 123;
+    t_reqspec_t r = {.method = "GET", .path = "/stream"};
+    t_stream_t *st = t_submit(fx.c, &r);
+
+    /* A client that reads late: the producer must wait, not pile up the body. */
+    fx.c->paused = 1;
+    t_run(NULL, NULL, 200);
+    assert_true(t_gen_sent < t_gen_total);
+    fx.c->paused = 0;
+    assert_true(t_run(t_closed, st, 10000));
+    assert_int_equal(st->status, 200);
+    assert_string_equal(st->ctype, "application/x-ndjson");
+    assert_int_equal(st->blen, t_gen_total);
+    for (size_t i = 0; i < st->blen; i += 4099) {
+        assert_int_equal(st->body[i], 'a' + i % 26);
+    }
+    assert_int_equal(t_gen_ended, 1);
+    assert_true(t_gen_max_buffered < 256 * 1024 + 16384);
+    assert_int_equal(h2s_inflight(fx.srv), 0);
+    assert_int_equal(t_cleanups, 1);
+    assert_int_equal(t_get("/hello")->status, 200);
+}
+
+static void
+t_stream_reset(void **state)
+{
+    t_wide_client();
+    t_gen_total = 64 * 1024 * 1024;
+    t_reqspec_t r = {.method = "GET", .path = "/stream"};
+    t_stream_t *st = t_submit(fx.c, &r);
+
+    fx.c->paused = 1;
+    t_run(NULL, NULL, 100);
+    assert_int_equal(t_gen_ended, 0);
+    assert_int_equal(h2s_inflight(fx.srv), 1);
+    assert_int_equal(nghttp2_submit_rst_stream(fx.c->s, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_CANCEL),
+                     0);
+    fx.c->paused = 0;
+    /* The waiting producer is woken, learns the client left, and ends: freed once. */
+    assert_true(t_run(t_flag, &t_gen_ended, 2000));
+    assert_int_equal(t_gen_rc, PHR_ECLOSED);
+    assert_true(t_gen_sent < t_gen_total);
+    assert_int_equal(h2s_inflight(fx.srv), 0);
+    assert_int_equal(t_cleanups, 1);
+    assert_int_equal(t_get("/hello")->status, 200);
+}
+
 static void
 t_backpressure(void **state)
 {
@@ -1378,6 +1486,8 @@ main(void)
         cmocka_unit_test_setup_teardown(t_shutdown_idle, t_setup, t_teardown),
         cmocka_unit_test_setup_teardown(t_shutdown_timeout, t_setup, t_teardown),
         cmocka_unit_test_setup_teardown(t_backpressure, t_setup, t_teardown),
+        cmocka_unit_test_setup_teardown(t_stream_whole, t_setup, t_teardown),
+        cmocka_unit_test_setup_teardown(t_stream_reset, t_setup, t_teardown),
         cmocka_unit_test_setup_teardown(t_listen_tcp, t_setup, t_teardown),
         cmocka_unit_test_setup_teardown(t_listen_port0, t_setup, t_teardown),
         cmocka_unit_test_setup_teardown(t_respond_after_server_free, t_setup, t_teardown),
