@@ -38,6 +38,7 @@
 #include <libpq-fe.h>
 
 #include "err.h"
+#include "jsonx.h"
 #include "log.h"
 #include "timeutil.h"
 
@@ -325,6 +326,40 @@ ob_post_new(outbox_t *ob, size_t route, size_t nids)
     return p;
 }
 
+/*
+ * The path of one row: the route's path with "{name}" replaced by the body's
+ * string field |name| (letters, digits and '-' only). PHR_EINVAL when the
+ * field is missing or unsafe.
+ */
+static int
+ob_row_path(const char *tmpl, const char *body, size_t len, char *out, size_t cap)
+{
+    const char *open = strchr(tmpl, '{');
+    const char *close = open != NULL ? strchr(open, '}') : NULL;
+    char name[64];
+
+    if (open == NULL || close == NULL) {
+        return snprintf(out, cap, "%s", tmpl) < (int)cap ? PHR_OK : PHR_ETOOBIG;
+    }
+    if ((size_t)(close - open - 1) >= sizeof(name)) {
+        return PHR_EINVAL;
+    }
+    memcpy(name, open + 1, (size_t)(close - open - 1));
+    name[close - open - 1] = '\0';
+    json_object *o = NULL, *v = NULL;
+    if (jx_parse(body, len, 8, &o, NULL) != PHR_OK) {
+        o = NULL;
+    }
+    const char *val = o != NULL && json_object_object_get_ex(o, name, &v) &&
+                              json_object_is_type(v, json_type_string)
+                          ? json_object_get_string(v)
+                          : "";
+    int ok = val[0] != '\0' && strspn(val, "0123456789abcdefABCDEF-") == strlen(val) &&
+             snprintf(out, cap, "%.*s%s%s", (int)(open - tmpl), tmpl, val, close + 1) < (int)cap;
+    json_object_put(o);
+    return ok ? PHR_OK : PHR_EINVAL;
+}
+
 /* Sends |p| (owned by the pass from now on: the pass waits for it). */
 static void
 ob_post_send(ob_post_t *p, const char *key, const char *body, size_t len)
@@ -332,12 +367,17 @@ ob_post_send(ob_post_t *p, const char *key, const char *body, size_t len)
     outbox_t *ob = p->ob;
     const outbox_route_t *rt = &ob->routes[p->route];
     const char *hdrs[3] = {"idempotency-key", key, NULL};
+    char path[512];
     int rc;
 
     ob->refs++;
     ob->pending++;
-    rc = hcli_request_hdrs(rt->peer, "POST", rt->path, key != NULL ? hdrs : NULL,
-                           "application/json", body, len, NULL, ob_post_cb, p);
+    if (ob_row_path(rt->path, body, len, path, sizeof(path)) != PHR_OK) {
+        ob_post_finish(p, OB_DEAD, "the row lacks the path's parameter");
+        return;
+    }
+    rc = hcli_request_hdrs(rt->peer, "POST", path, key != NULL ? hdrs : NULL, "application/json",
+                           body, len, NULL, ob_post_cb, p);
     if (rc == PHR_EINVAL) {
         ob_post_finish(p, OB_DEAD, "invalid idempotency key");
     } else if (rc != PHR_OK) {

@@ -29,7 +29,8 @@ typedef struct outbox outbox_t;
 typedef struct {
     const char *topic; /* "audit", "notification" */
     hcli_t *peer;      /* where rows of this topic go */
-    const char *path;  /* "/internal/v1/events", "/internal/v1/notifications" */
+    const char *path;  /* "/internal/v1/events"; a "{name}" in it takes each row's body
+                          field |name| (per-row routes only) */
     int batch;         /* 1: POST {"items":[body, ...]} (up to batch_max rows);
                           0: one POST per row with an Idempotency-Key header */
 } outbox_route_t;

@@ -487,7 +487,7 @@ svc_add_routes(svc_t *svc, svc_call_t *tmpls)
 static int
 svc_start_outbox(svc_t *svc)
 {
-    outbox_route_t routes[2];
+    outbox_route_t routes[3];
     size_t n = 0;
 
     if (svc->cfg.service != CFG_SVC_AUDIT) {
@@ -497,6 +497,10 @@ svc_start_outbox(svc_t *svc)
     if (svc->cfg.service != CFG_SVC_NOTIFICATION) {
         routes[n++] = (outbox_route_t){"notification", svc->peers[CFG_SVC_NOTIFICATION],
                                        "/internal/v1/notifications", 0};
+    }
+    if (svc->cfg.service == CFG_SVC_AUTH) {
+        routes[n++] = (outbox_route_t){"records", svc->peers[CFG_SVC_RECORDS],
+                                       "/internal/v1/patients/{patient_id}/withdrawal", 0};
     }
     outbox_config_t oc = {
         .routes = routes,

@@ -66,6 +66,7 @@ typedef struct {
     auth_step_fn ungate_then;
     int ungate_pending;
     unsigned ungate_method; /* SESS_MFA_* just confirmed: added to live sessions */
+    unsigned drop_method;   /* SESS_MFA_* just removed: taken off live sessions */
 } mfa_ext_t;
 
 /* One cached data key (the services read secrets once; keys rotate by id). */
@@ -520,12 +521,15 @@ mfa_ungate_listed(int rc, const sess_t *items, size_t n, void *ud)
     }
     m->ungate_pending = 1;
     for (size_t i = 0; i < n; i++) {
-        unsigned methods = items[i].profile.mfa_methods | m->ungate_method;
-        if (!items[i].mfa_enrollment_required && methods == items[i].profile.mfa_methods) {
+        unsigned methods = (items[i].profile.mfa_methods | m->ungate_method) & ~m->drop_method;
+        int lift = m->ungate_method != 0 && items[i].mfa_enrollment_required;
+        if (!lift && methods == items[i].profile.mfa_methods) {
             continue;
         }
         sess_t s = items[i];
-        s.mfa_enrollment_required = 0;
+        if (lift) {
+            s.mfa_enrollment_required = 0;
+        }
         s.profile.mfa_methods = methods;
         if (sess_rewrite(svc_kv(m->ctx->svc), &s, mfa_ungate_rewritten, m) == PHR_OK) {
             m->ungate_pending++;
@@ -535,9 +539,11 @@ mfa_ungate_listed(int rc, const sess_t *items, size_t n, void *ud)
 }
 
 /*
- * A factor was confirmed: the account's sessions no longer need the
- * require_mfa enrolment gate (403 mfa_enrollment_required). Rewrites them,
- * then |then|(ctx, PHR_OK) so the caller's next request already passes.
+ * A factor was confirmed (ungate_method) or removed (drop_method): rewrites
+ * the account's live sessions so their profile lists the factors as they now
+ * are and, after a confirmation, no longer carry the require_mfa enrolment
+ * gate (403 mfa_enrollment_required); then |then|(ctx, PHR_OK) so the
+ * caller's next request already sees the change.
  */
 static void
 mfa_ungate(mfa_ext_t *m, auth_step_fn then)
@@ -681,6 +687,12 @@ mfa_remove_denied(h2s_req_t *req)
 }
 
 static void
+mfa_remove_respond(auth_ctx_t *ctx, int rc)
+{
+    h2s_respond(ctx->req, 204, NULL, NULL, 0);
+}
+
+static void
 mfa_remove_committed(auth_ctx_t *ctx, int rc)
 {
     if (rc == PHR_EINVAL) { /* the guard: the step was used meanwhile (replay) */
@@ -692,7 +704,8 @@ mfa_remove_committed(auth_ctx_t *ctx, int rc)
         return;
     }
     auth_outbox_kick(ctx->svc);
-    h2s_respond(ctx->req, 204, NULL, NULL, 0);
+    mfa_ext_of(ctx)->drop_method = SESS_MFA_TOTP;
+    mfa_ungate(mfa_ext_of(ctx), mfa_remove_respond);
 }
 
 static void

@@ -450,6 +450,16 @@ withdraw_verified(int rc, int needs_rehash, void *ud)
     char *audit = auth_audit_json(ctx, "auth.account.withdraw", ctx->sess.account_id,
                                   ctx->sess.kind, ctx->sess.account_id, "success", NULL, event_id);
     auth_tx_outbox(ctx, "audit", event_id, audit);
+    /* Records ends the patient's links and schedules the purge (retention). */
+    json_object *w = json_object_new_object();
+    char now[TU_JST_LEN], key[80];
+    tu_format_jst(tu_now_ms(), now, sizeof(now));
+    json_object_object_add(w, "patient_id", json_object_new_string(ctx->sess.account_id));
+    json_object_object_add(w, "withdrawn_at", json_object_new_string(now));
+    snprintf(key, sizeof(key), "withdraw:%s", ctx->sess.account_id);
+    const char *txt = jx_to_string(w, NULL);
+    auth_tx_outbox(ctx, "records", key, txt != NULL ? strdup(txt) : NULL);
+    json_object_put(w);
     auth_tx_run(ctx, withdraw_committed);
 }
 
@@ -517,10 +527,132 @@ reset_withdraw(svc_t *svc, h2s_req_t *req, const sess_t *sess)
     }
 }
 
+/* ---- internal: a re-entered password (records' immediate deletion) ------- */
+
+static void
+verify_failed_committed(auth_ctx_t *ctx, int rc)
+{
+    if (rc == PHR_OK) {
+        auth_outbox_kick(ctx->svc);
+    }
+    h2s_respond_problem(ctx->req, 422, "invalid_credentials", "the password is wrong", NULL);
+}
+
+static void
+verify_ok_committed(auth_ctx_t *ctx, int rc)
+{
+    if (rc != PHR_OK) {
+        svc_respond_error(ctx->req, rc, NULL);
+        return;
+    }
+    auth_outbox_kick(ctx->svc);
+    h2s_respond(ctx->req, 204, NULL, NULL, 0);
+}
+
+static void
+verify_checked(int rc, int needs_rehash, void *ud)
+{
+    static const char ok_sql[] = "UPDATE accounts SET failed_logins = 0 WHERE id = $1";
+    auth_ctx_t *ctx = ud;
+    char event_id[37];
+    int wrong = rc == PHR_EDENIED || rc == PHR_EINVAL;
+
+    if (rc != PHR_OK && !wrong) {
+        svc_respond_error(ctx->req, rc, NULL);
+        return;
+    }
+    const char *result = wrong || ctx->locked ? "failure" : "success";
+    const char *reason = wrong ? "invalid_credentials" : ctx->locked ? "account_locked" : NULL;
+    char *audit = auth_audit_json(ctx, "auth.password.verify", ctx->account_id, ctx->kind,
+                                  ctx->account_id, result, reason, event_id);
+    auth_tx_outbox(ctx, "audit", event_id, audit);
+    if (wrong || ctx->locked) {
+        auth_count_failure(ctx, ctx->failed_logins, ctx->locked);
+        auth_tx_run(ctx, verify_failed_committed);
+        return;
+    }
+    const char *p[] = {ctx->account_id};
+    auth_tx_sql(ctx, ok_sql, 1, p);
+    auth_tx_run(ctx, verify_ok_committed);
+}
+
+static void
+verify_loaded(int rc, PGresult *res, void *ud)
+{
+    auth_ctx_t *ctx = ud;
+    size_t n;
+
+    if (rc != PHR_OK) {
+        svc_respond_error(ctx->req, rc, NULL);
+        return;
+    }
+    if (PQntuples(res) == 0) {
+        svc_respond_error(ctx->req, PHR_ENOTFOUND, "no such active account");
+        return;
+    }
+    snprintf(ctx->hash, sizeof(ctx->hash), "%s", PQgetvalue(res, 0, 0));
+    ctx->failed_logins = (int)strtol(PQgetvalue(res, 0, 1), NULL, 10);
+    ctx->locked = PQgetvalue(res, 0, 2)[0] == 't';
+    snprintf(ctx->kind, sizeof(ctx->kind), "%s", PQgetvalue(res, 0, 3));
+    snprintf(ctx->name, sizeof(ctx->name), "%s", PQgetvalue(res, 0, 4));
+    snprintf(ctx->locale, sizeof(ctx->locale), "%s", PQgetvalue(res, 0, 5));
+    const pwhash_pepper_t *peppers = auth_peppers(ctx->svc, &n);
+    rc = pwhash_verify_async(svc_workq(ctx->svc), ctx->hash, ctx->password, peppers, n,
+                             verify_checked, ctx);
+    if (rc != PHR_OK) {
+        svc_respond_error(ctx->req, rc, "password hashing is saturated; retry later");
+    }
+}
+
+/* POST /internal/v1/accounts/{account_id}/verify-password {password}: 204 or 422. */
+static void
+reset_verify_password(svc_t *svc, h2s_req_t *req, const sess_t *sess)
+{
+    static const jx_field_t fields[] = {
+        {"password", JX_STRING, 1, 0, -1, 1, 1024, NULL},
+    };
+    static const char sql[] =
+        "SELECT password_hash, failed_logins, coalesce(locked_until > now(), false), kind, name, "
+        "locale FROM accounts WHERE id = $1 AND status = 'active'";
+    const char *id = h2s_req_param(req, "account_id");
+    json_object *body;
+
+    if (!uuid_valid(id)) {
+        svc_respond_error(req, PHR_ENOTFOUND, "no such account");
+        return;
+    }
+    if (svc_read_json(req, fields, 1, &body) != PHR_OK) {
+        return;
+    }
+    auth_ctx_t *ctx = auth_ctx_new(svc, req, NULL);
+    if (ctx == NULL) {
+        json_object_put(body);
+        return;
+    }
+    snprintf(ctx->account_id, sizeof(ctx->account_id), "%s", id);
+    int rc = pw_normalize(jx_get_str(body, "password", ""), &ctx->password);
+    json_object_put(body);
+    if (rc == PHR_EINVAL) {
+        reset_bad_field(req, "password", "not valid UTF-8");
+        return;
+    }
+    if (rc != PHR_OK) {
+        svc_respond_error(req, rc, NULL);
+        return;
+    }
+    const char *p[] = {ctx->account_id};
+    rc = db_query(svc_db(svc), sql, 1, p, verify_loaded, ctx);
+    if (rc != PHR_OK) {
+        svc_respond_error(req, rc, NULL);
+    }
+}
+
 static const svc_route_t table[] = {
     {"POST", "/api/v1/auth/password-reset/request", reset_request, SVC_NEEDS_DB, 1024},
     {"POST", "/api/v1/auth/password-reset/confirm", reset_confirm, SVC_NEEDS_DB, 4096},
     {"POST", "/api/v1/auth/withdraw", reset_withdraw, SVC_SESSION | SVC_NEEDS_DB, 4096},
+    {"POST", "/internal/v1/accounts/{account_id}/verify-password", reset_verify_password,
+     SVC_INTERNAL | SVC_NEEDS_DB | SVC_CALLER(CFG_SVC_RECORDS), 4096},
 };
 
 const svc_routes_t auth_reset_routes = SVC_ROUTES(table);

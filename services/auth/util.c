@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "aev.h"
 #include "auth.h"
 #include "err.h"
 #include "log.h"
@@ -144,12 +145,6 @@ auth_outbox_kick(svc_t *svc)
     outbox_kick(svc_outbox(svc));
 }
 
-static json_object *
-auth_str_or_null(const char *s)
-{
-    return s != NULL && s[0] != '\0' ? json_object_new_string(s) : NULL;
-}
-
 static char *
 auth_dump(json_object *o)
 {
@@ -165,48 +160,19 @@ auth_audit_json(const auth_ctx_t *ctx, const char *action, const char *actor_id,
                 const char *actor_kind, const char *target_id, const char *result,
                 const char *reason, char *event_id)
 {
-    char now[TU_JST_LEN];
-    json_object *o = json_object_new_object();
-    json_object *actor = json_object_new_object();
-    json_object *target = json_object_new_object();
-    json_object *outcome = json_object_new_object();
-    json_object *source = json_object_new_object();
-    const char *ua = h2s_req_header(ctx->req, "user-agent");
-    char uabuf[257];
+    aev_t ev;
 
-    if (uuid7(event_id) != PHR_OK) {
-        json_object_put(o);
-        json_object_put(actor);
-        json_object_put(target);
-        json_object_put(outcome);
-        json_object_put(source);
-        return NULL;
+    aev_init(&ev, "auth", action, ctx->req, ctx->has_sess ? &ctx->sess : NULL);
+    if (!ctx->has_sess || actor_id == NULL || strcmp(actor_id, ctx->sess.account_id) != 0) {
+        ev.actor_org_id = ev.actor_role = NULL; /* the actor is not the session's account */
     }
-    snprintf(uabuf, sizeof(uabuf), "%s", ua != NULL ? ua : "");
-    if (!jx_utf8_valid(uabuf, strlen(uabuf))) {
-        uabuf[0] = '\0';
-    }
-    tu_format_jst(tu_now_ms(), now, sizeof(now));
-    json_object_object_add(actor, "account_id", auth_str_or_null(actor_id));
-    json_object_object_add(actor, "kind", json_object_new_string(actor_kind));
-    json_object_object_add(actor, "session_id",
-                           ctx->has_sess ? json_object_new_string(ctx->sess.session_id) : NULL);
-    json_object_object_add(actor, "ip", auth_str_or_null(ctx->ip));
-    json_object_object_add(actor, "user_agent", auth_str_or_null(uabuf));
-    json_object_object_add(target, "type", json_object_new_string("account"));
-    json_object_object_add(target, "id", json_object_new_string(target_id));
-    json_object_object_add(outcome, "result", json_object_new_string(result));
-    json_object_object_add(outcome, "reason", auth_str_or_null(reason));
-    json_object_object_add(source, "service", json_object_new_string("auth"));
-    json_object_object_add(source, "request_id", auth_str_or_null(h2s_req_id(ctx->req)));
-    json_object_object_add(o, "event_id", json_object_new_string(event_id));
-    json_object_object_add(o, "occurred_at", json_object_new_string(now));
-    json_object_object_add(o, "actor", actor);
-    json_object_object_add(o, "action", json_object_new_string(action));
-    json_object_object_add(o, "target", target);
-    json_object_object_add(o, "outcome", outcome);
-    json_object_object_add(o, "source", source);
-    return auth_dump(o);
+    ev.actor_id = actor_id;
+    ev.actor_kind = actor_kind;
+    ev.target_type = "account";
+    ev.target_id = target_id;
+    ev.result = result;
+    ev.reason = reason;
+    return aev_json(&ev, event_id);
 }
 
 char *

@@ -80,6 +80,13 @@ int it_psql(const char *db, char *out, size_t cap, const char *fmt, ...)
 /* A fresh e-mail address "it-<tag>-<time>-<pid>-<n>@example.com". */
 void it_unique_email(char *out, size_t cap, const char *tag);
 
+/*
+ * Sends |method| |path| straight to |service| as peer service |caller| (its
+ * credential from the secrets; NULL: none), JSON |body| or NULL. Returns the status.
+ */
+long it_internal(const char *service, const char *caller, const char *method, const char *path,
+                 const char *body, it_resp_t *r);
+
 /* Polls GET |path| of |service| directly until it answers |status| or |seconds| pass. */
 int it_wait_status(const char *service, const char *path, long status, int seconds);
 
@@ -90,5 +97,12 @@ extern const it_case_t auth_cases[];
 extern const it_case_t auth_reset_cases[];
 extern const it_case_t auth_mfa_cases[];
 extern const it_case_t auth_org_cases[];
+extern const it_case_t records_cases[];
+extern const it_case_t records_share_cases[];
+extern const it_case_t records_export_cases[];
+extern const it_case_t notify_cases[];
+extern const it_case_t notify_notice_cases[];
+extern const it_case_t audit_cases[];
+extern const it_case_t audit_query_cases[];
 
 #endif

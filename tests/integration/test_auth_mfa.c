@@ -582,9 +582,19 @@ test_mfa_remove(void)
     it_resp_free(&r);
     IT_CHECK(ok);
     IT_CHECK(mfa_sql_is("1", "SELECT count(*) FROM mfa_totp WHERE account_id = '%s'", id));
+    /* the account's other live session lists the factor... */
+    mfa_req("GET", "/api/v1/auth/session", NULL, other, &r);
+    ok = r.status == 200 && r.body != NULL && strstr(r.body, "\"totp\"") != NULL;
+    it_resp_free(&r);
+    IT_CHECK(ok);
     /* right password and code */
     snprintf(body, sizeof(body), "{\"password\":\"%s\",\"code\":\"%s\"}", MFA_PW, code);
     IT_CHECK(mfa_status("DELETE", "/api/v1/auth/mfa/totp", body, token) == 204);
+    /* ...and no longer once it is removed */
+    mfa_req("GET", "/api/v1/auth/session", NULL, other, &r);
+    ok = r.status == 200 && r.body != NULL && strstr(r.body, "\"totp\"") == NULL;
+    it_resp_free(&r);
+    IT_CHECK(ok);
     IT_CHECK(mfa_sql_is("0|0",
                         "SELECT (SELECT count(*) FROM mfa_totp WHERE account_id = '%1$s'), "
                         "(SELECT count(*) FROM mfa_recovery_codes WHERE account_id = '%1$s')",

@@ -769,35 +769,12 @@ test_reset_mfa(void)
 
 /* ---- internal routes ----------------------------------------------------- */
 
-/* Sends |method| |path| straight to auth as |caller| (NULL: no credential). */
-static long
-org_internal(const char *caller, const char *method, const char *path, const char *body,
-             it_resp_t *r)
-{
-    char who[64], cred[300], key[64];
-    const char *hdrs[4] = {NULL, NULL, NULL, NULL};
-    size_t n = 0;
-
-    if (caller != NULL) {
-        snprintf(key, sizeof(key), "svc_%s.key", caller);
-        snprintf(who, sizeof(who), "x-phr-caller: %s", caller);
-        snprintf(cred, sizeof(cred), "x-phr-credential: %s", it_secret(key));
-        hdrs[n++] = who;
-        hdrs[n++] = cred;
-    }
-    if (body != NULL) {
-        hdrs[n++] = "Content-Type: application/json";
-    }
-    it_request(IT_DIRECT, "auth", method, path, body, body ? strlen(body) : 0, hdrs, r);
-    return r->status;
-}
-
 static int
 org_internal_problem(const char *caller, const char *method, const char *path, const char *body,
                      int status, const char *code)
 {
     it_resp_t r;
-    org_internal(caller, method, path, body, &r);
+    it_internal("auth", caller, method, path, body, &r);
     int ok = it_is_problem(&r, status, code);
     if (!ok) {
         fprintf(stderr, "  %s %s: %ld %.300s\n", method, path, r.status, r.body ? r.body : "");
@@ -815,7 +792,7 @@ org_internal_field(const char *method, const char *path, const char *body, const
     int ok = 0;
     /* A caller the route admits: contacts are for notification, the rest admits audit. */
     const char *caller = strncmp(path, "/internal/v1/contacts", 21) == 0 ? "notification" : "audit";
-    if (org_internal(caller, method, path, body, &r) == 400 && r.json != NULL &&
+    if (it_internal("auth", caller, method, path, body, &r) == 400 && r.json != NULL &&
         json_object_object_get_ex(r.json, "errors", &errs)) {
         for (size_t i = 0; i < json_object_array_length(errs); i++) {
             if (json_object_object_get_ex(json_object_array_get_idx(errs, i), "field", &f) &&
@@ -894,7 +871,8 @@ test_internal_lookup_admins(void)
     /* lookup: known ids in, unknown left out */
     snprintf(body, sizeof(body),
              "{\"ids\":[\"%s\",\"%s\",\"0190f3a0-0000-7000-8000-0000000000fe\"]}", id, e.admin_id);
-    IT_CHECK(org_internal("records", "POST", "/internal/v1/accounts/lookup", body, &r) == 200);
+    IT_CHECK(it_internal("auth", "records", "POST", "/internal/v1/accounts/lookup", body, &r) ==
+             200);
     IT_CHECK(org_nitems(&r) == 2);
     int seen = 0;
     for (size_t i = 0; i < org_nitems(&r); i++) {
@@ -921,7 +899,7 @@ test_internal_lookup_admins(void)
     IT_CHECK(org_internal_field("POST", "/internal/v1/accounts/lookup", "{\"ids\":[1]}", "ids"));
     IT_CHECK(org_internal_field("POST", "/internal/v1/accounts/lookup", "{}", "ids"));
     /* admins of the org: exactly its one admin; a promoted staff member joins */
-    IT_CHECK(org_internal("notification", "GET", path, NULL, &r) == 200);
+    IT_CHECK(it_internal("auth", "notification", "GET", path, NULL, &r) == 200);
     IT_CHECK(org_nitems(&r) == 1 && org_streq(org_get(org_item(&r, 0), "account_id"), e.admin_id) &&
              org_streq(org_get(org_item(&r, 0), "email"), e.admin_email) &&
              org_streq(org_get(org_item(&r, 0), "org_id"), e.org_id));
@@ -929,7 +907,7 @@ test_internal_lookup_admins(void)
     char spath[160];
     snprintf(spath, sizeof(spath), "/api/v1/orgs/%s/staff/%s", e.org_id, id);
     IT_CHECK(org_status("PATCH", spath, "{\"role\":\"admin\"}", e.admin_token) == 200);
-    IT_CHECK(org_internal("notification", "GET", path, NULL, &r) == 200);
+    IT_CHECK(it_internal("auth", "notification", "GET", path, NULL, &r) == 200);
     IT_CHECK(org_nitems(&r) == 2);
     it_resp_free(&r);
     IT_CHECK(org_internal_problem("audit", "GET",
@@ -952,7 +930,7 @@ test_internal_review_contacts(void)
     IT_CHECK(org_staff_login(email, id, path)); /* the last one has logged in */
     /* the org's accounts by id, 2 a page: admin + 2 staff = 3 */
     snprintf(path, sizeof(path), "/internal/v1/accounts?org_id=%s&limit=2", e.org_id);
-    IT_CHECK(org_internal("audit", "GET", path, NULL, &r) == 200);
+    IT_CHECK(it_internal("auth", "audit", "GET", path, NULL, &r) == 200);
     size_t n1 = org_nitems(&r);
     snprintf(cursor, sizeof(cursor), "%s",
              it_json_str(&r, "next_cursor") ? it_json_str(&r, "next_cursor") : "");
@@ -965,12 +943,12 @@ test_internal_review_contacts(void)
     IT_CHECK(n1 == 2 && cursor[0] != '\0' && sorted);
     snprintf(path, sizeof(path), "/internal/v1/accounts?org_id=%s&limit=2&cursor=%s", e.org_id,
              cursor);
-    IT_CHECK(org_internal("audit", "GET", path, NULL, &r) == 200);
+    IT_CHECK(it_internal("auth", "audit", "GET", path, NULL, &r) == 200);
     IT_CHECK(org_nitems(&r) == 1 && it_json_str(&r, "next_cursor") == NULL);
     it_resp_free(&r);
     /* the logged-in one has a last login, role and no MFA */
     snprintf(path, sizeof(path), "/internal/v1/accounts?org_id=%s&kind=staff", e.org_id);
-    IT_CHECK(org_internal("audit", "GET", path, NULL, &r) == 200);
+    IT_CHECK(it_internal("auth", "audit", "GET", path, NULL, &r) == 200);
     int found = 0;
     for (size_t i = 0; i < org_nitems(&r); i++) {
         json_object *it = org_item(&r, i), *m;
@@ -984,7 +962,7 @@ test_internal_review_contacts(void)
     IT_CHECK(org_nitems(&r) == 3 && found);
     it_resp_free(&r);
     snprintf(path, sizeof(path), "/internal/v1/accounts?org_id=%s&kind=patient", e.org_id);
-    IT_CHECK(org_internal("audit", "GET", path, NULL, &r) == 200 && org_nitems(&r) == 0);
+    IT_CHECK(it_internal("auth", "audit", "GET", path, NULL, &r) == 200 && org_nitems(&r) == 0);
     it_resp_free(&r);
     IT_CHECK(org_internal_field("GET", "/internal/v1/accounts?org_id=nope", NULL, "org_id"));
     IT_CHECK(org_internal_field("GET", "/internal/v1/accounts?kind=robot", NULL, "kind"));
@@ -996,7 +974,7 @@ test_internal_review_contacts(void)
     do {
         snprintf(path, sizeof(path), "/internal/v1/contacts?audience=org_admins&limit=50%s%s",
                  cursor[0] ? "&cursor=" : "", cursor);
-        IT_CHECK(org_internal("notification", "GET", path, NULL, &r) == 200);
+        IT_CHECK(it_internal("auth", "notification", "GET", path, NULL, &r) == 200);
         for (size_t i = 0; i < org_nitems(&r); i++) {
             json_object *it = org_item(&r, i), *ph;
             admin_seen += org_streq(org_get(it, "account_id"), e.admin_id) &&
@@ -1014,7 +992,8 @@ test_internal_review_contacts(void)
                                   "caller_not_allowed"));
     IT_CHECK(org_internal_problem("records", "GET", "/internal/v1/accounts?limit=1", NULL, 403,
                                   "caller_not_allowed"));
-    IT_CHECK(org_internal("notification", "GET", "/internal/v1/contacts?limit=1", NULL, &r) == 200);
+    IT_CHECK(it_internal("auth", "notification", "GET", "/internal/v1/contacts?limit=1", NULL,
+                         &r) == 200);
     IT_CHECK(org_nitems(&r) == 1 && it_json_str(&r, "next_cursor") != NULL);
     it_resp_free(&r);
     IT_CHECK(

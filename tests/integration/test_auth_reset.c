@@ -367,6 +367,8 @@ test_withdraw(void)
                              "body->>'action' = 'auth.account.withdraw' AND "
                              "body->'target'->>'id' = '%s'",
                              id) == 1);
+    /* records is told in the same transaction (it ends the links, schedules the purge) */
+    IT_CHECK(rs_outbox_count("records", "body->>'patient_id' = '%s'", id) == 1);
     /* a withdrawn account gets no reset link, with the same answer */
     IT_CHECK(rs_request(email, body, sizeof(body)) == 202);
     IT_CHECK(rs_outbox_count("notification",
@@ -425,6 +427,57 @@ test_pepper(void)
     IT_CHECK(rs_login(old, RS_OLD_PW, NULL) == 200);
 }
 
+/* POST /internal/v1/accounts/{id}/verify-password: records' check of a re-entered password. */
+static void
+test_verify_password(void)
+{
+    char email[128], id[37], path[128], out[64];
+    it_resp_t r;
+
+    it_unique_email(email, sizeof(email), "verifypw");
+    IT_CHECK(rs_register(email, RS_PW, id));
+    snprintf(path, sizeof(path), "/internal/v1/accounts/%s/verify-password", id);
+    IT_CHECK(it_internal("auth", "records", "POST", path, "{\"password\":\"" RS_PW "\"}", &r) ==
+             204);
+    it_resp_free(&r);
+    it_internal("auth", "records", "POST", path, "{\"password\":\"Wrong1Password\"}", &r);
+    IT_CHECK(it_is_problem(&r, 422, "invalid_credentials"));
+    it_resp_free(&r);
+    IT_CHECK(it_psql("auth", out, sizeof(out), "SELECT failed_logins FROM accounts WHERE id = '%s'",
+                     id) == 0 &&
+             strcmp(out, "1") == 0);
+    /* only records may ask; no credential is 401 */
+    it_internal("auth", "audit", "POST", path, "{\"password\":\"" RS_PW "\"}", &r);
+    IT_CHECK(it_is_problem(&r, 403, "caller_not_allowed"));
+    it_resp_free(&r);
+    it_internal("auth", NULL, "POST", path, "{\"password\":\"" RS_PW "\"}", &r);
+    IT_CHECK(r.status == 401);
+    it_resp_free(&r);
+    it_internal("auth", "records", "POST", path, "{}", &r);
+    IT_CHECK(r.status == 400 && r.body != NULL && strstr(r.body, "\"password\"") != NULL);
+    it_resp_free(&r);
+    it_internal("auth", "records", "POST",
+                "/internal/v1/accounts/00000000-0000-4000-8000-000000000000/verify-password",
+                "{\"password\":\"" RS_PW "\"}", &r);
+    IT_CHECK(r.status == 404);
+    it_resp_free(&r);
+    /* the right password resets the failure count; five wrong ones lock like logins do */
+    IT_CHECK(it_internal("auth", "records", "POST", path, "{\"password\":\"" RS_PW "\"}", &r) ==
+             204);
+    it_resp_free(&r);
+    for (int i = 0; i < 5; i++) {
+        it_internal("auth", "records", "POST", path, "{\"password\":\"Wrong1Password\"}", &r);
+        it_resp_free(&r);
+    }
+    it_internal("auth", "records", "POST", path, "{\"password\":\"" RS_PW "\"}", &r);
+    IT_CHECK(it_is_problem(&r, 422, "invalid_credentials"));
+    it_resp_free(&r);
+    IT_CHECK(rs_outbox_count("audit",
+                             "body->>'action' = 'auth.password.verify' AND "
+                             "body->'target'->>'id' = '%s'",
+                             id) == 9);
+}
+
 const it_case_t auth_reset_cases[] = {
     {"auth_reset_request_uniform", test_reset_request_uniform},
     {"auth_reset_confirm", test_reset_confirm},
@@ -432,5 +485,6 @@ const it_case_t auth_reset_cases[] = {
     {"auth_withdraw", test_withdraw},
     {"auth_withdraw_staff_forbidden", test_withdraw_staff_forbidden},
     {"auth_pepper", test_pepper},
+    {"auth_verify_password", test_verify_password},
     {NULL, NULL},
 };
