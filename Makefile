@@ -25,7 +25,7 @@ CFLAGS ?= -O2 -g
 ALL_CFLAGS := -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) -fstack-protector-strong \
               -Icommon $(PKG_CFLAGS) -MMD -MP
 ALL_LDFLAGS := $(LDFLAGS)
-LIBS := $(PKG_LIBS) -largon2 -lunistring -lpthread -lm
+LIBS := $(PKG_LIBS) -largon2 -lunistring -lcurl -lpthread -lm
 
 ifneq ($(SANITIZE),)
 ALL_CFLAGS += -fsanitize=$(SANITIZE) -fno-sanitize-recover=all -fno-omit-frame-pointer
@@ -92,11 +92,13 @@ $(foreach s,$(SERVICES),$(eval $(call service_rule,$(s))))
 
 PHRCTL_SRC := $(wildcard tools/phrctl/*.c)
 PHRCTL_OBJ := $(PHRCTL_SRC:%.c=$(BUILD)/%.o)
-# phrctl also links the auth service's modules (password hashing, policy).
-$(BUILD)/bin/phrctl: $(PHRCTL_OBJ) $(auth_LIBOBJ) $(LIBCOMMON)
+# phrctl also links the auth service's modules (password hashing, policy) and the audit
+# hash chain (phrctl audit verify).
+PHRCTL_AUDIT_OBJ := $(BUILD)/services/audit/chain.o
+$(BUILD)/bin/phrctl: $(PHRCTL_OBJ) $(auth_LIBOBJ) $(PHRCTL_AUDIT_OBJ) $(LIBCOMMON)
 	@mkdir -p $(@D)
 	@$(if $(Q),echo "  LD      $@")
-	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $(PHRCTL_OBJ) $(auth_LIBOBJ) $(LIBCOMMON) $(LIBS)
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $(PHRCTL_OBJ) $(auth_LIBOBJ) $(PHRCTL_AUDIT_OBJ) $(LIBCOMMON) $(LIBS)
 
 $(BUILD)/tests/test_%: $(BUILD)/tests/unit/test_%.o $(LIBCOMMON)
 	@mkdir -p $(@D)
@@ -128,6 +130,17 @@ logs:
 
 run: up
 	@bash deploy/stack.sh run
+
+# One encrypted, verified backup generation of the local stack (deploy/BACKUPS.md).
+.PHONY: backup
+backup: $(BUILD)/bin/phrctl
+	@$(BUILD)/bin/phrctl backup run
+
+# CycloneDX 1.5 bill of materials (Debian + npm packages) -> sbom.cdx.json (SECURITY.md);
+# CI runs `bash tools/sbom.sh --check`.
+.PHONY: sbom
+sbom:
+	@bash tools/sbom.sh
 
 check-unit: $(UNIT_BINS)
 	@bash tests/run.sh unit $(BUILD)

@@ -52,6 +52,7 @@
 #define OB_GC_ROWS "1000"                  /* rows per delete */
 #define OB_TOPIC_MAX 64
 #define OB_ERR_MAX 96
+#define OB_KEY_MAX 255 /* the longest idempotency key a peer may name back */
 
 static const char ob_sql_claim[] =
     "WITH b AS ("
@@ -69,6 +70,15 @@ static const char ob_sql_claim[] =
 
 static const char ob_sql_sent[] = "UPDATE outbox SET sent_at = now(), last_error = NULL"
                                   " WHERE id = ANY($1::bigint[]) AND sent_at IS NULL";
+
+/* A batch the peer answered item by item: the keys in $2 it rejected are dead, the rest sent. */
+static const char ob_sql_sent_but[] =
+    "UPDATE outbox SET"
+    " sent_at = CASE WHEN idempotency_key = ANY($2::text[]) THEN NULL ELSE now() END,"
+    " dead_at = CASE WHEN idempotency_key = ANY($2::text[]) THEN now() END,"
+    " attempts = attempts + CASE WHEN idempotency_key = ANY($2::text[]) THEN 1 ELSE 0 END,"
+    " last_error = CASE WHEN idempotency_key = ANY($2::text[]) THEN $3 END"
+    " WHERE id = ANY($1::bigint[]) AND sent_at IS NULL AND dead_at IS NULL";
 
 static const char ob_sql_retry[] =
     "UPDATE outbox SET attempts = attempts + 1,"
@@ -239,9 +249,13 @@ ob_update_cb(int rc, PGresult *res, void *ud)
     ob_op_done(ob);
 }
 
-/* Records the outcome of |p| (takes it over); called once per post. */
+/*
+ * Records the outcome of |p| (takes it over); called once per post.
+ * |rejected|: for OB_SENT, a text[] literal of the keys the peer refused
+ * item by item (those rows turn dead), else NULL.
+ */
 static void
-ob_post_finish(ob_post_t *p, ob_outcome_t outcome, const char *why)
+ob_post_finish_items(ob_post_t *p, ob_outcome_t outcome, const char *why, const char *rejected)
 {
     outbox_t *ob = p->ob;
     const outbox_route_t *rt = &ob->routes[p->route];
@@ -259,7 +273,13 @@ ob_post_finish(ob_post_t *p, ob_outcome_t outcome, const char *why)
         ob_op_done(ob);
         return;
     }
-    if (outcome == OB_SENT) {
+    if (outcome == OB_SENT && rejected != NULL) {
+        const char *params[3] = {ids, rejected, "rejected by the peer"};
+        log_warn("outbox: peer rejected some %s item(s) of a batch (first id %" PRId64
+                 "); marked dead",
+                 rt->topic, p->ids[0]);
+        rc = db_query(ob->db, ob_sql_sent_but, 3, params, ob_update_cb, p);
+    } else if (outcome == OB_SENT) {
         const char *params[1] = {ids};
         rc = db_query(ob->db, ob_sql_sent, 1, params, ob_update_cb, p);
     } else if (outcome == OB_DEAD) {
@@ -285,6 +305,74 @@ ob_post_finish(ob_post_t *p, ob_outcome_t outcome, const char *why)
 }
 
 static void
+ob_post_finish(ob_post_t *p, ob_outcome_t outcome, const char *why)
+{
+    ob_post_finish_items(p, outcome, why, NULL);
+}
+
+/*
+ * The keys a batch answer {"results":[{"event_id":K,"status":"rejected"},...]}
+ * refused, as a text[] literal (caller frees); NULL when none (or no such
+ * answer: everything was taken).
+ */
+static char *
+ob_rejected_keys(const hcli_resp_t *resp)
+{
+    json_object *o = NULL, *results, *it, *v;
+    char *out = NULL;
+    size_t len = 0, cap = 0;
+
+    if (resp->body == NULL || resp->body_len == 0 ||
+        jx_parse(resp->body, resp->body_len, 8, &o, NULL) != PHR_OK ||
+        !json_object_object_get_ex(o, "results", &results) ||
+        !json_object_is_type(results, json_type_array)) {
+        json_object_put(o);
+        return NULL;
+    }
+    for (size_t i = 0; i < json_object_array_length(results); i++) {
+        it = json_object_array_get_idx(results, i);
+        if (!json_object_object_get_ex(it, "status", &v) ||
+            strcmp(json_object_get_string(v), "rejected") != 0 ||
+            !json_object_object_get_ex(it, "event_id", &v) ||
+            !json_object_is_type(v, json_type_string)) {
+            continue;
+        }
+        const char *key = json_object_get_string(v);
+        size_t klen = strlen(key);
+        if (klen == 0 || klen > OB_KEY_MAX) {
+            continue; /* not one of our keys: nothing to match */
+        }
+        if (out == NULL || len + 2 * klen + 6 > cap) { /* ',' '"' escaped key '"' '}' NUL */
+            cap = (len + 2 * klen + 6) * 2;
+            char *n = realloc(out, cap);
+            if (n == NULL) {
+                free(out);
+                json_object_put(o);
+                return NULL;
+            }
+            out = n;
+        }
+        out[len] = len == 0 ? '{' : ',';
+        out[len + 1] = '"';
+        len += 2;
+        for (size_t k = 0; k < klen; k++) {
+            if (key[k] == '"' || key[k] == '\\') {
+                out[len++] = '\\';
+            }
+            out[len++] = key[k];
+        }
+        out[len++] = '"';
+        out[len] = '\0';
+    }
+    json_object_put(o);
+    if (out != NULL) {
+        out[len++] = '}';
+        out[len] = '\0';
+    }
+    return out;
+}
+
+static void
 ob_post_cb(int rc, const hcli_resp_t *resp, void *ud)
 {
     ob_post_t *p = ud;
@@ -304,7 +392,9 @@ ob_post_cb(int rc, const hcli_resp_t *resp, void *ud)
     int st = resp->status;
     snprintf(why, sizeof(why), "http %d", st);
     if (st >= 200 && st <= 299) {
-        ob_post_finish(p, OB_SENT, NULL);
+        char *rejected = ob->routes[p->route].batch ? ob_rejected_keys(resp) : NULL;
+        ob_post_finish_items(p, OB_SENT, NULL, rejected);
+        free(rejected);
     } else if (st >= 400 && st <= 499 && st != 404 && st != 405 && st != 408 && st != 409 &&
                st != 429) {
         ob_post_finish(p, OB_DEAD, why);

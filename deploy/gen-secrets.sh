@@ -7,6 +7,7 @@
 #   svc_<svc>.key                                        service credentials
 #   data_key_v1                                          AES-256 key, 64 hex chars
 #   auth_pepper_v1                                       password pepper (HMAC key), 64 hex chars
+#   backup_key_v1                                        backup encryption key (AES-256), 64 hex chars
 #   audit_signing.pem / audit_signing.pub.pem            Ed25519 key pair
 #   sendgrid_api_key twilio_auth_token                   provider credentials (the stand-in's locally)
 #   sendgrid_webhook.pem / sendgrid_webhook.pub.pem      ECDSA P-256 pair: SendGrid signs event webhooks
@@ -53,6 +54,7 @@ for svc in auth records notification audit; do
 done
 write_once data_key_v1 openssl rand -hex 32
 write_once auth_pepper_v1 openssl rand -hex 32
+write_once backup_key_v1 openssl rand -hex 32
 
 if [ ! -s "$dir/audit_signing.pem" ]; then
     write_once audit_signing.pem openssl genpkey -algorithm ed25519

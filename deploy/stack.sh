@@ -14,7 +14,13 @@
 # Environment (defaults): PHR_VAR (var, relative to the repo root), PHR_BUILD (build),
 # PHR_GATEWAY_PORT 8443, PHR_PG_PORT 55432, PHR_REDIS_PORT 56379, PHR_AUTH_PORT 9101,
 # PHR_RECORDS_PORT 9102, PHR_NOTIFICATION_PORT 9103, PHR_AUDIT_PORT 9104,
+# PHR_STANDIN_PORT 9199 (provider stand-in tools/standin/standin.py; the services get
+# PHR_SENDGRID_BASE_URL/PHR_TWILIO_BASE_URL pointing at it), PHR_PUBLIC_BASE_URL
+# (https://127.0.0.1:<PHR_GATEWAY_PORT>),
 # PHR_UP_TIMEOUT 60 (seconds to wait for readiness), PHR_TZ Asia/Tokyo (nginx log times),
+# PHR_{AUTH,RECORDS,NOTIFICATION,AUDIT}_INSTANCES 1 (1-9: instance N > 1 listens on the
+# service's port + 10 * (N - 1), pid file var/run/<svc>-N.pid, log var/log/<svc>-N.log; the
+# gateway's upstream lists every instance; peers call instance 1; deploy/SCALING.md),
 # NGINX_LOGIN_RATE/BURST and NGINX_API_RATE/BURST (see deploy/nginx/render.sh).
 #
 # Layout: var/pg (cluster; or /var/tmp/phr-pg-<hash> when user postgres cannot reach
@@ -43,6 +49,11 @@ export PHR_AUTH_PORT=${PHR_AUTH_PORT:-9101}
 export PHR_RECORDS_PORT=${PHR_RECORDS_PORT:-9102}
 export PHR_NOTIFICATION_PORT=${PHR_NOTIFICATION_PORT:-9103}
 export PHR_AUDIT_PORT=${PHR_AUDIT_PORT:-9104}
+export PHR_STANDIN_PORT=${PHR_STANDIN_PORT:-9199}
+export PHR_SENDGRID_BASE_URL=${PHR_SENDGRID_BASE_URL:-http://127.0.0.1:$PHR_STANDIN_PORT}
+export PHR_TWILIO_BASE_URL=${PHR_TWILIO_BASE_URL:-http://127.0.0.1:$PHR_STANDIN_PORT}
+export PHR_PUBLIC_BASE_URL=${PHR_PUBLIC_BASE_URL:-https://127.0.0.1:$PHR_GATEWAY_PORT}
+export PHR_STANDIN_WEBHOOK_BASE=${PHR_STANDIN_WEBHOOK_BASE:-https://127.0.0.1:$PHR_GATEWAY_PORT}
 export PHR_PG_HOST=127.0.0.1
 export PHR_REDIS_HOST=127.0.0.1
 UP_TIMEOUT=${PHR_UP_TIMEOUT:-60}
@@ -70,6 +81,38 @@ die() {
 port_of() {
     local v="PHR_${1^^}_PORT"
     printf '%s\n' "${!v}"
+}
+
+# instances_of SVC: PHR_<SVC>_INSTANCES (default 1, at most 9).
+instances_of() {
+    local v="PHR_${1^^}_INSTANCES" n
+    n=${!v:-1}
+    [[ $n =~ ^[1-9]$ ]] || die "$v must be 1-9 (is '$n')"
+    printf '%s\n' "$n"
+}
+
+# inst_name SVC N: "auth" for instance 1, "auth-2" for instance 2 (pid and log file names).
+inst_name() {
+    if [ "$2" -eq 1 ]; then
+        printf '%s\n' "$1"
+    else
+        printf '%s-%s\n' "$1" "$2"
+    fi
+}
+
+# inst_port SVC N: instance N listens on the service's port + 10 * (N - 1).
+inst_port() {
+    printf '%s\n' "$(($(port_of "$1") + 10 * ($2 - 1)))"
+}
+
+# inst_addrs SVC: "127.0.0.1:PORT ..." of every instance (the gateway's upstream).
+inst_addrs() {
+    local i n out=""
+    n=$(instances_of "$1")
+    for ((i = 1; i <= n; i++)); do
+        out+="${out:+ }127.0.0.1:$(inst_port "$1" "$i")"
+    done
+    printf '%s\n' "$out"
 }
 
 # pid_of FILE: prints the pid in FILE if that process is alive.
@@ -238,6 +281,23 @@ GRANT ALL ON DATABASE phr_$name TO phr_$name;
 "
     # Through stdin: passwords never appear on a command line.
     printf '%s' "$sql" | pg_psql -f - >/dev/null || die "postgresql provisioning failed"
+    # audit: the NOLOGIN owner of the append-only tables. The service role is made a member
+    # only until its migration 004_append_only.sql has handed the tables over (it then revokes
+    # its own membership): after that it can INSERT and SELECT, never UPDATE/DELETE/TRUNCATE.
+    printf '%s\n' "SELECT 'CREATE ROLE phr_audit_owner NOLOGIN' WHERE NOT EXISTS
+    (SELECT 1 FROM pg_roles WHERE rolname = 'phr_audit_owner') \\gexec" \
+        | pg_psql -f - >/dev/null || die "postgresql provisioning failed (audit owner)"
+    # It also owns the database (so the public schema): the owner of a database or a schema
+    # could drop it or any table in it, the append-only ones included.
+    pg_psql -c "ALTER DATABASE phr_audit OWNER TO phr_audit_owner" \
+        -c "GRANT CONNECT, TEMPORARY, CREATE ON DATABASE phr_audit TO phr_audit" >/dev/null \
+        || die "postgresql provisioning failed (audit database owner)"
+    pg_psql -d phr_audit -c "GRANT USAGE, CREATE ON SCHEMA public TO phr_audit" >/dev/null \
+        || die "postgresql provisioning failed (audit schema grant)"
+    if [ -z "$(pg_psql -d phr_audit -tA -c "SELECT to_regclass('public.audit_events')")" ]; then
+        pg_psql -c "GRANT phr_audit_owner TO phr_audit WITH ADMIN OPTION" >/dev/null \
+            || die "postgresql provisioning failed (audit owner grant)"
+    fi
 }
 
 pg_down() {
@@ -314,27 +374,44 @@ svc_pid() {
     printf '%s\n' "$pid"
 }
 
+# svc_up SVC [N]: start instance N (default 1) unless it runs. Only its own port variable
+# differs from instance 1 (peers are still reached on their instance 1 ports).
 svc_up() {
-    local svc=$1 bin
+    local svc=$1 i=${2:-1} bin name port
     bin=$PHR_BUILD/bin/phr-$svc
-    if svc_pid "$svc" >/dev/null; then
+    name=$(inst_name "$svc" "$i")
+    if svc_pid "$name" >/dev/null; then
         return 0
     fi
     [ -x "$bin" ] || die "$bin not built (run make)"
-    say "starting phr-$svc on 127.0.0.1:$(port_of "$svc")"
-    PHR_STACK_ID=$PHR_VAR setsid nohup "$bin" >>"$LOG/$svc.log" 2>&1 </dev/null &
-    printf '%s\n' "$!" > "$RUN/$svc.pid"
+    port=$(inst_port "$svc" "$i")
+    say "starting phr-$svc${name#"$svc"} on 127.0.0.1:$port"
+    env "PHR_${svc^^}_PORT=$port" PHR_STACK_ID="$PHR_VAR" \
+        setsid nohup "$bin" >>"$LOG/$name.log" 2>&1 </dev/null &
+    printf '%s\n' "$!" > "$RUN/$name.pid"
+}
+
+# The pid file names (without .pid) of every instance of SVC that has one, running or not.
+svc_pidfiles() {
+    local f
+    for f in "$RUN/$1.pid" "$RUN/$1"-[1-9].pid; do
+        [ -e "$f" ] || continue
+        f=${f##*/}
+        printf '%s\n' "${f%.pid}"
+    done
 }
 
 svc_down_all() {
-    local svc pid pids=() i
+    local svc name pid pids=() i
     for svc in "${SERVICES[@]}"; do
-        if pid=$(svc_pid "$svc"); then
-            say "stopping phr-$svc"
-            kill -TERM "$pid" 2>/dev/null || true
-            pids+=("$pid")
-        fi
-        rm -f "$RUN/$svc.pid"
+        for name in $(svc_pidfiles "$svc"); do
+            if pid=$(svc_pid "$name"); then
+                say "stopping phr-$name"
+                kill -TERM "$pid" 2>/dev/null || true
+                pids+=("$pid")
+            fi
+            rm -f "$RUN/$name.pid"
+        done
     done
     # Services drain for up to 10 s on SIGTERM; give them 15 s, then SIGKILL.
     for ((i = 0; i < 150; i++)); do
@@ -353,6 +430,41 @@ svc_down_all() {
     done
 }
 
+# ---- provider stand-in (SendGrid + Twilio) ------------------------------------------
+
+standin_pid() {
+    local pid
+    pid=$(pid_of "$RUN/standin.pid") || return 1
+    comm_is "$pid" python3 || return 1
+    printf '%s\n' "$pid"
+}
+
+standin_up() {
+    local i
+    if standin_pid >/dev/null; then
+        return 0
+    fi
+    say "starting provider stand-in on http://127.0.0.1:$PHR_STANDIN_PORT"
+    setsid nohup python3 "$ROOT/tools/standin/standin.py" >>"$LOG/standin.log" 2>&1 </dev/null &
+    printf '%s\n' "$!" > "$RUN/standin.pid"
+    for ((i = 0; i < 100; i++)); do
+        [ "$(http_code "http://127.0.0.1:$PHR_STANDIN_PORT/__health")" = 200 ] && return 0
+        pid_of "$RUN/standin.pid" >/dev/null || break
+        sleep 0.1
+    done
+    tail -n 20 "$LOG/standin.log" >&2
+    die "provider stand-in failed to start"
+}
+
+standin_down() {
+    local pid
+    pid=$(standin_pid) || return 0
+    say "stopping provider stand-in"
+    kill -TERM "$pid" 2>/dev/null || true
+    wait_gone "$pid" 5 || kill -KILL "$pid" 2>/dev/null || true
+    rm -f "$RUN/standin.pid"
+}
+
 # ---- nginx --------------------------------------------------------------------------
 
 nginx_pid() {
@@ -367,7 +479,11 @@ nginx_cmd() {
 }
 
 nginx_render() {
-    NGINX_TLS_CERT=$TLS/server.crt NGINX_TLS_KEY=$TLS/server.key \
+    NGINX_AUTH_ADDR=${NGINX_AUTH_ADDR:-$(inst_addrs auth)} \
+        NGINX_RECORDS_ADDR=${NGINX_RECORDS_ADDR:-$(inst_addrs records)} \
+        NGINX_NOTIFICATION_ADDR=${NGINX_NOTIFICATION_ADDR:-$(inst_addrs notification)} \
+        NGINX_AUDIT_ADDR=${NGINX_AUDIT_ADDR:-$(inst_addrs audit)} \
+        NGINX_TLS_CERT=$TLS/server.crt NGINX_TLS_KEY=$TLS/server.key \
         NGINX_PREFIX=$NGINX_DIR NGINX_LOG_DIR=$LOG NGINX_PID_FILE=$RUN/nginx.pid \
         bash "$ROOT/deploy/nginx/render.sh" "$1"
 }
@@ -415,8 +531,9 @@ http_code() {
     curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$@" 2>/dev/null || true
 }
 
+# svc_ready PORT
 svc_ready() {
-    [ "$(http_code --http2-prior-knowledge "http://127.0.0.1:$(port_of "$1")/readyz")" = 200 ]
+    [ "$(http_code --http2-prior-knowledge "http://127.0.0.1:$1/readyz")" = 200 ]
 }
 
 gateway_ready() {
@@ -432,29 +549,37 @@ not_ready() {
     fi
 }
 
+# Every instance of every service answers /readyz, and the gateway /healthz.
 wait_ready() {
-    local deadline svc pending
+    local deadline svc pending i n name port
     deadline=$((SECONDS + UP_TIMEOUT))
     while :; do
         pending=()
         for svc in "${SERVICES[@]}"; do
-            if ! svc_pid "$svc" >/dev/null; then
-                not_ready "phr-$svc (process exited)" "$LOG/$svc.log"
-                return 1
-            fi
-            svc_ready "$svc" || pending+=("$svc")
+            n=$(instances_of "$svc")
+            for ((i = 1; i <= n; i++)); do
+                name=$(inst_name "$svc" "$i")
+                if ! svc_pid "$name" >/dev/null; then
+                    not_ready "phr-$name (process exited)" "$LOG/$name.log"
+                    return 1
+                fi
+                svc_ready "$(inst_port "$svc" "$i")" || pending+=("$svc:$i")
+            done
         done
         gateway_ready || pending+=(gateway)
         [ "${#pending[@]}" -eq 0 ] && return 0
         if [ "$SECONDS" -ge "$deadline" ]; then
-            for svc in "${pending[@]}"; do
-                if [ "$svc" = gateway ]; then
+            for name in "${pending[@]}"; do
+                if [ "$name" = gateway ]; then
                     not_ready "gateway https://127.0.0.1:$PHR_GATEWAY_PORT/healthz" \
                         "$LOG/nginx-error.log"
                 else
-                    not_ready "phr-$svc /readyz on 127.0.0.1:$(port_of "$svc") answers $(http_code \
-                        --http2-prior-knowledge "http://127.0.0.1:$(port_of "$svc")/readyz")" \
-                        "$LOG/$svc.log"
+                    svc=${name%:*}
+                    port=$(inst_port "$svc" "${name#*:}")
+                    name=$(inst_name "$svc" "${name#*:}")
+                    not_ready "phr-$name /readyz on 127.0.0.1:$port answers $(http_code \
+                        --http2-prior-knowledge "http://127.0.0.1:$port/readyz")" \
+                        "$LOG/$name.log"
                 fi
             done
             return 1
@@ -466,7 +591,7 @@ wait_ready() {
 # ---- commands -----------------------------------------------------------------------
 
 cmd_up() {
-    local svc
+    local svc i n
     mkdir -p "$PHR_VAR" "$LOG" "$RUN"
     chmod 0755 "$PHR_VAR" "$LOG" "$RUN"
     bash "$ROOT/deploy/gen-secrets.sh" "$SECRETS"
@@ -474,12 +599,17 @@ cmd_up() {
     pg_up
     pg_provision
     redis_up
+    standin_up
     for svc in "${SERVICES[@]}"; do
-        svc_up "$svc"
+        n=$(instances_of "$svc")
+        for ((i = 1; i <= n; i++)); do
+            svc_up "$svc" "$i"
+        done
     done
     nginx_up
     wait_ready || exit 1
     echo "ready: https://127.0.0.1:$PHR_GATEWAY_PORT"
+    echo "messages sent (provider stand-in): http://127.0.0.1:$PHR_STANDIN_PORT/__messages"
 }
 
 # Only what unit tests need: secrets, TLS material, PostgreSQL, Redis.
@@ -499,12 +629,13 @@ cmd_down() {
     mkdir -p "$RUN"
     nginx_down
     svc_down_all
+    standin_down
     redis_down
     pg_down
 }
 
 cmd_status() {
-    local svc pid rc=0
+    local svc pid rc=0 i n name
     [ -d "$PHR_VAR" ] && mkdir -p "$RUN"
     pg_locate
     if pg_running; then
@@ -520,13 +651,24 @@ cmd_status() {
         rc=1
     fi
     for svc in "${SERVICES[@]}"; do
-        if pid=$(svc_pid "$svc"); then
-            printf '%-13s running  127.0.0.1:%s (pid %s)\n' "$svc" "$(port_of "$svc")" "$pid"
-        else
-            printf '%-13s stopped\n' "$svc"
-            rc=1
-        fi
+        n=$(instances_of "$svc")
+        for ((i = 1; i <= n; i++)); do
+            name=$(inst_name "$svc" "$i")
+            if pid=$(svc_pid "$name"); then
+                printf '%-13s running  127.0.0.1:%s (pid %s)\n' "$name" \
+                    "$(inst_port "$svc" "$i")" "$pid"
+            else
+                printf '%-13s stopped\n' "$name"
+                rc=1
+            fi
+        done
     done
+    if pid=$(standin_pid); then
+        echo "standin       running  http://127.0.0.1:$PHR_STANDIN_PORT (pid $pid)"
+    else
+        echo "standin       stopped"
+        rc=1
+    fi
     if pid=$(nginx_pid); then
         echo "nginx         running  https://127.0.0.1:$PHR_GATEWAY_PORT (pid $pid)"
     else

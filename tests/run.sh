@@ -16,7 +16,8 @@
 #   PHR_TEST_PG_CONNINFO     libpq conninfo for database phr_test, role phr_test
 #   PHR_TEST_REDIS_HOST/PORT/PASSWORD   127.0.0.1 / 18379 / the password
 #   PHR_SECRETS_DIR, PHR_BUILD, PHR_GATEWAY_PORT, PHR_PG_PORT, PHR_REDIS_PORT,
-#   PHR_{AUTH,RECORDS,NOTIFICATION,AUDIT}_PORT (19101-19104), PHR_PG_HOST, PHR_REDIS_HOST,
+#   PHR_{AUTH,RECORDS,NOTIFICATION,AUDIT}_PORT (19101-19104), PHR_STANDIN_PORT (19199,
+#   provider stand-in: http://127.0.0.1:19199/__messages), PHR_PG_HOST, PHR_REDIS_HOST,
 #   CMOCKA_MESSAGE_OUTPUT=STDOUT
 # PHR_TEST_TIMEOUT (default 600) bounds each binary's run time in seconds.
 #
@@ -52,6 +53,13 @@ export PHR_AUTH_PORT=19101
 export PHR_RECORDS_PORT=19102
 export PHR_NOTIFICATION_PORT=19103
 export PHR_AUDIT_PORT=19104
+export PHR_STANDIN_PORT=19199
+# Delivery retries, the stale-claim reaper and provider timeouts on a test scale.
+export PHR_NOTIFY_CLAIM_TIMEOUT_S=${PHR_NOTIFY_CLAIM_TIMEOUT_S:-8}
+export PHR_PROVIDER_TIMEOUT_MS=${PHR_PROVIDER_TIMEOUT_MS:-5000}
+export PHR_NOTIFY_BACKOFF_BASE_MS=${PHR_NOTIFY_BACKOFF_BASE_MS:-100}
+export PHR_NOTIFY_BACKOFF_MAX_MS=${PHR_NOTIFY_BACKOFF_MAX_MS:-1000}
+export PHR_NOTIFY_BATCH=${PHR_NOTIFY_BATCH:-20}
 export PHR_PG_HOST=127.0.0.1
 export PHR_REDIS_HOST=127.0.0.1
 export PHR_SECRETS_DIR=$PHR_VAR/secrets
@@ -161,6 +169,10 @@ if [ "$mode" = all ]; then
         run_one itest "$build/tests/itest"
     else
         echo "run.sh: no $build/tests/itest; integration tests skipped"
+    fi
+    # Backups: back up the filled stack, destroy, restore, compare (tests/ops/restore_drill.sh).
+    if [ "${PHR_SKIP_DRILL:-0}" != 1 ]; then
+        run_one itest "$root/tests/ops/restore_drill.sh"
     fi
 fi
 

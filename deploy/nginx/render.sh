@@ -3,10 +3,13 @@
 #
 # Placeholder      variable                  default
 # @GATEWAY_LISTEN@ NGINX_GATEWAY_LISTEN      127.0.0.1:${PHR_GATEWAY_PORT:-8443}
-# @AUTH_ADDR@      NGINX_AUTH_ADDR           127.0.0.1:${PHR_AUTH_PORT:-9101}
-# @RECORDS_ADDR@   NGINX_RECORDS_ADDR        127.0.0.1:${PHR_RECORDS_PORT:-9102}
-# @NOTIFICATION_ADDR@ NGINX_NOTIFICATION_ADDR 127.0.0.1:${PHR_NOTIFICATION_PORT:-9103}
-# @AUDIT_ADDR@     NGINX_AUDIT_ADDR          127.0.0.1:${PHR_AUDIT_PORT:-9104}
+# @AUTH_SERVERS@   NGINX_AUTH_ADDR           127.0.0.1:${PHR_AUTH_PORT:-9101}
+# @RECORDS_SERVERS@ NGINX_RECORDS_ADDR       127.0.0.1:${PHR_RECORDS_PORT:-9102}
+# @NOTIFICATION_SERVERS@ NGINX_NOTIFICATION_ADDR 127.0.0.1:${PHR_NOTIFICATION_PORT:-9103}
+# @AUDIT_SERVERS@  NGINX_AUDIT_ADDR          127.0.0.1:${PHR_AUDIT_PORT:-9104}
+#                  Each NGINX_<SVC>_ADDR is one host:port or a list of them (separated by
+#                  spaces or commas: one instance each); every one becomes a line
+#                  "server HOST:PORT max_fails=3 fail_timeout=10s;" of the upstream.
 # @TLS_CERT@       NGINX_TLS_CERT            (required) absolute path
 # @TLS_KEY@        NGINX_TLS_KEY             (required) absolute path
 # @PREFIX@         NGINX_PREFIX              (required) runtime dir for temp paths
@@ -54,10 +57,6 @@ fi
 
 declare -A val=(
     [GATEWAY_LISTEN]=${NGINX_GATEWAY_LISTEN:-127.0.0.1:${PHR_GATEWAY_PORT:-8443}}
-    [AUTH_ADDR]=${NGINX_AUTH_ADDR:-127.0.0.1:${PHR_AUTH_PORT:-9101}}
-    [RECORDS_ADDR]=${NGINX_RECORDS_ADDR:-127.0.0.1:${PHR_RECORDS_PORT:-9102}}
-    [NOTIFICATION_ADDR]=${NGINX_NOTIFICATION_ADDR:-127.0.0.1:${PHR_NOTIFICATION_PORT:-9103}}
-    [AUDIT_ADDR]=${NGINX_AUDIT_ADDR:-127.0.0.1:${PHR_AUDIT_PORT:-9104}}
     [TLS_CERT]=$NGINX_TLS_CERT
     [TLS_KEY]=$NGINX_TLS_KEY
     [PREFIX]=${NGINX_PREFIX%/}
@@ -75,7 +74,32 @@ sed_escape() {
     printf '%s' "$1" | sed -e 's/[\\&|]/\\&/g'
 }
 
+# servers NAME ADDRS: the sed command for @NAME_SERVERS@, one server line per address.
+servers() {
+    local name=$1 list=$2 addr out="" n=0 re='^[][A-Za-z0-9._:-]+$' addrs=()
+    read -r -a addrs <<< "${list//,/ }"
+    for addr in "${addrs[@]}"; do
+        if ! [[ $addr =~ $re ]]; then
+            echo "render.sh: bad upstream address for $name: $addr" >&2
+            exit 2
+        fi
+        [ "$n" -gt 0 ] && out+='\n        '
+        out+="server $addr max_fails=3 fail_timeout=10s;"
+        n=$((n + 1))
+    done
+    if [ "$n" -eq 0 ]; then
+        echo "render.sh: no upstream address for $name" >&2
+        exit 2
+    fi
+    printf 's|@%s_SERVERS@|%s|g\n' "$name" "$out"
+}
+
 script=""
+script+=$(servers AUTH "${NGINX_AUTH_ADDR:-127.0.0.1:${PHR_AUTH_PORT:-9101}}")$'\n'
+script+=$(servers RECORDS "${NGINX_RECORDS_ADDR:-127.0.0.1:${PHR_RECORDS_PORT:-9102}}")$'\n'
+script+=$(servers NOTIFICATION \
+    "${NGINX_NOTIFICATION_ADDR:-127.0.0.1:${PHR_NOTIFICATION_PORT:-9103}}")$'\n'
+script+=$(servers AUDIT "${NGINX_AUDIT_ADDR:-127.0.0.1:${PHR_AUDIT_PORT:-9104}}")$'\n'
 for key in "${!val[@]}"; do
     v=${val[$key]}
     case $v in

@@ -1,69 +1,65 @@
 /*
  * phr-audit - the tamper-evident record of who did what to whose data.
  */
-#include <openssl/evp.h>
-#include <openssl/pem.h>
-#include <openssl/x509.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "audit.h"
 #include "err.h"
 #include "log.h"
 #include "svc.h"
 
 extern const db_migration_t audit_migrations[];
 
-#define AUDIT_PEM_MAX 1024
+static audit_t audit_state;
 
-typedef struct {
-    char pem[AUDIT_PEM_MAX];
-    char key_id[17];
-} audit_key_t;
-
-static audit_key_t audit_key;
-
-/* Loads the checkpoint-signing public key and derives its id (SHA-256 of the DER, 16 hex). */
 static int
-audit_load_key(svc_t *svc)
+audit_init(svc_t *svc)
 {
-    static const char hex[] = "0123456789abcdef";
-    unsigned char md[EVP_MAX_MD_SIZE], *der = NULL;
-    unsigned int mdlen = 0;
-    int rc = cfg_read_secret(svc_cfg(svc), "audit_signing.pub.pem", audit_key.pem,
-                             sizeof(audit_key.pem));
+    audit_t *a = &audit_state;
+    int rc;
 
-    if (rc != PHR_OK) {
-        log_error("secret audit_signing.pub.pem: %s", phr_err_str(rc));
+    a->svc = svc;
+    svc_set_data(svc, a);
+    if ((rc = audit_keys_load(a)) != PHR_OK) {
         return rc;
     }
-    BIO *bio = BIO_new_mem_buf(audit_key.pem, -1);
-    EVP_PKEY *pkey = bio ? PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL) : NULL;
-    int len = pkey ? i2d_PUBKEY(pkey, &der) : -1;
-    if (pkey == NULL || EVP_PKEY_get_id(pkey) != EVP_PKEY_ED25519 || len <= 0 ||
-        EVP_Digest(der, (size_t)len, md, &mdlen, EVP_sha256(), NULL) != 1) {
-        log_error("audit_signing.pub.pem is not an Ed25519 public key");
-        rc = PHR_EINVAL;
-    } else {
-        for (size_t i = 0; i < 8; i++) {
-            audit_key.key_id[2 * i] = hex[md[i] >> 4];
-            audit_key.key_id[2 * i + 1] = hex[md[i] & 15];
-        }
-        audit_key.key_id[16] = '\0';
+    if ((a->writer = audit_writer_create(a)) == NULL) {
+        return PHR_ENOMEM;
     }
-    OPENSSL_free(der);
-    EVP_PKEY_free(pkey);
-    BIO_free(bio);
-    return rc;
+    if ((rc = audit_review_start(svc)) != PHR_OK) {
+        return rc;
+    }
+    return audit_maint_start(a);
+}
+
+static void
+audit_fini(svc_t *svc)
+{
+    audit_t *a = audit_get(svc);
+
+    if (a == NULL) {
+        return;
+    }
+    audit_review_stop();
+    audit_maint_stop(a);
+    audit_writer_free(a->writer);
+    a->writer = NULL;
+    EVP_PKEY_free(a->sign_key);
+    EVP_PKEY_free(a->pub_key);
+    a->sign_key = a->pub_key = NULL;
 }
 
 static void
 audit_public_key(svc_t *svc, h2s_req_t *req, const sess_t *sess)
 {
+    audit_t *a = audit_get(svc);
     json_object *o = json_object_new_object();
 
+    (void)sess;
     json_object_object_add(o, "algorithm", json_object_new_string("Ed25519"));
-    json_object_object_add(o, "key_id", json_object_new_string(audit_key.key_id));
-    json_object_object_add(o, "public_key_pem", json_object_new_string(audit_key.pem));
+    json_object_object_add(o, "key_id", json_object_new_string(a->key_id));
+    json_object_object_add(o, "public_key_pem", json_object_new_string(a->pub_pem));
     h2s_respond_json(req, 200, o);
 }
 
@@ -72,7 +68,10 @@ static const svc_route_t audit_routes[] = {
 };
 
 static const svc_routes_t audit_route_set = SVC_ROUTES(audit_routes);
-static const svc_routes_t *const audit_route_sets[] = {&audit_route_set};
+static const svc_routes_t *const audit_route_sets[] = {
+    &audit_route_set,    &audit_ingest_routes, &audit_verify_routes,
+    &audit_query_routes, &audit_review_routes,
+};
 
 int
 main(int argc, char **argv)
@@ -81,8 +80,9 @@ main(int argc, char **argv)
         .name = "audit",
         .migrations = audit_migrations,
         .route_sets = audit_route_sets,
-        .nroute_sets = 1,
-        .init = audit_load_key,
+        .nroute_sets = sizeof(audit_route_sets) / sizeof(audit_route_sets[0]),
+        .init = audit_init,
+        .fini = audit_fini,
     };
     return svc_main(&def, argc, argv);
 }

@@ -313,6 +313,22 @@ out:
     return ok ? PHR_OK : PHR_EGENERIC;
 }
 
+int
+mfa_phone_open(svc_t *svc, const char *account_id, const char *hex, const char *key_id, char *out,
+               size_t cap)
+{
+    unsigned char pbuf[MFA_PHONE_MAX];
+
+    if (cap < MFA_PHONE_MAX + 1 ||
+        mfa_open_buf(svc, account_id, hex, key_id, pbuf, sizeof(pbuf)) != PHR_OK) {
+        return PHR_EGENERIC;
+    }
+    memcpy(out, pbuf, sizeof(pbuf));
+    out[MFA_PHONE_MAX] = '\0';
+    explicit_bzero(pbuf, sizeof(pbuf));
+    return PHR_OK;
+}
+
 /* Seals m->secret for |account_id| into m->blob (hex) under the current key. */
 static int
 mfa_seal(svc_t *svc, mfa_ext_t *m, const char *account_id)

@@ -33,4 +33,11 @@ uint32_t auth_mfa_totp(const unsigned char *key, size_t keylen, uint64_t step);
 /* RFC 4648 base32 of |in| without padding into |out|; the length or 0 when |cap| is short. */
 size_t auth_mfa_base32(const unsigned char *in, size_t len, char *out, size_t cap);
 
+/*
+ * The confirmed SMS phone of |account_id| from its sealed mfa_sms.phone_enc
+ * |hex| and |key_id| into |out| (>= 17 bytes). PHR_OK or PHR_EGENERIC.
+ */
+int mfa_phone_open(svc_t *svc, const char *account_id, const char *hex, const char *key_id,
+                   char *out, size_t cap);
+
 #endif

@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "aev.h"
+#include "mfa.h"
 #include "auth.h"
 #include "err.h"
 #include "log.h"
@@ -70,8 +72,8 @@ struct org_ctx {
     int page_limit;
     char cur_name[512]; /* staff list cursor: name, id */
     char cur_id[37];
-    json_object *row;                               /* the answer being built */
-    json_object *(*page_row)(PGresult *res, int i); /* internal pages: a row as an item */
+    json_object *row;                                           /* the answer being built */
+    json_object *(*page_row)(svc_t *svc, PGresult *res, int i); /* internal pages: a row */
 };
 
 static void
@@ -303,33 +305,28 @@ org_answered_failure(org_ctx_t *o, const char *what)
 /* ---- JSON --------------------------------------------------------------- */
 
 /* An audit event by the caller about |type| |target| of this org. Caller frees. */
+/* An audit event of an org route: the caller acts on |target| of org o->org_id. Takes |details|. */
+static char *
+org_audit_details(org_ctx_t *o, const char *action, const char *type, const char *target,
+                  const char *result, const char *reason, json_object *details, char *event_id)
+{
+    aev_t ev;
+
+    aev_init(&ev, "auth", action, o->a->req, &o->a->sess);
+    ev.target_type = type;
+    ev.target_id = target;
+    ev.target_org_id = o->org_id;
+    ev.result = result;
+    ev.reason = reason;
+    ev.details = details;
+    return aev_json(&ev, event_id);
+}
+
 static char *
 org_audit(org_ctx_t *o, const char *action, const char *type, const char *target,
           const char *result, const char *reason, char *event_id)
 {
-    const sess_t *s = &o->a->sess;
-    char *txt =
-        auth_audit_json(o->a, action, s->account_id, s->kind, target, result, reason, event_id);
-    json_object *j = txt != NULL ? json_tokener_parse(txt) : NULL;
-    json_object *t, *actor;
-
-    free(txt);
-    if (j == NULL || !json_object_object_get_ex(j, "target", &t) ||
-        !json_object_object_get_ex(j, "actor", &actor)) {
-        json_object_put(j);
-        return NULL;
-    }
-    json_object_object_add(t, "type", json_object_new_string(type));
-    json_object_object_add(t, "org_id", json_object_new_string(o->org_id));
-    if (s->org_id[0] != '\0') {
-        json_object_object_add(actor, "org_id", json_object_new_string(s->org_id));
-        json_object_object_add(actor, "role", s->role[0] ? json_object_new_string(s->role) : NULL);
-    }
-    size_t len;
-    const char *out = jx_to_string(j, &len);
-    char *copy = out != NULL ? strdup(out) : NULL;
-    json_object_put(j);
-    return copy;
+    return org_audit_details(o, action, type, target, result, reason, NULL, event_id);
 }
 
 static json_object *
@@ -1132,9 +1129,12 @@ org_role_decide(org_ctx_t *o)
             o->changed = strcmp(o->cur_role, o->new_role) != 0;
             org_q(o, sql, 3, p, org_row_staff);
             if (o->changed) {
+                json_object *d = json_object_new_object();
+                json_object_object_add(d, "from", json_object_new_string(o->cur_role));
+                json_object_object_add(d, "to", json_object_new_string(o->new_role));
                 org_outbox(o, "audit", event_id,
-                           org_audit(o, "auth.staff.role_change", "account", o->target_id,
-                                     "success", o->new_role, event_id));
+                           org_audit_details(o, "auth.staff.role_change", "account", o->target_id,
+                                             "success", o->new_role, d, event_id));
             }
         }
     }
@@ -1385,7 +1385,7 @@ org_id_page_done(int rc, PGresult *res, void *ud)
     json_object *out = json_object_new_object();
     json_object *items = json_object_new_array();
     for (int i = 0; i < n && i < o->page_limit; i++) {
-        json_object_array_add(items, o->page_row(res, i));
+        json_object_array_add(items, o->page_row(o->a->svc, res, i));
     }
     json_object_object_add(out, "items", items);
     if (more) {
@@ -1402,19 +1402,31 @@ org_str_or_null(PGresult *res, int i, int col)
     return PQgetisnull(res, i, col) ? NULL : json_object_new_string(PQgetvalue(res, i, col));
 }
 
-/* Columns of a Contact: id, email, name, locale, org_id. */
-#define CONTACT_COLS "a.id, a.email, a.name, a.locale, a.org_id"
+/* Columns of a Contact: id, email, name, locale, org_id, org name, sealed SMS phone, its key. */
+#define CONTACT_COLS                                                                               \
+    "a.id, a.email, a.name, a.locale, a.org_id, "                                                  \
+    "(SELECT o2.name FROM organizations o2 WHERE o2.id = a.org_id), "                              \
+    "ms.phone_enc, ms.key_id"
+#define CONTACT_SMS_JOIN                                                                           \
+    " LEFT JOIN mfa_sms ms ON ms.account_id = a.id AND ms.confirmed_at IS NOT NULL "
 
 static json_object *
-org_contact_json(PGresult *res, int i)
+org_contact_json(svc_t *svc, PGresult *res, int i)
 {
     json_object *o = json_object_new_object();
-    json_object_object_add(o, "account_id", json_object_new_string(PQgetvalue(res, i, 0)));
+    char phone[32];
+    const char *id = PQgetvalue(res, i, 0);
+    int has_phone = !PQgetisnull(res, i, 6) &&
+                    mfa_phone_open(svc, id, PQgetvalue(res, i, 6), PQgetvalue(res, i, 7), phone,
+                                   sizeof(phone)) == PHR_OK;
+    json_object_object_add(o, "account_id", json_object_new_string(id));
     json_object_object_add(o, "email", json_object_new_string(PQgetvalue(res, i, 1)));
     json_object_object_add(o, "name", json_object_new_string(PQgetvalue(res, i, 2)));
     json_object_object_add(o, "locale", json_object_new_string(PQgetvalue(res, i, 3)));
-    json_object_object_add(o, "phone", NULL); /* no verified SMS phones yet */
+    json_object_object_add(o, "phone", has_phone ? json_object_new_string(phone) : NULL);
     json_object_object_add(o, "org_id", org_str_or_null(res, i, 4));
+    json_object_object_add(o, "org_name", org_str_or_null(res, i, 5));
+    explicit_bzero(phone, sizeof(phone));
     return o;
 }
 
@@ -1422,10 +1434,11 @@ org_contact_json(PGresult *res, int i)
 #define RECORD_COLS                                                                                \
     "id, kind, email, name, locale, CASE WHEN status = 'withdrawn' THEN 'withdrawn' "              \
     "WHEN must_change_password OR (kind = 'patient' AND email_verified_at IS NULL) "               \
-    "THEN 'pending' ELSE 'active' END, email_verified_at IS NOT NULL, org_id, role"
+    "THEN 'pending' ELSE 'active' END, email_verified_at IS NOT NULL, org_id, role, "              \
+    "(SELECT o.name FROM organizations o WHERE o.id = accounts.org_id)"
 
 static json_object *
-org_record_json(PGresult *res, int i)
+org_record_json(svc_t *svc, PGresult *res, int i)
 {
     json_object *o = json_object_new_object();
     static const char *const keys[] = {"id", "kind", "email", "name", "locale", "status"};
@@ -1436,6 +1449,7 @@ org_record_json(PGresult *res, int i)
                            json_object_new_boolean(PQgetvalue(res, i, 6)[0] == 't'));
     json_object_object_add(o, "org_id", org_str_or_null(res, i, 7));
     json_object_object_add(o, "role", org_str_or_null(res, i, 8));
+    json_object_object_add(o, "org_name", org_str_or_null(res, i, 9));
     return o;
 }
 
@@ -1445,10 +1459,11 @@ org_record_json(PGresult *res, int i)
     "(extract(epoch FROM a.created_at) * 1000)::bigint, "                                          \
     "(extract(epoch FROM a.last_login_at) * 1000)::bigint, "                                       \
     "EXISTS (SELECT 1 FROM mfa_totp t WHERE t.account_id = a.id AND t.confirmed_at IS NOT NULL), " \
-    "coalesce(a.locked_until > now(), false)"
+    "coalesce(a.locked_until > now(), false), "                                                    \
+    "EXISTS (SELECT 1 FROM mfa_sms s WHERE s.account_id = a.id AND s.confirmed_at IS NOT NULL)"
 
 static json_object *
-org_review_json(PGresult *res, int i)
+org_review_json(svc_t *svc, PGresult *res, int i)
 {
     json_object *o = json_object_new_object();
     json_object *mfa = json_object_new_array();
@@ -1463,6 +1478,9 @@ org_review_json(PGresult *res, int i)
                            PQgetisnull(res, i, 7) ? NULL : org_time(PQgetvalue(res, i, 7)));
     if (PQgetvalue(res, i, 8)[0] == 't') {
         json_object_array_add(mfa, json_object_new_string("totp"));
+    }
+    if (PQgetvalue(res, i, 10)[0] == 't') {
+        json_object_array_add(mfa, json_object_new_string("sms"));
     }
     json_object_object_add(o, "mfa_methods", mfa);
     json_object_object_add(o, "locked", json_object_new_boolean(PQgetvalue(res, i, 9)[0] == 't'));
@@ -1481,7 +1499,7 @@ org_records_done(int rc, PGresult *res, void *ud)
     json_object *out = json_object_new_object();
     json_object *items = json_object_new_array();
     for (int i = 0; i < PQntuples(res); i++) {
-        json_object_array_add(items, org_record_json(res, i));
+        json_object_array_add(items, org_record_json(NULL, res, i));
     }
     json_object_object_add(out, "items", items);
     h2s_respond_json(o->a->req, 200, out);
@@ -1555,7 +1573,7 @@ org_admins_done(int rc, PGresult *res, void *ud)
     json_object *items = json_object_new_array();
     for (int i = 0; i < PQntuples(res); i++) {
         if (!PQgetisnull(res, i, 0)) { /* an org without active admins has one NULL row */
-            json_object_array_add(items, org_contact_json(res, i));
+            json_object_array_add(items, org_contact_json(o->a->svc, res, i));
         }
     }
     json_object_object_add(out, "items", items);
@@ -1569,7 +1587,7 @@ org_internal_admins(svc_t *svc, h2s_req_t *req, const sess_t *sess)
 {
     static const char sql[] =
         "SELECT " CONTACT_COLS " FROM organizations o LEFT JOIN accounts a ON a.org_id = o.id "
-        "AND a.kind = 'staff' AND a.role = 'admin' AND a.status = 'active' "
+        "AND a.kind = 'staff' AND a.role = 'admin' AND a.status = 'active'" CONTACT_SMS_JOIN
         "WHERE o.id = $1 ORDER BY a.id";
     const char *id = h2s_req_param(req, "org_id");
 
@@ -1634,7 +1652,7 @@ static void
 org_internal_contacts(svc_t *svc, h2s_req_t *req, const sess_t *sess)
 {
     static const char sql[] =
-        "SELECT " CONTACT_COLS " FROM accounts a WHERE a.status = 'active' "
+        "SELECT " CONTACT_COLS " FROM accounts a" CONTACT_SMS_JOIN "WHERE a.status = 'active' "
         "AND ($1::text = 'all' OR (a.kind = 'staff' AND a.role = 'admin')) "
         "AND ($2::uuid IS NULL OR a.id > $2::uuid) ORDER BY a.id LIMIT $3::int";
     char audience[16];

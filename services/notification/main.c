@@ -1,11 +1,15 @@
 /*
- * phr-notification - e-mail through SendGrid and SMS through Twilio.
+ * phr-notification - e-mail through SendGrid and SMS through Twilio: submit (submit.c),
+ * templates (template.c), delivery workers (deliver.c) over libcurl (provider.c).
  */
+#include "deliver.h"
 #include "err.h"
 #include "kind.h"
+#include "notify.h"
 #include "svc.h"
 
 extern const db_migration_t notification_migrations[];
+extern const svc_routes_t notif_submit_routes;
 
 static json_object *
 notification_strings(const char *const *v)
@@ -51,7 +55,25 @@ static const svc_route_t notification_routes[] = {
 };
 
 static const svc_routes_t notification_route_set = SVC_ROUTES(notification_routes);
-static const svc_routes_t *const notification_route_sets[] = {&notification_route_set};
+static const svc_routes_t *const notification_route_sets[] = {
+    &notification_route_set, &notif_submit_routes,   &notif_webhook_routes,
+    &notif_notice_routes,    &notif_incident_routes,
+};
+
+static int
+notification_init(svc_t *svc)
+{
+    int rc = dlv_start(svc);
+
+    return rc == PHR_OK ? notif_jobs_start(svc) : rc;
+}
+
+static void
+notification_fini(svc_t *svc)
+{
+    notif_jobs_stop(svc);
+    dlv_stop(svc);
+}
 
 int
 main(int argc, char **argv)
@@ -60,7 +82,9 @@ main(int argc, char **argv)
         .name = "notification",
         .migrations = notification_migrations,
         .route_sets = notification_route_sets,
-        .nroute_sets = 1,
+        .nroute_sets = sizeof(notification_route_sets) / sizeof(notification_route_sets[0]),
+        .init = notification_init,
+        .fini = notification_fini,
     };
     return svc_main(&def, argc, argv);
 }

@@ -1,9 +1,12 @@
 /*
  * phr-records - patients' health records and their sharing with clinics.
  */
+#include <stdlib.h>
+
 #include "err.h"
-#include "rectype.h"
-#include "svc.h"
+#include "log.h"
+#include "purge.h"
+#include "records.h"
 
 extern const db_migration_t records_migrations[];
 
@@ -52,6 +55,13 @@ records_types(svc_t *svc, h2s_req_t *req, const sess_t *sess)
         json_object *fields = json_object_new_array();
         json_object_object_add(it, "type", json_object_new_string(t->type));
         json_object_object_add(it, "loinc", t->loinc ? json_object_new_string(t->loinc) : NULL);
+        if (t->alt_loinc != NULL) {
+            json_object *alt = json_object_new_array();
+            for (const char *const *a = t->alt_loinc; *a != NULL; a++) {
+                json_object_array_add(alt, json_object_new_string(*a));
+            }
+            json_object_object_add(it, "alt_loinc", alt);
+        }
         json_object_object_add(it, "unit", t->unit ? json_object_new_string(t->unit) : NULL);
         json_object_object_add(it, "one_per_day", json_object_new_boolean(t->one_per_day));
         for (size_t j = 0; j < t->nfields; j++) {
@@ -70,7 +80,42 @@ static const svc_route_t records_routes[] = {
 };
 
 static const svc_routes_t records_route_set = SVC_ROUTES(records_routes);
-static const svc_routes_t *const records_route_sets[] = {&records_route_set};
+static const svc_routes_t *const records_route_sets[] = {
+    &records_route_set, &rec_record_routes, &rec_summary_routes, &rec_share_routes,
+    &rec_group_routes,  &rec_export_routes, &rec_purge_routes,   &rec_patient_routes,
+};
+
+static rec_ctx_t records_ctx;
+
+/* Loads the data keys: without one the service cannot store a record, so it does not start. */
+static int
+records_init(svc_t *svc)
+{
+    records_ctx.crypt = rcrypt_create();
+    if (records_ctx.crypt == NULL) {
+        return PHR_ENOMEM;
+    }
+    int rc = rcrypt_load(records_ctx.crypt, svc_cfg(svc));
+    if (rc != PHR_OK) {
+        log_error("records: data keys (data_key_v<N>) could not be loaded: %s", phr_err_str(rc));
+        rcrypt_free(records_ctx.crypt);
+        records_ctx.crypt = NULL;
+        return rc;
+    }
+    log_info("records: data keys loaded, sealing with version %d",
+             rcrypt_current(records_ctx.crypt));
+    svc_set_data(svc, &records_ctx);
+    return rec_purge_start(svc);
+}
+
+static void
+records_fini(svc_t *svc)
+{
+    rec_purge_stop();
+    svc_set_data(svc, NULL);
+    rcrypt_free(records_ctx.crypt);
+    records_ctx.crypt = NULL;
+}
 
 int
 main(int argc, char **argv)
@@ -79,7 +124,9 @@ main(int argc, char **argv)
         .name = "records",
         .migrations = records_migrations,
         .route_sets = records_route_sets,
-        .nroute_sets = 1,
+        .nroute_sets = sizeof(records_route_sets) / sizeof(records_route_sets[0]),
+        .init = records_init,
+        .fini = records_fini,
     };
     return svc_main(&def, argc, argv);
 }

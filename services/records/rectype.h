@@ -27,6 +27,7 @@ typedef struct {
     int one_per_day;   /* a second entry on the same JST day replaces the first */
     const rectype_field_t *fields;
     size_t nfields;
+    const char *const *alt_loinc; /* other accepted codes, NULL-terminated; NULL when none */
 } rectype_t;
 
 extern const rectype_t rectype_table[];
@@ -34,5 +35,8 @@ extern const size_t rectype_count;
 
 /* The type named |name|, or NULL. */
 const rectype_t *rectype_find(const char *name);
+
+/* The field named |name| of |t|, or NULL. */
+const rectype_field_t *rectype_field(const rectype_t *t, const char *name);
 
 #endif

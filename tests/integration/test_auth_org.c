@@ -878,13 +878,13 @@ test_internal_lookup_admins(void)
     for (size_t i = 0; i < org_nitems(&r); i++) {
         json_object *it = org_item(&r, i);
         if (org_streq(org_get(it, "id"), id)) {
-            seen += org_streq(org_get(it, "email"), email) &&
-                    org_streq(org_get(it, "kind"), "staff") &&
-                    org_streq(org_get(it, "role"), "staff") &&
-                    org_streq(org_get(it, "org_id"), e.org_id) &&
-                    org_streq(org_get(it, "status"), "pending") &&
-                    org_streq(org_get(it, "locale"), "ja") &&
-                    org_streq(org_get(it, "name"), "Staff staff");
+            seen +=
+                org_streq(org_get(it, "email"), email) && org_streq(org_get(it, "kind"), "staff") &&
+                org_streq(org_get(it, "role"), "staff") &&
+                org_streq(org_get(it, "org_id"), e.org_id) &&
+                org_streq(org_get(it, "status"), "pending") &&
+                org_streq(org_get(it, "locale"), "ja") &&
+                org_streq(org_get(it, "name"), "Staff staff") && org_get(it, "org_name") != NULL;
         } else if (org_streq(org_get(it, "id"), e.admin_id)) {
             seen += org_streq(org_get(it, "role"), "admin") &&
                     org_streq(org_get(it, "status"), "active") &&
@@ -903,6 +903,11 @@ test_internal_lookup_admins(void)
     IT_CHECK(org_nitems(&r) == 1 && org_streq(org_get(org_item(&r, 0), "account_id"), e.admin_id) &&
              org_streq(org_get(org_item(&r, 0), "email"), e.admin_email) &&
              org_streq(org_get(org_item(&r, 0), "org_id"), e.org_id));
+    /* the org's name travels with its people (incident mails, access logs) */
+    char oname[128];
+    IT_CHECK(it_psql("auth", oname, sizeof(oname), "SELECT name FROM organizations WHERE id = '%s'",
+                     e.org_id) == 0);
+    IT_CHECK(org_streq(org_get(org_item(&r, 0), "org_name"), oname));
     it_resp_free(&r);
     char spath[160];
     snprintf(spath, sizeof(spath), "/api/v1/orgs/%s/staff/%s", e.org_id, id);

@@ -44,7 +44,7 @@
 #define T_MAXREQ 1024
 #define T_MAXHUNG 16
 
-enum { M_202, M_503, M_400, M_HANG };
+enum { M_202, M_503, M_400, M_HANG, M_REJECT_ODD };
 
 static const char *const t_migration_files[] = {
     "services/records/migrations/002_outbox.sql",
@@ -162,6 +162,26 @@ h_peer(h2s_req_t *req, void *ud)
         }
         h2s_respond(req, 202, "application/json", "{}", 2);
         break;
+    case M_REJECT_ODD: { /* 200 with per-item results: odd n rejected, even accepted */
+        json_object *res = json_object_new_object(), *arr = json_object_new_array();
+        for (int i = 0; i < nn; i++) {
+            json_object *it = json_object_new_object();
+            char k[64];
+            snprintf(k, sizeof(k), "audit-%d", ns[i]);
+            json_object_object_add(it, "event_id", json_object_new_string(k));
+            json_object_object_add(it, "status",
+                                   json_object_new_string(ns[i] % 2 ? "rejected" : "accepted"));
+            json_object_array_add(arr, it);
+            if (ns[i] % 2 == 0) {
+                peer_accept(ns[i]);
+            }
+        }
+        json_object_object_add(res, "results", arr);
+        const char *txt = json_object_to_json_string(res);
+        h2s_respond(req, 200, "application/json", txt, strlen(txt));
+        json_object_put(res);
+        break;
+    }
     case M_503: h2s_respond(req, 503, "application/json", "{}", 2); break;
     case M_400: h2s_respond(req, 400, "application/json", "{}", 2); break;
     default:
@@ -657,6 +677,34 @@ test_400_dead(void **state)
     db_pool_free(db);
 }
 
+/* A batch answered item by item: the rejected items are dead, the others sent, none retried. */
+static void
+test_batch_rejects_items(void **state)
+{
+    db_pool_t *db = make_pool();
+
+    g_peer.mode_events = M_REJECT_ODD;
+    add_rows(db, "audit", 0, 6, 1);
+    outbox_t *ob = make_outbox(db, g_cli, 50, 100, 200);
+    WAIT_UNTIL(side_long("SELECT count(*) FROM outbox WHERE dead_at IS NOT NULL OR "
+                         "sent_at IS NOT NULL") == 6,
+               5000);
+    spin(500);
+    assert_int_equal(g_peer.nreq, 1);
+    assert_int_equal(side_long("SELECT count(*) FROM outbox WHERE sent_at IS NOT NULL AND "
+                               "dead_at IS NULL AND idempotency_key IN "
+                               "('audit-0', 'audit-2', 'audit-4')"),
+                     3);
+    assert_int_equal(
+        side_long("SELECT count(*) FROM outbox WHERE dead_at IS NOT NULL AND "
+                  "sent_at IS NULL AND last_error = 'rejected by the peer' AND idempotency_key IN "
+                  "('audit-1', 'audit-3', 'audit-5')"),
+        3);
+    outbox_free(ob);
+    spin(50);
+    db_pool_free(db);
+}
+
 /* Two relays on one table (two replicas) deliver every row exactly once. */
 static void
 test_two_relays(void **state)
@@ -862,6 +910,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_peer_down_then_back, setup, teardown),
         cmocka_unit_test_setup_teardown(test_503_then_202, setup, teardown),
         cmocka_unit_test_setup_teardown(test_400_dead, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_batch_rejects_items, setup, teardown),
         cmocka_unit_test_setup_teardown(test_two_relays, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kick, setup, teardown),
         cmocka_unit_test_setup_teardown(test_duplicate_key, setup, teardown),

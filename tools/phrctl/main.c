@@ -18,9 +18,11 @@
 #include <string.h>
 
 #include "../../services/auth/auth.h"
+#include "backup.h"
 #include "config.h"
 #include "err.h"
 #include "jsonx.h"
+#include "phrctl_audit.h"
 #include "../../services/auth/password.h"
 #include "../../services/auth/pwhash.h"
 #include "timeutil.h"
@@ -34,7 +36,10 @@ static int
 phrctl_usage(void)
 {
     fprintf(stderr, "usage: phrctl operator create --email E [--name N] [--locale ja|en] "
-                    "[--json]\n");
+                    "[--json]\n"
+                    "       phrctl backup run|list|verify [--generation N] [--json]\n"
+                    "       phrctl restore --generation N [--yes] [--json]\n"
+                    "       phrctl audit verify [--from-seq N] [--to-seq M] [--json]\n");
     return PHRCTL_USAGE;
 }
 
@@ -271,6 +276,15 @@ main(int argc, char **argv)
     const char *email = NULL, *name = "Operator", *locale = "ja";
     int as_json = 0;
 
+    if (argc >= 3 && strcmp(argv[1], "backup") == 0) {
+        return bk_backup_main(argc - 2, argv + 2);
+    }
+    if (argc >= 2 && strcmp(argv[1], "restore") == 0) {
+        return bk_restore_main(argc - 1, argv + 1);
+    }
+    if (argc >= 2 && strcmp(argv[1], "audit") == 0) {
+        return phrctl_audit(argc - 2, argv + 2);
+    }
     if (argc < 3 || strcmp(argv[1], "operator") != 0 || strcmp(argv[2], "create") != 0) {
         return phrctl_usage();
     }

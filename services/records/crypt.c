@@ -1,0 +1,255 @@
+/*
+ * crypt.c - AES-256-GCM sealing of record payloads under versioned data keys
+ * (OpenSSL EVP), and the HMAC used for cursors and idempotency hashes.
+ */
+#include "crypt.h"
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "err.h"
+
+#define RCRYPT_NONCE_LEN 12
+#define RCRYPT_TAG_LEN 16
+
+struct rcrypt {
+    int present[RCRYPT_MAX_KEYS + 1];
+    unsigned char keys[RCRYPT_MAX_KEYS + 1][RCRYPT_KEY_LEN];
+    unsigned char mac_key[RCRYPT_MAC_LEN];
+    int current;
+};
+
+static const char rcrypt_mac_label[] = "phr-records-mac-v1";
+
+rcrypt_t *
+rcrypt_create(void)
+{
+    return calloc(1, sizeof(rcrypt_t));
+}
+
+void
+rcrypt_free(rcrypt_t *rc)
+{
+    if (rc != NULL) {
+        OPENSSL_cleanse(rc, sizeof(*rc));
+        free(rc);
+    }
+}
+
+int
+rcrypt_add_key(rcrypt_t *rc, int key_id, const unsigned char key[RCRYPT_KEY_LEN])
+{
+    unsigned int maclen = RCRYPT_MAC_LEN;
+
+    if (rc == NULL || key_id < 1 || key_id > RCRYPT_MAX_KEYS) {
+        return PHR_EINVAL;
+    }
+    memcpy(rc->keys[key_id], key, RCRYPT_KEY_LEN);
+    rc->present[key_id] = 1;
+    if (key_id > rc->current) {
+        rc->current = key_id;
+        if (HMAC(EVP_sha256(), key, RCRYPT_KEY_LEN, (const unsigned char *)rcrypt_mac_label,
+                 sizeof(rcrypt_mac_label) - 1, rc->mac_key, &maclen) == NULL) {
+            return PHR_EGENERIC;
+        }
+    }
+    return PHR_OK;
+}
+
+static int
+rcrypt_hexval(int c)
+{
+    if (c >= '0' && c <= '9') {
+        return c - '0';
+    }
+    if (c >= 'a' && c <= 'f') {
+        return c - 'a' + 10;
+    }
+    if (c >= 'A' && c <= 'F') {
+        return c - 'A' + 10;
+    }
+    return -1;
+}
+
+/* Decodes exactly |n| bytes from |hex| (2n digits, then the end). */
+static int
+rcrypt_unhex(const char *hex, unsigned char *out, size_t n)
+{
+    if (strlen(hex) != 2 * n) {
+        return PHR_EINVAL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        int hi = rcrypt_hexval((unsigned char)hex[2 * i]);
+        int lo = rcrypt_hexval((unsigned char)hex[2 * i + 1]);
+        if (hi < 0 || lo < 0) {
+            return PHR_EINVAL;
+        }
+        out[i] = (unsigned char)(hi << 4 | lo);
+    }
+    return PHR_OK;
+}
+
+int
+rcrypt_load(rcrypt_t *rc, const cfg_t *cfg)
+{
+    int found = 0;
+
+    for (int id = 1; id <= RCRYPT_MAX_KEYS; id++) {
+        char name[32], buf[160];
+        unsigned char key[RCRYPT_KEY_LEN];
+        snprintf(name, sizeof(name), "data_key_v%d", id);
+        int rc2 = cfg_read_secret(cfg, name, buf, sizeof(buf));
+        if (rc2 == PHR_ENOTFOUND) {
+            continue;
+        }
+        if (rc2 != PHR_OK) {
+            return rc2;
+        }
+        rc2 = rcrypt_unhex(buf, key, sizeof(key));
+        OPENSSL_cleanse(buf, sizeof(buf));
+        if (rc2 == PHR_OK) {
+            rc2 = rcrypt_add_key(rc, id, key);
+        }
+        OPENSSL_cleanse(key, sizeof(key));
+        if (rc2 != PHR_OK) {
+            return PHR_EINVAL;
+        }
+        found++;
+    }
+    return found > 0 ? PHR_OK : PHR_ENOTFOUND;
+}
+
+int
+rcrypt_current(const rcrypt_t *rc)
+{
+    return rc != NULL ? rc->current : 0;
+}
+
+int
+rcrypt_seal(const rcrypt_t *rc, const char *aad, const char *plain, size_t len, int *key_id,
+            char **hex)
+{
+    static const char digits[] = "0123456789abcdef";
+    unsigned char *buf = NULL;
+    EVP_CIPHER_CTX *ctx = NULL;
+    int outl = 0, finl = 0, ret = PHR_EGENERIC;
+    size_t total = RCRYPT_NONCE_LEN + len + RCRYPT_TAG_LEN;
+
+    *hex = NULL;
+    if (rc == NULL || rc->current == 0 || len > (size_t)1 << 24) {
+        return PHR_EINVAL;
+    }
+    buf = malloc(total);
+    char *out = malloc(2 + 2 * total + 1);
+    ctx = EVP_CIPHER_CTX_new();
+    if (buf == NULL || out == NULL || ctx == NULL) {
+        ret = PHR_ENOMEM;
+        goto fail;
+    }
+    if (RAND_bytes(buf, RCRYPT_NONCE_LEN) != 1 ||
+        EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, NULL, NULL) != 1 ||
+        EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_IVLEN, RCRYPT_NONCE_LEN, NULL) != 1 ||
+        EVP_EncryptInit_ex(ctx, NULL, NULL, rc->keys[rc->current], buf) != 1 ||
+        EVP_EncryptUpdate(ctx, NULL, &outl, (const unsigned char *)aad, (int)strlen(aad)) != 1 ||
+        EVP_EncryptUpdate(ctx, buf + RCRYPT_NONCE_LEN, &outl, (const unsigned char *)plain,
+                          (int)len) != 1 ||
+        EVP_EncryptFinal_ex(ctx, buf + RCRYPT_NONCE_LEN + outl, &finl) != 1 ||
+        (size_t)outl + (size_t)finl != len ||
+        EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, RCRYPT_TAG_LEN,
+                            buf + RCRYPT_NONCE_LEN + len) != 1) {
+        goto fail;
+    }
+    out[0] = '\\';
+    out[1] = 'x';
+    for (size_t i = 0; i < total; i++) {
+        out[2 + 2 * i] = digits[buf[i] >> 4];
+        out[3 + 2 * i] = digits[buf[i] & 15];
+    }
+    out[2 + 2 * total] = '\0';
+    *hex = out;
+    *key_id = rc->current;
+    out = NULL;
+    ret = PHR_OK;
+fail:
+    EVP_CIPHER_CTX_free(ctx);
+    free(buf);
+    free(out);
+    return ret;
+}
+
+int
+rcrypt_open(const rcrypt_t *rc, const char *aad, int key_id, const char *hex, char **plain,
+            size_t *len)
+{
+    unsigned char *buf = NULL;
+    char *out = NULL;
+    EVP_CIPHER_CTX *ctx = NULL;
+    int outl = 0, finl = 0, ret = PHR_EINVAL;
+
+    *plain = NULL;
+    if (rc == NULL || key_id < 1 || key_id > RCRYPT_MAX_KEYS || !rc->present[key_id] ||
+        hex == NULL || hex[0] != '\\' || hex[1] != 'x') {
+        return PHR_EINVAL;
+    }
+    size_t hexlen = strlen(hex + 2);
+    if (hexlen % 2 != 0 || hexlen / 2 < RCRYPT_NONCE_LEN + RCRYPT_TAG_LEN) {
+        return PHR_EINVAL;
+    }
+    size_t total = hexlen / 2;
+    size_t clen = total - RCRYPT_NONCE_LEN - RCRYPT_TAG_LEN;
+    buf = malloc(total);
+    out = malloc(clen + 1);
+    ctx = EVP_CIPHER_CTX_new();
+    if (buf == NULL || out == NULL || ctx == NULL) {
+        ret = PHR_ENOMEM;
+        goto done;
+    }
+    if (rcrypt_unhex(hex + 2, buf, total) != PHR_OK) {
+        goto done;
+    }
+    if (EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, NULL, NULL) != 1 ||
+        EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_IVLEN, RCRYPT_NONCE_LEN, NULL) != 1 ||
+        EVP_DecryptInit_ex(ctx, NULL, NULL, rc->keys[key_id], buf) != 1 ||
+        EVP_DecryptUpdate(ctx, NULL, &outl, (const unsigned char *)aad, (int)strlen(aad)) != 1 ||
+        EVP_DecryptUpdate(ctx, (unsigned char *)out, &outl, buf + RCRYPT_NONCE_LEN, (int)clen) !=
+            1 ||
+        EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, RCRYPT_TAG_LEN,
+                            buf + RCRYPT_NONCE_LEN + clen) != 1 ||
+        EVP_DecryptFinal_ex(ctx, (unsigned char *)out + outl, &finl) != 1) {
+        goto done;
+    }
+    out[clen] = '\0';
+    *plain = out;
+    if (len != NULL) {
+        *len = clen;
+    }
+    out = NULL;
+    ret = PHR_OK;
+done:
+    EVP_CIPHER_CTX_free(ctx);
+    free(buf);
+    if (out != NULL) {
+        OPENSSL_cleanse(out, clen + 1);
+        free(out);
+    }
+    return ret;
+}
+
+int
+rcrypt_mac(const rcrypt_t *rc, const void *data, size_t len, unsigned char out[RCRYPT_MAC_LEN])
+{
+    unsigned int maclen = RCRYPT_MAC_LEN;
+
+    if (rc == NULL || rc->current == 0) {
+        return PHR_EINVAL;
+    }
+    if (HMAC(EVP_sha256(), rc->mac_key, RCRYPT_MAC_LEN, data, len, out, &maclen) == NULL) {
+        return PHR_EGENERIC;
+    }
+    return PHR_OK;
+}

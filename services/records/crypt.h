@@ -1,0 +1,66 @@
+/*
+ * crypt.h - encryption at rest of record values and notes: AES-256-GCM under
+ * versioned data keys (secrets data_key_v1, data_key_v2, ...: 64 hex digits
+ * each). Every key present is loaded; the newest (highest version) seals,
+ * any loaded version opens, so keys can rotate without re-encrypting.
+ *
+ * A sealed blob is nonce (12 random bytes) || ciphertext || tag (16 bytes),
+ * carried as PostgreSQL bytea hex text ("\x0a1b...") so it goes in and out
+ * as an ordinary text parameter / text result column.
+ */
+#ifndef PHR_RECORDS_CRYPT_H
+#define PHR_RECORDS_CRYPT_H
+
+#include <stddef.h>
+
+#include "config.h"
+
+#define RCRYPT_KEY_LEN 32
+#define RCRYPT_MAX_KEYS 16 /* data_key_v1 .. data_key_v16 */
+#define RCRYPT_MAC_LEN 32
+
+typedef struct rcrypt rcrypt_t;
+
+/* An empty key ring; NULL on allocation failure. */
+rcrypt_t *rcrypt_create(void);
+void rcrypt_free(rcrypt_t *rc);
+
+/* Adds key version |key_id| (1..RCRYPT_MAX_KEYS). PHR_OK or PHR_EINVAL. */
+int rcrypt_add_key(rcrypt_t *rc, int key_id, const unsigned char key[RCRYPT_KEY_LEN]);
+
+/*
+ * Loads every data_key_v<N> secret of |cfg| (N = 1..RCRYPT_MAX_KEYS).
+ * PHR_OK when at least one loaded, PHR_EINVAL when one is malformed,
+ * PHR_ENOTFOUND when none exists.
+ */
+int rcrypt_load(rcrypt_t *rc, const cfg_t *cfg);
+
+/* The version that seals (the newest), 0 when the ring is empty. */
+int rcrypt_current(const rcrypt_t *rc);
+
+/*
+ * Seals |len| bytes of |plain| with the newest key, binding |aad| (a NUL-
+ * terminated string, e.g. from rec_aad). |*key_id| gets the key version,
+ * |*hex| a malloc'd "\x..." bytea text (caller frees).
+ * PHR_OK, PHR_EINVAL (no key), PHR_ENOMEM or PHR_EGENERIC.
+ */
+int rcrypt_seal(const rcrypt_t *rc, const char *aad, const char *plain, size_t len, int *key_id,
+                char **hex);
+
+/*
+ * Opens a blob sealed by rcrypt_seal under key |key_id| with the same |aad|.
+ * |*plain| gets a malloc'd NUL-terminated copy (caller frees; |*len| when
+ * |len| is not NULL). PHR_EINVAL when the key is unknown, the text is
+ * malformed or authentication fails (tampered blob, other aad).
+ */
+int rcrypt_open(const rcrypt_t *rc, const char *aad, int key_id, const char *hex, char **plain,
+                size_t *len);
+
+/*
+ * HMAC-SHA256 of |data| under a MAC key derived from the newest data key
+ * (HMAC(key, "phr-records-mac-v1")): cursor signatures and idempotency
+ * request hashes, so neither reveals or confirms health values.
+ */
+int rcrypt_mac(const rcrypt_t *rc, const void *data, size_t len, unsigned char out[RCRYPT_MAC_LEN]);
+
+#endif

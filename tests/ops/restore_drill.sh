@@ -1,0 +1,357 @@
+#!/usr/bin/env bash
+# tests/ops/restore_drill.sh - the backup and restore drill (issue 7, deploy/BACKUPS.md).
+#
+# Runs against the stack of the environment (like the itest): PHR_VAR, PHR_BUILD,
+# PHR_GATEWAY_PORT, PHR_PG_PORT and the other PHR_*_PORT variables of deploy/stack.sh,
+# with the stack up. It stops and starts the services itself (deploy/stack.sh down,
+# up-deps, up) and leaves the stack up. Backups go to $PHR_VAR/drill-backups (wiped first).
+#
+#   1. fills data through the gateway (patients, records with a distinctive note)
+#   2. backs up while the stack runs; restore refusals (no --yes, services connected,
+#      unknown generation); tampered or renamed files fail verification
+#   3. more data, services stopped, every table fingerprinted, backed up again
+#   4. the databases destroyed, the older generation restored (later data absent),
+#      the newer one restored: every table's rows identical to the fingerprint, the
+#      audit chain head equals the manifest's, `phrctl audit verify` passes, the
+#      patients log in and read their notes through the gateway
+#   5. no plaintext note or password in the encrypted files nor in the decrypted dumps
+#      (decrypted here independently, with python3-cryptography)
+#   6. rotation: with 36 old generations a failed run removes none; a good run keeps
+#      exactly PHR_BACKUP_KEEP (35), the newest
+# Prints "ok - ..." / "not ok - ..." per check and "N passed, N failed"; exit 1 on failure.
+set -uo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/../.." || exit 2
+ROOT=$(pwd -P)
+: "${PHR_VAR:?PHR_VAR must name the directory of the running stack}"
+case $PHR_VAR in /*) ;; *) PHR_VAR=$ROOT/$PHR_VAR ;; esac
+PHR_BUILD=${PHR_BUILD:-build}
+case $PHR_BUILD in /*) ;; *) PHR_BUILD=$ROOT/$PHR_BUILD ;; esac
+export PHR_VAR PHR_BUILD
+export PHR_SECRETS_DIR=${PHR_SECRETS_DIR:-$PHR_VAR/secrets}
+export PHR_BACKUP_DIR=$PHR_VAR/drill-backups
+export PHR_PG_PORT=${PHR_PG_PORT:-55432}
+GATEWAY=${PHR_TEST_GATEWAY:-https://127.0.0.1:${PHR_GATEWAY_PORT:-8443}}
+PHRCTL=$PHR_BUILD/bin/phrctl
+DBS=(phr_auth phr_records phr_notification phr_audit)
+PW='Blue7Harbor!qDrill'
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+
+passed=0
+failed=0
+
+ok() {
+    passed=$((passed + 1))
+    echo "ok - $1"
+}
+
+not_ok() {
+    failed=$((failed + 1))
+    echo "not ok - $1"
+}
+
+# check NAME CMD...: CMD's exit status decides.
+check() {
+    local name=$1
+    shift
+    if "$@"; then
+        ok "$name"
+    else
+        not_ok "$name"
+        return 1
+    fi
+}
+
+# expect_rc WANT NAME CMD...: CMD exits with WANT.
+expect_rc() {
+    local want=$1 name=$2 rc
+    shift 2
+    "$@" >"$TMP/out" 2>"$TMP/err"
+    rc=$?
+    if [ "$rc" -eq "$want" ]; then
+        ok "$name (exit $rc)"
+    else
+        not_ok "$name (exit $rc, wanted $want)"
+        sed 's/^/    /' "$TMP/err" | tail -n 5
+    fi
+}
+
+not() { ! "$@"; }
+
+finish() {
+    echo "$passed passed, $failed failed"
+    [ "$failed" -eq 0 ]
+    exit $?
+}
+
+stack() {
+    bash "$ROOT/deploy/stack.sh" "$@" >"$TMP/stack.log" 2>&1 || {
+        cat "$TMP/stack.log" >&2
+        return 1
+    }
+}
+
+# adm DB SQL: one statement as the PostgreSQL superuser; unaligned tuples.
+adm() {
+    local sock
+    sock=$(head -n 1 "$PHR_VAR/run/pgdata")/sock
+    if [ "$(id -u)" -eq 0 ]; then
+        runuser -u postgres -- psql -X -q -tA -v ON_ERROR_STOP=1 -h "$sock" -p "$PHR_PG_PORT" \
+            -d "$1" -c "$2"
+    else
+        psql -X -q -tA -v ON_ERROR_STOP=1 -h "$sock" -p "$PHR_PG_PORT" -U "$(id -un)" \
+            -d "$1" -c "$2"
+    fi
+}
+
+# Every row of every table of every service database, as "db.table count:md5".
+fingerprint() {
+    local db t
+    for db in "${DBS[@]}"; do
+        for t in $(adm "$db" "SELECT tablename FROM pg_tables WHERE schemaname = 'public'
+                             ORDER BY 1"); do
+            printf '%s.%s %s\n' "$db" "$t" "$(adm "$db" "SELECT count(*) || ':' ||
+                md5(coalesce(string_agg(x::text, '|' ORDER BY x::text), '')) FROM \"$t\" x")"
+        done
+    done
+}
+
+# api METHOD PATH [BODY] [TOKEN]: body to $TMP/body, status on stdout.
+api() {
+    local args=(-sk --http2 -o "$TMP/body" -w '%{http_code}' -X "$1" --max-time 20
+        -H 'content-type: application/json')
+    [ -n "${3:-}" ] && args+=(--data-binary "$3")
+    [ -n "${4:-}" ] && args+=(-H "authorization: Bearer $4")
+    curl "${args[@]}" "$GATEWAY$2"
+}
+
+json_get() { # KEY: from $TMP/body
+    python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get(sys.argv[2], ""))' \
+        "$TMP/body" "$1" 2>/dev/null
+}
+
+# login EMAIL: the token on stdout (retries while rate-limited).
+login() {
+    local st i
+    for ((i = 0; i < 60; i++)); do
+        st=$(api POST /api/v1/auth/login "{\"email\":\"$1\",\"password\":\"$PW\"}")
+        [ "$st" = 429 ] || break
+        sleep 1
+    done
+    [ "$st" = 200 ] && json_get token
+}
+
+# patient NAME NOTE: registers a patient, logs in, posts a note; sets EMAIL_<NAME>.
+patient() {
+    local email=drill-${1,,}-$RANDOM$RANDOM@example.com token st
+    st=$(api POST /api/v1/auth/register "{\"email\":\"$email\",\"password\":\"$PW\",
+        \"name\":\"Drill $1\"}")
+    [ "$st" = 201 ] || { echo "register: $st $(head -c 300 "$TMP/body")" >&2; return 1; }
+    token=$(login "$email") && [ -n "$token" ] || { echo "login failed" >&2; return 1; }
+    st=$(api POST /api/v1/me/records "{\"type\":\"note\",
+        \"measured_at\":\"2026-01-05T07:30:00+09:00\",\"values\":{\"text\":\"$2\"},
+        \"note\":\"$2\"}" "$token")
+    [ "$st" = 201 ] || { echo "record: $st $(head -c 300 "$TMP/body")" >&2; return 1; }
+    printf -v "EMAIL_$1" '%s' "$email"
+}
+
+# Waits until the audit log stops growing (the outbox relays are asynchronous).
+audit_settle() {
+    local last=-1 now same=0 i
+    for ((i = 0; i < 40 && same < 3; i++)); do
+        now=$(adm phr_audit "SELECT count(*) FROM audit_events" 2>/dev/null || echo -1)
+        if [ "$now" = "$last" ]; then same=$((same + 1)); else same=0; fi
+        last=$now
+        sleep 1
+    done
+}
+
+gens() { # generation names, newest first
+    "$PHRCTL" backup list --json | python3 -c \
+        'import json,sys; [print(g["generation"]) for g in json.load(sys.stdin)]'
+}
+
+# decrypt GEN DB: the plaintext pg_dump archive of DB in GEN on stdout (independent of phrctl).
+decrypt() {
+    python3 - "$PHR_SECRETS_DIR/backup_key_v1" "$PHR_BACKUP_DIR/$1/$2.dump.enc" "$1/$2" <<'EOF'
+import sys
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+key = bytes.fromhex(open(sys.argv[1]).read().strip())
+data = open(sys.argv[2], 'rb').read()
+assert data[:8] == b'PHRBK001'
+aad = b'PHRBK001\0' + b'backup_key_v1\0' + sys.argv[3].encode()
+sys.stdout.buffer.write(AESGCM(key).decrypt(data[8:20], data[20:], aad))
+EOF
+}
+
+[ -x "$PHRCTL" ] || { echo "not built: $PHRCTL" >&2; exit 2; }
+[ -s "$PHR_SECRETS_DIR/backup_key_v1" ] || bash "$ROOT/deploy/gen-secrets.sh" "$PHR_SECRETS_DIR"
+rm -rf "$PHR_BACKUP_DIR"
+NOTE1="drill-note-one-$RANDOM$RANDOM"
+NOTE2="drill-note-two-$RANDOM$RANDOM"
+
+# ---- 1. data, live backup --------------------------------------------------------
+check "patient A registered with a note through the gateway" patient A "$NOTE1" || finish
+audit_settle
+expect_rc 0 "backup run while the stack runs" "$PHRCTL" backup run --json
+GEN1=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["generation"])' \
+    "$TMP/out" 2>/dev/null)
+check "run --json names the generation ($GEN1)" test -n "$GEN1"
+check "generation directory and manifest exist" test -s "$PHR_BACKUP_DIR/$GEN1/manifest.json"
+check "manifest: JST times, 4 files with size and SHA-256, key id, versions" python3 - \
+    "$PHR_BACKUP_DIR/$GEN1" <<'EOF'
+import hashlib, json, os, sys
+d = sys.argv[1]
+m = json.load(open(d + '/manifest.json'))
+assert m['started_at'].endswith('+09:00') and m['finished_at'].endswith('+09:00')
+assert m['key_id'] == 'backup_key_v1' and m['cipher'] == 'AES-256-GCM'
+assert m['pg_server_version'] and m['pg_dump_version'].startswith('pg_dump')
+assert sorted(f['database'] for f in m['files']) == sorted(
+    ['phr_auth', 'phr_records', 'phr_notification', 'phr_audit'])
+for f in m['files']:
+    p = os.path.join(d, f['file'])
+    assert os.path.getsize(p) == f['size']
+    assert hashlib.sha256(open(p, 'rb').read()).hexdigest() == f['sha256']
+    assert os.stat(p).st_mode & 0o077 == 0
+EOF
+check "manifest holds the audit chain head" python3 -c '
+import json, sys
+h = json.load(open(sys.argv[1]))["audit_chain_head"]
+assert h is not None and h["seq"] >= 1 and len(h["hash"]) == 64' \
+    "$PHR_BACKUP_DIR/$GEN1/manifest.json"
+expect_rc 0 "backup verify (newest)" "$PHRCTL" backup verify
+expect_rc 6 "restore without --yes is refused" "$PHRCTL" restore --generation 1
+expect_rc 7 "restore while the services are connected is refused" \
+    "$PHRCTL" restore --generation 1 --yes
+expect_rc 4 "restore of an unknown generation" "$PHRCTL" restore --generation 99 --yes
+expect_rc 2 "restore without --generation is a usage error" "$PHRCTL" restore --yes
+
+# Tampering: a copy with one flipped byte, and an intact file under another generation name.
+BAD=20200101T000000+0900
+cp -a "$PHR_BACKUP_DIR/$GEN1" "$PHR_BACKUP_DIR/$BAD"
+sed -i "s/$GEN1/$BAD/" "$PHR_BACKUP_DIR/$BAD/manifest.json"
+expect_rc 5 "a generation's files renamed into another generation fail verification" \
+    "$PHRCTL" backup verify --generation "$BAD"
+rm -rf "${PHR_BACKUP_DIR:?}/$BAD"
+cp -a "$PHR_BACKUP_DIR/$GEN1" "$TMP/gen1.orig"
+python3 - "$PHR_BACKUP_DIR/$GEN1/phr_records.dump.enc" <<'EOF'
+import sys
+p = sys.argv[1]
+b = bytearray(open(p, 'rb').read())
+b[len(b) // 2] ^= 1
+open(p, 'wb').write(bytes(b))
+EOF
+expect_rc 5 "a flipped byte fails verification" "$PHRCTL" backup verify --generation "$GEN1"
+check "  ... naming the file's problem" grep -q "records.dump.enc: decryption failed" "$TMP/err"
+rm -rf "${PHR_BACKUP_DIR:?}/$GEN1"
+mv "$TMP/gen1.orig" "$PHR_BACKUP_DIR/$GEN1"
+expect_rc 0 "the untouched generation still verifies" "$PHRCTL" backup verify --generation "$GEN1"
+
+# ---- 2. more data, quiescent backup ---------------------------------------------------
+check "patient B registered with a note through the gateway" patient B "$NOTE2" || finish
+audit_settle
+sleep 1 # generation names have one-second resolution
+services_stopped() { stack down && stack up-deps; }
+check "services stopped (stack down, up-deps)" services_stopped
+fingerprint >"$TMP/fp.before"
+check "fingerprint covers the service tables" test "$(wc -l <"$TMP/fp.before")" -ge 20
+HEAD_SEQ=$(adm phr_audit "SELECT max(seq) FROM audit_events")
+HEAD_HASH=$(adm phr_audit "SELECT encode(hash, 'hex') FROM audit_events ORDER BY seq DESC LIMIT 1")
+expect_rc 0 "backup run with the services stopped" "$PHRCTL" backup run --json
+GEN2=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["generation"])' \
+    "$TMP/out" 2>/dev/null)
+check "manifest's audit chain head is the database's ($HEAD_SEQ)" python3 -c '
+import json, sys
+h = json.load(open(sys.argv[1]))["audit_chain_head"]
+assert h["seq"] == int(sys.argv[2]) and h["hash"] == sys.argv[3]' \
+    "$PHR_BACKUP_DIR/$GEN2/manifest.json" "$HEAD_SEQ" "$HEAD_HASH"
+check "list numbers the newest 1" test "$(gens | sed -n 1p)" = "$GEN2"
+
+# ---- 3. no plaintext -------------------------------------------------------------------
+check "encrypted files hold neither note nor e-mail nor password" \
+    not grep -rqaF -e "$NOTE1" -e "$NOTE2" -e "$EMAIL_B" -e "$PW" "$PHR_BACKUP_DIR/$GEN2"
+decrypt "$GEN2" phr_records >"$TMP/records.dump" && decrypt "$GEN2" phr_auth >"$TMP/auth.dump"
+check "the files decrypt independently (python3 AES-GCM, documented AAD)" test -s "$TMP/auth.dump"
+pg_restore -f "$TMP/records.sql" "$TMP/records.dump" && pg_restore -f "$TMP/auth.sql" "$TMP/auth.dump"
+PID_B=$(adm phr_auth "SELECT id FROM accounts WHERE email = '$EMAIL_B'")
+check "decrypted records dump holds patient B's records" grep -qF "$PID_B" "$TMP/records.sql"
+check "decrypted records dump holds no plaintext note" \
+    not grep -qF -e "$NOTE1" -e "$NOTE2" "$TMP/records.sql" "$TMP/records.dump"
+HASH_B=$(adm phr_auth "SELECT password_hash FROM accounts WHERE email = '$EMAIL_B'")
+auth_dump_hashed() {
+    grep -qF "$EMAIL_B" "$TMP/auth.sql" && test -n "$HASH_B" &&
+        grep -qF "$HASH_B" "$TMP/auth.sql" && ! grep -qF "$PW" "$TMP/auth.sql"
+}
+check "decrypted auth dump holds the account, only a hash of its password" auth_dump_hashed
+rm -f "$TMP"/*.dump "$TMP"/*.sql
+
+# ---- 4. destroy, restore the older, restore the newer ---------------------------------
+for db in "${DBS[@]}"; do
+    adm "$db" "SET client_min_messages = warning; DROP SCHEMA public CASCADE;
+               CREATE SCHEMA public AUTHORIZATION pg_database_owner;
+               GRANT USAGE ON SCHEMA public TO PUBLIC" >/dev/null
+done
+check "databases destroyed" test "$(adm phr_auth "SELECT count(*) FROM pg_tables
+    WHERE schemaname = 'public'")" = 0
+expect_rc 0 "restore --generation 2 (the older, by number)" "$PHRCTL" restore --generation 2 --yes
+check "older generation: patient A present" \
+    test "$(adm phr_auth "SELECT count(*) FROM accounts WHERE email = '$EMAIL_A'")" = 1
+check "older generation: patient B (later) absent" \
+    test "$(adm phr_auth "SELECT count(*) FROM accounts WHERE email = '$EMAIL_B'")" = 0
+expect_rc 0 "restore --generation $GEN2 (by name) --json" \
+    "$PHRCTL" restore --generation "$GEN2" --yes --json
+check "restore --json reports 4 databases" python3 -c '
+import json, sys
+o = json.load(open(sys.argv[1])); assert o["ok"] and len(o["restored"]) == 4' "$TMP/out"
+fingerprint >"$TMP/fp.after"
+if diff "$TMP/fp.before" "$TMP/fp.after" >"$TMP/fp.diff"; then
+    ok "every row of every table equals the state at backup time"
+else
+    not_ok "every row of every table equals the state at backup time"
+    head -n 10 "$TMP/fp.diff" | sed 's/^/    /'
+fi
+check "audit tables still owned by phr_audit_owner, phr_audit not a member" test \
+    "$(adm phr_audit "SELECT count(*) FROM pg_tables WHERE tablename = 'audit_events'
+     AND tableowner = 'phr_audit_owner'")$(adm phr_audit \
+        "SELECT pg_has_role('phr_audit', 'phr_audit_owner', 'MEMBER')")" = 1f
+expect_rc 0 "phrctl audit verify passes on the restored chain" "$PHRCTL" audit verify
+check "services start on the restored databases" stack up
+TOKEN=$(login "$EMAIL_B")
+check "patient B logs in after the restore" test -n "$TOKEN"
+st=$(api GET /api/v1/me/records "" "$TOKEN")
+check "patient B reads the note back through the gateway ($st)" grep -qF "$NOTE2" "$TMP/body"
+
+# ---- 5. rotation -------------------------------------------------------------------------
+for ((i = 0; i < 36; i++)); do
+    name=$(printf '20200101T0000%02d+0900' "$i")
+    mkdir -p "$PHR_BACKUP_DIR/$name"
+    cp "$PHR_BACKUP_DIR/$GEN1/manifest.json" "$PHR_BACKUP_DIR/$name/"
+done
+before=$(gens | wc -l)
+# A run whose verification fails (pg_restore replaced by a failing stub) removes nothing.
+mkdir -p "$TMP/pgbin"
+ln -s /usr/lib/postgresql/15/bin/pg_dump /usr/lib/postgresql/15/bin/psql "$TMP/pgbin/"
+printf '#!/bin/sh\ncat >/dev/null\nexit 1\n' >"$TMP/pgbin/pg_restore"
+chmod 0755 "$TMP/pgbin" "$TMP/pgbin/pg_restore"
+chmod 0711 "$TMP" # the PostgreSQL tools run as postgres
+sleep 1
+PHR_PG_BIN=$TMP/pgbin expect_rc 5 "a run that fails verification exits 5" "$PHRCTL" backup run
+check "  ... and removes no generation ($before kept)" test "$(gens | wc -l)" = "$before"
+check "  ... and publishes nothing (only a .partial)" \
+    test "$(find "$PHR_BACKUP_DIR" -maxdepth 1 -name '*.partial' | wc -l)" = 1
+sleep 1
+expect_rc 0 "backup run with $before generations present" "$PHRCTL" backup run --json
+GEN3=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["generation"])' \
+    "$TMP/out" 2>/dev/null)
+check "exactly 35 generations kept" test "$(gens | wc -l)" = 35
+check "the newest is the new one, the real ones survive" \
+    test "$(gens | sed -n 1,3p | tr '\n' ' ')" = "$GEN3 $GEN2 $GEN1 "
+check "the oldest were removed" test ! -e "$PHR_BACKUP_DIR/20200101T000000+0900"
+check "the interrupted .partial was cleaned up" \
+    test "$(find "$PHR_BACKUP_DIR" -maxdepth 1 -name '*.partial' | wc -l)" = 0
+PHR_BACKUP_KEEP=3 expect_rc 0 "PHR_BACKUP_KEEP=3 run" "$PHRCTL" backup run
+check "  ... keeps 3" test "$(gens | wc -l)" = 3
+
+rm -rf "$PHR_BACKUP_DIR"
+finish
