@@ -499,7 +499,7 @@ audit_chain_checkpoint(void)
 
     IT_CHECK(at_post(500, &first, &last));
     IT_CHECK(at_post(500, &f2, &l2));
-    IT_CHECK(f2 == last + 1);
+    IT_CHECK(f2 > last); /* other services' relays may append in between */
     IT_CHECK(it_psql("audit", out, sizeof(out),
                      "SELECT count(*) FROM checkpoints WHERE seq BETWEEN %" PRId64 " AND %" PRId64,
                      first, l2) == 0 &&
