@@ -160,6 +160,12 @@ fuzz: deps
 bench: deps all
 	@bash tests/bench/run.sh $(BUILD)
 
+# Abuse and scanners (issue 8): HTTP/2 floods and slow clients (tests/abuse/h2_abuse.py) and
+# testssl.sh (tests/abuse/tls_scan.sh) against a private stack; not part of `make test`.
+.PHONY: resilience
+resilience: deps all
+	@bash tests/abuse/run.sh $(BUILD)
+
 compose-test: all
 	@bash deploy/deps.sh compose
 	@bash tests/compose/run-real.sh

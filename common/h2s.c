@@ -142,6 +142,7 @@ struct h2s_server {
 
 static void h2s_conn_free(h2s_conn_t *conn);
 static int h2s_conn_flush(h2s_conn_t *conn);
+static void h2s_conn_arm_idle(h2s_conn_t *conn);
 static void h2s_req_free(h2s_req_t *req);
 static void h2s_check_drained(h2s_server_t *srv);
 
@@ -977,6 +978,7 @@ h2s_on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *us
 {
     h2s_req_t *req;
 
+    h2s_conn_arm_idle(user_data);
     if (frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA) {
         return 0;
     }
@@ -1020,13 +1022,23 @@ h2s_on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t error_
 
 /* ---- connection --------------------------------------------------------- */
 
+/*
+ * (Re)arms the idle timer. It restarts on complete frames only, never on
+ * bytes, so a peer trickling a frame byte by byte cannot keep a connection;
+ * a new connection gets request_timeout_ms for its preface and first frame.
+ */
 static void
-h2s_conn_arm_idle(h2s_conn_t *conn)
+h2s_conn_arm(h2s_conn_t *conn, int ms)
 {
-    int ms = conn->srv->limits.idle_timeout_ms;
     struct timeval tv = {ms / 1000, (suseconds_t)(ms % 1000) * 1000};
 
     evtimer_add(conn->idle_timer, &tv);
+}
+
+static void
+h2s_conn_arm_idle(h2s_conn_t *conn)
+{
+    h2s_conn_arm(conn, conn->srv->limits.idle_timeout_ms);
 }
 
 /*
@@ -1133,7 +1145,6 @@ h2s_conn_readcb(struct bufferevent *bev, void *arg)
         return;
     }
     evbuffer_drain(in, (size_t)rv);
-    h2s_conn_arm_idle(conn);
     h2s_conn_flush(conn);
 }
 
@@ -1280,7 +1291,7 @@ h2s_conn_create(h2s_server_t *srv, evutil_socket_t fd, const char *peer)
     bufferevent_setcb(conn->bev, h2s_conn_readcb, h2s_conn_writecb, h2s_conn_eventcb, conn);
     bufferevent_setwatermark(conn->bev, EV_READ, 0, H2S_READ_HIGH_WATER);
     bufferevent_enable(conn->bev, EV_READ | EV_WRITE);
-    h2s_conn_arm_idle(conn);
+    h2s_conn_arm(conn, srv->limits.request_timeout_ms); /* the preface and a first frame */
     if (srv->shutting_down) {
         nghttp2_submit_goaway(conn->session, NGHTTP2_FLAG_NONE, 0, NGHTTP2_NO_ERROR, NULL, 0);
     }

@@ -13,7 +13,7 @@ PHR_DEPS=(
     libssl-dev libpq-dev libcurl4-openssl-dev libunistring-dev
     # local stack
     postgresql-15 postgresql-client-15 redis-server nginx
-    python3 python3-cryptography
+    python3 python3-cryptography python3-yaml python3-h2 testssl.sh
     # tests, bench, tools
     nghttp2-client nghttp2-server curl openssl ca-certificates procps iproute2 tzdata
     clang-14 clang-tidy clang-format cppcheck

@@ -445,7 +445,7 @@ standin_up() {
         return 0
     fi
     say "starting provider stand-in on http://127.0.0.1:$PHR_STANDIN_PORT"
-    setsid nohup python3 "$ROOT/tools/standin/standin.py" >>"$LOG/standin.log" 2>&1 </dev/null &
+    setsid nohup /usr/bin/python3 "$ROOT/tools/standin/standin.py" >>"$LOG/standin.log" 2>&1 </dev/null &
     printf '%s\n' "$!" > "$RUN/standin.pid"
     for ((i = 0; i < 100; i++)); do
         [ "$(http_code "http://127.0.0.1:$PHR_STANDIN_PORT/__health")" = 200 ] && return 0

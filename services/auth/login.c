@@ -292,7 +292,8 @@ auth_login_limited(int rc, redisReply *reply, void *ud)
         "password_hash, email_verified_at IS NOT NULL, must_change_password, failed_logins, "
         "coalesce(locked_until > now(), false), coalesce(password_expires_at <= now(), false) "
         "FROM accounts "
-        "WHERE email = $1 AND status = 'active'";
+        "WHERE email = $1 AND status = 'active' AND NOT EXISTS (SELECT 1 FROM organizations o "
+        "WHERE o.id = accounts.org_id AND o.status <> 'active')"; /* a suspended org's staff */
     auth_ctx_t *ctx = ud;
 
     if (rc != PHR_OK || reply->type != REDIS_REPLY_INTEGER) {

@@ -471,6 +471,12 @@ test_seats(void)
     IT_CHECK(seats == 5);
     it_unique_email(email, sizeof(email), "more");
     IT_CHECK(org_add_staff(&e, email, "staff", NULL) == 201);
+    /* a suspended organization's staff cannot log in (the answer of a wrong password) */
+    char tok[64];
+    IT_CHECK(org_status("PATCH", path, "{\"status\":\"suspended\"}", e.op_token) == 200);
+    IT_CHECK(org_login(e.admin_email, ORG_PW, tok) == 401);
+    IT_CHECK(org_status("PATCH", path, "{\"status\":\"active\"}", e.op_token) == 200);
+    IT_CHECK(org_login(e.admin_email, ORG_PW, tok) == 200);
 }
 
 static void

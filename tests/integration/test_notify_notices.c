@@ -523,7 +523,8 @@ test_webhook_end_to_end(void)
     it_resp_free(&r);
     snprintf(path, sizeof(path), "/internal/v1/notifications/%s", id);
     int bounced = 0;
-    for (int i = 0; i < 60 && !bounced; i++) {
+    /* the stand-in's webhook queue may still carry a large batch's events: up to 60 s */
+    for (int i = 0; i < 240 && !bounced; i++) {
         bounced = nn_status_is(id, "bounced");
         if (!bounced) {
             usleep(250000);

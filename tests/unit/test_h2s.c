@@ -1285,6 +1285,37 @@ t_stream_reset(void **state)
     assert_int_equal(t_get("/hello")->status, 200);
 }
 
+/* A peer trickling its preface byte by byte is closed: bytes are not frames. */
+static void
+t_slow_preface(void **state)
+{
+    static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    int sv[2], closed = 0;
+
+    t_run(NULL, NULL, 20); /* the regular client sends its preface */
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
+    assert_int_equal(h2s_adopt_fd(fx.srv, sv[0], "unix:slow"), PHR_OK);
+    assert_int_equal(h2s_connections(fx.srv), 2);
+    /* one byte every 100 ms: 2.4 s in all, against a 300 ms first-frame deadline */
+    for (size_t i = 0; i + 1 < sizeof(preface) && !closed; i++) {
+        if (send(sv[1], preface + i, 1, MSG_NOSIGNAL) != 1) {
+            closed = 1;
+            break;
+        }
+        int64_t until = t_now_ms() + 100;
+        while (t_now_ms() < until) {
+            event_base_loop(fx.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+            t_client_io(fx.c);
+            t_sleep_us(2000);
+        }
+        closed = h2s_connections(fx.srv) == 1;
+    }
+    assert_true(closed);
+    close(sv[1]);
+    /* the well-behaved client was not harmed */
+    assert_int_equal(t_get("/hello")->status, 200);
+}
+
 static void
 t_backpressure(void **state)
 {
@@ -1488,6 +1519,7 @@ main(void)
         cmocka_unit_test_setup_teardown(t_backpressure, t_setup, t_teardown),
         cmocka_unit_test_setup_teardown(t_stream_whole, t_setup, t_teardown),
         cmocka_unit_test_setup_teardown(t_stream_reset, t_setup, t_teardown),
+        cmocka_unit_test_setup_teardown(t_slow_preface, t_setup, t_teardown),
         cmocka_unit_test_setup_teardown(t_listen_tcp, t_setup, t_teardown),
         cmocka_unit_test_setup_teardown(t_listen_port0, t_setup, t_teardown),
         cmocka_unit_test_setup_teardown(t_respond_after_server_free, t_setup, t_teardown),

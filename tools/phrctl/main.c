@@ -20,6 +20,8 @@
 #include "../../services/auth/auth.h"
 #include "backup.h"
 #include "config.h"
+#include "ctl.h"
+#include "aev.h"
 #include "err.h"
 #include "jsonx.h"
 #include "phrctl_audit.h"
@@ -39,7 +41,10 @@ phrctl_usage(void)
                     "[--json]\n"
                     "       phrctl backup run|list|verify [--generation N] [--json]\n"
                     "       phrctl restore --generation N [--yes] [--json]\n"
-                    "       phrctl audit verify [--from-seq N] [--to-seq M] [--json]\n");
+                    "       phrctl audit verify [--from-seq N] [--to-seq M] [--json]\n"
+                    "       phrctl org create|list|set-seats ... (phrctl org for help)\n"
+                    "       phrctl status [--json]\n"
+                    "       phrctl retention run --yes [--json]\n");
     return PHRCTL_USAGE;
 }
 
@@ -154,36 +159,14 @@ phrctl_exec(PGconn *conn, const char *sql, int n, const char *const *params)
 static char *
 phrctl_audit_json(const char *account_id, char *event_id)
 {
-    char now[TU_JST_LEN];
-    size_t len;
+    aev_t ev;
 
-    if (uuid7(event_id) != PHR_OK) {
-        return NULL;
-    }
-    tu_format_jst(tu_now_ms(), now, sizeof(now));
-    json_object *o = json_object_new_object();
-    json_object *actor = json_object_new_object();
-    json_object *target = json_object_new_object();
-    json_object *outcome = json_object_new_object();
-    json_object *source = json_object_new_object();
-    json_object_object_add(actor, "account_id", NULL);
-    json_object_object_add(actor, "kind", json_object_new_string("operator"));
-    json_object_object_add(actor, "user_agent", json_object_new_string("phrctl"));
-    json_object_object_add(target, "type", json_object_new_string("account"));
-    json_object_object_add(target, "id", json_object_new_string(account_id));
-    json_object_object_add(outcome, "result", json_object_new_string("success"));
-    json_object_object_add(source, "service", json_object_new_string("auth"));
-    json_object_object_add(o, "event_id", json_object_new_string(event_id));
-    json_object_object_add(o, "occurred_at", json_object_new_string(now));
-    json_object_object_add(o, "actor", actor);
-    json_object_object_add(o, "action", json_object_new_string("auth.operator.create"));
-    json_object_object_add(o, "target", target);
-    json_object_object_add(o, "outcome", outcome);
-    json_object_object_add(o, "source", source);
-    const char *txt = jx_to_string(o, &len);
-    char *copy = txt != NULL ? strdup(txt) : NULL;
-    json_object_put(o);
-    return copy;
+    aev_init(&ev, "phrctl", "auth.operator.create", NULL, NULL);
+    ev.actor_kind = "operator"; /* the person at the console, not yet an account */
+    snprintf(ev.user_agent, sizeof(ev.user_agent), "phrctl");
+    ev.target_type = "account";
+    ev.target_id = account_id;
+    return aev_json(&ev, event_id);
 }
 
 static int
@@ -281,6 +264,15 @@ main(int argc, char **argv)
     }
     if (argc >= 2 && strcmp(argv[1], "restore") == 0) {
         return bk_restore_main(argc - 1, argv + 1);
+    }
+    if (argc >= 2 && strcmp(argv[1], "org") == 0) {
+        return ctl_org_main(argc - 2, argv + 2);
+    }
+    if (argc >= 2 && strcmp(argv[1], "status") == 0) {
+        return ctl_status_main(argc - 2, argv + 2);
+    }
+    if (argc >= 2 && strcmp(argv[1], "retention") == 0) {
+        return ctl_retention_main(argc - 2, argv + 2);
     }
     if (argc >= 2 && strcmp(argv[1], "audit") == 0) {
         return phrctl_audit(argc - 2, argv + 2);

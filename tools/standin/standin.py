@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """standin.py - local stand-in for the SendGrid v3 Mail Send and Twilio Messages APIs.
 
 Listens on 127.0.0.1:$PHR_STANDIN_PORT (default 9199). Checks credentials and request
