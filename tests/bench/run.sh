@@ -746,7 +746,8 @@ if want audit-ingest; then
     s1=$(audit_head)
     "$py" "$bench_dir/bench.py" curlcheck /dev/null audit-ingest ours warmup "$cdir/audit-w.out" \
         "$t0" "$t1" 200 10 > /dev/null || die "audit warm-up failed"
-    [ $((s1 - s0)) = 1000 ] || die "audit warm-up: $((s1 - s0)) of 1000 events stored"
+    # at least ours: other services' relays may append their own events meanwhile
+    [ $((s1 - s0)) -ge 1000 ] || die "audit warm-up: $((s1 - s0)) of 1000 events stored"
     n=$(rate_n 10 "$t0" "$t1" "$BENCH_DURATION")
     psql_db audit "SELECT json_build_object('rows', json_agg(x), 'details', json_agg(x.details),
         'ids', '{' || string_agg(x.event_id::text, ',') || '}',
@@ -773,7 +774,7 @@ if want audit-ingest; then
         svc_run records "$PHR_AUDIT_PORT" "$audit_path" "$cfg" "$cdir/audit-r$r.out" 4
         t1=$(now)
         s1=$(audit_head)
-        [ $((s1 - s0)) = $((n * 100)) ] \
+        [ $((s1 - s0)) -ge $((n * 100)) ] \
             || die "audit round $r: $((s1 - s0)) of $((n * 100)) events stored"
         "$py" "$bench_dir/bench.py" curlcheck "$results" audit-ingest ours "$r" \
             "$cdir/audit-r$r.out" "$t0" "$t1" 200 "$n" 100 || die "audit-ingest round $r failed"
