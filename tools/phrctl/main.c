@@ -21,7 +21,6 @@
 #include "backup.h"
 #include "config.h"
 #include "ctl.h"
-#include "aev.h"
 #include "err.h"
 #include "jsonx.h"
 #include "phrctl_audit.h"
@@ -46,127 +45,6 @@ phrctl_usage(void)
                     "       phrctl status [--json]\n"
                     "       phrctl retention run --yes [--json]\n");
     return PHRCTL_USAGE;
-}
-
-static int
-phrctl_hex_nibble(char c)
-{
-    if (c >= '0' && c <= '9') {
-        return c - '0';
-    }
-    if (c >= 'a' && c <= 'f') {
-        return c - 'a' + 10;
-    }
-    if (c >= 'A' && c <= 'F') {
-        return c - 'A' + 10;
-    }
-    return -1;
-}
-
-/*
- * The current pepper as the auth service loads it (secret auth_pepper_v1, 64
- * hex characters) into |pp|; id "" when the secret is absent. PHR_OK or an error.
- */
-static int
-phrctl_pepper(const cfg_t *cfg, pwhash_pepper_t *pp)
-{
-    char hex[130];
-    int rc = cfg_read_secret(cfg, "auth_pepper_v1", hex, sizeof(hex));
-
-    memset(pp, 0, sizeof(*pp));
-    if (rc == PHR_ENOTFOUND) {
-        return PHR_OK;
-    }
-    if (rc != PHR_OK || strlen(hex) != 64) {
-        explicit_bzero(hex, sizeof(hex));
-        fprintf(stderr, "phrctl: secret auth_pepper_v1: %s\n",
-                rc != PHR_OK ? phr_err_str(rc) : "not 64 hex characters");
-        return rc != PHR_OK ? rc : PHR_EINVAL;
-    }
-    for (size_t i = 0; i < 32; i++) {
-        int hi = phrctl_hex_nibble(hex[2 * i]), lo = phrctl_hex_nibble(hex[2 * i + 1]);
-        if (hi < 0 || lo < 0) {
-            explicit_bzero(hex, sizeof(hex));
-            explicit_bzero(pp, sizeof(*pp));
-            fprintf(stderr, "phrctl: secret auth_pepper_v1: not hex\n");
-            return PHR_EINVAL;
-        }
-        pp->key[i] = (unsigned char)(hi << 4 | lo);
-    }
-    explicit_bzero(hex, sizeof(hex));
-    pp->keylen = 32;
-    snprintf(pp->id, sizeof(pp->id), "v1");
-    return PHR_OK;
-}
-
-/* Connects to the auth database and loads the current pepper into |pepper|. */
-static PGconn *
-phrctl_connect(pwhash_pepper_t *pepper)
-{
-    cfg_t cfg;
-    char err[256], pw[512], conninfo[1024];
-
-    if (cfg_load(&cfg, "auth", err, sizeof(err)) != PHR_OK) {
-        fprintf(stderr, "phrctl: configuration: %s\n", err);
-        return NULL;
-    }
-    if (phrctl_pepper(&cfg, pepper) != PHR_OK) {
-        return NULL;
-    }
-    int rc = cfg_read_secret(&cfg, "pg_auth.password", pw, sizeof(pw));
-    if (rc != PHR_OK) {
-        fprintf(stderr, "phrctl: secret pg_auth.password in %s: %s\n", cfg.secrets_dir,
-                phr_err_str(rc));
-        return NULL;
-    }
-    snprintf(conninfo, sizeof(conninfo),
-             "host=%s port=%d dbname=phr_auth user=phr_auth password=%s "
-             "application_name=phrctl connect_timeout=10",
-             cfg.pg_host, cfg.pg_port, pw);
-    explicit_bzero(pw, sizeof(pw));
-    PGconn *conn = PQconnectdb(conninfo);
-    explicit_bzero(conninfo, sizeof(conninfo));
-    if (PQstatus(conn) != CONNECTION_OK) {
-        fprintf(stderr, "phrctl: cannot connect to the auth database: %s", PQerrorMessage(conn));
-        PQfinish(conn);
-        return NULL;
-    }
-    return conn;
-}
-
-/* Runs |sql|; 0 ok, PHRCTL_EXISTS on a unique violation, PHRCTL_ERROR otherwise. */
-static int
-phrctl_exec(PGconn *conn, const char *sql, int n, const char *const *params)
-{
-    PGresult *res = PQexecParams(conn, sql, n, NULL, params, NULL, NULL, 0);
-    ExecStatusType st = PQresultStatus(res);
-    int rc = PHRCTL_OK;
-
-    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
-        const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-        if (state != NULL && strcmp(state, "23505") == 0) {
-            rc = PHRCTL_EXISTS;
-        } else {
-            fprintf(stderr, "phrctl: database: %s", PQresultErrorMessage(res));
-            rc = PHRCTL_ERROR;
-        }
-    }
-    PQclear(res);
-    return rc;
-}
-
-/* The audit event of the creation (proto/schemas/audit-event.json). Caller frees. */
-static char *
-phrctl_audit_json(const char *account_id, char *event_id)
-{
-    aev_t ev;
-
-    aev_init(&ev, "phrctl", "auth.operator.create", NULL, NULL);
-    ev.actor_kind = "operator"; /* the person at the console, not yet an account */
-    snprintf(ev.user_agent, sizeof(ev.user_agent), "phrctl");
-    ev.target_type = "account";
-    ev.target_id = account_id;
-    return aev_json(&ev, event_id);
 }
 
 static int
@@ -195,39 +73,45 @@ phrctl_operator_create(const char *email_in, const char *name, const char *local
         return PHRCTL_USAGE;
     }
     pwhash_pepper_t pepper;
-    PGconn *conn = phrctl_connect(&pepper);
-    if (conn == NULL) {
+    cfg_t cfg;
+    if (ctl_cfg(&cfg, "auth") != PHR_OK || ctl_pepper(&cfg, &pepper) != PHR_OK) {
         return PHRCTL_ERROR;
     }
-    int rc = PHRCTL_ERROR;
+    PGconn *conn = ctl_pg_connect(&cfg, "auth");
+    if (conn == NULL) {
+        explicit_bzero(&pepper, sizeof(pepper));
+        return PHRCTL_ERROR;
+    }
+    int rc = PHR_EIO;
     if (uuid7(id) != PHR_OK || pw_generate(pw, sizeof(pw)) != PHR_OK ||
         pwhash_hash(pw, pepper.id[0] ? &pepper : NULL, hash, sizeof(hash)) != PHR_OK) {
         fprintf(stderr, "phrctl: could not generate the initial password\n");
         goto out;
     }
     tu_format_jst(tu_now_ms() + PHRCTL_INITIAL_PW_MS, expires, sizeof(expires));
-    char *audit = phrctl_audit_json(id, event_id);
+    char *audit =
+        ctl_audit_json("phrctl", "auth.operator.create", "account", id, NULL, NULL, event_id);
     if (audit == NULL) {
         goto out;
     }
     const char *p[] = {id, email, name, locale, hash, expires};
     const char *q[] = {event_id, audit};
-    rc = phrctl_exec(conn, "BEGIN", 0, NULL);
-    if (rc == PHRCTL_OK) {
-        rc = phrctl_exec(conn, insert_sql, 6, p);
+    rc = ctl_exec(conn, "BEGIN", 0, NULL, NULL);
+    if (rc == PHR_OK) {
+        rc = ctl_exec(conn, insert_sql, 6, p, NULL);
     }
-    if (rc == PHRCTL_OK) {
-        rc = phrctl_exec(conn, outbox_sql, 2, q);
+    if (rc == PHR_OK) {
+        rc = ctl_exec(conn, outbox_sql, 2, q, NULL);
     }
     free(audit);
-    if (rc == PHRCTL_OK) {
-        rc = phrctl_exec(conn, "COMMIT", 0, NULL);
+    if (rc == PHR_OK) {
+        rc = ctl_exec(conn, "COMMIT", 0, NULL, NULL);
     } else {
-        phrctl_exec(conn, "ROLLBACK", 0, NULL);
+        ctl_exec(conn, "ROLLBACK", 0, NULL, NULL);
     }
-    if (rc == PHRCTL_EXISTS) {
+    if (rc == PHR_ECONFLICT) {
         fprintf(stderr, "phrctl: an account with this e-mail already exists\n");
-    } else if (rc == PHRCTL_OK) {
+    } else if (rc == PHR_OK) {
         if (as_json) {
             json_object *o = json_object_new_object();
             size_t len;
@@ -250,7 +134,7 @@ out:
     explicit_bzero(pw, sizeof(pw));
     explicit_bzero(hash, sizeof(hash));
     PQfinish(conn);
-    return rc;
+    return rc == PHR_OK ? PHRCTL_OK : rc == PHR_ECONFLICT ? PHRCTL_EXISTS : PHRCTL_ERROR;
 }
 
 int
