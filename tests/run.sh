@@ -20,6 +20,7 @@
 #   provider stand-in: http://127.0.0.1:19199/__messages), PHR_PG_HOST, PHR_REDIS_HOST,
 #   CMOCKA_MESSAGE_OUTPUT=STDOUT
 # PHR_TEST_TIMEOUT (default 600) bounds each binary's run time in seconds.
+# PHR_ITEST_ONLY=<substring> (development) runs only the integration cases whose name has it.
 #
 # Output of each binary goes to the console and var/test/log/tests/<name>.log. Counting:
 # cmocka's "[  PASSED  ] N test(s)." / "[  FAILED  ] N test(s), listed below:" lines, the
@@ -115,13 +116,13 @@ export PHR_TEST_PG_CONNINFO
 logdir=$PHR_VAR/log/tests
 mkdir -p "$logdir"
 
-# run_one KIND BINARY: run, tee the output, add the counts to passed/failed.
+# run_one KIND BINARY [ARG...]: run, tee the output, add the counts to passed/failed.
 run_one() {
     local kind=$1 bin=$2 name log rc p=0 f=0 counted=0 line
     name=$(basename "$bin")
     log=$logdir/$name.log
     echo "=== $name"
-    timeout --foreground --kill-after=10 "$timeout_s" "$bin" 2>&1 | tee "$log"
+    timeout --foreground --kill-after=10 "$timeout_s" "$bin" "${@:3}" 2>&1 | tee "$log"
     rc=${PIPESTATUS[0]}
     ran=$((ran + 1))
     if [ "$kind" = cmocka ]; then
@@ -158,8 +159,12 @@ run_one() {
 }
 
 shopt -s nullglob
+if [ -n "${PHR_ITEST_ONLY:-}" ]; then # development: only the integration cases matching it
+    run_one itest "$build/tests/itest" "$PHR_ITEST_ONLY"
+    mode=none
+fi
 for bin in "$build"/tests/test_*; do
-    if [ ! -f "$bin" ] || [ ! -x "$bin" ]; then
+    if [ "$mode" = none ] || [ ! -f "$bin" ] || [ ! -x "$bin" ]; then
         continue
     fi
     run_one cmocka "$bin"

@@ -14,11 +14,28 @@
 #include <unistd.h>
 
 int it_failed;
+int it_wait_gateway_429 = 1;
+
+/* The last few error responses of the running case, printed when a check fails. */
+#define IT_TRAIL 4
+static char it_trail[IT_TRAIL][320];
+static unsigned it_trail_n;
+
+static void
+it_trail_add(const char *method, const char *path, const it_resp_t *r)
+{
+    snprintf(it_trail[it_trail_n++ % IT_TRAIL], sizeof(it_trail[0]), "%s %.80s -> %ld %.200s",
+             method, path, r->status, r->body != NULL ? r->body : "");
+}
 
 void
 it_fail(const char *file, int line, const char *what)
 {
     printf("    check failed at %s:%d: %s\n", file, line, what);
+    unsigned first = it_trail_n > IT_TRAIL ? it_trail_n - IT_TRAIL : 0;
+    for (unsigned i = first; i < it_trail_n; i++) {
+        printf("    recent error response: %s\n", it_trail[i % IT_TRAIL]);
+    }
     it_failed = 1;
 }
 
@@ -74,9 +91,9 @@ it_collect(char *data, size_t size, size_t nmemb, void *ud)
     return n;
 }
 
-int
-it_request(it_mode_t mode, const char *service, const char *method, const char *path,
-           const char *body, size_t body_len, const char *const *headers, it_resp_t *r)
+static int
+it_request_once(it_mode_t mode, const char *service, const char *method, const char *path,
+                const char *body, size_t body_len, const char *const *headers, it_resp_t *r)
 {
     char url[1024], ca[512];
     it_buf_t b = {NULL, 0}, h = {NULL, 0};
@@ -131,6 +148,29 @@ it_request(it_mode_t mode, const char *service, const char *method, const char *
     curl_slist_free_all(list);
     curl_easy_cleanup(c);
     return rc == CURLE_OK ? 0 : -1;
+}
+
+/*
+ * The gateway's rate-limit zones are shared by every case of the run, so its
+ * 429 (the one without Retry-After; the services' own carry it) is waited out.
+ */
+int
+it_request(it_mode_t mode, const char *service, const char *method, const char *path,
+           const char *body, size_t body_len, const char *const *headers, it_resp_t *r)
+{
+    int rc = it_request_once(mode, service, method, path, body, body_len, headers, r);
+
+    for (int i = 0; rc == 0 && mode != IT_DIRECT && it_wait_gateway_429 && r->status == 429 &&
+                    it_header(r, "retry-after") == NULL && i < 90;
+         i++) {
+        it_resp_free(r);
+        sleep(1);
+        rc = it_request_once(mode, service, method, path, body, body_len, headers, r);
+    }
+    if (r->status == 0 || r->status >= 400) {
+        it_trail_add(method, path, r);
+    }
+    return rc;
 }
 
 void
@@ -338,6 +378,7 @@ it_run(const it_case_t *cases, const char *filter, int *passed, int *failed)
             continue;
         }
         it_failed = 0;
+        it_trail_n = 0;
         t->fn();
         printf("%s %s\n", it_failed ? "FAIL" : "ok  ", t->name);
         fflush(stdout);

@@ -29,7 +29,8 @@ typedef struct {
     void (*fn)(void);
 } it_case_t;
 
-extern int it_failed; /* set by IT_CHECK */
+extern int it_failed;           /* set by IT_CHECK */
+extern int it_wait_gateway_429; /* 1 (default): it_request waits out the gateway's 429 */
 
 void it_fail(const char *file, int line, const char *what);
 
@@ -49,7 +50,8 @@ int it_port(const char *service); /* "auth" → PHR_AUTH_PORT */
  * Sends one request. |path| is a gateway path (IT_GATEWAY_*) or a service
  * path with |service| naming the service (IT_DIRECT). |headers| is a
  * NULL-terminated list of "Name: value" strings or NULL. Returns 0 when a
- * response arrived.
+ * response arrived. Through the gateway, its 429 is retried for up to 90 s
+ * unless it_wait_gateway_429 is 0.
  */
 int it_request(it_mode_t mode, const char *service, const char *method, const char *path,
                const char *body, size_t body_len, const char *const *headers, it_resp_t *r);

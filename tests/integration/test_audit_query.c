@@ -100,11 +100,6 @@ aq_login(const char *email, const char *pw, char *token)
     it_resp_t r;
     snprintf(body, sizeof(body), "{\"email\":\"%s\",\"password\":\"%s\"}", email, pw);
     long st = aq_req("POST", "/api/v1/auth/login", body, NULL, &r);
-    for (int i = 0; st == 429 && i < 90; i++) {
-        it_resp_free(&r);
-        sleep(1);
-        st = aq_req("POST", "/api/v1/auth/login", body, NULL, &r);
-    }
     if (st == 200 && token != NULL) {
         const char *t = it_json_str(&r, "token");
         snprintf(token, 64, "%s", t != NULL ? t : "");

@@ -271,11 +271,6 @@ nn_login(const char *email, const char *pw, char *token)
     it_resp_t r;
     snprintf(body, sizeof(body), "{\"email\":\"%s\",\"password\":\"%s\"}", email, pw);
     long st = nn_req("POST", "/api/v1/auth/login", body, NULL, NULL, &r);
-    for (int i = 0; st == 429 && i < 90; i++) {
-        it_resp_free(&r);
-        sleep(1);
-        st = nn_req("POST", "/api/v1/auth/login", body, NULL, NULL, &r);
-    }
     if (st == 200) {
         const char *t = it_json_str(&r, "token");
         snprintf(token, 64, "%s", t != NULL ? t : "");
