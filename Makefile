@@ -92,13 +92,13 @@ $(foreach s,$(SERVICES),$(eval $(call service_rule,$(s))))
 
 PHRCTL_SRC := $(wildcard tools/phrctl/*.c)
 PHRCTL_OBJ := $(PHRCTL_SRC:%.c=$(BUILD)/%.o)
-# phrctl also links the auth service's modules (password hashing, policy) and the audit
-# hash chain (phrctl audit verify).
-PHRCTL_AUDIT_OBJ := $(BUILD)/services/audit/chain.o
-$(BUILD)/bin/phrctl: $(PHRCTL_OBJ) $(auth_LIBOBJ) $(PHRCTL_AUDIT_OBJ) $(LIBCOMMON)
+# phrctl also links the auth service's modules (password hashing, policy), the audit
+# hash chain (phrctl audit verify) and the records data keys (phrctl keys).
+PHRCTL_SVC_OBJ := $(BUILD)/services/audit/chain.o $(BUILD)/services/records/crypt.o
+$(BUILD)/bin/phrctl: $(PHRCTL_OBJ) $(auth_LIBOBJ) $(PHRCTL_SVC_OBJ) $(LIBCOMMON)
 	@mkdir -p $(@D)
 	@$(if $(Q),echo "  LD      $@")
-	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $(PHRCTL_OBJ) $(auth_LIBOBJ) $(PHRCTL_AUDIT_OBJ) $(LIBCOMMON) $(LIBS)
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $(PHRCTL_OBJ) $(auth_LIBOBJ) $(PHRCTL_SVC_OBJ) $(LIBCOMMON) $(LIBS)
 
 $(BUILD)/tests/test_%: $(BUILD)/tests/unit/test_%.o $(LIBCOMMON)
 	@mkdir -p $(@D)
@@ -113,13 +113,23 @@ $(ITEST_BIN): $(ITEST_OBJ) $(LIBCOMMON)
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
 
+# ---- staff console (services/console: npm, Vite) ---------------------------
+# Not part of `all` (no npm needed for the C build); `make up`, `run` and `test` build it.
+# The gateway serves services/console/dist at /.
+.PHONY: console
+CONSOLE_DEPS := $(shell find services/console/src -type f 2>/dev/null) \
+                $(wildcard services/console/*.json services/console/*.ts services/console/*.html)
+console: services/console/dist/index.html
+services/console/dist/index.html: $(CONSOLE_DEPS) services/console/build.sh
+	@bash services/console/build.sh
+
 # ---- environment and stack ------------------------------------------------
 .PHONY: all deps up down logs run test asan lint fuzz bench clean format check-unit compose-test
 
 deps:
 	@bash deploy/deps.sh
 
-up: deps all
+up: deps all console
 	@bash deploy/stack.sh up
 
 down:
@@ -145,7 +155,7 @@ sbom:
 check-unit: $(UNIT_BINS)
 	@bash tests/run.sh unit $(BUILD)
 
-test: deps all
+test: deps all console
 	@bash tests/run.sh all $(BUILD)
 
 asan:
@@ -157,14 +167,21 @@ lint: deps
 fuzz: deps
 	@bash tests/fuzz/run.sh
 
+# The long mode of issue 8: every fuzz target for 5 minutes (FUZZ_SECONDS overrides).
+.PHONY: fuzz-long
+fuzz-long: deps
+	@FUZZ_SECONDS=$${FUZZ_SECONDS:-300} bash tests/fuzz/run.sh
+
 bench: deps all
 	@bash tests/bench/run.sh $(BUILD)
 
 # Abuse and scanners (issue 8): HTTP/2 floods and slow clients (tests/abuse/h2_abuse.py) and
-# testssl.sh (tests/abuse/tls_scan.sh) against a private stack; not part of `make test`.
+# testssl.sh (tests/abuse/tls_scan.sh) against a private stack; then faults under load
+# (tests/faults/run.sh, about 5 minutes). Both always run; not part of `make test`.
 .PHONY: resilience
 resilience: deps all
-	@bash tests/abuse/run.sh $(BUILD)
+	@rc=0; bash tests/abuse/run.sh $(BUILD) || rc=1; \
+	bash tests/faults/run.sh $(BUILD) || rc=1; exit $$rc
 
 compose-test: all
 	@bash deploy/deps.sh compose

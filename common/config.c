@@ -115,6 +115,9 @@ static const cfg_def_t cfg_table[] = {
          "audit: or every M seconds when events arrived"),
     CINT("PHR_AUDIT_RETENTION_DAYS", audit_retention_days, "1826", 30, 36500,
          "audit: days events are kept (partitions dropped only once exported and verified)"),
+    CSTR("PHR_AUDIT_ARCHIVE_DIR", audit_archive_dir, "",
+         "audit: where expired partitions are exported before their drop (\"\": $PHR_VAR/"
+         "audit-archive, else var/audit-archive)"),
 };
 
 static const char *cfg_services[CFG_SVC_COUNT] = {"auth", "records", "notification", "audit"};

@@ -75,6 +75,7 @@ typedef struct cfg {
     int audit_checkpoint_events; /* sign a checkpoint every N events ... */
     int audit_checkpoint_s;      /* ... or every M seconds with new events */
     int audit_retention_days;    /* events kept (default 5 years) */
+    char audit_archive_dir[256]; /* retention exports; "": $PHR_VAR/audit-archive */
 } cfg_t;
 
 /*

@@ -34,6 +34,7 @@
 #define DB_IDLE_TXN_TIMEOUT_MS 60000 /* server drops sessions idle inside a txn */
 #define DB_MAX_PARAMS 65535
 #define DB_DEFAULT_LOCK "phr"
+#define DB_STMT_CACHE 64 /* named prepared statements per connection */
 
 enum { DBR_QUERY, DBR_BEGIN, DBR_STMT, DBR_END };
 
@@ -90,6 +91,11 @@ struct db_conn {
     int attempts; /* connection attempts made */
     int mig_step; /* MS_* */
     int mig_idx;
+    /* statements prepared on this session (slot i is named "phr_<i>"): text and its hash */
+    char *stmt_sql[DB_STMT_CACHE];
+    uint32_t stmt_hash[DB_STMT_CACHE];
+    int nstmt;
+    int preparing; /* c->cur waits for the PREPARE of slot preparing - 1 */
 };
 
 struct db_txn {
@@ -489,11 +495,65 @@ db_conn_send(db_conn_t *c, const char *sql, int nparams, const char *const *para
     return db_conn_watch(c, f == 1 ? (short)(EV_READ | EV_WRITE) : (short)EV_READ);
 }
 
+static uint32_t
+db_hash(const char *s)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (; *s != '\0'; s++) {
+        h = (h ^ (unsigned char)*s) * 16777619u;
+    }
+    return h;
+}
+
+/*
+ * Sends |req| as a named prepared statement of |c| (parsed and planned by the
+ * server once per session, not on every execution): executes it when |c|
+ * prepared the text before, else sends the PREPARE (db_conn_done then
+ * executes). When the cache is full the statement is sent unnamed.
+ */
+static int
+db_conn_send_stmt(db_conn_t *c, db_req_t *req)
+{
+    const char *const *params = (const char *const *)req->params;
+    char name[16];
+    uint32_t h = db_hash(req->sql);
+    int i;
+
+    for (i = 0; i < c->nstmt; i++) {
+        if (c->stmt_hash[i] == h && strcmp(c->stmt_sql[i], req->sql) == 0) {
+            break;
+        }
+    }
+    if (i == c->nstmt && (i == DB_STMT_CACHE || (c->stmt_sql[i] = strdup(req->sql)) == NULL)) {
+        return db_conn_send(c, req->sql, req->nparams, params, 1);
+    }
+    snprintf(name, sizeof(name), "phr_%d", i);
+    if (i < c->nstmt) {
+        if (!PQsendQueryPrepared(c->pg, name, req->nparams, params, NULL, NULL, 0)) {
+            return PHR_EUNAVAIL;
+        }
+    } else {
+        c->stmt_hash[i] = h;
+        c->nstmt++; /* taken back in db_conn_done if the PREPARE fails */
+        c->preparing = i + 1;
+        if (!PQsendPrepare(c->pg, name, req->sql, req->nparams, NULL)) {
+            return PHR_EUNAVAIL;
+        }
+    }
+    int f = PQflush(c->pg);
+    if (f < 0) {
+        return PHR_EUNAVAIL;
+    }
+    c->flushing = f == 1;
+    return db_conn_watch(c, f == 1 ? (short)(EV_READ | EV_WRITE) : (short)EV_READ);
+}
+
 /* Starts |req| on the idle (or transaction-held) connection |c|. */
 static void
 db_conn_start(db_conn_t *c, db_req_t *req)
 {
     db_pool_t *pool = c->pool;
+    int rc;
 
     c->cur = req;
     c->state = DBC_BUSY;
@@ -501,7 +561,12 @@ db_conn_start(db_conn_t *c, db_req_t *req)
         c->txn = req->txn;
         req->txn->conn = c;
     }
-    if (db_conn_send(c, req->sql, req->nparams, (const char *const *)req->params, 1) != PHR_OK) {
+    if (req->kind == DBR_QUERY || req->kind == DBR_STMT) {
+        rc = db_conn_send_stmt(c, req);
+    } else {
+        rc = db_conn_send(c, req->sql, req->nparams, (const char *const *)req->params, 1);
+    }
+    if (rc != PHR_OK) {
         db_conn_broken(c, PHR_EUNAVAIL, "send failed");
         return;
     }
@@ -582,6 +647,12 @@ db_conn_close(db_conn_t *c)
         evtimer_del(c->tmr);
     }
     c->flushing = 0;
+    for (int i = 0; i < c->nstmt; i++) { /* prepared statements end with the session */
+        free(c->stmt_sql[i]);
+        c->stmt_sql[i] = NULL;
+    }
+    c->nstmt = 0;
+    c->preparing = 0;
 }
 
 static void
@@ -904,8 +975,21 @@ db_conn_done(db_conn_t *c)
     }
 
     req = c->cur;
-    c->cur = NULL;
     rc = db_res_rc(res);
+    if (c->preparing > 0) { /* the PREPARE of c->cur's statement: now execute it */
+        int slot = c->preparing - 1;
+        c->preparing = 0;
+        if (rc == PHR_OK) {
+            PQclear(res);
+            c->cur = NULL;
+            db_conn_start(c, req);
+            return;
+        }
+        free(c->stmt_sql[slot]); /* the last slot: nothing was prepared after it */
+        c->stmt_sql[slot] = NULL;
+        c->nstmt = slot;
+    }
+    c->cur = NULL;
     if (rc != PHR_OK) {
         db_log_res(c, "query", res);
     }

@@ -101,7 +101,8 @@ struct h2s_req {
         void *arg;
     } cleanups[H2S_MAX_CLEANUPS];
     int ncleanups;
-    struct event timer; /* receive deadline */
+    struct event timer; /* receive deadline, then send-stall deadline */
+    size_t sent_mark;   /* resp_off when the send-stall deadline was armed */
     int64_t start_us;
     h2s_req_t *next, *prev; /* connection's list, or the server's orphans */
 };
@@ -145,6 +146,7 @@ static int h2s_conn_flush(h2s_conn_t *conn);
 static void h2s_conn_arm_idle(h2s_conn_t *conn);
 static void h2s_req_free(h2s_req_t *req);
 static void h2s_check_drained(h2s_server_t *srv);
+static void h2s_req_arm_timer(h2s_req_t *req);
 
 /* ---- small helpers ------------------------------------------------------ */
 
@@ -497,7 +499,8 @@ h2s_begin(h2s_req_t *req, int status, h2s_req_state_t state)
         req->status = status;
     }
     if (req->recv_complete) {
-        event_del(&req->timer);
+        req->sent_mark = req->resp_off; /* from here on the timer watches the sending */
+        h2s_req_arm_timer(req);
     }
     h2s_req_ensure_id(req);
     return PHR_OK;
@@ -748,9 +751,29 @@ h2s_req_arm_timer(h2s_req_t *req)
 }
 
 /*
+ * 1 when the answer has bytes waiting that the client's flow-control window
+ * (of the stream or of the connection) does not let out.
+ */
+static int
+h2s_req_window_stalled(const h2s_req_t *req)
+{
+    nghttp2_session *session = req->conn->session;
+    int pending =
+        req->sbuf != NULL ? evbuffer_get_length(req->sbuf) > 0 : req->resp_off < req->resp_len;
+
+    return pending &&
+           (nghttp2_session_get_stream_remote_window_size(session, req->stream_id) <= 0 ||
+            nghttp2_session_get_remote_window_size(session) <= 0);
+}
+
+/*
  * The receive deadline. A request still incomplete gets 408; one answered
  * early (413, 408, 431) whose client keeps the stream open past another
- * period is reset, so no stream outlives its deadline.
+ * period is reset, so no stream outlives its deadline. Once the request is
+ * received and answered the same timer is the send-stall deadline: an answer
+ * that sent nothing for a whole period because the client keeps its window
+ * at zero is reset (CANCEL), so a client cannot hold a response (and its
+ * memory) forever; one still moving is watched for another period.
  */
 static void
 h2s_req_timeout(evutil_socket_t fd, short what, void *arg)
@@ -762,10 +785,19 @@ h2s_req_timeout(evutil_socket_t fd, short what, void *arg)
         h2s_req_arm_timer(req);
         h2s_respond_problem(req, 408, "request_timeout",
                             "the request was not received completely in time", NULL);
-    } else if ((req->state == REQ_RESPONDED || req->state == REQ_STREAMING) &&
-               !req->recv_complete && conn != NULL) {
-        nghttp2_submit_rst_stream(conn->session, NGHTTP2_FLAG_NONE, req->stream_id,
-                                  NGHTTP2_NO_ERROR);
+    } else if ((req->state == REQ_RESPONDED || req->state == REQ_STREAMING) && conn != NULL) {
+        uint32_t code = NGHTTP2_NO_ERROR;
+        if (req->recv_complete) {
+            if (req->resp_off != req->sent_mark || !h2s_req_window_stalled(req)) {
+                req->sent_mark = req->resp_off;
+                h2s_req_arm_timer(req);
+                return;
+            }
+            log_info("%s: stream %d stalled by a zero window, reset", conn->peer,
+                     (int)req->stream_id);
+            code = NGHTTP2_CANCEL;
+        }
+        nghttp2_submit_rst_stream(conn->session, NGHTTP2_FLAG_NONE, req->stream_id, code);
         h2s_conn_flush(conn);
     }
 }

@@ -19,6 +19,10 @@
  *    (100 ms doubling to 5 s, jitter -25 %).
  *  - hiredis frees a context itself on EOF/error; the connect and disconnect
  *    callbacks tell us, and we forget the context (live or dying) there.
+ *  - An idle connection is probed: every max(timeout_ms, 1 s) without a
+ *    command in flight, a PING goes out with the same timeout, so a frozen
+ *    or silently unreachable server stops being "ready" (/readyz) even when
+ *    no request needs Redis meanwhile. Probes are not counted as commands.
  *
  * Stats: commands accepted, errors (error replies, commands failed by a lost
  * connection, failed connects/AUTH), timeouts (commands timed out) and
@@ -39,6 +43,7 @@
 
 #define KV_BACKOFF_MIN_MS 100
 #define KV_BACKOFF_MAX_MS 5000
+#define KV_PROBE_MIN_MS 1000
 
 typedef struct kv_req {
     struct kv_req *prev, *next; /* kv->pending while !done */
@@ -73,7 +78,8 @@ struct kv {
 
     struct event *connect_timer;
     struct event *retry_timer;
-    struct event *reap_timer; /* zero timer: frees dying contexts / the kv */
+    struct event *reap_timer;  /* zero timer: frees dying contexts / the kv */
+    struct event *probe_timer; /* persistent: PING an idle connection */
 
     kv_dying_t *dying;
     kv_req_t *pending; /* commands whose callback has not run yet */
@@ -251,6 +257,7 @@ kv_teardown(kv_t *kv)
     event_free(kv->connect_timer);
     event_free(kv->retry_timer);
     event_free(kv->reap_timer);
+    event_free(kv->probe_timer);
     free(kv->host);
     if (kv->password != NULL) {
         explicit_bzero(kv->password, strlen(kv->password));
@@ -399,6 +406,30 @@ kv_retry_cb(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+static int kv_send(kv_t *kv, kv_cb cb, void *ud, int argc, const char **argv,
+                   const size_t *argvlen);
+
+static void
+kv_probe_done(int rc, redisReply *reply, void *ud)
+{
+    (void)rc; /* a timeout already dropped the connection (kv_req_timeout_cb) */
+    (void)reply;
+    (void)ud;
+}
+
+static void
+kv_probe_cb(evutil_socket_t fd, short what, void *arg)
+{
+    kv_t *kv = arg;
+    const char *argv[1] = {"PING"};
+    size_t argvlen[1] = {4};
+
+    /* A command in flight has its own timer: only an idle connection needs a probe. */
+    if (kv_ready(kv) && kv->pending == NULL) {
+        (void)kv_send(kv, kv_probe_done, NULL, 1, argv, argvlen);
+    }
+}
+
 static void
 kv_connect(kv_t *kv)
 {
@@ -471,9 +502,11 @@ kv_create(struct event_base *base, const kv_config_t *cfg)
     kv->connect_timer = evtimer_new(base, kv_connect_timeout_cb, kv);
     kv->retry_timer = evtimer_new(base, kv_retry_cb, kv);
     kv->reap_timer = evtimer_new(base, kv_reap_cb, kv);
+    kv->probe_timer = event_new(base, -1, EV_PERSIST, kv_probe_cb, kv);
     if (kv->host == NULL ||
         (cfg->password != NULL && cfg->password[0] != '\0' && kv->password == NULL) ||
-        kv->connect_timer == NULL || kv->retry_timer == NULL || kv->reap_timer == NULL) {
+        kv->connect_timer == NULL || kv->retry_timer == NULL || kv->reap_timer == NULL ||
+        kv->probe_timer == NULL) {
         if (kv->connect_timer != NULL) {
             event_free(kv->connect_timer);
         }
@@ -483,6 +516,9 @@ kv_create(struct event_base *base, const kv_config_t *cfg)
         if (kv->reap_timer != NULL) {
             event_free(kv->reap_timer);
         }
+        if (kv->probe_timer != NULL) {
+            event_free(kv->probe_timer);
+        }
         free(kv->host);
         if (kv->password != NULL) {
             explicit_bzero(kv->password, strlen(kv->password));
@@ -491,6 +527,8 @@ kv_create(struct event_base *base, const kv_config_t *cfg)
         free(kv);
         return NULL;
     }
+    kv_timer_add_ms(kv->probe_timer,
+                    kv->timeout_ms > KV_PROBE_MIN_MS ? kv->timeout_ms : KV_PROBE_MIN_MS);
     kv_connect(kv);
     return kv;
 }
@@ -505,6 +543,7 @@ kv_free(kv_t *kv)
     kv->ready = 0;
     evtimer_del(kv->connect_timer);
     evtimer_del(kv->retry_timer);
+    evtimer_del(kv->probe_timer);
     while (kv->pending != NULL) {
         kv_req_t *req = kv->pending;
         kv_req_finish(req);
@@ -532,14 +571,12 @@ kv_stats(const kv_t *kv, kv_stats_t *out)
     out->connected = kv_ready(kv);
 }
 
-int
-kv_command_argv(kv_t *kv, kv_cb cb, void *ud, int argc, const char **argv, const size_t *argvlen)
+/* Sends one command on the current connection with its own timer (not counted). */
+static int
+kv_send(kv_t *kv, kv_cb cb, void *ud, int argc, const char **argv, const size_t *argvlen)
 {
     kv_req_t *req;
 
-    if (cb == NULL || argc <= 0 || argv == NULL || argvlen == NULL) {
-        return PHR_EINVAL;
-    }
     if (!kv_ready(kv)) {
         return PHR_EUNAVAIL;
     }
@@ -562,6 +599,18 @@ kv_command_argv(kv_t *kv, kv_cb cb, void *ud, int argc, const char **argv, const
     }
     kv_pending_link(kv, req);
     kv_timer_add_ms(req->timer, kv->timeout_ms);
-    kv->stats.commands++;
     return PHR_OK;
+}
+
+int
+kv_command_argv(kv_t *kv, kv_cb cb, void *ud, int argc, const char **argv, const size_t *argvlen)
+{
+    if (cb == NULL || argc <= 0 || argv == NULL || argvlen == NULL) {
+        return PHR_EINVAL;
+    }
+    int rc = kv_send(kv, cb, ud, argc, argv, argvlen);
+    if (rc == PHR_OK) {
+        kv->stats.commands++;
+    }
+    return rc;
 }

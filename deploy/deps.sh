@@ -14,10 +14,15 @@ PHR_DEPS=(
     # local stack
     postgresql-15 postgresql-client-15 redis-server nginx
     python3 python3-cryptography python3-yaml python3-h2 testssl.sh
+    # abuse and scanner suite (make resilience: tests/abuse/)
+    sqlmap ffuf
     # tests, bench, tools
     nghttp2-client nghttp2-server curl openssl ca-certificates procps iproute2 tzdata
     clang-14 clang-tidy clang-format cppcheck
     nodejs npm docker-compose
+    # staff console browser tests (services/console/tests: playwright-core drives Chromium;
+    # a Japanese font for readable screenshots)
+    chromium fonts-ipafont-gothic
 )
 # `deps.sh compose`: also what tests/compose/run-real.sh needs (rootful podman).
 if [ "${1:-}" = compose ]; then

@@ -175,9 +175,12 @@ if [ "$mode" = all ]; then
     else
         echo "run.sh: no $build/tests/itest; integration tests skipped"
     fi
+    # The staff console in Debian's chromium through the gateway (issue 9).
+    run_one itest "$root/services/console/tests/run.sh"
     # Every route x every principal against proto/authz-matrix.json (issue 8).
     run_one itest "$root/tests/authz/run.py"
     run_one itest "$root/tests/ops/phrctl_test.sh" # operator CLI org/status/retention
+    run_one itest "$root/tests/ops/keys_test.sh" # data key rotation (phrctl keys)
     # Backups: back up the filled stack, destroy, restore, compare (tests/ops/restore_drill.sh).
     if [ "${PHR_SKIP_DRILL:-0}" != 1 ]; then
         run_one itest "$root/tests/ops/restore_drill.sh"

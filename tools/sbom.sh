@@ -7,7 +7,9 @@
 #     at the versions dpkg reports on this machine (the images are built from the same
 #     Debian 12 mirror); a package not installed here is listed without a version;
 #   - the npm packages of the contract tools (proto/package-lock.json) and of the manifest
-#     lint (deploy/k8s/tools/package-lock.json), every entry of each lock file.
+#     lint (deploy/k8s/tools/package-lock.json) and of the staff console
+#     (services/console/package-lock.json: build tools and what its bundle ships), every entry
+#     of each lock file.
 # The file is deterministic (no time stamp; the serial number is derived from the content),
 # so it changes only when a package list, a version or a lock file changes. It is validated
 # against the CycloneDX 1.5 JSON Schema before it is written or compared (npm package
@@ -64,7 +66,7 @@ while read -r name usage; do
 done < "$tmp/debs" > "$tmp/debs.versions"
 
 python3 - "$tmp/debs.versions" proto/package-lock.json deploy/k8s/tools/package-lock.json \
-    > "$tmp/sbom.json" <<'PY'
+    services/console/package-lock.json > "$tmp/sbom.json" <<'PY'
 import hashlib
 import json
 import os

@@ -21,6 +21,8 @@
 # @API_BURST@      NGINX_API_BURST           200
 # @USER@           NGINX_USER                "nobody nogroup" as root, empty otherwise;
 #                                            renders "user USER [GROUP];" or an empty line
+# @CONSOLE_ROOT@   NGINX_CONSOLE_ROOT        services/console/dist of this checkout (absolute):
+#                                            the built staff console (make console)
 # Values must not contain newlines. Writes OUT atomically.
 set -euo pipefail
 
@@ -67,6 +69,7 @@ declare -A val=(
     [API_RATE]=${NGINX_API_RATE:-50r/s}
     [API_BURST]=${NGINX_API_BURST:-200}
     [USER]=$user_line
+    [CONSOLE_ROOT]=${NGINX_CONSOLE_ROOT:-$(cd "$(dirname "$0")/../.." && pwd -P)/services/console/dist}
 )
 
 # Escape a value for the replacement side of s|...|...|.

@@ -87,6 +87,8 @@ const IMPLEMENTED = {
         'post /api/v1/orgs/{org_id}/staff/{account_id}/unlock',
         'post /internal/v1/accounts/lookup',
         'post /internal/v1/accounts/{account_id}/verify-password',
+        'post /internal/v1/orgs/lookup',
+        'post /internal/v1/hygiene/run',
         ...PROBES,
     ],
     records: [
@@ -158,6 +160,7 @@ const IMPLEMENTED = {
         // ingest, verification (issue 6)
         'post /internal/v1/events',
         'get /api/v1/admin/audit/verify',
+        'post /internal/v1/retention/archive',
         ...PROBES,
     ],
 };

@@ -58,13 +58,37 @@ int audit_checkpoint_add(audit_t *a, db_txn_t *txn, int64_t seq,
 /* ---- verify.c: GET /api/v1/admin/audit/verify ---- */
 extern const svc_routes_t audit_verify_routes;
 
-/* ---- retention.c: monthly partitions and their drop ---- */
+/* ---- archive.c: retention exports, their verification, then the drop ---- */
+extern const svc_routes_t audit_archive_routes;
+/*
+ * Starts a retention run: every expired partition exported, verified and
+ * recorded, then audit_drop_expired (|export_only|: the exports only). With
+ * |req| the run answers it; PHR_ECONFLICT while another run is under way.
+ */
+int audit_archive_run(audit_t *a, h2s_req_t *req, int export_only);
+
+/* ---- retention.c: monthly partitions and the retention timer ---- */
 /* Starts the maintenance timer (partitions ahead, retention, timed checkpoints). */
 int audit_maint_start(audit_t *a);
 void audit_maint_stop(audit_t *a);
 
 /* ---- a2: query.c, review.c ---- */
 extern const svc_routes_t audit_query_routes;
+/* Columns 0..22 of a StoredEvent (alias e), as audit_export_row reads them. */
+#define AUDIT_EVENT_COLS                                                                           \
+    "e.seq, e.event_id::text, (extract(epoch FROM e.occurred_at) * 1000000)::bigint, "             \
+    "(extract(epoch FROM e.recorded_at) * 1000000)::bigint, e.actor_account_id, e.actor_kind, "    \
+    "e.actor_org_id, e.actor_role, e.actor_session_id, e.actor_ip, e.actor_user_agent, e.action, " \
+    "e.target_type, e.target_id, e.target_patient_id, e.target_org_id, e.result, e.reason, "       \
+    "e.source_service, e.request_id, e.details::text, encode(e.prev_hash, 'hex'), "                \
+    "encode(e.hash, 'hex')"
+/*
+ * One line of the auditor's export (proto/audit.yaml ExportLine): row |i| of a
+ * page whose column 23 is the kind, 'e' an event (AUDIT_EVENT_COLS), 'c' a
+ * checkpoint (seq, key_id, signed_at us, base64 signature in 21, hash in 22),
+ * else a foreign link (seq, hash). Also the retention archives' lines.
+ */
+json_object *audit_export_row(PGresult *res, int i);
 extern const svc_routes_t audit_review_routes;
 /* The monthly access-review snapshot timer (00:00 JST on the 1st; a missed one is caught up). */
 int audit_review_start(svc_t *svc);

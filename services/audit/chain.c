@@ -24,10 +24,14 @@ static const char chain_ckpt_domain[] = "phr-audit-checkpoint-v1"; /* 23 bytes *
 
 const char chain_sql_page[] =
     "SELECT " CHAIN_EVENT_COLS ", e.recorded_at::text, i.seq, encode(c.hash, 'hex'),"
-    " (extract(epoch FROM c.signed_at) * 1000000)::bigint, encode(c.signature, 'hex')"
+    " (extract(epoch FROM c.signed_at) * 1000000)::bigint, encode(c.signature, 'hex'),"
+    " a.from_seq, encode(a.last_hash, 'hex')"
     " FROM audit_events e"
     " LEFT JOIN audit_event_ids i ON i.event_id = e.event_id"
     " LEFT JOIN checkpoints c ON c.seq = e.seq"
+    " LEFT JOIN (SELECT a.from_seq, a.to_seq, a.last_hash FROM audit_archives a"
+    " JOIN audit_partition_drops d ON d.partition_name = a.partition_name"
+    " WHERE a.events > 0) a ON a.to_seq = e.seq - 1"
     " WHERE (e.seq, e.recorded_at) > ($1::bigint, $2::timestamptz) AND e.seq <= $3::bigint"
     " ORDER BY e.seq, e.recorded_at LIMIT $4::int";
 
@@ -233,6 +237,68 @@ chain_format_utc(int64_t us, char *out, size_t cap)
              tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, frac);
 }
 
+static int
+chain_digits(const char *s, int n, int *out)
+{
+    int v = 0;
+
+    for (int i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9') {
+            return -1;
+        }
+        v = v * 10 + (s[i] - '0');
+    }
+    *out = v;
+    return 0;
+}
+
+int
+chain_parse_jst(const char *s, int64_t *us)
+{
+    static const int mdays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    int y, mo, d, h, mi, sec, frac = 0, fd = 0;
+    struct tm tm;
+
+    if (s == NULL || strlen(s) < 25 || chain_digits(s, 4, &y) || s[4] != '-' ||
+        chain_digits(s + 5, 2, &mo) || s[7] != '-' || chain_digits(s + 8, 2, &d) || s[10] != 'T' ||
+        chain_digits(s + 11, 2, &h) || s[13] != ':' || chain_digits(s + 14, 2, &mi) ||
+        s[16] != ':' || chain_digits(s + 17, 2, &sec)) {
+        return -1;
+    }
+    const char *p = s + 19;
+    if (*p == '.') {
+        p++;
+        while (*p >= '0' && *p <= '9' && fd < 7) {
+            frac = frac * 10 + (*p - '0');
+            p++;
+            fd++;
+        }
+        if (fd < 1 || fd > 6) {
+            return -1;
+        }
+        for (int i = fd; i < 6; i++) {
+            frac *= 10;
+        }
+    }
+    if (strcmp(p, "+09:00") != 0 || y < 1970 || y > 9999 || mo < 1 || mo > 12 || d < 1 || h > 23 ||
+        mi > 59 || sec > 59) {
+        return -1;
+    }
+    int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    if (d > mdays[mo - 1] + (mo == 2 && leap)) {
+        return -1;
+    }
+    memset(&tm, 0, sizeof(tm));
+    tm.tm_year = y - 1900;
+    tm.tm_mon = mo - 1;
+    tm.tm_mday = d;
+    tm.tm_hour = h;
+    tm.tm_min = mi;
+    tm.tm_sec = sec;
+    *us = ((int64_t)timegm(&tm) - 32400) * 1000000 + frac; /* +09:00 */
+    return 0;
+}
+
 int
 chain_verifier_init(chain_verifier_t *v, int64_t from_seq, int64_t to_seq,
                     const unsigned char *prev, EVP_PKEY *pub)
@@ -312,9 +378,21 @@ chain_check_row(chain_verifier_t *v, const PGresult *res, int r)
         chain_bad(v, ev.seq, "duplicate_seq");
         return -1;
     }
-    if (ev.seq > v->next_seq && (v->prev_known || v->checked > 0)) {
-        chain_bad(v, v->next_seq, "seq_gap");
-        return -1;
+    if (ev.seq > v->next_seq) {
+        /* a gap is allowed only where a verified archive of a dropped partition ends */
+        const char *afrom = chain_col(res, r, CHAIN_COL_ARCH_FROM);
+        int at_start = !v->prev_known && v->checked == 0;
+        if (afrom != NULL && (at_start || strtoll(afrom, NULL, 10) == v->next_seq)) {
+            if (chain_unhex(chain_col(res, r, CHAIN_COL_ARCH_HASH), v->prev, CHAIN_HASH_LEN) != 0) {
+                chain_bad(v, ev.seq, "malformed_hash");
+                return -1;
+            }
+            v->prev_known = 1;
+            v->archived += ev.seq - v->next_seq;
+        } else if (!at_start) {
+            chain_bad(v, v->next_seq, "seq_gap");
+            return -1;
+        }
     }
     if (chain_unhex(chain_col(res, r, 21), prev, CHAIN_HASH_LEN) != 0 ||
         chain_unhex(chain_col(res, r, 22), stored, CHAIN_HASH_LEN) != 0) {

@@ -65,10 +65,15 @@ int chain_unhex(const char *hex, unsigned char *out, size_t n);
 /* Microseconds since the epoch as UTC text PostgreSQL reads exactly ("...+00"). */
 void chain_format_utc(int64_t us, char *out, size_t cap);
 
+/* RFC 3339 in +09:00 with at most 6 fraction digits → microseconds. 0 or -1. */
+int chain_parse_jst(const char *s, int64_t *us);
+
 /*
  * The page query of a verification walk: rows with (seq, recorded_at) after
  * ($1::bigint, $2::timestamptz) and seq <= $3, at most $4 rows, in chain order,
- * with their audit_event_ids seq and their checkpoint, if any.
+ * with their audit_event_ids seq, their checkpoint, if any, and the archive
+ * (audit_archives, partition dropped) that ends just before them, if any: a
+ * gap in seq that such an archive covers links to its last hash.
  */
 extern const char chain_sql_page[];
 /* Column indexes of chain_sql_page beyond the event's own columns. */
@@ -78,6 +83,8 @@ enum {
     CHAIN_COL_CKPT_HASH,
     CHAIN_COL_CKPT_AT,
     CHAIN_COL_CKPT_SIG,
+    CHAIN_COL_ARCH_FROM, /* from_seq of the dropped archive ending at seq - 1 */
+    CHAIN_COL_ARCH_HASH, /* its last hash */
     CHAIN_COL_COUNT
 };
 /* Walk start: $1 from_seq → the stored hash of seq from_seq - 1 (no row: none). */
@@ -94,6 +101,7 @@ typedef struct {
     unsigned char prev[CHAIN_HASH_LEN];
     int prev_known; /* 0: the first row's prev_hash is trusted (partitions dropped) */
     int64_t checked, checkpoints;
+    int64_t archived;      /* seqs skipped as archived and dropped (retention) */
     int64_t first_bad_seq; /* 0 while ok */
     char reason[48];
     char last_recorded[48]; /* recorded_at text of the last row (paging) */
@@ -122,5 +130,28 @@ void chain_verifier_finish(chain_verifier_t *v, int64_t tail_seq);
 /* Fills the page query parameters (buffers of the verifier) for the next page. */
 void chain_verifier_params(chain_verifier_t *v, int page_rows, char bufs[3][24],
                            const char *params[4]);
+
+/*
+ * A retention archive (archive_file.c): the export lines (proto/audit.yaml
+ * ExportLine, events and checkpoints only) of one whole partition. The check
+ * re-hashes every event from the file, requires seq from_seq..to_seq without
+ * a gap, links the first prev_hash to |prev| (when known) and the last hash
+ * to |next_prev| (the prev_hash of seq to_seq + 1; with none, a checkpoint in
+ * the file must sign the last event), and checks every checkpoint signature.
+ */
+typedef struct {
+    int64_t from_seq, to_seq, events; /* expected (events 0: an empty file) */
+    const unsigned char *prev;        /* hash before from_seq, NULL when unknown */
+    const unsigned char *next_prev;   /* prev_hash of seq to_seq + 1, NULL when none */
+    EVP_PKEY *pub;                    /* borrowed */
+    int64_t lines, events_seen, checkpoints, last_seq, last_ckpt_seq;
+    unsigned char sha256[CHAIN_HASH_LEN]; /* of the file's bytes */
+    unsigned char first_prev[CHAIN_HASH_LEN], last_hash[CHAIN_HASH_LEN];
+    int64_t bad_line; /* 1-based; 0 when it verified */
+    char reason[48];
+} chain_archive_check_t;
+
+/* 0 when |path| verifies (results in |c|), -1 (reason, bad_line) when not. */
+int chain_archive_check(const char *path, chain_archive_check_t *c);
 
 #endif

@@ -112,70 +112,6 @@ audit_get(const svc_t *svc)
 /* ---- validation ---------------------------------------------------------- */
 
 static int
-ingest_digits(const char *s, int n, int *out)
-{
-    int v = 0;
-
-    for (int i = 0; i < n; i++) {
-        if (!isdigit((unsigned char)s[i])) {
-            return -1;
-        }
-        v = v * 10 + (s[i] - '0');
-    }
-    *out = v;
-    return 0;
-}
-
-/* RFC 3339 in +09:00 with at most 6 fraction digits → microseconds. 0 or -1. */
-static int
-ingest_parse_jst(const char *s, int64_t *us)
-{
-    static const int mdays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-    int y, mo, d, h, mi, sec, frac = 0, fd = 0;
-    size_t len = strlen(s);
-    struct tm tm;
-
-    if (len < 25 || ingest_digits(s, 4, &y) || s[4] != '-' || ingest_digits(s + 5, 2, &mo) ||
-        s[7] != '-' || ingest_digits(s + 8, 2, &d) || s[10] != 'T' ||
-        ingest_digits(s + 11, 2, &h) || s[13] != ':' || ingest_digits(s + 14, 2, &mi) ||
-        s[16] != ':' || ingest_digits(s + 17, 2, &sec)) {
-        return -1;
-    }
-    const char *p = s + 19;
-    if (*p == '.') {
-        p++;
-        while (isdigit((unsigned char)*p) && fd < 7) {
-            frac = frac * 10 + (*p - '0');
-            p++;
-            fd++;
-        }
-        if (fd < 1 || fd > 6) {
-            return -1;
-        }
-        for (int i = fd; i < 6; i++) {
-            frac *= 10;
-        }
-    }
-    if (strcmp(p, "+09:00") != 0 || y < 1970 || y > 9999 || mo < 1 || mo > 12 || d < 1 || h > 23 ||
-        mi > 59 || sec > 59) {
-        return -1;
-    }
-    int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-    if (d > mdays[mo - 1] + (mo == 2 && leap)) {
-        return -1;
-    }
-    memset(&tm, 0, sizeof(tm));
-    tm.tm_year = y - 1900;
-    tm.tm_mon = mo - 1;
-    tm.tm_mday = d;
-    tm.tm_hour = h;
-    tm.tm_min = mi;
-    tm.tm_sec = sec;
-    *us = ((int64_t)timegm(&tm) - 32400) * 1000000 + frac; /* +09:00 */
-    return 0;
-}
-
-static int
 ingest_uuid_ok(const char *s, int v7)
 {
     if (s == NULL || strlen(s) != 36 || strspn(s, "0123456789abcdef-") != 36 || !uuid_valid(s)) {
@@ -403,13 +339,13 @@ ingest_validate(ingest_item_t *it)
     }
     ingest_known(o, top, "", e, &bad);
     const char *occ = ingest_str(o, "occurred_at", 1, 40, 0, 1, "", e, &bad);
-    if (occ != NULL && ingest_parse_jst(occ, &it->occurred_us) != 0) {
+    if (occ != NULL && chain_parse_jst(occ, &it->occurred_us) != 0) {
         jx_error_add(e, "occurred_at", "must be RFC 3339 in +09:00 (at most 6 fraction digits)");
         bad = 1;
     }
     const char *rec = ingest_str(o, "recorded_at", 1, 40, 1, 0, "", e, &bad);
     int64_t ignored;
-    if (rec != NULL && ingest_parse_jst(rec, &ignored) != 0) {
+    if (rec != NULL && chain_parse_jst(rec, &ignored) != 0) {
         jx_error_add(e, "recorded_at", "must be RFC 3339 in +09:00");
         bad = 1;
     }

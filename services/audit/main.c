@@ -70,7 +70,7 @@ static const svc_route_t audit_routes[] = {
 static const svc_routes_t audit_route_set = SVC_ROUTES(audit_routes);
 static const svc_routes_t *const audit_route_sets[] = {
     &audit_route_set,    &audit_ingest_routes, &audit_verify_routes,
-    &audit_query_routes, &audit_review_routes,
+    &audit_query_routes, &audit_review_routes, &audit_archive_routes,
 };
 
 int

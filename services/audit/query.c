@@ -32,15 +32,6 @@
 #define AQ_CURSOR_MAC 16
 #define AQ_QUERY_MAX 256
 
-/* Columns of a StoredEvent (alias e). */
-#define AQ_EVENT_COLS                                                                              \
-    "e.seq, e.event_id::text, (extract(epoch FROM e.occurred_at) * 1000000)::bigint, "             \
-    "(extract(epoch FROM e.recorded_at) * 1000000)::bigint, e.actor_account_id, e.actor_kind, "    \
-    "e.actor_org_id, e.actor_role, e.actor_session_id, e.actor_ip, e.actor_user_agent, e.action, " \
-    "e.target_type, e.target_id, e.target_patient_id, e.target_org_id, e.result, e.reason, "       \
-    "e.source_service, e.request_id, e.details::text, encode(e.prev_hash, 'hex'), "                \
-    "encode(e.hash, 'hex')"
-
 enum { AQ_VIEW_ORG, AQ_VIEW_ADMIN, AQ_VIEW_ACCESS_LOG, AQ_VIEW_EXPORT };
 
 typedef struct aq_ctx aq_ctx_t;
@@ -518,7 +509,7 @@ aq_audit_read(aq_ctx_t *q, void (*cb)(int rc, void *ud))
 
 /* ---- event lists ------------------------------------------------------------- */
 
-/* Row |i| of AQ_EVENT_COLS as a StoredEvent. */
+/* Row |i| of AUDIT_EVENT_COLS as a StoredEvent. */
 static json_object *
 aq_event_json(PGresult *res, int i)
 {
@@ -603,7 +594,7 @@ static void
 aq_list(aq_ctx_t *q)
 {
     static const char sql[] =
-        "SELECT " AQ_EVENT_COLS " FROM audit_events e "
+        "SELECT " AUDIT_EVENT_COLS " FROM audit_events e "
         "WHERE ($1::uuid IS NULL OR e.target_org_id = $1::uuid OR e.actor_org_id = $1::uuid) "
         "AND ($2::uuid IS NULL OR e.actor_account_id = $2::uuid) "
         "AND ($3::text IS NULL OR e.action = $3 OR ($4::bool AND starts_with(e.action, $3))) "
@@ -788,6 +779,47 @@ aq_export_end(aq_ctx_t *q)
     }
 }
 
+/*
+ * One line of an export: row |i| of a page whose column 23 is the kind ('e' an
+ * event of AUDIT_EVENT_COLS, 'c' a checkpoint: seq, key_id, signed_at us, ...,
+ * base64 signature, hash; else a foreign link: seq, hash).
+ */
+json_object *
+audit_export_row(PGresult *res, int i)
+{
+    json_object *o;
+    const char *kind = PQgetvalue(res, i, 23);
+
+    if (kind[0] == 'c') {
+        o = json_object_new_object();
+        json_object_object_add(o, "record", json_object_new_string("checkpoint"));
+        json_object_object_add(o, "seq",
+                               json_object_new_int64(strtoll(PQgetvalue(res, i, 0), 0, 10)));
+        json_object_object_add(o, "hash", aq_col(res, i, 22));
+        json_object_object_add(o, "signed_at", aq_time_json(PQgetvalue(res, i, 2)));
+        json_object_object_add(o, "key_id", aq_col(res, i, 1));
+        json_object_object_add(o, "signature", aq_col(res, i, 21));
+    } else if (kind[0] == 'e') {
+        json_object *ev = aq_event_json(res, i);
+        o = json_object_new_object();
+        json_object_object_add(o, "record", json_object_new_string("event"));
+        json_object_object_foreach(ev, k, v)
+        {
+            json_object_object_add(o, k, json_object_get(v));
+        }
+        json_object_put(ev);
+        /* the details exactly as hashed (PostgreSQL's jsonb text) */
+        json_object_object_add(o, "details_text", aq_col(res, i, 20));
+    } else {
+        o = json_object_new_object();
+        json_object_object_add(o, "record", json_object_new_string("foreign"));
+        json_object_object_add(o, "seq",
+                               json_object_new_int64(strtoll(PQgetvalue(res, i, 0), 0, 10)));
+        json_object_object_add(o, "hash", aq_col(res, i, 22));
+    }
+    return o;
+}
+
 /* Writes |o| as one line (consumes it). PHR_OK or the write error. */
 static int
 aq_export_line(aq_ctx_t *q, json_object *o)
@@ -803,7 +835,7 @@ aq_export_line(aq_ctx_t *q, json_object *o)
 }
 
 /*
- * One page: events (columns AQ_EVENT_COLS then "own") and checkpoints of the
+ * One page: events (columns AUDIT_EVENT_COLS then "own") and checkpoints of the
  * same seq span (kind 'c': seq, hash, signed_at us, key_id, signature),
  * merged by the statement in seq order (an event before its checkpoint).
  */
@@ -820,36 +852,7 @@ aq_export_page(int rc, PGresult *res, void *ud)
     }
     int n = PQntuples(res), wrc = PHR_OK;
     for (int i = 0; i < n && wrc == PHR_OK; i++) {
-        json_object *o;
-        const char *kind = PQgetvalue(res, i, 23);
-        if (kind[0] == 'c') {
-            o = json_object_new_object();
-            json_object_object_add(o, "record", json_object_new_string("checkpoint"));
-            json_object_object_add(o, "seq",
-                                   json_object_new_int64(strtoll(PQgetvalue(res, i, 0), 0, 10)));
-            json_object_object_add(o, "hash", aq_col(res, i, 22));
-            json_object_object_add(o, "signed_at", aq_time_json(PQgetvalue(res, i, 2)));
-            json_object_object_add(o, "key_id", aq_col(res, i, 1));
-            json_object_object_add(o, "signature", aq_col(res, i, 21));
-        } else if (kind[0] == 'e') {
-            json_object *ev = aq_event_json(res, i);
-            o = json_object_new_object();
-            json_object_object_add(o, "record", json_object_new_string("event"));
-            json_object_object_foreach(ev, k, v)
-            {
-                json_object_object_add(o, k, json_object_get(v));
-            }
-            json_object_put(ev);
-            /* the details exactly as hashed (PostgreSQL's jsonb text) */
-            json_object_object_add(o, "details_text", aq_col(res, i, 20));
-        } else {
-            o = json_object_new_object();
-            json_object_object_add(o, "record", json_object_new_string("foreign"));
-            json_object_object_add(o, "seq",
-                                   json_object_new_int64(strtoll(PQgetvalue(res, i, 0), 0, 10)));
-            json_object_object_add(o, "hash", aq_col(res, i, 22));
-        }
-        wrc = aq_export_line(q, o);
+        wrc = aq_export_line(q, audit_export_row(res, i));
     }
     if (wrc != PHR_OK) {
         aq_export_end(q);
@@ -879,7 +882,7 @@ aq_export_next(aq_ctx_t *q)
 {
     static const char sql[] =
         "SELECT * FROM ("
-        "(SELECT " AQ_EVENT_COLS ", CASE WHEN (e.target_org_id = $3::uuid OR "
+        "(SELECT " AUDIT_EVENT_COLS ", CASE WHEN (e.target_org_id = $3::uuid OR "
         "e.actor_org_id = $3::uuid) AND ($4::bigint IS NULL OR "
         "e.recorded_at >= to_timestamp($4::bigint / 1000.0)) AND ($5::bigint IS NULL OR "
         "e.recorded_at < to_timestamp($5::bigint / 1000.0)) THEN 'e' ELSE 'f' END AS k "

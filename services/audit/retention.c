@@ -1,10 +1,10 @@
 /*
  * retention.c - the audit service's maintenance timer: monthly partitions
  * created ahead (audit_ensure_partitions, 003_events.sql), timed checkpoints
- * (every audit_checkpoint_s seconds when events arrived), and retention:
- * partitions older than audit_retention_days are dropped only when their
- * export was recorded and verified in audit_archives (audit_drop_expired);
- * checkpoints and event ids are never deleted.
+ * (every audit_checkpoint_s seconds when events arrived), and hourly the
+ * retention run (archive.c): partitions older than audit_retention_days are
+ * exported, verified and recorded, and only then dropped; checkpoints and
+ * event ids are never deleted.
  */
 #include <event2/event.h>
 #include <inttypes.h>
@@ -20,7 +20,6 @@
 #define MAINT_HOURLY_MS (3600LL * 1000)
 
 static const char maint_sql_partitions[] = "SELECT audit_ensure_partitions(1, 3)";
-static const char maint_sql_drop[] = "SELECT audit_drop_expired($1::int)";
 
 typedef struct {
     audit_t *a;
@@ -42,21 +41,6 @@ maint_partitions_cb(int rc, PGresult *res, void *ud)
 }
 
 static void
-maint_drop_cb(int rc, PGresult *res, void *ud)
-{
-    (void)ud;
-    if (rc != PHR_OK) {
-        log_error("audit retention: %s %s", phr_err_str(rc),
-                  res != NULL ? PQresultErrorMessage(res) : "");
-        return;
-    }
-    for (int r = 0; r < PQntuples(res); r++) {
-        log_warn("audit retention: dropped partition %s (exported and verified)",
-                 PQgetvalue(res, r, 0));
-    }
-}
-
-static void
 maint_tick(evutil_socket_t fd, short what, void *arg)
 {
     maint_t *m = arg;
@@ -70,13 +54,10 @@ maint_tick(evutil_socket_t fd, short what, void *arg)
     if (!db_pool_ready(db)) {
         return;
     }
-    if (now - m->last_hourly_ms >= MAINT_HOURLY_MS) {
-        char days[16];
-        const char *p[1] = {days};
-        snprintf(days, sizeof(days), "%d",
-                 cfg->audit_retention_days > 0 ? cfg->audit_retention_days : 1827);
-        if (db_query(db, maint_sql_partitions, 0, NULL, maint_partitions_cb, NULL) == PHR_OK &&
-            db_query(db, maint_sql_drop, 1, p, maint_drop_cb, NULL) == PHR_OK) {
+    if (now - m->last_hourly_ms >= MAINT_HOURLY_MS &&
+        db_query(db, maint_sql_partitions, 0, NULL, maint_partitions_cb, NULL) == PHR_OK) {
+        int rc = audit_archive_run(m->a, NULL, 0);
+        if (rc == PHR_OK || rc == PHR_ECONFLICT) { /* a running one counts */
             m->last_hourly_ms = now;
         }
     }

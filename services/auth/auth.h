@@ -141,6 +141,13 @@ const pwhash_pepper_t *auth_peppers(svc_t *svc, size_t *n);
  */
 void auth_login_issue(auth_ctx_t *ctx, const char *mfa);
 
+/*
+ * Ends every session of the |n| accounts |ids| (copied), one account after
+ * another; |cb| gets PHR_OK and the number ended, or the first kv error
+ * (then called, not returned). Returns PHR_OK or PHR_ENOMEM (|cb| not called).
+ */
+int auth_revoke_accounts(svc_t *svc, const char (*ids)[37], size_t n, sess_count_cb cb, void *ud);
+
 /* Handlers. */
 void auth_register(svc_t *svc, h2s_req_t *req, const sess_t *sess);
 void auth_verify_email(svc_t *svc, h2s_req_t *req, const sess_t *sess);

@@ -7,6 +7,7 @@
 #include "err.h"
 #include "log.h"
 #include "auth.h"
+#include "hygiene.h"
 #include "mfa.h"
 #include "org.h"
 #include "password.h"
@@ -44,7 +45,13 @@ auth_init(svc_t *svc)
         return PHR_ETOOBIG;
     }
     auth_policy_len = (size_t)n;
-    return PHR_OK;
+    return auth_hygiene_start(svc);
+}
+
+static void
+auth_fini(svc_t *svc)
+{
+    auth_hygiene_stop();
 }
 
 static void
@@ -205,10 +212,7 @@ static const svc_routes_t auth_core_routes = SVC_ROUTES(auth_core_table);
 
 /* One set per module. */
 static const svc_routes_t *const auth_route_sets[] = {
-    &auth_core_routes,
-    &auth_reset_routes,
-    &auth_mfa_routes,
-    &auth_org_routes,
+    &auth_core_routes, &auth_reset_routes, &auth_mfa_routes, &auth_org_routes, &auth_hygiene_routes,
 };
 
 int
@@ -220,6 +224,7 @@ main(int argc, char **argv)
         .route_sets = auth_route_sets,
         .nroute_sets = sizeof(auth_route_sets) / sizeof(auth_route_sets[0]),
         .init = auth_init,
+        .fini = auth_fini,
     };
     return svc_main(&def, argc, argv);
 }

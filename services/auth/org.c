@@ -34,7 +34,11 @@
 #define STAFF_COLS                                                                                 \
     "id, email, name, role, must_change_password, coalesce(locked_until > now(), false), "         \
     "(extract(epoch FROM created_at) * 1000)::bigint, "                                            \
-    "(extract(epoch FROM last_login_at) * 1000)::bigint"
+    "(extract(epoch FROM last_login_at) * 1000)::bigint, "                                         \
+    "EXISTS (SELECT 1 FROM mfa_totp t "                                                            \
+    "WHERE t.account_id = accounts.id AND t.confirmed_at IS NOT NULL), "                           \
+    "EXISTS (SELECT 1 FROM mfa_sms s "                                                             \
+    "WHERE s.account_id = accounts.id AND s.confirmed_at IS NOT NULL)"
 
 /* The seats taken: every active staff account of the org, admins included. */
 #define ORG_SEATS_SQL                                                                              \
@@ -72,6 +76,8 @@ struct org_ctx {
     int page_limit;
     char cur_name[512]; /* staff list cursor: name, id */
     char cur_id[37];
+    char (*staff)[37]; /* a suspended org's staff: their sessions end */
+    size_t nstaff;
     json_object *row;                                           /* the answer being built */
     json_object *(*page_row)(svc_t *svc, PGresult *res, int i); /* internal pages: a row */
 };
@@ -82,6 +88,7 @@ org_ctx_free(void *arg)
     org_ctx_t *o = arg;
 
     json_object_put(o->row);
+    free(o->staff);
     explicit_bzero(o, sizeof(*o));
     free(o);
 }
@@ -369,7 +376,14 @@ org_staff_json(PGresult *res, int i)
     json_object_object_add(o, "name", json_object_new_string(PQgetvalue(res, i, 2)));
     json_object_object_add(o, "role", json_object_new_string(PQgetvalue(res, i, 3)));
     json_object_object_add(o, "status", json_object_new_string(must ? "pending" : "active"));
-    json_object_object_add(o, "mfa_methods", json_object_new_array());
+    json_object *methods = json_object_new_array();
+    if (PQgetvalue(res, i, 8)[0] == 't') {
+        json_object_array_add(methods, json_object_new_string("totp"));
+    }
+    if (PQgetvalue(res, i, 9)[0] == 't') {
+        json_object_array_add(methods, json_object_new_string("sms"));
+    }
+    json_object_object_add(o, "mfa_methods", methods);
     json_object_object_add(o, "locked", json_object_new_boolean(PQgetvalue(res, i, 5)[0] == 't'));
     json_object_object_add(o, "must_change_password", json_object_new_boolean(must));
     json_object_object_add(o, "created_at", org_time(PQgetvalue(res, i, 6)));
@@ -710,12 +724,16 @@ org_list(svc_t *svc, h2s_req_t *req, const sess_t *sess)
 }
 
 static void
-org_update_done(org_ctx_t *o)
+org_update_answer(int rc, long count, void *ud)
 {
-    if (org_answered_failure(o, "the organization could not be changed; retry later")) {
+    org_ctx_t *o = ud;
+
+    if (rc != PHR_OK) {
+        /* Suspended but sessions live: the operator repeats the suspension to end them. */
+        log_warn("org suspension: revoking the staff's sessions failed: %s", phr_err_str(rc));
+        svc_respond_error(o->a->req, PHR_EUNAVAIL, "the session store is unavailable");
         return;
     }
-    auth_outbox_kick(o->a->svc);
     json_object *row = o->row;
     o->row = NULL;
     if (row == NULL) {
@@ -723,6 +741,39 @@ org_update_done(org_ctx_t *o)
         return;
     }
     h2s_respond_json(o->a->req, 200, row);
+}
+
+/* Committed; a suspension then ends every session of the org's staff at once. */
+static void
+org_update_done(org_ctx_t *o)
+{
+    if (org_answered_failure(o, "the organization could not be changed; retry later")) {
+        return;
+    }
+    auth_outbox_kick(o->a->svc);
+    int rc = auth_revoke_accounts(o->a->svc, (const char(*)[37])o->staff, o->nstaff,
+                                  org_update_answer, o);
+    if (rc != PHR_OK) {
+        org_update_answer(rc, 0, o);
+    }
+}
+
+/* The staff of the org being suspended (every status: a session may outlive its account). */
+static void
+org_staff_ids(int rc, PGresult *res, void *ud)
+{
+    org_ctx_t *o = ud;
+    int n = rc == PHR_OK ? PQntuples(res) : 0;
+
+    org_note(o, rc);
+    if (n > 0 && (o->staff = calloc((size_t)n, sizeof(*o->staff))) == NULL) {
+        org_note(o, PHR_ENOMEM);
+        return;
+    }
+    for (int i = 0; i < n; i++) {
+        snprintf(o->staff[i], sizeof(o->staff[i]), "%s", PQgetvalue(res, i, 0));
+    }
+    o->nstaff = (size_t)n;
 }
 
 static void
@@ -762,6 +813,10 @@ org_update_counted(int rc, PGresult *res, void *ud)
                                o->require_mfa[0] ? o->require_mfa : NULL,
                                o->org_status[0] ? o->org_status : NULL};
             org_q(o, sql, 4, p, org_row_org);
+            if (strcmp(o->org_status, "suspended") == 0) {
+                org_q(o, "SELECT id FROM accounts WHERE org_id = $1 AND kind = 'staff'", 1, p,
+                      org_staff_ids);
+            }
             org_outbox(
                 o, "audit", event_id,
                 org_audit(o, "auth.org.update", "org", o->org_id, "success", NULL, event_id));
@@ -1505,27 +1560,20 @@ org_records_done(int rc, PGresult *res, void *ud)
     h2s_respond_json(o->a->req, 200, out);
 }
 
-/* POST /internal/v1/accounts/lookup {ids: [...]}: unknown and deleted ids are left out. */
-static void
-org_internal_lookup(svc_t *svc, h2s_req_t *req, const sess_t *sess)
+/*
+ * Member "ids" of |body| (1 to 200 UUIDs, checked by the caller's field
+ * table) as a Postgres uuid[] literal (caller frees). NULL when answered
+ * (400 naming "ids", or 500).
+ */
+static char *
+org_id_array(h2s_req_t *req, json_object *body, const char *what)
 {
-    static const jx_field_t fields[] = {
-        {"ids", JX_ARRAY, 1, 0, -1, 1, 200, NULL},
-    };
-    static const char sql[] = "SELECT " RECORD_COLS " FROM accounts "
-                              "WHERE id = ANY ($1::uuid[]) AND status <> 'deleted' ORDER BY id";
-    json_object *body, *ids;
-
-    org_ctx_t *o = org_ctx_new(svc, req, sess);
-    if (o == NULL || svc_read_json(req, fields, 1, &body) != PHR_OK) {
-        return;
-    }
+    json_object *ids;
     size_t n = json_object_object_get_ex(body, "ids", &ids) ? json_object_array_length(ids) : 0;
     char *list = calloc(1, n * 37 + 3);
     if (list == NULL) {
-        json_object_put(body);
         svc_respond_error(req, PHR_ENOMEM, NULL);
-        return;
+        return NULL;
     }
     size_t off = 0;
     list[off++] = '{';
@@ -1535,9 +1583,8 @@ org_internal_lookup(svc_t *svc, h2s_req_t *req, const sess_t *sess)
             json_object_is_type(v, json_type_string) ? json_object_get_string(v) : NULL;
         if (!org_id_ok(id)) {
             free(list);
-            json_object_put(body);
-            org_field_error(req, "ids", "every item must be an account id (UUID)");
-            return;
+            org_field_error(req, "ids", what);
+            return NULL;
         }
         if (i > 0) {
             list[off++] = ',';
@@ -1547,12 +1594,83 @@ org_internal_lookup(svc_t *svc, h2s_req_t *req, const sess_t *sess)
     }
     list[off++] = '}';
     list[off] = '\0';
+    return list;
+}
+
+/* Runs |sql| with the uuid[] of body member "ids" ({ids: [...]}, 1 to 200), then |done|. */
+static void
+org_ids_query(svc_t *svc, h2s_req_t *req, org_ctx_t *o, const char *sql, const char *what,
+              db_cb done)
+{
+    static const jx_field_t fields[] = {
+        {"ids", JX_ARRAY, 1, 0, -1, 1, 200, NULL},
+    };
+    json_object *body;
+
+    if (svc_read_json(req, fields, 1, &body) != PHR_OK) {
+        return;
+    }
+    char *list = org_id_array(req, body, what);
     json_object_put(body);
+    if (list == NULL) {
+        return;
+    }
     const char *p[] = {list};
-    int rc = db_query(svc_db(svc), sql, 1, p, org_records_done, o);
+    int rc = db_query(svc_db(svc), sql, 1, p, done, o);
     free(list);
     if (rc != PHR_OK) {
         svc_respond_error(req, rc, NULL);
+    }
+}
+
+/* POST /internal/v1/accounts/lookup {ids: [...]}: unknown and deleted ids are left out. */
+static void
+org_internal_lookup(svc_t *svc, h2s_req_t *req, const sess_t *sess)
+{
+    static const char sql[] = "SELECT " RECORD_COLS " FROM accounts "
+                              "WHERE id = ANY ($1::uuid[]) AND status <> 'deleted' ORDER BY id";
+    org_ctx_t *o = org_ctx_new(svc, req, sess);
+
+    if (o != NULL) {
+        org_ids_query(svc, req, o, sql, "every item must be an account id (UUID)",
+                      org_records_done);
+    }
+}
+
+static void
+org_names_done(int rc, PGresult *res, void *ud)
+{
+    static const char *const keys[] = {"id", "name", "status"};
+    org_ctx_t *o = ud;
+
+    if (rc != PHR_OK) {
+        svc_respond_error(o->a->req, rc, NULL);
+        return;
+    }
+    json_object *out = json_object_new_object();
+    json_object *items = json_object_new_array();
+    for (int i = 0; i < PQntuples(res); i++) {
+        json_object *it = json_object_new_object();
+        for (int k = 0; k < 3; k++) {
+            json_object_object_add(it, keys[k], json_object_new_string(PQgetvalue(res, i, k)));
+        }
+        json_object_array_add(items, it);
+    }
+    json_object_object_add(out, "items", items);
+    h2s_respond_json(o->a->req, 200, out);
+}
+
+/* POST /internal/v1/orgs/lookup {ids: [...]}: id, name, status; unknown ids are left out. */
+static void
+org_internal_org_lookup(svc_t *svc, h2s_req_t *req, const sess_t *sess)
+{
+    static const char sql[] =
+        "SELECT id, name, status FROM organizations WHERE id = ANY ($1::uuid[]) ORDER BY id";
+    org_ctx_t *o = org_ctx_new(svc, req, sess);
+
+    if (o != NULL) {
+        org_ids_query(svc, req, o, sql, "every item must be an organization id (UUID)",
+                      org_names_done);
     }
 }
 
@@ -1700,6 +1818,8 @@ static const svc_route_t table[] = {
     /* Internal routes: the callers are the contract's x-phr-callers. */
     {"POST", "/internal/v1/accounts/lookup", org_internal_lookup,
      SVC_INTERNAL | SVC_NEEDS_DB | ORG_CALLERS_ANY_PEER, 16384},
+    {"POST", "/internal/v1/orgs/lookup", org_internal_org_lookup,
+     SVC_INTERNAL | SVC_NEEDS_DB | SVC_CALLER(CFG_SVC_RECORDS), 16384},
     {"GET", "/internal/v1/accounts", org_internal_accounts,
      SVC_INTERNAL | SVC_NEEDS_DB | SVC_CALLER(CFG_SVC_AUDIT), 0},
     {"GET", "/internal/v1/orgs/{org_id}/admins", org_internal_admins,

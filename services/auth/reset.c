@@ -429,7 +429,7 @@ static void
 withdraw_verified(int rc, int needs_rehash, void *ud)
 {
     static const char account_sql[] =
-        "UPDATE accounts SET status = 'withdrawn', updated_at = now() "
+        "UPDATE accounts SET status = 'withdrawn', withdrawn_at = now(), updated_at = now() "
         "WHERE id = $1 AND status = 'active'";
     static const char tokens_sql[] =
         "UPDATE account_tokens SET used_at = now() WHERE account_id = $1 AND used_at IS NULL";

@@ -1,5 +1,6 @@
 /*
- * sessions.c - logout, listing and revocation of the caller's sessions.
+ * sessions.c - logout, listing and revocation of the caller's sessions, and of
+ * every session of several accounts (a suspended organization's staff).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -211,4 +212,69 @@ auth_sessions_revoke_others(svc_t *svc, h2s_req_t *req, const sess_t *sess)
     if (rc != PHR_OK) {
         svc_respond_error(req, PHR_EUNAVAIL, "the session store is unavailable");
     }
+}
+
+/* ---- every session of several accounts ------------------------------------ */
+
+typedef struct {
+    svc_t *svc;
+    char (*ids)[37];
+    size_t n, next;
+    long total;
+    sess_count_cb cb;
+    void *ud;
+} auth_revoke_t;
+
+static void
+auth_revoke_finish(auth_revoke_t *r, int rc)
+{
+    sess_count_cb cb = r->cb;
+    void *ud = r->ud;
+    long total = r->total;
+
+    free(r->ids);
+    free(r);
+    cb(rc, total, ud);
+}
+
+static void
+auth_revoke_step(int rc, long count, void *arg)
+{
+    auth_revoke_t *r = arg;
+
+    if (rc != PHR_OK) {
+        auth_revoke_finish(r, rc);
+        return;
+    }
+    r->total += count;
+    if (r->next == r->n) {
+        auth_revoke_finish(r, PHR_OK);
+        return;
+    }
+    const char *id = r->ids[r->next++];
+    rc = sess_revoke(svc_kv(r->svc), id, NULL, 0, auth_revoke_step, r);
+    if (rc != PHR_OK) {
+        auth_revoke_finish(r, rc);
+    }
+}
+
+int
+auth_revoke_accounts(svc_t *svc, const char (*ids)[37], size_t n, sess_count_cb cb, void *ud)
+{
+    if (n == 0) {
+        cb(PHR_OK, 0, ud);
+        return PHR_OK;
+    }
+    auth_revoke_t *r = calloc(1, sizeof(*r));
+    if (r == NULL || (r->ids = malloc(n * sizeof(*r->ids))) == NULL) {
+        free(r);
+        return PHR_ENOMEM;
+    }
+    memcpy(r->ids, ids, n * sizeof(*r->ids));
+    r->svc = svc;
+    r->n = n;
+    r->cb = cb;
+    r->ud = ud;
+    auth_revoke_step(PHR_OK, 0, r);
+    return PHR_OK;
 }

@@ -27,7 +27,7 @@ struct dlv {
     size_t active;      /* claimed rows not yet recorded */
     size_t max_active;  /* cap of active */
     int stopping;       /* dlv_stop ran: free when the last callback is in */
-    unsigned long sent, retried, dead;
+    unsigned long sent, retried, dead, found;
 };
 
 typedef struct {
@@ -36,6 +36,11 @@ typedef struct {
     char kind[40];
     char channel[8];
     int attempts;
+    long unknown_since;        /* unix s of an earlier attempt with an unknown outcome; -1: none */
+    char claimed_at[48];       /* this claim (text), re-stamped before a send after a lookup */
+    char *to, *subject, *body; /* kept for a send after a lookup (body wiped) */
+    int unknown;               /* the outcome stays unknown (keep or set unknown_since) */
+    int reconciled;            /* DLV_SENT from a lookup: the provider had it, not sent again */
     prov_result_t res;
     dlv_verdict_t verdict;
     long delay_ms;
@@ -47,11 +52,13 @@ static const char dlv_claim_sql[] =
     "attempts = n.attempts + 1, updated_at = now() "
     "FROM (SELECT id FROM notifications WHERE status = 'queued' AND next_attempt_at <= now() "
     "ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED) c WHERE n.id = c.id "
-    "RETURNING n.id::text, n.kind, n.channel, n.to_address, n.subject, n.body, n.attempts";
+    "RETURNING n.id::text, n.kind, n.channel, n.to_address, n.subject, n.body, n.attempts, "
+    "floor(extract(epoch FROM n.unknown_since))::bigint, n.claimed_at::text";
 
 static const char dlv_reap_sql[] =
     "WITH r AS (UPDATE notifications SET status = 'queued', claimed_at = NULL, "
-    "next_attempt_at = now(), last_error = 'claim expired: outcome unknown', updated_at = now() "
+    "unknown_since = coalesce(unknown_since, claimed_at), next_attempt_at = now(), "
+    "last_error = 'claim expired: outcome unknown', updated_at = now() "
     "WHERE status = 'sending' AND claimed_at < now() - make_interval(secs => $1::int) "
     "RETURNING id) "
     "INSERT INTO notification_events (notification_id, status, detail) "
@@ -61,7 +68,8 @@ static const char dlv_sent_sql[] =
     "UPDATE notifications SET "
     "status = CASE WHEN status IN ('queued', 'sending') THEN 'sent' ELSE status END, "
     "provider = $2, provider_message_id = NULLIF($3, ''), claimed_at = NULL, last_error = NULL, "
-    "updated_at = now(), body = CASE WHEN $4::boolean THEN NULL ELSE body END, "
+    "unknown_since = NULL, updated_at = now(), body = CASE WHEN $4::boolean THEN NULL ELSE body "
+    "END, "
     "params = CASE WHEN $4::boolean THEN params - $5::text[] ELSE params END WHERE id = $1";
 
 /* A retry (and its history row) only while this worker's claim stands: a status webhook may
@@ -69,6 +77,7 @@ static const char dlv_sent_sql[] =
 static const char dlv_retry_sql[] =
     "WITH u AS (UPDATE notifications SET status = 'queued', claimed_at = NULL, "
     "next_attempt_at = now() + make_interval(secs => $2::double precision / 1000), "
+    "unknown_since = CASE WHEN $4::boolean THEN coalesce(unknown_since, claimed_at) END, "
     "last_error = $3, updated_at = now() WHERE id = $1 AND status = 'sending' RETURNING id) "
     "INSERT INTO notification_events (notification_id, status, detail) "
     "SELECT id, 'queued', $3 FROM u";
@@ -80,6 +89,12 @@ static const char dlv_dead_sql[] =
     "WHERE id = $1 AND status = 'sending' RETURNING id) "
     "INSERT INTO notification_events (notification_id, status, detail) "
     "SELECT id, 'dead', $2 FROM u";
+
+/* Before the send that follows a lookup: the claim still ours, and stamped anew (the attempt
+ * starts now; the reaper must not take it while the send is out). */
+static const char dlv_restamp_sql[] =
+    "UPDATE notifications SET claimed_at = now() WHERE id = $1 AND status = 'sending' "
+    "AND claimed_at = $2::timestamptz RETURNING id";
 
 static const char dlv_event_sql[] =
     "INSERT INTO notification_events (notification_id, status, detail) VALUES ($1, $2, $3)";
@@ -148,6 +163,12 @@ dlv_job_done(dlv_job_t *j)
     dlv_t *d = j->d;
 
     d->active--;
+    free(j->to);
+    free(j->subject);
+    if (j->body != NULL) {
+        explicit_bzero(j->body, strlen(j->body));
+        free(j->body);
+    }
     free(j);
     if (d->stopping) {
         dlv_maybe_free(d);
@@ -224,13 +245,16 @@ dlv_record_begun(int rc, db_txn_t *txn, void *ud)
     dlv_secret_array(k, secrets, sizeof(secrets));
     if (j->verdict == DLV_SENT) {
         const char *p[] = {j->id, provider, j->res.message_id, secret ? "true" : "false", secrets};
-        const char *e[] = {j->id, "sent", NULL};
+        const char *e[] = {j->id, "sent",
+                           j->reconciled ? "found at the provider (an earlier attempt): not sent "
+                                           "again"
+                                         : NULL};
         db_txn_query(txn, dlv_sent_sql, 5, p, dlv_stmt_done, j);
         db_txn_query(txn, dlv_event_sql, 3, e, dlv_stmt_done, j);
     } else if (j->verdict == DLV_RETRY) {
         snprintf(delay, sizeof(delay), "%ld", j->delay_ms);
-        const char *p[] = {j->id, delay, err};
-        db_txn_query(txn, dlv_retry_sql, 3, p, dlv_stmt_done, j);
+        const char *p[] = {j->id, delay, err, j->unknown ? "true" : "false"};
+        db_txn_query(txn, dlv_retry_sql, 4, p, dlv_stmt_done, j);
     } else {
         const char *p[] = {j->id, err, secret ? "true" : "false", secrets};
         db_txn_query(txn, dlv_dead_sql, 4, p, dlv_stmt_done, j);
@@ -262,11 +286,16 @@ dlv_sent_cb(const prov_result_t *res, void *ud)
         return;
     }
     j->res = *res;
+    j->unknown = j->unknown || res->rc != PHR_OK; /* maybe sent: look it up before a resend */
     RAND_bytes((unsigned char *)&rnd, sizeof(rnd));
     j->verdict = dlv_judge(j->channel, res, j->attempts, cfg->notify_max_attempts,
                            cfg->notify_backoff_base_ms, cfg->notify_backoff_max_ms,
                            cfg->provider_timeout_ms, rnd, &j->delay_ms);
-    if (j->verdict == DLV_SENT) {
+    if (j->verdict == DLV_SENT && j->reconciled) {
+        d->found++;
+        log_info("notification %s: %s has it from an earlier attempt: not sent again", j->id,
+                 strcmp(j->channel, "sms") == 0 ? "twilio" : "sendgrid");
+    } else if (j->verdict == DLV_SENT) {
         d->sent++;
         log_info("notification %s: accepted by %s (attempt %d)", j->id,
                  strcmp(j->channel, "sms") == 0 ? "twilio" : "sendgrid", j->attempts);
@@ -281,6 +310,109 @@ dlv_sent_cb(const prov_result_t *res, void *ud)
     if (db_txn_begin(svc_db(d->svc), dlv_record_begun, j) != PHR_OK) {
         log_error("notification %s: outcome not recorded; the claim will be reaped", j->id);
         dlv_job_done(j);
+    }
+}
+
+/* ---- an attempt after one whose outcome is unknown: look it up first ---- */
+
+static void
+dlv_send(dlv_job_t *j, const prov_msg_t *m)
+{
+    int src = prov_send(j->d->prov, m, dlv_sent_cb, j);
+
+    if (src != PHR_OK) {
+        prov_result_t r = {.rc = PHR_OK, .status = 400, .retry_after_ms = -1};
+        snprintf(r.error, sizeof(r.error), "not sendable: %s", phr_err_str(src));
+        dlv_sent_cb(&r, j);
+    }
+}
+
+/* The message of |j| from its kept copies. */
+static prov_msg_t
+dlv_job_msg(dlv_job_t *j)
+{
+    const kind_t *k = kind_find(j->kind);
+    prov_msg_t m = {
+        .id = j->id,
+        .kind = j->kind,
+        .channel = j->channel,
+        .to = j->to,
+        .subject = j->subject,
+        .body = j->body,
+        .tracking_off = k == NULL || kind_has_secrets(k),
+    };
+    return m;
+}
+
+static void
+dlv_restamped(int rc, PGresult *res, void *ud)
+{
+    dlv_job_t *j = ud;
+
+    if (j->d->stopping) {
+        dlv_job_done(j);
+        return;
+    }
+    if (rc != PHR_OK || PQntuples(res) != 1) {
+        log_warn("notification %s: claim lost before the send (%s); left to its new owner", j->id,
+                 phr_err_str(rc));
+        dlv_job_done(j);
+        return;
+    }
+    prov_msg_t m = dlv_job_msg(j);
+    dlv_send(j, &m);
+}
+
+static void
+dlv_looked_cb(const prov_result_t *res, void *ud)
+{
+    dlv_job_t *j = ud;
+    dlv_t *d = j->d;
+
+    if (d->stopping || res->rc == PHR_ECLOSED) {
+        dlv_job_done(j); /* abandoned: reaped after a restart, looked up again */
+        return;
+    }
+    if (res->rc == PHR_OK && res->status == 200 && res->found) {
+        prov_result_t r = *res;
+        r.status = strcmp(j->channel, "sms") == 0 ? 201 : 202; /* accepted back then */
+        j->reconciled = 1;
+        dlv_sent_cb(&r, j);
+        return;
+    }
+    int answered = res->rc == PHR_OK && res->status != 429 && res->status < 500;
+    if (!answered) { /* still unknown: retry the lookup later */
+        j->unknown = 1;
+        dlv_sent_cb(res, j);
+        return;
+    }
+    if (res->status != 200) {
+        log_warn("notification %s: lookup refused (%s): sending again without it", j->id,
+                 res->error);
+    }
+    const char *p[] = {j->id, j->claimed_at};
+    if (db_query(svc_db(d->svc), dlv_restamp_sql, 2, p, dlv_restamped, j) != PHR_OK) {
+        log_warn("notification %s: claim not stamped; the claim will be reaped", j->id);
+        dlv_job_done(j);
+    }
+}
+
+/* Keeps the message of row |i| in |j| and looks it up at the provider. */
+static void
+dlv_lookup(dlv_job_t *j, PGresult *res, int i)
+{
+    j->to = strdup(PQgetvalue(res, i, 3));
+    j->subject = PQgetisnull(res, i, 4) ? NULL : strdup(PQgetvalue(res, i, 4));
+    j->body = PQgetisnull(res, i, 5) ? NULL : strdup(PQgetvalue(res, i, 5));
+    snprintf(j->claimed_at, sizeof(j->claimed_at), "%s", PQgetvalue(res, i, 8));
+    prov_msg_t m = dlv_job_msg(j);
+    int src = j->to == NULL || (j->body == NULL && !PQgetisnull(res, i, 5))
+                  ? PHR_ENOMEM
+                  : prov_lookup(j->d->prov, &m, j->unknown_since - 1, dlv_looked_cb, j);
+    if (src != PHR_OK) {
+        prov_result_t r = {.rc = PHR_OK, .status = 400, .retry_after_ms = -1};
+        snprintf(r.error, sizeof(r.error), "not sendable: %s", phr_err_str(src));
+        dlv_sent_cb(&r, j);
     }
 }
 
@@ -312,6 +444,12 @@ dlv_claimed(int rc, PGresult *res, void *ud)
         snprintf(j->kind, sizeof(j->kind), "%s", PQgetvalue(res, i, 1));
         snprintf(j->channel, sizeof(j->channel), "%s", PQgetvalue(res, i, 2));
         j->attempts = (int)strtol(PQgetvalue(res, i, 6), NULL, 10);
+        j->unknown_since = PQgetisnull(res, i, 7) ? -1 : strtol(PQgetvalue(res, i, 7), NULL, 10);
+        d->active++;
+        if (j->unknown_since >= 0) {
+            dlv_lookup(j, res, i);
+            continue;
+        }
         prov_msg_t m = {
             .id = j->id,
             .kind = j->kind,
@@ -321,13 +459,7 @@ dlv_claimed(int rc, PGresult *res, void *ud)
             .body = PQgetisnull(res, i, 5) ? NULL : PQgetvalue(res, i, 5),
             .tracking_off = k == NULL || kind_has_secrets(k),
         };
-        d->active++;
-        int src = prov_send(d->prov, &m, dlv_sent_cb, j);
-        if (src != PHR_OK) {
-            prov_result_t r = {.rc = PHR_OK, .status = 400, .retry_after_ms = -1};
-            snprintf(r.error, sizeof(r.error), "not sendable: %s", phr_err_str(src));
-            dlv_sent_cb(&r, j);
-        }
+        dlv_send(j, &m);
     }
     want = n > 0 && (size_t)n == (size_t)svc_cfg(d->svc)->notify_batch;
     dlv_schedule(d, want ? 0 : DLV_POLL_MS);

@@ -4,6 +4,14 @@
  * retry timeouts / 429 / 5xx with full-jitter exponential backoff (Retry-After honoured)
  * up to notify_max_attempts, then dead-letter; other answers are permanent (dead at
  * once). A reaper requeues claims older than notify_claim_timeout_s (a crashed worker).
+ *
+ * Exactly once at the provider: the claim (status sending, claimed_at) is committed before
+ * the outbound call, so an attempt whose outcome is unknown - its claim reaped, or a timeout
+ * or transport error after the request went out - is recorded as unknown_since. The next
+ * attempt first asks the provider (prov_lookup): found -> sent with the provider's id and
+ * nothing sent; not found -> the claim is stamped anew (and checked still ours) and sent;
+ * lookup failing (timeout, 429, 5xx) -> retried like a send; refused (other 4xx, e.g. a key
+ * without Email Activity access) -> sent anyway (at least once).
  */
 #ifndef PHR_NOTIFICATION_DELIVER_H
 #define PHR_NOTIFICATION_DELIVER_H

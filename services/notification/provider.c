@@ -41,6 +41,10 @@ struct prov_xfer {
     char *post;
     char *auth; /* "Authorization: Bearer ..." (wiped) */
     char channel[8];
+    int lookup;   /* prov_lookup: a GET whose answer is matched against |m| */
+    long since_s; /* prov_lookup: the attempt's start */
+    prov_msg_t m; /* prov_lookup: id, channel, to, body (pointing at the copies below) */
+    char *m_id, *m_to, *m_body; /* prov_lookup: owned copies (body wiped) */
     prov_cb cb;
     void *ud;
     char *resp;
@@ -74,6 +78,12 @@ prov_xfer_free(prov_xfer_t *x)
         free(x->auth);
     }
     free(x->resp);
+    free(x->m_id);
+    free(x->m_to);
+    if (x->m_body != NULL) {
+        explicit_bzero(x->m_body, strlen(x->m_body));
+        free(x->m_body);
+    }
     if (x->prev != NULL) {
         x->prev->next = x->next;
     } else if (x->p->xfers == x) {
@@ -264,7 +274,16 @@ prov_finish(prov_xfer_t *x, CURLcode cc)
         curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &st);
         x->res.rc = PHR_OK;
         x->res.status = st;
-        if (prov_accepted(x->channel, st)) {
+        if (x->lookup && st == 200) {
+            int f = prov_lookup_parse(&x->m, x->since_s, x->resp, x->res.message_id,
+                                      sizeof(x->res.message_id));
+            x->res.found = f == 1;
+            if (f < 0) {
+                x->res.rc = PHR_EPROTO;
+                snprintf(x->res.error, sizeof(x->res.error), "%s lookup: unexpected answer",
+                         strcmp(x->channel, "email") == 0 ? "sendgrid" : "twilio");
+            }
+        } else if (!x->lookup && prov_accepted(x->channel, st)) {
             if (strcmp(x->channel, "sms") == 0) {
                 json_object *o = x->resp != NULL ? json_tokener_parse(x->resp) : NULL;
                 snprintf(x->res.message_id, sizeof(x->res.message_id), "%s",
@@ -431,6 +450,29 @@ prov_twilio_form(const cfg_t *cfg, const prov_msg_t *m)
     return buf;
 }
 
+static int prov_setup_common(prov_t *p, prov_xfer_t *x, const char *url);
+
+/* Credentials of |channel|'s provider on |x| (SendGrid Bearer header, Twilio Basic). */
+static int
+prov_setup_auth(prov_t *p, prov_xfer_t *x, const char *channel)
+{
+    if (strcmp(channel, "email") == 0) {
+        size_t alen = strlen(p->sendgrid_key) + 32;
+        x->auth = malloc(alen);
+        if (x->auth == NULL) {
+            return PHR_ENOMEM;
+        }
+        snprintf(x->auth, alen, "Authorization: Bearer %s", p->sendgrid_key);
+        x->headers = curl_slist_append(x->headers, x->auth);
+    } else {
+        curl_easy_setopt(x->easy, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
+        curl_easy_setopt(x->easy, CURLOPT_USERNAME, p->cfg->twilio_account_sid);
+        curl_easy_setopt(x->easy, CURLOPT_PASSWORD, p->twilio_token);
+    }
+    x->headers = curl_slist_append(x->headers, "Accept: application/json");
+    return x->headers != NULL ? PHR_OK : PHR_ENOMEM;
+}
+
 static int
 prov_setup(prov_t *p, prov_xfer_t *x, const prov_msg_t *m)
 {
@@ -438,32 +480,35 @@ prov_setup(prov_t *p, prov_xfer_t *x, const prov_msg_t *m)
     char url[512];
     CURL *e = x->easy;
 
+    if (prov_setup_auth(p, x, m->channel) != PHR_OK) {
+        return PHR_ENOMEM;
+    }
     if (strcmp(m->channel, "email") == 0) {
-        size_t alen = strlen(p->sendgrid_key) + 32;
         snprintf(url, sizeof(url), "%s/v3/mail/send", cfg->sendgrid_base_url);
         x->post = prov_sendgrid_json(cfg, m);
-        x->auth = malloc(alen);
-        if (x->post == NULL || x->auth == NULL) {
-            return PHR_ENOMEM;
-        }
-        snprintf(x->auth, alen, "Authorization: Bearer %s", p->sendgrid_key);
-        x->headers = curl_slist_append(x->headers, x->auth);
         x->headers = curl_slist_append(x->headers, "Content-Type: application/json");
-        x->headers = curl_slist_append(x->headers, "Accept: application/json");
     } else {
         snprintf(url, sizeof(url), "%s/2010-04-01/Accounts/%s/Messages.json", cfg->twilio_base_url,
                  cfg->twilio_account_sid);
         x->post = prov_twilio_form(cfg, m);
-        if (x->post == NULL) {
-            return PHR_ENOMEM;
-        }
         x->headers =
             curl_slist_append(x->headers, "Content-Type: application/x-www-form-urlencoded");
-        x->headers = curl_slist_append(x->headers, "Accept: application/json");
-        curl_easy_setopt(e, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
-        curl_easy_setopt(e, CURLOPT_USERNAME, cfg->twilio_account_sid);
-        curl_easy_setopt(e, CURLOPT_PASSWORD, p->twilio_token);
     }
+    if (x->post == NULL || x->headers == NULL) {
+        return PHR_ENOMEM;
+    }
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, x->post);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long)strlen(x->post));
+    return prov_setup_common(p, x, url);
+}
+
+/* The options every request shares: |url|, headers, timeouts, TLS checks, callbacks. */
+static int
+prov_setup_common(prov_t *p, prov_xfer_t *x, const char *url)
+{
+    const cfg_t *cfg = p->cfg;
+    CURL *e = x->easy;
+
     x->headers = curl_slist_append(x->headers, "Expect:");
     if (x->headers == NULL) {
         return PHR_ENOMEM;
@@ -471,8 +516,6 @@ prov_setup(prov_t *p, prov_xfer_t *x, const prov_msg_t *m)
     curl_easy_setopt(e, CURLOPT_URL, url);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->headers);
-    curl_easy_setopt(e, CURLOPT_POSTFIELDS, x->post);
-    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long)strlen(x->post));
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)cfg->provider_timeout_ms);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)cfg->provider_timeout_ms);
@@ -487,16 +530,13 @@ prov_setup(prov_t *p, prov_xfer_t *x, const prov_msg_t *m)
     return PHR_OK;
 }
 
-int
-prov_send(prov_t *p, const prov_msg_t *m, prov_cb cb, void *ud)
+/* A new transfer of |m| on |p|'s list (NULL on allocation failure). */
+static prov_xfer_t *
+prov_xfer_new(prov_t *p, const prov_msg_t *m, prov_cb cb, void *ud)
 {
-    if (m->to == NULL || m->body == NULL || m->id == NULL || m->kind == NULL ||
-        (strcmp(m->channel, "email") != 0 && strcmp(m->channel, "sms") != 0)) {
-        return PHR_EINVAL;
-    }
     prov_xfer_t *x = calloc(1, sizeof(*x));
     if (x == NULL) {
-        return PHR_ENOMEM;
+        return NULL;
     }
     x->p = p;
     x->cb = cb;
@@ -510,15 +550,72 @@ prov_send(prov_t *p, const prov_msg_t *m, prov_cb cb, void *ud)
     p->xfers = x;
     p->n++;
     x->easy = curl_easy_init();
-    if (x->easy == NULL || prov_setup(p, x, m) != PHR_OK) {
+    if (x->easy == NULL) {
         prov_xfer_free(x);
-        return PHR_ENOMEM;
+        return NULL;
     }
-    if (curl_multi_add_handle(p->multi, x->easy) != CURLM_OK) {
+    return x;
+}
+
+/* Starts |x| once set up (|rc| the setup's result); frees it on failure. */
+static int
+prov_xfer_start(prov_xfer_t *x, int rc)
+{
+    if (rc != PHR_OK || curl_multi_add_handle(x->p->multi, x->easy) != CURLM_OK) {
         prov_xfer_free(x);
         return PHR_ENOMEM;
     }
     return PHR_OK;
+}
+
+/* 0 unless |m| has what a send or lookup needs. */
+static int
+prov_msg_ok(const prov_msg_t *m)
+{
+    return m->to != NULL && m->body != NULL && m->id != NULL && m->kind != NULL &&
+           (strcmp(m->channel, "email") == 0 || strcmp(m->channel, "sms") == 0);
+}
+
+int
+prov_send(prov_t *p, const prov_msg_t *m, prov_cb cb, void *ud)
+{
+    if (!prov_msg_ok(m)) {
+        return PHR_EINVAL;
+    }
+    prov_xfer_t *x = prov_xfer_new(p, m, cb, ud);
+    if (x == NULL) {
+        return PHR_ENOMEM;
+    }
+    return prov_xfer_start(x, prov_setup(p, x, m));
+}
+
+int
+prov_lookup(prov_t *p, const prov_msg_t *m, long since_s, prov_cb cb, void *ud)
+{
+    if (!prov_msg_ok(m)) {
+        return PHR_EINVAL;
+    }
+    prov_xfer_t *x = prov_xfer_new(p, m, cb, ud);
+    if (x == NULL) {
+        return PHR_ENOMEM;
+    }
+    char *url = prov_lookup_url(p->cfg, m);
+    x->lookup = 1;
+    x->since_s = since_s;
+    x->m.channel = x->channel;
+    x->m.kind = "";
+    x->m.id = x->m_id = strdup(m->id);
+    x->m.to = x->m_to = strdup(m->to);
+    x->m.body = x->m_body = strdup(m->body);
+    int rc = url == NULL || x->m_id == NULL || x->m_to == NULL || x->m_body == NULL
+                 ? PHR_ENOMEM
+                 : prov_setup_auth(p, x, m->channel);
+    if (rc == PHR_OK) {
+        curl_easy_setopt(x->easy, CURLOPT_HTTPGET, 1L);
+        rc = prov_setup_common(p, x, url);
+    }
+    free(url); /* curl copies the URL */
+    return prov_xfer_start(x, rc);
 }
 
 size_t

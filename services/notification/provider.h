@@ -30,6 +30,7 @@ typedef struct {
     long retry_after_ms; /* Retry-After of the answer, -1 when absent */
     char message_id[96]; /* X-Message-Id (sendgrid) or sid (twilio); "" when absent */
     char error[200];     /* short reason when not accepted (never message content) */
+    int found;           /* prov_lookup: 1 when the provider has the message (message_id set) */
 } prov_result_t;
 
 /* Called once per prov_send, from the event loop (never inside prov_send). */
@@ -46,6 +47,28 @@ void prov_free(prov_t *p);
 
 /* Starts one send. Returns PHR_OK (|cb| pending), PHR_EINVAL or PHR_ENOMEM. */
 int prov_send(prov_t *p, const prov_msg_t *m, prov_cb cb, void *ud);
+
+/*
+ * Asks the provider whether it already accepted |m| in an attempt begun at or after |since_s|
+ * (unix seconds), for an attempt whose outcome is unknown (neither provider has an
+ * idempotency key). SendGrid: GET /v3/messages (Email Activity) with the query
+ * unique_args['notification_id']="<m->id>" (our custom_args). Twilio: GET .../Messages.json
+ * ?To=<m->to>, a message of the same Body created at or after |since_s| (the list is not
+ * filtered by DateSent: date_sent stays null while Twilio still queues the message).
+ * |cb| gets rc PHR_OK and status 200 with |found| (and message_id) on an answer, else the
+ * failure as for prov_send. Returns PHR_OK (|cb| pending), PHR_EINVAL or PHR_ENOMEM.
+ */
+int prov_lookup(prov_t *p, const prov_msg_t *m, long since_s, prov_cb cb, void *ud);
+
+/* The lookup URL of |m| (see prov_lookup; caller frees); NULL on allocation failure. */
+char *prov_lookup_url(const cfg_t *cfg, const prov_msg_t *m);
+
+/*
+ * Parses a lookup answer |body| for |m|: 1 when it lists the message (its id, for SendGrid
+ * the X-Message-Id part of msg_id, copied into |id|), 0 when not, PHR_EPROTO when |body| is
+ * not the provider's list shape.
+ */
+int prov_lookup_parse(const prov_msg_t *m, long since_s, const char *body, char *id, size_t cap);
 
 /* Transfers in flight. */
 size_t prov_inflight(const prov_t *p);

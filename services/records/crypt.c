@@ -17,11 +17,18 @@
 #define RCRYPT_NONCE_LEN 12
 #define RCRYPT_TAG_LEN 16
 
-struct rcrypt {
+/* The keys themselves: behind a pointer, so that opening (const) can load a new version. */
+typedef struct rcrypt_keys {
     int present[RCRYPT_MAX_KEYS + 1];
     unsigned char keys[RCRYPT_MAX_KEYS + 1][RCRYPT_KEY_LEN];
     unsigned char mac_key[RCRYPT_MAC_LEN];
     int current;
+} rcrypt_keys_t;
+
+struct rcrypt {
+    rcrypt_keys_t *k;
+    int have_cfg; /* rcrypt_load ran: |cfg| locates the secrets for rcrypt_open */
+    cfg_t cfg;
 };
 
 static const char rcrypt_mac_label[] = "phr-records-mac-v1";
@@ -29,36 +36,49 @@ static const char rcrypt_mac_label[] = "phr-records-mac-v1";
 rcrypt_t *
 rcrypt_create(void)
 {
-    return calloc(1, sizeof(rcrypt_t));
+    rcrypt_t *rc = calloc(1, sizeof(rcrypt_t));
+
+    if (rc != NULL && (rc->k = calloc(1, sizeof(rcrypt_keys_t))) == NULL) {
+        free(rc);
+        rc = NULL;
+    }
+    return rc;
 }
 
 void
 rcrypt_free(rcrypt_t *rc)
 {
     if (rc != NULL) {
-        OPENSSL_cleanse(rc, sizeof(*rc));
+        OPENSSL_cleanse(rc->k, sizeof(*rc->k));
+        free(rc->k);
         free(rc);
     }
+}
+
+static int
+rcrypt_put_key(rcrypt_keys_t *k, int key_id, const unsigned char key[RCRYPT_KEY_LEN])
+{
+    unsigned int maclen = RCRYPT_MAC_LEN;
+
+    if (key_id < 1 || key_id > RCRYPT_MAX_KEYS) {
+        return PHR_EINVAL;
+    }
+    memcpy(k->keys[key_id], key, RCRYPT_KEY_LEN);
+    k->present[key_id] = 1;
+    if (key_id > k->current) {
+        k->current = key_id;
+        if (HMAC(EVP_sha256(), key, RCRYPT_KEY_LEN, (const unsigned char *)rcrypt_mac_label,
+                 sizeof(rcrypt_mac_label) - 1, k->mac_key, &maclen) == NULL) {
+            return PHR_EGENERIC;
+        }
+    }
+    return PHR_OK;
 }
 
 int
 rcrypt_add_key(rcrypt_t *rc, int key_id, const unsigned char key[RCRYPT_KEY_LEN])
 {
-    unsigned int maclen = RCRYPT_MAC_LEN;
-
-    if (rc == NULL || key_id < 1 || key_id > RCRYPT_MAX_KEYS) {
-        return PHR_EINVAL;
-    }
-    memcpy(rc->keys[key_id], key, RCRYPT_KEY_LEN);
-    rc->present[key_id] = 1;
-    if (key_id > rc->current) {
-        rc->current = key_id;
-        if (HMAC(EVP_sha256(), key, RCRYPT_KEY_LEN, (const unsigned char *)rcrypt_mac_label,
-                 sizeof(rcrypt_mac_label) - 1, rc->mac_key, &maclen) == NULL) {
-            return PHR_EGENERIC;
-        }
-    }
-    return PHR_OK;
+    return rc != NULL ? rcrypt_put_key(rc->k, key_id, key) : PHR_EINVAL;
 }
 
 static int
@@ -94,30 +114,41 @@ rcrypt_unhex(const char *hex, unsigned char *out, size_t n)
     return PHR_OK;
 }
 
+/* Reads secret data_key_v<id> into |k|: PHR_OK, PHR_ENOTFOUND, PHR_EINVAL (malformed). */
+static int
+rcrypt_read_key(rcrypt_keys_t *k, const cfg_t *cfg, int id)
+{
+    char name[32], buf[160];
+    unsigned char key[RCRYPT_KEY_LEN];
+
+    snprintf(name, sizeof(name), "data_key_v%d", id);
+    int rc = cfg_read_secret(cfg, name, buf, sizeof(buf));
+    if (rc != PHR_OK) {
+        return rc;
+    }
+    rc = rcrypt_unhex(buf, key, sizeof(key));
+    OPENSSL_cleanse(buf, sizeof(buf));
+    if (rc == PHR_OK) {
+        rc = rcrypt_put_key(k, id, key);
+    }
+    OPENSSL_cleanse(key, sizeof(key));
+    return rc == PHR_OK ? PHR_OK : PHR_EINVAL;
+}
+
 int
 rcrypt_load(rcrypt_t *rc, const cfg_t *cfg)
 {
     int found = 0;
 
+    rc->cfg = *cfg;
+    rc->have_cfg = 1;
     for (int id = 1; id <= RCRYPT_MAX_KEYS; id++) {
-        char name[32], buf[160];
-        unsigned char key[RCRYPT_KEY_LEN];
-        snprintf(name, sizeof(name), "data_key_v%d", id);
-        int rc2 = cfg_read_secret(cfg, name, buf, sizeof(buf));
+        int rc2 = rcrypt_read_key(rc->k, cfg, id);
         if (rc2 == PHR_ENOTFOUND) {
             continue;
         }
         if (rc2 != PHR_OK) {
             return rc2;
-        }
-        rc2 = rcrypt_unhex(buf, key, sizeof(key));
-        OPENSSL_cleanse(buf, sizeof(buf));
-        if (rc2 == PHR_OK) {
-            rc2 = rcrypt_add_key(rc, id, key);
-        }
-        OPENSSL_cleanse(key, sizeof(key));
-        if (rc2 != PHR_OK) {
-            return PHR_EINVAL;
         }
         found++;
     }
@@ -127,7 +158,7 @@ rcrypt_load(rcrypt_t *rc, const cfg_t *cfg)
 int
 rcrypt_current(const rcrypt_t *rc)
 {
-    return rc != NULL ? rc->current : 0;
+    return rc != NULL ? rc->k->current : 0;
 }
 
 int
@@ -141,7 +172,7 @@ rcrypt_seal(const rcrypt_t *rc, const char *aad, const char *plain, size_t len, 
     size_t total = RCRYPT_NONCE_LEN + len + RCRYPT_TAG_LEN;
 
     *hex = NULL;
-    if (rc == NULL || rc->current == 0 || len > (size_t)1 << 24) {
+    if (rc == NULL || rc->k->current == 0 || len > (size_t)1 << 24) {
         return PHR_EINVAL;
     }
     buf = malloc(total);
@@ -154,7 +185,7 @@ rcrypt_seal(const rcrypt_t *rc, const char *aad, const char *plain, size_t len, 
     if (RAND_bytes(buf, RCRYPT_NONCE_LEN) != 1 ||
         EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, NULL, NULL) != 1 ||
         EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_IVLEN, RCRYPT_NONCE_LEN, NULL) != 1 ||
-        EVP_EncryptInit_ex(ctx, NULL, NULL, rc->keys[rc->current], buf) != 1 ||
+        EVP_EncryptInit_ex(ctx, NULL, NULL, rc->k->keys[rc->k->current], buf) != 1 ||
         EVP_EncryptUpdate(ctx, NULL, &outl, (const unsigned char *)aad, (int)strlen(aad)) != 1 ||
         EVP_EncryptUpdate(ctx, buf + RCRYPT_NONCE_LEN, &outl, (const unsigned char *)plain,
                           (int)len) != 1 ||
@@ -172,7 +203,7 @@ rcrypt_seal(const rcrypt_t *rc, const char *aad, const char *plain, size_t len, 
     }
     out[2 + 2 * total] = '\0';
     *hex = out;
-    *key_id = rc->current;
+    *key_id = rc->k->current;
     out = NULL;
     ret = PHR_OK;
 fail:
@@ -192,8 +223,13 @@ rcrypt_open(const rcrypt_t *rc, const char *aad, int key_id, const char *hex, ch
     int outl = 0, finl = 0, ret = PHR_EINVAL;
 
     *plain = NULL;
-    if (rc == NULL || key_id < 1 || key_id > RCRYPT_MAX_KEYS || !rc->present[key_id] ||
-        hex == NULL || hex[0] != '\\' || hex[1] != 'x') {
+    if (rc == NULL || key_id < 1 || key_id > RCRYPT_MAX_KEYS || hex == NULL || hex[0] != '\\' ||
+        hex[1] != 'x') {
+        return PHR_EINVAL;
+    }
+    /* a version added since the load (a rotation by another instance or phrctl): load it */
+    if (!rc->k->present[key_id] &&
+        (!rc->have_cfg || rcrypt_read_key(rc->k, &rc->cfg, key_id) != PHR_OK)) {
         return PHR_EINVAL;
     }
     size_t hexlen = strlen(hex + 2);
@@ -214,7 +250,7 @@ rcrypt_open(const rcrypt_t *rc, const char *aad, int key_id, const char *hex, ch
     }
     if (EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, NULL, NULL) != 1 ||
         EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_IVLEN, RCRYPT_NONCE_LEN, NULL) != 1 ||
-        EVP_DecryptInit_ex(ctx, NULL, NULL, rc->keys[key_id], buf) != 1 ||
+        EVP_DecryptInit_ex(ctx, NULL, NULL, rc->k->keys[key_id], buf) != 1 ||
         EVP_DecryptUpdate(ctx, NULL, &outl, (const unsigned char *)aad, (int)strlen(aad)) != 1 ||
         EVP_DecryptUpdate(ctx, (unsigned char *)out, &outl, buf + RCRYPT_NONCE_LEN, (int)clen) !=
             1 ||
@@ -245,10 +281,10 @@ rcrypt_mac(const rcrypt_t *rc, const void *data, size_t len, unsigned char out[R
 {
     unsigned int maclen = RCRYPT_MAC_LEN;
 
-    if (rc == NULL || rc->current == 0) {
+    if (rc == NULL || rc->k->current == 0) {
         return PHR_EINVAL;
     }
-    if (HMAC(EVP_sha256(), rc->mac_key, RCRYPT_MAC_LEN, data, len, out, &maclen) == NULL) {
+    if (HMAC(EVP_sha256(), rc->k->mac_key, RCRYPT_MAC_LEN, data, len, out, &maclen) == NULL) {
         return PHR_EGENERIC;
     }
     return PHR_OK;

@@ -2,7 +2,10 @@
  * crypt.h - encryption at rest of record values and notes: AES-256-GCM under
  * versioned data keys (secrets data_key_v1, data_key_v2, ...: 64 hex digits
  * each). Every key present is loaded; the newest (highest version) seals,
- * any loaded version opens, so keys can rotate without re-encrypting.
+ * any loaded version opens, so keys can rotate without re-encrypting. A
+ * version written after the load (phrctl keys rotate) is loaded by the first
+ * rcrypt_open that meets it, or by rcrypt_load again (records: SIGHUP).
+ * Not thread-safe: one event loop uses a ring.
  *
  * A sealed blob is nonce (12 random bytes) || ciphertext || tag (16 bytes),
  * carried as PostgreSQL bytea hex text ("\x0a1b...") so it goes in and out
@@ -29,7 +32,8 @@ void rcrypt_free(rcrypt_t *rc);
 int rcrypt_add_key(rcrypt_t *rc, int key_id, const unsigned char key[RCRYPT_KEY_LEN]);
 
 /*
- * Loads every data_key_v<N> secret of |cfg| (N = 1..RCRYPT_MAX_KEYS).
+ * Loads every data_key_v<N> secret of |cfg| (N = 1..RCRYPT_MAX_KEYS) and keeps
+ * a copy of |cfg| for rcrypt_open. Again on a loaded ring: adds what is new.
  * PHR_OK when at least one loaded, PHR_EINVAL when one is malformed,
  * PHR_ENOTFOUND when none exists.
  */
@@ -50,8 +54,10 @@ int rcrypt_seal(const rcrypt_t *rc, const char *aad, const char *plain, size_t l
 /*
  * Opens a blob sealed by rcrypt_seal under key |key_id| with the same |aad|.
  * |*plain| gets a malloc'd NUL-terminated copy (caller frees; |*len| when
- * |len| is not NULL). PHR_EINVAL when the key is unknown, the text is
- * malformed or authentication fails (tampered blob, other aad).
+ * |len| is not NULL). A version not loaded yet is read from the secrets of
+ * rcrypt_load (and seals from then on when it is the newest). PHR_EINVAL
+ * when the key is unknown, the text is malformed or authentication fails
+ * (tampered blob, other aad).
  */
 int rcrypt_open(const rcrypt_t *rc, const char *aad, int key_id, const char *hex, char **plain,
                 size_t *len);

@@ -1,6 +1,8 @@
 /*
  * phr-records - patients' health records and their sharing with clinics.
  */
+#include <event2/event.h>
+#include <signal.h>
 #include <stdlib.h>
 
 #include "err.h"
@@ -86,6 +88,25 @@ static const svc_routes_t *const records_route_sets[] = {
 };
 
 static rec_ctx_t records_ctx;
+static struct event *records_sighup;
+
+/* SIGHUP: loads data keys added since (phrctl keys rotate); the newest seals from now on. */
+static void
+records_on_sighup(evutil_socket_t sig, short what, void *ud)
+{
+    svc_t *svc = ud;
+    int before = rcrypt_current(records_ctx.crypt);
+    int rc = rcrypt_load(records_ctx.crypt, svc_cfg(svc));
+
+    if (rc != PHR_OK) {
+        log_error("records: SIGHUP: data keys could not be reloaded: %s (still sealing with "
+                  "version %d)",
+                  phr_err_str(rc), rcrypt_current(records_ctx.crypt));
+        return;
+    }
+    log_info("records: SIGHUP: data keys reloaded, sealing with version %d (was %d)",
+             rcrypt_current(records_ctx.crypt), before);
+}
 
 /* Loads the data keys: without one the service cannot store a record, so it does not start. */
 static int
@@ -105,6 +126,10 @@ records_init(svc_t *svc)
     log_info("records: data keys loaded, sealing with version %d",
              rcrypt_current(records_ctx.crypt));
     svc_set_data(svc, &records_ctx);
+    records_sighup = evsignal_new(svc_base(svc), SIGHUP, records_on_sighup, svc);
+    if (records_sighup == NULL || evsignal_add(records_sighup, NULL) != 0) {
+        return PHR_ENOMEM;
+    }
     return rec_purge_start(svc);
 }
 
@@ -112,6 +137,10 @@ static void
 records_fini(svc_t *svc)
 {
     rec_purge_stop();
+    if (records_sighup != NULL) {
+        event_free(records_sighup);
+        records_sighup = NULL;
+    }
     svc_set_data(svc, NULL);
     rcrypt_free(records_ctx.crypt);
     records_ctx.crypt = NULL;

@@ -401,14 +401,10 @@ rec_time_json(const char *ms_text)
     return json_object_new_string(buf);
 }
 
-json_object *
-rec_row_json_keys(const rcrypt_t *rc, const PGresult *res, int row)
+/* The API JSON of row |row| with its opened |values| and |note| (both taken). */
+static json_object *
+rec_row_json_with(const PGresult *res, int row, json_object *values, json_object *note)
 {
-    json_object *values, *note;
-
-    if (PQnfields(res) < REC_NCOLUMNS || rec_row_open(rc, res, row, &values, &note) != PHR_OK) {
-        return NULL;
-    }
     json_object *o = json_object_new_object();
     if (o == NULL) {
         json_object_put(values);
@@ -431,6 +427,17 @@ rec_row_json_keys(const rcrypt_t *rc, const PGresult *res, int row)
     json_object_object_add(o, "updated_at",
                            rec_time_json(PQgetvalue(res, row, REC_COL_UPDATED_MS)));
     return o;
+}
+
+json_object *
+rec_row_json_keys(const rcrypt_t *rc, const PGresult *res, int row)
+{
+    json_object *values, *note;
+
+    if (PQnfields(res) < REC_NCOLUMNS || rec_row_open(rc, res, row, &values, &note) != PHR_OK) {
+        return NULL;
+    }
+    return rec_row_json_with(res, row, values, note);
 }
 
 json_object *
@@ -1370,8 +1377,11 @@ rec_post_inserted(int rc, PGresult *res, void *ud)
     rec_req_t *r = ud;
     rec_write_t *w = r->priv;
 
-    if (rc == PHR_OK) {
-        r->answer = rec_row_json(r->svc, res, 0);
+    if (rc == PHR_OK) { /* the row just sealed from w->in: no need to open it again */
+        json_object *note = w->in.note != NULL ? json_object_new_string(w->in.note) : NULL;
+        r->answer = PQnfields(res) >= REC_NCOLUMNS
+                        ? rec_row_json_with(res, 0, json_object_get(w->in.values), note)
+                        : NULL;
         r->status = 201;
         if (r->answer == NULL) {
             rc = PHR_EGENERIC;

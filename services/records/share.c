@@ -705,10 +705,7 @@ share_link_free(void *arg)
     free(arg);
 }
 
-/*
- * The org name is not known to records (auth has no internal route that
- * gives it): null until one exists.
- */
+/* A Link; org_name is null until share_link_names fills it from auth. */
 static json_object *
 share_link_json(const PGresult *res, int i)
 {
@@ -866,6 +863,75 @@ share_link_create(svc_t *svc, h2s_req_t *req, const sess_t *sess)
     rsh_begin(c, share_link_step);
 }
 
+/* Auth's answer: each item's org_name from the matching organization. */
+static void
+share_link_names_done(int rc, const hcli_resp_t *resp, void *ud)
+{
+    rsh_ctx_t *c = ud;
+    json_object *body = NULL, *orgs, *items;
+
+    if (rc != PHR_OK || resp->status != 200 ||
+        jx_parse(resp->body, resp->body_len, 8, &body, NULL) != PHR_OK ||
+        !json_object_object_get_ex(body, "items", &orgs) ||
+        !json_object_is_type(orgs, json_type_array)) {
+        log_error("records: organization lookup failed: %s %d",
+                  rc != PHR_OK ? phr_err_str(rc) : "status", rc == PHR_OK ? resp->status : 0);
+        json_object_put(body);
+        svc_respond_error(c->req, PHR_EUNAVAIL, "organization names are unavailable; retry later");
+        return;
+    }
+    json_object_object_get_ex(c->row, "items", &items);
+    for (size_t i = 0; i < json_object_array_length(items); i++) {
+        json_object *it = json_object_array_get_idx(items, i);
+        const char *id = jx_get_str(it, "org_id", "");
+        for (size_t k = 0; k < json_object_array_length(orgs); k++) {
+            json_object *org = json_object_array_get_idx(orgs, k);
+            if (strcmp(jx_get_str(org, "id", ""), id) == 0) {
+                json_object_object_add(it, "org_name",
+                                       json_object_new_string(jx_get_str(org, "name", "")));
+                break;
+            }
+        }
+    }
+    json_object_put(body);
+    json_object *out = c->row;
+    c->row = NULL;
+    h2s_respond_json(c->req, 200, out);
+}
+
+/* Asks auth for the names of the orgs of c->row's items (a page: at most 200). */
+static void
+share_link_names(rsh_ctx_t *c)
+{
+    json_object *items, *ids = json_object_new_array();
+
+    json_object_object_get_ex(c->row, "items", &items);
+    if (json_object_array_length(items) == 0) {
+        json_object_put(ids);
+        json_object *out = c->row;
+        c->row = NULL;
+        h2s_respond_json(c->req, 200, out);
+        return;
+    }
+    for (size_t i = 0; i < json_object_array_length(items); i++) {
+        json_object *it = json_object_array_get_idx(items, i);
+        json_object_array_add(ids, json_object_new_string(jx_get_str(it, "org_id", "")));
+    }
+    json_object *req = json_object_new_object();
+    json_object_object_add(req, "ids", ids);
+    size_t len;
+    const char *txt = jx_to_string(req, &len);
+    hcli_t *auth = svc_peer(c->svc, CFG_SVC_AUTH);
+    int rc = auth != NULL && txt != NULL
+                 ? hcli_request(auth, "POST", "/internal/v1/orgs/lookup", "application/json", txt,
+                                len, h2s_req_id(c->req), share_link_names_done, c)
+                 : PHR_EUNAVAIL;
+    json_object_put(req);
+    if (rc != PHR_OK) {
+        svc_respond_error(c->req, PHR_EUNAVAIL, "organization names are unavailable; retry later");
+    }
+}
+
 static void
 share_link_list_done(int rc, PGresult *res, void *ud)
 {
@@ -889,7 +955,9 @@ share_link_list_done(int rc, PGresult *res, void *ud)
     }
     json_object_object_add(out, "next_cursor",
                            n > c->page_limit ? json_object_new_string(cursor) : NULL);
-    h2s_respond_json(c->req, 200, out);
+    json_object_put(c->row);
+    c->row = out;
+    share_link_names(c);
 }
 
 /* GET /api/v1/me/links: active links, most recent first. */

@@ -16,7 +16,10 @@ connections:
     hpack-bomb        a 4 KiB dynamic-table entry referenced 8000 times (32 MB decoded)
     slowloris         many connections dribbling a request header block byte by byte
     slow-preface      many connections dribbling the connection preface byte by byte
-    window-zero       INITIAL_WINDOW_SIZE 0: responses that can never be sent
+    window-zero       INITIAL_WINDOW_SIZE 0: responses that can never be sent; its
+                      "throttle" check is strict: every answered stream must be reset
+                      (or its connection closed) within --window (the services' send-stall
+                      deadline is their request timeout, nginx's is send_timeout)
 
 After each attack three checks, each counted: "serve" (every probe during and after the
 attack answered the expected status within --deadline), "rss" (VmRSS of the service,
@@ -130,6 +133,9 @@ class RawConn:
         self.statuses = []      # :status of the answers seen
         self.blocked = False    # a send timed out: the server stopped reading
         self.frames_in = 0
+        self.answered = set()   # streams with response headers
+        self.finished = set()   # streams the server ended (END_STREAM) or reset
+        self.held = 0           # window-zero: answered streams neither ended nor reset
         self.hdr_block = {}
         self.decoder = hpack.Decoder()
         self.decoder.max_allowed_table_size = 65536
@@ -202,6 +208,7 @@ class RawConn:
         elif ftype == RST_STREAM and len(payload) >= 4:
             code = int.from_bytes(payload[0:4], "big")
             self.rst[code] = self.rst.get(code, 0) + 1
+            self.finished.add(sid)
         elif ftype in (HEADERS, CONTINUATION):
             if ftype == HEADERS:
                 if flags & F_PADDED:
@@ -213,6 +220,9 @@ class RawConn:
                 self.hdr_block[sid] = self.hdr_block.get(sid, b"") + payload
             if flags & F_END_HEADERS:
                 self.decode(self.hdr_block.pop(sid, b""))
+                self.answered.add(sid)
+        if ftype in (DATA, HEADERS) and flags & F_END_STREAM:
+            self.finished.add(sid)
 
     def decode(self, block):
         try:
@@ -244,6 +254,8 @@ class RawConn:
                 self.blocked or any(400 <= s < 500 or s < 0 for s in self.statuses))
 
     def verdict(self):
+        if self.held:
+            return []
         parts = []
         if self.goaway is not None:
             parts.append("GOAWAY %s" % ERR_NAMES.get(self.goaway, self.goaway))
@@ -523,6 +535,7 @@ def a_slow_preface(t, opts):
 
 
 def a_window_zero(t, opts):
+    """Pass/fail: every answered stream must be reset (or the connection closed) in time."""
     conns = []
     for _ in range(opts.w0_conns):
         c = RawConn(t, settings=struct.pack(">HI", 4, 0))
@@ -535,8 +548,12 @@ def a_window_zero(t, opts):
         for c in conns:
             c.pump(0.0)
         time.sleep(0.5)
-    return conns, "%d connections x %d streams, no window for %d s" % (
-        len(conns), opts.w0_streams, opts.window)
+    for c in conns:
+        if c.closed is None:
+            c.held = len(c.answered - c.finished)
+    return conns, "%d connections x %d streams, no window for %d s: %d answered, %d held" % (
+        len(conns), opts.w0_streams, opts.window, sum(len(c.answered) for c in conns),
+        sum(c.held for c in conns))
 
 
 ATTACKS = [

@@ -3,13 +3,16 @@
 #
 # Starts a fresh stack in var/abuse on its own ports (like tests/run.sh, which it does not
 # touch), runs tests/abuse/h2_abuse.py against the gateway and the records service's h2c
-# port, then tests/abuse/tls_scan.sh against the gateway, and stops the stack (also on
-# failure or Ctrl-C). The API rate limit is raised so the probes measure the HTTP/2 layer,
-# not the limiter. Prints "N passed, N failed" (sum of both); exit 1 on any failure.
+# port, then tests/abuse/tls_scan.sh against the gateway, then tests/abuse/scan_api.py
+# (password and token checks, ffuf over other principals' ids, sqlmap over every route
+# with parameters), and stops the stack (also on failure or Ctrl-C). The API rate limit
+# is raised so the probes measure the HTTP/2 layer,
+# not the limiter. Prints "N passed, N failed" (sum of all); exit 1 on any failure.
 #
 # Environment: H2_ABUSE_ARGS (extra arguments for h2_abuse.py, e.g. "--only ping-flood"),
-# TLS_SCAN_ARGS (for tls_scan.sh, e.g. "--quick"), PHR_ABUSE_SKIP_TLS=1 skips the scan.
-# Needs python3-h2 and testssl.sh (deploy/deps.sh).
+# TLS_SCAN_ARGS (for tls_scan.sh, e.g. "--quick"), PHR_ABUSE_SKIP_TLS=1 skips the scan,
+# SCAN_API_ARGS (for scan_api.py, e.g. "--only auth,ffuf"), PHR_ABUSE_SKIP_SCAN=1 skips it.
+# Needs python3-h2, python3-yaml, testssl.sh, sqlmap and ffuf (deploy/deps.sh).
 set -uo pipefail
 
 if [ $# -ne 1 ]; then
@@ -87,6 +90,18 @@ if [ "${PHR_ABUSE_SKIP_TLS:-0}" != 1 ]; then
     bash "$root/tests/abuse/tls_scan.sh" ${TLS_SCAN_ARGS:-} "127.0.0.1:$PHR_GATEWAY_PORT" \
         "$logdir/testssl.json" 2>&1 | tee "$logdir/tls_scan.log"
     count "$logdir/tls_scan.log"
+fi
+
+if [ "${PHR_ABUSE_SKIP_SCAN:-0}" != 1 ]; then
+    echo "=== scan_api.py"
+    # shellcheck disable=SC2086 # SCAN_API_ARGS is a list of arguments
+    PHR_TEST_GATEWAY="https://127.0.0.1:$PHR_GATEWAY_PORT" PHR_TEST_VAR=$PHR_VAR \
+        PHR_TEST_PG_HOST=127.0.0.1 PHR_TEST_PG_PORT=$PHR_PG_PORT PHR_TEST_REDIS_HOST=127.0.0.1 \
+        PHR_TEST_REDIS_PORT=$PHR_REDIS_PORT \
+        PHR_TEST_REDIS_PASSWORD="$(cat "$PHR_SECRETS_DIR/redis.password")" \
+        /usr/bin/python3 "$root/tests/abuse/scan_api.py" --log-dir "$logdir" \
+        ${SCAN_API_ARGS:-} 2>&1 | tee "$logdir/scan_api.log"
+    count "$logdir/scan_api.log"
 fi
 
 stop_stack

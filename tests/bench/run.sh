@@ -70,15 +70,20 @@ case $1 in
     *) build=$root/$1 ;;
 esac
 
-export PHR_VAR=$root/var/bench
+# A second bench beside this one (development): BENCH_PORT_BASE moves every port (24000:
+# gateway base+443, PostgreSQL base+432, ..., baselines base+81 and base+444), BENCH_VAR the
+# stack's directory and BENCH_REPORT the Markdown file whose "Latest run" section is rewritten.
+port_base=${BENCH_PORT_BASE:-24000}
+[[ $port_base =~ ^[1-5][0-9]{3}0$ ]] || { echo "BENCH_PORT_BASE: 1000-59990" >&2; exit 2; }
+export PHR_VAR=${BENCH_VAR:-$root/var/bench}
 export PHR_BUILD=$build
-export PHR_GATEWAY_PORT=24443
-export PHR_PG_PORT=24432
-export PHR_REDIS_PORT=24379
-export PHR_AUTH_PORT=24101
-export PHR_RECORDS_PORT=24102
-export PHR_NOTIFICATION_PORT=24103
-export PHR_AUDIT_PORT=24104
+export PHR_GATEWAY_PORT=$((port_base + 443))
+export PHR_PG_PORT=$((port_base + 432))
+export PHR_REDIS_PORT=$((port_base + 379))
+export PHR_AUTH_PORT=$((port_base + 101))
+export PHR_RECORDS_PORT=$((port_base + 102))
+export PHR_NOTIFICATION_PORT=$((port_base + 103))
+export PHR_AUDIT_PORT=$((port_base + 104))
 export PHR_PG_HOST=127.0.0.1
 export PHR_REDIS_HOST=127.0.0.1
 export PHR_SECRETS_DIR=$PHR_VAR/secrets
@@ -89,7 +94,7 @@ export NGINX_LOGIN_RATE=1000000r/s
 export NGINX_LOGIN_BURST=100000
 export PHR_WORKERS=${PHR_WORKERS:-2}
 export PHR_PG_POOL=${PHR_PG_POOL:-4}
-export PHR_STANDIN_PORT=${PHR_STANDIN_PORT:-24199}
+export PHR_STANDIN_PORT=${PHR_STANDIN_PORT:-$((port_base + 199))}
 
 export BENCH_DURATION=${BENCH_DURATION:-4}
 export BENCH_WARMUP=${BENCH_WARMUP:-1}
@@ -110,8 +115,8 @@ if [ "$(nproc)" -lt 2 ]; then
 fi
 export BENCH_PIN
 
-BASE_H2C_PORT=24081
-BASE_TLS_PORT=24444
+BASE_H2C_PORT=$((port_base + 81))
+BASE_TLS_PORT=$((port_base + 444))
 SERVICES=(auth records notification audit)
 bench_dir=$root/tests/bench
 base_dir=$PHR_VAR/baseline
@@ -482,14 +487,16 @@ psql_db() {
 }
 
 # run_pgbench CASE ROUND DB SCRIPT SECONDS [pgbench options]: pgbench on the generator's CPU
-# with as many connections as the service's pool (PHR_PG_POOL), extended protocol (the
-# services' PQsendQueryParams); a row (CASE, pgbench, ROUND) unless ROUND is warmup.
+# with as many connections as the service's pool (PHR_PG_POOL), prepared statements like
+# the services (common/db.c prepares each statement once per connection; BENCH_PG_MODE
+# extended for the old unnamed-statement baseline); a row (CASE, pgbench, ROUND) unless
+# ROUND is warmup.
 run_pgbench() {
     local prefix=$res_dir/$1-pgbench-$2 dest=$results
     [ "$2" = warmup ] && dest=/dev/null
     rm -f "$prefix".log.*
     if ! PGPASSWORD=$(head -n 1 "$PHR_SECRETS_DIR/pg_$3.password") "${gen_pin[@]}" pgbench -n \
-        -M extended -h 127.0.0.1 -p "$PHR_PG_PORT" -U "phr_$3" -c "$PHR_PG_POOL" -j 1 -T "$5" \
+        -M "${BENCH_PG_MODE:-prepared}" -h 127.0.0.1 -p "$PHR_PG_PORT" -U "phr_$3" -c "$PHR_PG_POOL" -j 1 -T "$5" \
         -l --log-prefix="$prefix.log" "${@:6}" -f "$4" "phr_$3" > "$prefix.out" 2>&1; then
         tail -n 20 "$prefix.out" >&2
         die "pgbench $4 failed (see $prefix.out)"
@@ -819,7 +826,7 @@ fi
 
 # ---- report ---------------------------------------------------------------------------
 
-"$py" "$bench_dir/bench.py" report "$results" "$rss_json" "$root/BENCHMARKS.md" \
-    || die "report failed"
-say "BENCHMARKS.md updated"
+report_md=${BENCH_REPORT:-$root/BENCHMARKS.md}
+"$py" "$bench_dir/bench.py" report "$results" "$rss_json" "$report_md" || die "report failed"
+say "$report_md updated"
 exit 0

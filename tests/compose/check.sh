@@ -7,6 +7,10 @@
 #    restart unless-stopped, init and a 15 s stop grace period; only the gateway publishes a
 #    port, on 127.0.0.1:8443; the named volumes exist; the files the compose file and the
 #    Dockerfile refer to exist; the shell scripts parse.
+# 3. The backups service: deploy/compose/Dockerfile.backups (phrctl, PostgreSQL 15 client tools,
+#    backup-loop.sh as entrypoint), PHR_BACKUP_KEEP 35, the backups volume at PHR_BACKUP_DIR, the
+#    full secret set (backup_key_v1, superuser password) read-only, health from the loop's
+#    last success; the loop runs `phrctl backup run` daily at a valid PHR_BACKUP_AT.
 # Exit status 0 when everything passes, 1 otherwise.
 set -uo pipefail
 
@@ -47,12 +51,30 @@ cfg = yaml.safe_load(sys.stdin)
 svcs = cfg.get("services", {})
 errs = []
 want = {"secrets-init", "postgres", "redis", "auth", "records", "notification", "audit",
-        "gateway"}
+        "gateway", "backups"}
 missing = want - set(svcs)
 if missing:
     errs.append("missing services: %s" % sorted(missing))
-if "backup" in svcs:
-    errs.append("backup service is not wanted yet (issue 7)")
+b = svcs.get("backups", {})
+benv = b.get("environment", {})
+if b.get("build", {}).get("dockerfile") != "deploy/compose/Dockerfile.backups":
+    errs.append("backups: not built from deploy/compose/Dockerfile.backups")
+for k, v in (("PHR_BACKUP_KEEP", "35"), ("PHR_BACKUP_DIR", "/backups"),
+             ("PHR_SECRETS_DIR", "/run/secrets/phr"), ("PHR_BACKUP_PG_HOST", "postgres"),
+             ("TZ", "Asia/Tokyo")):
+    if str(benv.get(k)) != v:
+        errs.append("backups: %s is %r, want %r" % (k, benv.get(k), v))
+import re
+if not re.fullmatch(r"([01][0-9]|2[0-3]):[0-5][0-9]", str(benv.get("PHR_BACKUP_AT"))):
+    errs.append("backups: PHR_BACKUP_AT is not HH:MM")
+mounts = {(v.get("source"), v.get("target"), bool(v.get("read_only"))) if isinstance(v, dict)
+          else tuple(v.split(":")[:2]) + (v.endswith(":ro"),) for v in b.get("volumes", [])}
+for m in (("backups", "/backups", False), ("secrets", "/run/secrets", True)):
+    if m not in mounts:
+        errs.append("backups: volume %s not mounted at %s%s" % (m[0], m[1],
+                    " read-only" if m[2] else ""))
+if "--health" not in " ".join(b.get("healthcheck", {}).get("test", [])):
+    errs.append("backups: the health check is not backup-loop.sh --health")
 for name, s in svcs.items():
     if name != "gateway" and s.get("ports"):
         errs.append("%s publishes ports" % name)
@@ -115,6 +137,14 @@ for target in secrets-init gateway builder runtime auth records notification aud
 done
 grep -Eq '^ARG BASE_IMAGE=debian:bookworm-slim$' deploy/Dockerfile \
     || bad "Dockerfile: BASE_IMAGE must default to debian:bookworm-slim"
+grep -q '^ENTRYPOINT \["/bin/bash", "/usr/local/lib/phr/backup-loop.sh"\]$' \
+    deploy/compose/Dockerfile.backups || bad "Dockerfile.backups: entrypoint is not backup-loop.sh"
+for w in postgresql-client-15 /usr/local/bin/phrctl deploy/compose/backup-loop.sh; do
+    grep -q -- "$w" deploy/compose/Dockerfile.backups || bad "Dockerfile.backups: no $w"
+done
+grep -q '^    if phrctl backup run --json; then$' deploy/compose/backup-loop.sh &&
+    grep -q 'date -d "tomorrow $at"' deploy/compose/backup-loop.sh ||
+    bad "backup-loop.sh does not run phrctl backup run daily"
 for s in deploy/compose/*.sh; do
     bash -n "$s" || bad "$s does not parse"
 done

@@ -2,8 +2,11 @@
 # Usage: tests/fuzz/run.sh [fuzz_name ...]        (make fuzz)
 #
 # Builds every tests/fuzz/fuzz_*.c (or only the named ones) as a clang-14
-# libFuzzer binary with ASan+UBSan, linked with common/*.c (as an archive), and runs
-# each for FUZZ_SECONDS (default 30) on a temporary copy of its seed corpus
+# libFuzzer binary with ASan+UBSan, linked with common/*.c (as an archive; a
+# target named fuzz_<service>_* also with services/<service>/*.c but main.c,
+# as the unit tests are), and runs
+# each for FUZZ_SECONDS (default 30; the long mode is 300 or more, `make fuzz-long`)
+# on a temporary copy of its seed corpus
 # tests/fuzz/corpus/<name without fuzz_>/ (the repository copy is never
 # modified). A tests/fuzz/<name>.dict is passed as -dict when present.
 # Crash inputs go to build-fuzz/artifacts/. Prints one line per target and
@@ -14,7 +17,7 @@ cd "$(dirname "$0")/../.." || exit 2
 
 FUZZ_SECONDS=${FUZZ_SECONDS:-30}
 CC_FUZZ=${CC_FUZZ:-clang-14}
-OUT=build-fuzz
+OUT=${FUZZ_OUT:-build-fuzz} # FUZZ_OUT: another build directory
 PKGS=(libevent libevent_pthreads libevent_openssl libnghttp2 hiredis json-c libpq openssl)
 SAN="address,undefined"
 CFLAGS_FUZZ=(-std=c11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer -fno-sanitize-recover=all -Icommon)
@@ -36,23 +39,32 @@ read -r -a PKG_LIBS <<<"$(pkg-config --libs "${PKGS[@]}")"
 
 mkdir -p "$OUT/obj" "$OUT/bin" "$OUT/artifacts" "$OUT/logs"
 
-# Common sources: compiled once with coverage instrumentation, no fuzzer main.
-objs=()
-for src in common/*.c; do
-    obj="$OUT/obj/$(basename "${src%.c}").o"
-    if [ ! -f "$obj" ] || [ "$src" -nt "$obj" ] || [ -n "$(find common -name '*.h' -newer "$obj")" ]; then
-        if ! "$CC_FUZZ" "${CFLAGS_FUZZ[@]}" -fsanitize=fuzzer-no-link,$SAN "${PKG_CFLAGS[@]}" \
-            -c "$src" -o "$obj"; then
-            echo "fuzz: cannot compile $src" >&2
-            exit 1
+# archive LIB SRC...: compiles the sources once with coverage instrumentation (no fuzzer
+# main) into $OUT/obj/<dir>/ and archives them, as in the Makefile: a target links only
+# the objects it needs.
+archive() {
+    local lib=$1 src obj dir
+    shift
+    local objs=()
+    for src in "$@"; do
+        dir=$(dirname "$src")
+        obj="$OUT/obj/${dir//\//_}/$(basename "${src%.c}").o"
+        mkdir -p "$(dirname "$obj")"
+        if [ ! -f "$obj" ] || [ "$src" -nt "$obj" ] ||
+            [ -n "$(find common "$dir" -name '*.h' -newer "$obj")" ]; then
+            if ! "$CC_FUZZ" "${CFLAGS_FUZZ[@]}" -fsanitize=fuzzer-no-link,$SAN \
+                "${PKG_CFLAGS[@]}" -c "$src" -o "$obj"; then
+                echo "fuzz: cannot compile $src" >&2
+                return 1
+            fi
         fi
-    fi
-    objs+=("$obj")
-done
-# An archive, as in the Makefile: a target links only the objects it needs.
+        objs+=("$obj")
+    done
+    rm -f "$lib"
+    ar rcs "$lib" "${objs[@]}"
+}
 lib="$OUT/libcommon-fuzz.a"
-rm -f "$lib"
-ar rcs "$lib" "${objs[@]}" || exit 1
+archive "$lib" common/*.c || exit 1
 
 if [ $# -gt 0 ]; then
     targets=()
@@ -74,8 +86,23 @@ for src in "${targets[@]}"; do
     bin="$OUT/bin/$name"
     log="$OUT/logs/$name.log"
 
+    # fuzz_<service>_*: the service's modules too (not main.c)
+    libs=()
+    svc=${short%%_*}
+    if [ "$svc" != "$short" ] && [ -d "services/$svc" ]; then
+        svc_srcs=()
+        for s in services/"$svc"/*.c; do
+            [ "$(basename "$s")" = main.c ] || svc_srcs+=("$s")
+        done
+        if ! archive "$OUT/lib$svc-fuzz.a" "${svc_srcs[@]}"; then
+            echo "$name: BUILD FAILED"
+            failed=1
+            continue
+        fi
+        libs+=("$OUT/lib$svc-fuzz.a")
+    fi
     if ! "$CC_FUZZ" "${CFLAGS_FUZZ[@]}" -fsanitize=fuzzer,$SAN "${PKG_CFLAGS[@]}" "$src" \
-        "$lib" -o "$bin" "${PKG_LIBS[@]}" -largon2 -lunistring -lpthread -lm; then
+        "${libs[@]}" "$lib" -o "$bin" "${PKG_LIBS[@]}" -largon2 -lunistring -lpthread -lm; then
         echo "$name: BUILD FAILED"
         failed=1
         continue

@@ -831,39 +831,114 @@ audit_concurrent(void)
     IT_CHECK(strtoll(out, NULL, 10) == head1 - head0 + 1);
 }
 
+/* POST /internal/v1/retention/archive (the retention run) with |body|; 200 or the status. */
+static long
+at_retention_run(const char *body, it_resp_t *r)
+{
+    long st = it_internal("audit", "audit", "POST", "/internal/v1/retention/archive", body, r);
+    if (st != 200) {
+        fprintf(stderr, "  retention run: %ld %.300s\n", st, r->body ? r->body : "");
+    }
+    return st;
+}
+
+/* The report entry of partition |name| in a retention run's answer, or NULL. */
+static json_object *
+at_retention_part(const it_resp_t *r, const char *name)
+{
+    json_object *parts = NULL;
+
+    if (r->json == NULL || !json_object_object_get_ex(r->json, "partitions", &parts)) {
+        return NULL;
+    }
+    for (size_t i = 0; i < json_object_array_length(parts); i++) {
+        json_object *p = json_object_array_get_idx(parts, i), *n = NULL;
+        if (json_object_object_get_ex(p, "partition", &n) &&
+            strcmp(json_object_get_string(n), name) == 0) {
+            return p;
+        }
+    }
+    return NULL;
+}
+
+static const char *
+at_member(json_object *o, const char *key)
+{
+    json_object *v = NULL;
+    return o != NULL && json_object_object_get_ex(o, key, &v) && v != NULL
+               ? json_object_get_string(v)
+               : "";
+}
+
 /*
- * Retention: an expired monthly partition is dropped only once its export was recorded
- * as verified; the drop is recorded, the partition not re-created, checkpoints kept.
+ * Five events recorded in the month |month| (a JST month start, SQL text) appended at the
+ * chain head by the superuser, holding the writer's advisory lock, hashed in SQL.
+ */
+static int
+at_backdate(const char *month)
+{
+    char hash[4096], sql[9000];
+
+    at_hash_sql(hash, sizeof(hash));
+    snprintf(sql, sizeof(sql),
+             "BEGIN; SELECT pg_advisory_xact_lock(7300206010); CREATE TEMP TABLE it_old (LIKE "
+             "audit_events) ON COMMIT DROP; DO $$ DECLARE h record; t timestamptz := "
+             "'%s'::timestamptz + interval '3 days'; BEGIN SELECT seq, hash INTO h FROM "
+             "audit_events ORDER BY seq DESC, recorded_at DESC LIMIT 1; FOR i IN 1..5 LOOP "
+             "DELETE FROM it_old; INSERT INTO it_old (seq, event_id, occurred_at, recorded_at, "
+             "actor_kind, action, target_type, target_id, result, source_service, details, "
+             "prev_hash, hash) VALUES (h.seq + 1, gen_random_uuid(), t + i * interval '1 minute', "
+             "t + i * interval '1 minute' + interval '1.234567 second', 'service', "
+             "'audit.itest.retention', 'account', 'old-' || i, 'success', 'audit', "
+             "'{\"n\": 1}'::jsonb, h.hash, ''::bytea); UPDATE it_old SET hash = %s; INSERT INTO "
+             "audit_events SELECT * FROM it_old; INSERT INTO audit_event_ids SELECT event_id, seq "
+             "FROM it_old; SELECT seq, hash INTO h FROM it_old; END LOOP; END $$; COMMIT",
+             month, hash);
+    return at_super(sql) == 0;
+}
+
+/*
+ * Retention: an expired monthly partition is exported, the file verified from itself and
+ * recorded, and only then dropped; a corrupted archive keeps the partition; the drop is
+ * recorded, the partition never re-created, checkpoints kept, and both verifiers still pass
+ * over the chain across the archived gap. The service role cannot drop anything itself.
  */
 static void
 audit_retention(void)
 {
-    char out[128], name[128], ck0[32], ck1[32];
-    char back[16];
-    /* the first month from 3 months back whose partition was never dropped (re-runnable) */
+    char out[256], name[64], month[64], back[16], ck0[32], ck1[32], path[1024], file[512];
+    int64_t lo, hi, a, b;
+    it_resp_t r;
+    json_object *p;
+
+    /* a first run (whatever is already due) tells the retention horizon */
+    IT_CHECK(at_retention_run("{}", &r) == 200);
+    json_object *days = NULL;
+    IT_CHECK(json_object_object_get_ex(r.json, "retention_days", &days));
+    int retention = json_object_get_int(days);
+    it_resp_free(&r);
+    /* the newest month past the horizon whose partition was never dropped (re-runnable) */
     IT_CHECK(it_psql("audit", back, sizeof(back),
-                     "SELECT m FROM generate_series(3, 100) m WHERE NOT EXISTS (SELECT 1 FROM "
-                     "audit_partition_drops d WHERE d.partition_name = 'audit_events_' || "
-                     "to_char(date_trunc('month', now() AT TIME ZONE 'Asia/Tokyo') - "
-                     "make_interval(months => m), 'YYYYMM')) ORDER BY m LIMIT 1") == 0 &&
+                     "SELECT m FROM generate_series(2, 600) m, LATERAL (SELECT date_trunc('month', "
+                     "now() AT TIME ZONE 'Asia/Tokyo') - make_interval(months => m) AS s) x WHERE "
+                     "(x.s + interval '1 month') AT TIME ZONE 'Asia/Tokyo' <= now() - "
+                     "make_interval(days => %d) AND NOT EXISTS (SELECT 1 FROM audit_archives d "
+                     "WHERE d.partition_name = 'audit_events_' || to_char(x.s, 'YYYYMM')) "
+                     "ORDER BY m LIMIT 1",
+                     retention) == 0 &&
              back[0] != '\0');
     IT_CHECK(it_psql("audit", out, sizeof(out),
-                     "SELECT 'audit_events_' || to_char(date_trunc('month', now() AT TIME ZONE "
-                     "'Asia/Tokyo') - make_interval(months => %s), 'YYYYMM')",
+                     "SELECT 'audit_events_' || to_char(s, 'YYYYMM') || ' ' || (s AT TIME ZONE "
+                     "'Asia/Tokyo')::text FROM (SELECT date_trunc('month', now() AT TIME ZONE "
+                     "'Asia/Tokyo') - make_interval(months => %s) AS s) x",
                      back) == 0);
-    snprintf(name, sizeof(name), "%s", out);
+    IT_CHECK(sscanf(out, "%63s %63[^\n]", name, month) == 2);
     IT_CHECK(it_psql("audit", out, sizeof(out), "SELECT audit_ensure_partitions(%s, 0)", back) ==
              0);
     IT_CHECK(it_psql("audit", out, sizeof(out), "SELECT to_regclass('%s') IS NOT NULL", name) ==
                  0 &&
              strcmp(out, "t") == 0);
-    IT_CHECK(it_psql("audit", ck0, sizeof(ck0), "SELECT count(*) FROM checkpoints") == 0);
-    /* not exported: kept */
-    IT_CHECK(it_psql("audit", out, sizeof(out), "SELECT count(*) FROM audit_drop_expired(30)") ==
-             0);
-    IT_CHECK(it_psql("audit", out, sizeof(out), "SELECT to_regclass('%s') IS NOT NULL", name) ==
-                 0 &&
-             strcmp(out, "t") == 0);
+
     /* the service role cannot drop it (nor the log, nor the database) itself */
     IT_CHECK(it_psql("audit", out, sizeof(out), "DROP TABLE %s", name) != 0);
     IT_CHECK(it_psql("audit", out, sizeof(out), "DROP TABLE audit_events") != 0);
@@ -874,15 +949,64 @@ audit_retention(void)
                      "SELECT d.datdba = r.oid FROM pg_database d, pg_roles r WHERE d.datname = "
                      "'phr_audit' AND r.rolname = 'phr_audit'") == 0 &&
              strcmp(out, "f") == 0);
-    /* exported and verified: dropped */
+    /* old events in it: still not dropped without a verified archive */
+    IT_CHECK(at_post(1, &a, &b)); /* a head to link to, even on a fresh stack */
+    IT_CHECK(at_backdate(month));
+    IT_CHECK(at_post(3, &a, &b)); /* the chain goes on after the old events */
     IT_CHECK(it_psql("audit", out, sizeof(out),
-                     "INSERT INTO audit_archives (partition_name, from_seq, to_seq, export_sha256, "
-                     "exported_at, verified_at) VALUES ('%s', 0, 0, 'itest', now(), now()) ON "
-                     "CONFLICT DO NOTHING",
+                     "SELECT min(seq) || ' ' || max(seq) || ' ' || count(*) FROM audit_events "
+                     "WHERE tableoid = '%s'::regclass",
                      name) == 0);
+    long long n = 0;
+    IT_CHECK(sscanf(out, "%" SCNd64 " %" SCNd64 " %lld", &lo, &hi, &n) == 3 && n == 5 &&
+             hi - lo == 4 && b > hi);
+    IT_CHECK(it_psql("audit", ck0, sizeof(ck0), "SELECT count(*) FROM checkpoints") == 0);
+    IT_CHECK(it_psql("audit", out, sizeof(out), "SELECT count(*) FROM audit_drop_expired(%d)",
+                     retention) == 0 &&
+             strcmp(out, "0") == 0);
+
+    /* exported only: the file is there, the partition too */
+    IT_CHECK(at_retention_run("{\"export_only\":true}", &r) == 200);
+    p = at_retention_part(&r, name);
+    IT_CHECK(p != NULL && strcmp(at_member(p, "status"), "exported") == 0);
+    snprintf(file, sizeof(file), "%s", at_member(p, "file"));
+    it_resp_free(&r);
+    IT_CHECK(it_sh("test -s '%s' && test \"$(grep -c '\"record\":\"event\"' '%s')\" = 5", file,
+                   file) == 0);
+    /* one byte flipped before the verification: rejected, partition kept, file set aside */
+    IT_CHECK(it_sh("sed -i 's/\"old-3\"/\"old-X\"/' '%s' && grep -q old-X '%s'", file, file) == 0);
+    IT_CHECK(at_retention_run("{}", &r) == 200);
+    p = at_retention_part(&r, name);
+    IT_CHECK(p != NULL && strcmp(at_member(p, "status"), "rejected") == 0 &&
+             strstr(at_member(p, "reason"), "hash_mismatch") != NULL);
+    IT_CHECK(json_object_object_get_ex(r.json, "dropped", &p) &&
+             strstr(json_object_to_json_string(p), name) == NULL);
+    it_resp_free(&r);
+    IT_CHECK(it_psql("audit", out, sizeof(out), "SELECT to_regclass('%s') IS NOT NULL", name) ==
+                 0 &&
+             strcmp(out, "t") == 0);
     IT_CHECK(it_psql("audit", out, sizeof(out),
-                     "SELECT string_agg(x, ',') FROM audit_drop_expired(30) x") == 0);
-    IT_CHECK(strstr(out, name) != NULL);
+                     "SELECT count(*) FROM audit_archives WHERE partition_name = '%s'",
+                     name) == 0 &&
+             strcmp(out, "0") == 0);
+    IT_CHECK(it_sh("ls '%s'.rejected-* > /dev/null 2>&1 && test ! -e '%s'", file, file) == 0);
+
+    /* the next run exports afresh, verifies, records, then drops */
+    IT_CHECK(at_retention_run("{}", &r) == 200);
+    p = at_retention_part(&r, name);
+    IT_CHECK(p != NULL && strcmp(at_member(p, "status"), "archived") == 0);
+    char sha[80];
+    snprintf(sha, sizeof(sha), "%s", at_member(p, "sha256"));
+    IT_CHECK(json_object_object_get_ex(r.json, "dropped", &p) &&
+             strstr(json_object_to_json_string(p), name) != NULL);
+    it_resp_free(&r);
+    IT_CHECK(it_sh("test \"$(sha256sum < '%s' | cut -c1-64)\" = '%s'", file, sha) == 0);
+    IT_CHECK(it_psql("audit", out, sizeof(out),
+                     "SELECT from_seq || ' ' || to_seq || ' ' || events || ' ' || export_sha256 "
+                     "|| ' ' || archive_file FROM audit_archives WHERE partition_name = '%s'",
+                     name) == 0);
+    snprintf(path, sizeof(path), "%" PRId64 " %" PRId64 " 5 %s %s", lo, hi, sha, file);
+    IT_CHECK(strcmp(out, path) == 0);
     IT_CHECK(it_psql("audit", out, sizeof(out), "SELECT to_regclass('%s') IS NULL", name) == 0 &&
              strcmp(out, "t") == 0);
     IT_CHECK(it_psql("audit", out, sizeof(out),
@@ -895,6 +1019,18 @@ audit_retention(void)
              strcmp(out, "t") == 0);
     IT_CHECK(it_psql("audit", ck1, sizeof(ck1), "SELECT count(*) FROM checkpoints") == 0);
     IT_CHECK(strtoll(ck1, NULL, 10) >= strtoll(ck0, NULL, 10));
+    /* both verifiers cross the archived range: linked through its recorded last hash */
+    IT_CHECK(at_both_say(lo - 3, b, 0, NULL, b - (lo - 3) + 1 - 5));
+    /* a tampered link after the gap is still caught */
+    char sql[300];
+    snprintf(sql, sizeof(sql),
+             "DROP TABLE IF EXISTS it_tamper_backup; CREATE TABLE it_tamper_backup AS SELECT * "
+             "FROM audit_events WHERE seq = %" PRId64 "; UPDATE audit_events SET prev_hash = "
+             "decode(repeat('cd', 32), 'hex') WHERE seq = %" PRId64,
+             hi + 1, hi + 1);
+    int tampered = at_super(sql) == 0 && at_both_say(lo - 3, b, hi + 1, "prev_hash_mismatch", 0);
+    IT_CHECK(at_restore(hi + 1, hi + 1));
+    IT_CHECK(tampered);
     /* the current month is never expired */
     IT_CHECK(it_psql("audit", out, sizeof(out),
                      "SELECT count(*) FROM audit_drop_expired(30) x WHERE x LIKE '%%' || "
@@ -977,7 +1113,7 @@ const it_case_t audit_cases[] = {
     {"audit tamper: forged row with a valid hash detected", audit_forged_row},
     {"audit tamper: tail truncation and checkpoint signature detected", audit_truncate_tail},
     {"audit chain: concurrent batches never fork it", audit_concurrent},
-    {"audit retention: drop only after a verified export", audit_retention},
+    {"audit retention: export, verify from the file, record, then drop", audit_retention},
     {"audit: a failed login reaches the log through the outbox relay", audit_from_auth},
     {"audit verify route: operators only, bad parameters", audit_verify_access},
     {NULL, NULL},

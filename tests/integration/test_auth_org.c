@@ -1233,6 +1233,21 @@ test_session_info(void)
          org_streq(json_object_get_string(json_object_array_get_idx(m, 0)), "totp");
     it_resp_free(&r);
     IT_CHECK(ok);
+    /* ... and the org's staff list shows them (the console's MFA column) */
+    char path[160];
+    snprintf(path, sizeof(path), "/api/v1/orgs/%s/staff", e.org_id);
+    IT_CHECK(org_req("GET", path, NULL, e.admin_token, &r) == 200);
+    ok = 0;
+    for (size_t i = 0; i < org_nitems(&r); i++) {
+        json_object *it = org_item(&r, i);
+        if (org_streq(org_get(it, "id"), e.admin_id)) {
+            ok = json_object_object_get_ex(it, "mfa_methods", &m) &&
+                 json_object_array_length(m) == 1 &&
+                 org_streq(json_object_get_string(json_object_array_get_idx(m, 0)), "totp");
+        }
+    }
+    it_resp_free(&r);
+    IT_CHECK(ok);
     IT_CHECK(
         org_problem("GET", "/api/v1/auth/session", NULL, "not-a-token", 401, "session_expired"));
     IT_CHECK(org_problem("GET", "/api/v1/auth/session", NULL, NULL, 401, "unauthenticated"));

@@ -60,7 +60,7 @@ gw_not_routed(void)
         "/metrics",
         "/livez",
         "/readyz",
-        "/",
+        "/readyz/",
         "/api/v2/auth/password-policy",
         "/api/v1/internal/v1/status",
     };

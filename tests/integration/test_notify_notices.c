@@ -865,6 +865,137 @@ test_incident_fresh(void)
     it_resp_free(&r);
 }
 
+/* The delivery status of |account| on |channel| in incident JSON |o|, or "". */
+static const char *
+nn_delivery_on(json_object *o, const char *account, const char *channel)
+{
+    json_object *d, *a, *c, *s;
+    if (o == NULL || !json_object_object_get_ex(o, "deliveries", &d)) {
+        return "";
+    }
+    for (size_t i = 0; i < json_object_array_length(d); i++) {
+        json_object *it = json_object_array_get_idx(d, i);
+        if (json_object_object_get_ex(it, "account_id", &a) &&
+            json_object_object_get_ex(it, "channel", &c) &&
+            json_object_object_get_ex(it, "status", &s) &&
+            strcmp(json_object_get_string(a), account) == 0 &&
+            strcmp(json_object_get_string(c), channel) == 0) {
+            return json_object_get_string(s);
+        }
+    }
+    return "";
+}
+
+/* UTF-16 code units of UTF-8 |s| (what a UCS-2 SMS segment counts). */
+static size_t
+nn_utf16_units(const char *s)
+{
+    size_t n = 0;
+    for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++) {
+        if ((*p & 0xC0) != 0x80) {
+            n += *p >= 0xF0 ? 2 : 1;
+        }
+    }
+    return n;
+}
+
+/* Registers SMS MFA |phone| for the account of |token| (enrol, then confirm with the code). */
+static int
+nn_enrol_phone(const char *token, const char *phone)
+{
+    char body[96], code[16];
+    snprintf(body, sizeof(body), "{\"phone\":\"%s\"}", phone);
+    if (nn_status("POST", "/api/v1/auth/mfa/sms/enroll", body, token) != 202 ||
+        it_psql("auth", code, sizeof(code),
+                "SELECT body->'params'->>'code' FROM outbox WHERE topic = 'notification' AND "
+                "body->>'kind' = 'sms_code' AND body->'to'->>'phone' = '%s' "
+                "ORDER BY id DESC LIMIT 1",
+                phone) != 0 ||
+        strlen(code) != 6) {
+        return 0;
+    }
+    snprintf(body, sizeof(body), "{\"code\":\"%s\"}", code);
+    return nn_status("POST", "/api/v1/auth/mfa/sms/confirm", body, token) == 200;
+}
+
+/* An admin with a registered phone gets the incident SMS (one UCS-2 segment) as well as the
+ * e-mail, and the incident lists both deliveries. */
+static void
+test_incident_sms(void)
+{
+    char op[64], org[37], adm[37], tok[64], mail[128], phone[24], body[512], det[TU_JST_LEN];
+    char path[160], id[37] = "";
+    it_resp_t r;
+    json_object *v;
+
+    IT_CHECK(nn_operator(op));
+    it_unique_email(mail, sizeof(mail), "incs");
+    IT_CHECK(nn_org(op, mail, org, adm, tok));
+    snprintf(phone, sizeof(phone), "+8170%08lu",
+             ((unsigned long)time(NULL) * 7919ul + (unsigned long)getpid()) % 100000000ul);
+    IT_CHECK(nn_enrol_phone(tok, phone));
+
+    tu_format_jst(tu_now_ms() - 60000, det, sizeof(det));
+    snprintf(body, sizeof(body),
+             "{\"title\":\"sms %s\",\"description\":\"d\",\"org_ids\":[\"%s\"],"
+             "\"detected_at\":\"%s\"}",
+             phone, org, det);
+    IT_CHECK(nn_req("POST", "/api/v1/admin/incidents", body, op, NULL, &r) == 201);
+    if (it_json_str(&r, "id") != NULL) {
+        snprintf(id, sizeof(id), "%s", it_json_str(&r, "id"));
+    }
+    IT_CHECK(json_object_object_get_ex(r.json, "deliveries", &v) &&
+             json_object_array_length(v) == 2);
+    it_resp_free(&r);
+    IT_CHECK(id[0] != '\0');
+
+    snprintf(path, sizeof(path), "/api/v1/admin/incidents/%s", id);
+    int settled = 0;
+    for (int i = 0; i < 240 && !settled; i++) {
+        IT_CHECK(nn_req("GET", path, NULL, op, NULL, &r) == 200);
+        const char *se = nn_delivery_on(r.json, adm, "email");
+        const char *ss = nn_delivery_on(r.json, adm, "sms");
+        settled = (strcmp(se, "sent") == 0 || strcmp(se, "delivered") == 0) &&
+                  (strcmp(ss, "sent") == 0 || strcmp(ss, "delivered") == 0);
+        if (settled || i == 239) {
+            fprintf(stderr, "  incident sms: e-mail %s, sms %s\n", se, ss);
+        }
+        it_resp_free(&r);
+        if (!settled) {
+            usleep(250000);
+        }
+    }
+    IT_CHECK(settled);
+
+    /* the stand-in got exactly one incident SMS for the phone, within one UCS-2 segment */
+    json_object *arr = nn_standin("GET", "/__messages", NULL);
+    int n = 0;
+    size_t units = 0;
+    for (size_t i = 0; arr != NULL && i < json_object_array_length(arr); i++) {
+        json_object *m = json_object_array_get_idx(arr, i), *p, *to, *text;
+        if (json_object_object_get_ex(m, "provider", &p) &&
+            strcmp(json_object_get_string(p), "twilio") == 0 &&
+            json_object_object_get_ex(m, "to", &to) &&
+            strcmp(json_object_get_string(to), phone) == 0 &&
+            json_object_object_get_ex(m, "text", &text) &&
+            (strstr(json_object_get_string(text), "incident") != NULL ||
+             strstr(json_object_get_string(text), "インシデント") != NULL)) {
+            n++;
+            units = nn_utf16_units(json_object_get_string(text));
+        }
+    }
+    json_object_put(arr);
+    fprintf(stderr, "  incident sms at the stand-in: %d message(s), %zu UTF-16 units\n", n, units);
+    IT_CHECK(n == 1);
+    IT_CHECK(units > 0 && units <= 70);
+    char sql[256];
+    snprintf(sql, sizeof(sql),
+             "SELECT count(*) FROM notifications WHERE incident_id = '%s' AND channel = 'sms' "
+             "AND to_address = '%s'",
+             id, phone);
+    IT_CHECK(nn_sql_long("notification", sql) == 1);
+}
+
 const it_case_t notify_notice_cases[] = {
     {"notice_webhook_sendgrid", test_sendgrid_webhook},
     {"notice_webhook_twilio", test_twilio_webhook},
@@ -873,5 +1004,6 @@ const it_case_t notify_notice_cases[] = {
     {"notice_all_accounts", test_notice_all},
     {"notice_incident", test_incident},
     {"notice_incident_fresh", test_incident_fresh},
+    {"notice_incident_sms", test_incident_sms},
     {NULL, NULL},
 };

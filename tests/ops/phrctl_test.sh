@@ -289,7 +289,7 @@ adm phr_records "INSERT INTO withdrawals (patient_id, withdrawn_at, purge_after)
 expect_rc 0 "retention run --yes --json" "$PHRCTL" retention run --yes --json
 check "  counts: the due patient and its record purged" test \
     "$(jq_py '[sorted(j), j["patients_purged"] >= 1, j["records_purged"] >= 1]')" = \
-    "[['invitations_purged', 'patients_purged', 'records_purged'], True, True]"
+    "[['accounts_purged', 'audit', 'invitations_purged', 'notifications_wiped', 'patients_purged', 'records_purged'], True, True]"
 check "  the patient's records are gone and the withdrawal marked purged" test \
     "$(adm phr_records "SELECT (SELECT count(*) FROM records WHERE patient_id = '$PID') || ':' ||
         (SELECT purged_at IS NOT NULL FROM withdrawals WHERE patient_id = '$PID')")" = "0:true"

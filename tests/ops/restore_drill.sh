@@ -18,6 +18,12 @@
 #      (decrypted here independently, with python3-cryptography)
 #   6. rotation: with 36 old generations a failed run removes none; a good run keeps
 #      exactly PHR_BACKUP_KEEP (35), the newest
+#   7. purges are not resurrected: back up, patient C deletes her data (POST
+#      /api/v1/me/deletion), restore that generation: C's records are gone again, the replay
+#      is audited (records.patient.purge, reason restore_replay) and the chain verifies
+#   8. the docker-compose backups service's loop (deploy/compose/backup-loop.sh) on this
+#      stack: a run at start, then it waits for the daily slot; stops on SIGTERM; no second run
+#      when restarted within the day; --health; one-off commands
 # Prints "ok - ..." / "not ok - ..." per check and "N passed, N failed"; exit 1 on failure.
 set -uo pipefail
 
@@ -352,6 +358,97 @@ check "the interrupted .partial was cleaned up" \
     test "$(find "$PHR_BACKUP_DIR" -maxdepth 1 -name '*.partial' | wc -l)" = 0
 PHR_BACKUP_KEEP=3 expect_rc 0 "PHR_BACKUP_KEEP=3 run" "$PHRCTL" backup run
 check "  ... keeps 3" test "$(gens | wc -l)" = 3
+
+# ---- 7. a purge after the backup is applied again by the restore ----------------------
+NOTE3="drill-note-three-$RANDOM$RANDOM"
+check "patient C registered with a note through the gateway" patient C "$NOTE3" || finish
+PID_C=$(adm phr_auth "SELECT id FROM accounts WHERE email = '$EMAIL_C'")
+audit_settle
+sleep 1
+expect_rc 0 "backup run with patient C's records" "$PHRCTL" backup run --json
+GEN4=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["generation"])' \
+    "$TMP/out" 2>/dev/null)
+c_rows() { # records + history rows of patient C
+    adm phr_records "SELECT (SELECT count(*) FROM records WHERE patient_id = '$PID_C') +
+        (SELECT count(*) FROM record_history WHERE patient_id = '$PID_C')"
+}
+check "  patient C has records ($(c_rows))" test "$(c_rows)" -ge 1
+TOKEN=$(login "$EMAIL_C")
+st=$(api POST /api/v1/me/deletion "{\"password\":\"$PW\"}" "$TOKEN")
+check "patient C deletes her data after the backup (POST /api/v1/me/deletion: $st)" \
+    test "$st" = 204 -a "$(c_rows)" = 0
+audit_settle
+check "  the purge is in the audit log" test "$(adm phr_audit "SELECT count(*) FROM audit_events
+    WHERE action = 'records.patient.purge' AND target_id = '$PID_C'")" = 1
+check "services stopped (stack down, up-deps)" services_stopped
+expect_rc 0 "restore of the generation taken before the deletion" \
+    "$PHRCTL" restore --generation "$GEN4" --yes --json
+check "  --json: the purge of patient C applied again (1 record)" python3 -c '
+import json, sys
+o = json.load(open(sys.argv[1]))
+assert o["ok"] and [(p["patient_id"], p["records"]) for p in o["purges_reapplied"]] == \
+    [(sys.argv[2], 1)], o["purges_reapplied"]' "$TMP/out" "$PID_C"
+check "patient C's records and history are gone again" test "$(c_rows)" = 0
+check "patient B's records are still there" test "$(adm phr_records "SELECT count(*) FROM
+    records r WHERE patient_id = '$PID_B'")" -ge 1
+check "  the pending replay file is gone" test ! -e "$PHR_BACKUP_DIR/.purge-replay.json"
+check "services start on the restored databases" stack up
+audit_settle
+check "the replay is audited (records.patient.purge, restore_replay, generation)" test \
+    "$(adm phr_audit "SELECT details->>'generation' FROM audit_events WHERE action =
+        'records.patient.purge' AND target_id = '$PID_C' AND
+        details->>'reason' = 'restore_replay'")" = "$GEN4"
+expect_rc 0 "phrctl audit verify passes after the replay" "$PHRCTL" audit verify
+TOKEN=$(login "$EMAIL_C")
+st=$(api GET /api/v1/me/records "" "$TOKEN")
+check "patient C reads no records through the gateway ($st)" python3 -c '
+import json, sys
+assert json.load(open(sys.argv[1]))["items"] == []' "$TMP/body"
+
+# ---- 8. the compose backups service's loop -----------------------------------------------
+LOOPDIR=$TMP/loop
+# the loop script as the backups container runs it, phrctl on PATH (env: $! is the script)
+LOOPCMD=(env PHR_BACKUP_DIR="$LOOPDIR" PATH="$PHR_BUILD/bin:$PATH"
+    PHR_BACKUP_AT="$(date -d '+2 hours' +%H:%M)" bash "$ROOT/deploy/compose/backup-loop.sh")
+loop() { "${LOOPCMD[@]}" "$@"; }
+loop_gens() { PHR_BACKUP_DIR=$LOOPDIR "$PHRCTL" backup list --json | python3 -c \
+    'import json,sys; print(len(json.load(sys.stdin)))'; }
+"${LOOPCMD[@]}" >"$TMP/loop.out" 2>"$TMP/loop.err" &
+LOOP=$!
+trap 'kill -TERM "$LOOP" 2>/dev/null; rm -rf "$TMP"' EXIT
+for ((i = 0; i < 120; i++)); do [ -e "$LOOPDIR/.last-success" ] && break; sleep 0.5; done
+check "backup loop: a run at start (a verified generation, success stamp)" \
+    test -e "$LOOPDIR/.last-success" -a "$(loop_gens)" = 1
+for ((i = 0; i < 20; i++)); do grep -q "next backup run at" "$TMP/loop.err" && break; sleep 0.25; done
+check "  then it waits for the daily slot" grep -q "next backup run at" "$TMP/loop.err"
+check "  --health passes" loop --health
+SLEEPER=$(pgrep -P "$LOOP" -x sleep)
+kill -TERM "$LOOP"
+t0=$(date +%s)
+wait "$LOOP"
+rc=$?
+took=$(($(date +%s) - t0))
+check "  SIGTERM stops it at once (exit $rc after $took s)" test "$rc:$((took < 3))" = 0:1
+gone() { # PID: the process ends within 2 s (killed, then reaped by init)
+    local i
+    for ((i = 0; i < 20; i++)); do
+        kill -0 "$1" 2>/dev/null || return 0
+        sleep 0.1
+    done
+    return 1
+}
+check "  ... and its sleep ($SLEEPER)" gone "${SLEEPER:-0}"
+"${LOOPCMD[@]}" >"$TMP/loop.out" 2>"$TMP/loop.err" &
+LOOP=$!
+for ((i = 0; i < 20; i++)); do grep -q "next backup run at" "$TMP/loop.err" && break; sleep 0.25; done
+kill -TERM "$LOOP"
+wait "$LOOP"
+check "  restarted within the day: no second run" test "$(loop_gens)" = 1
+touch -d '27 hours ago' "$LOOPDIR/.last-success"
+check "  --health fails when the last success is 27 hours old" not loop --health
+check "  one-off commands run in its environment (backup list)" \
+    test "$(loop "$PHRCTL" backup list --json | python3 -c \
+        'import json,sys; print(len(json.load(sys.stdin)))')" = 1
 
 rm -rf "$PHR_BACKUP_DIR"
 finish

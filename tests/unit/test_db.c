@@ -673,6 +673,80 @@ terminate(const char *pid)
     assert_int_equal(side_long("%s::int", sql), 1);
 }
 
+/* Statements run as named prepared statements: prepared once per session, then executed. */
+static void
+test_prepared_statements(void **state)
+{
+    qres_t q;
+    txs_t t;
+    char sql[64], want[16], pid[32];
+    const char *one[1] = {"1"};
+    const char *two[1] = {"2"};
+    static const char sel[] = "SELECT v FROM ps WHERE id = $1::int";
+    static const char count[] = "SELECT count(*) FROM pg_prepared_statements "
+                                "WHERE statement = 'SELECT v FROM ps WHERE id = $1::int'";
+
+    db_pool_t *p = ready_pool(1, 5000, 10);
+    assert_int_equal(run_q(p, "CREATE TABLE ps (id int PRIMARY KEY, v text)", 0, NULL, &q), PHR_OK);
+    assert_int_equal(run_q(p, "INSERT INTO ps VALUES (1, 'one'), (2, 'two')", 0, NULL, &q), PHR_OK);
+    assert_int_equal(run_q(p, sel, 1, one, &q), PHR_OK);
+    assert_string_equal(q.val[0], "one");
+    assert_int_equal(run_q(p, sel, 1, two, &q), PHR_OK); /* same statement, other value */
+    assert_string_equal(q.val[0], "two");
+    assert_int_equal(run_q(p, count, 0, NULL, &q), PHR_OK);
+    assert_string_equal(q.val[0], "1"); /* prepared once on the session */
+
+    /* A statement that cannot be prepared fails like a query and is not kept. */
+    assert_int_equal(run_q(p, "SELECT * FROM no_such_table WHERE x = $1", 1, one, &q),
+                     PHR_EGENERIC);
+    assert_int_equal(run_q(p, "SELECT count(*) FROM pg_prepared_statements", 0, NULL, &q), PHR_OK);
+    assert_string_equal(q.val[0], "5"); /* create, insert, sel, count and this one */
+    assert_int_equal(run_q(p, sel, 1, one, &q), PHR_OK);
+    assert_string_equal(q.val[0], "one");
+
+    /* Inside a transaction; a failed PREPARE there fails the statement and the COMMIT. */
+    memset(&t, 0, sizeof(t));
+    assert_int_equal(db_txn_begin(p, tx_begin_cb, &t), PHR_OK);
+    WAIT_UNTIL(t.begin_calls > 0, 5000);
+    assert_int_equal(t.begin_rc, PHR_OK);
+    memset(&q, 0, sizeof(q));
+    assert_int_equal(db_txn_query(t.txn, sel, 1, two, q_cb, &q), PHR_OK);
+    WAIT_UNTIL(q.calls > 0, 5000);
+    assert_int_equal(q.rc, PHR_OK);
+    assert_string_equal(q.val[0], "two");
+    memset(&q, 0, sizeof(q));
+    assert_int_equal(db_txn_query(t.txn, "SELECT nope FROM ps", 0, NULL, q_cb, &q), PHR_OK);
+    assert_int_equal(db_txn_end(t.txn, 1, tx_end_cb, &t), PHR_OK);
+    WAIT_UNTIL(t.end_calls > 0, 5000);
+    assert_int_equal(q.rc, PHR_EGENERIC);
+    assert_int_not_equal(t.end_rc, PHR_OK);
+
+    /* More distinct statements than the cache holds: the rest run unnamed, all answer. */
+    for (int i = 0; i < 80; i++) {
+        snprintf(sql, sizeof(sql), "SELECT %d + $1::int", i);
+        snprintf(want, sizeof(want), "%d", i + 1);
+        assert_int_equal(run_q(p, sql, 1, one, &q), PHR_OK);
+        assert_string_equal(q.val[0], want);
+    }
+    assert_int_equal(run_q(p, "SELECT count(*) <= 64 FROM pg_prepared_statements", 0, NULL, &q),
+                     PHR_OK);
+    assert_string_equal(q.val[0], "t");
+    assert_int_equal(run_q(p, sel, 1, two, &q), PHR_OK);
+    assert_string_equal(q.val[0], "two");
+
+    /* A new session prepares again (the old names died with the old session). */
+    assert_int_equal(run_q(p, "SELECT pg_backend_pid()", 0, NULL, &q), PHR_OK);
+    snprintf(pid, sizeof(pid), "%.31s", q.val[0]);
+    terminate(pid);
+    spin(400);
+    WAIT_UNTIL(db_pool_ready(p), 5000);
+    assert_int_equal(run_q(p, sel, 1, one, &q), PHR_OK);
+    assert_string_equal(q.val[0], "one");
+    assert_int_equal(run_q(p, count, 0, NULL, &q), PHR_OK);
+    assert_string_equal(q.val[0], "1");
+    db_pool_free(p);
+}
+
 static void
 test_terminated_connection(void **state)
 {
@@ -847,6 +921,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_migration_failure, setup, teardown),
         cmocka_unit_test_setup_teardown(test_txn_commit_rollback, setup, teardown),
         cmocka_unit_test_setup_teardown(test_terminated_connection, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_prepared_statements, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unreachable, setup, teardown),
         cmocka_unit_test_setup_teardown(test_free_with_pending, setup, teardown),
     };

@@ -220,12 +220,18 @@ t_cl_close(nghttp2_session *s, int32_t id, uint32_t err, void *ud)
     return 0;
 }
 
-/* Creates a client on |fd| that sends its preface and SETTINGS (|window| 0 = defaults). */
+/*
+ * Creates a client on |fd| that sends its preface and SETTINGS (|window| 0 =
+ * defaults; T_ZERO_WINDOW: INITIAL_WINDOW_SIZE 0 and no automatic
+ * WINDOW_UPDATE, the test opens the windows by hand).
+ */
+#define T_ZERO_WINDOW (-1)
 static t_client_t *
 t_client_new(int fd, int32_t window)
 {
     t_client_t *c = calloc(1, sizeof(*c));
     nghttp2_session_callbacks *cbs;
+    nghttp2_option *opt;
 
     assert_non_null(c);
     c->fd = fd;
@@ -234,11 +240,15 @@ t_client_new(int fd, int32_t window)
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, t_cl_data);
     nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, t_cl_frame_recv);
     nghttp2_session_callbacks_set_on_stream_close_callback(cbs, t_cl_close);
-    assert_int_equal(nghttp2_session_client_new(&c->s, cbs, c), 0);
+    assert_int_equal(nghttp2_option_new(&opt), 0);
+    nghttp2_option_set_no_auto_window_update(opt, window == T_ZERO_WINDOW);
+    assert_int_equal(nghttp2_session_client_new2(&c->s, cbs, c, opt), 0);
+    nghttp2_option_del(opt);
     nghttp2_session_callbacks_del(cbs);
-    nghttp2_settings_entry iv[2] = {{NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
-                                    {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, (uint32_t)window}};
-    assert_int_equal(nghttp2_submit_settings(c->s, NGHTTP2_FLAG_NONE, iv, window > 0 ? 2 : 1), 0);
+    nghttp2_settings_entry iv[2] = {
+        {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
+        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, window > 0 ? (uint32_t)window : 0}};
+    assert_int_equal(nghttp2_submit_settings(c->s, NGHTTP2_FLAG_NONE, iv, window != 0 ? 2 : 1), 0);
     if (window > 0) {
         assert_int_equal(nghttp2_session_set_local_window_size(c->s, NGHTTP2_FLAG_NONE, 0, window),
                          0);
@@ -568,7 +578,11 @@ t_gen_drain(h2s_req_t *req, void *ud)
 {
     char chunk[16384];
 
-    while (t_gen_sent < t_gen_total && h2s_stream_buffered(req) < 256 * 1024) {
+    if (h2s_req_closed(req)) {
+        t_gen_rc = PHR_ECLOSED; /* as the services' producers check: the client went away */
+    }
+    while (t_gen_rc == PHR_OK && t_gen_sent < t_gen_total &&
+           h2s_stream_buffered(req) < 256 * 1024) {
         size_t n =
             t_gen_total - t_gen_sent < sizeof(chunk) ? t_gen_total - t_gen_sent : sizeof(chunk);
         for (size_t i = 0; i < n; i++) {
@@ -1286,6 +1300,91 @@ t_stream_reset(void **state)
 }
 
 /* A peer trickling its preface byte by byte is closed: bytes are not frames. */
+/* Replaces the client with one whose windows stay closed until the test opens them. */
+static void
+t_zero_window_client(void)
+{
+    int sv[2];
+
+    t_client_free(fx.c);
+    fx.c = NULL;
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
+    assert_true(t_run(t_conns_zero, NULL, 1000));
+    assert_int_equal(h2s_adopt_fd(fx.srv, sv[0], "unix:4"), PHR_OK);
+    fx.c = t_client_new(sv[1], T_ZERO_WINDOW);
+    t_run(NULL, NULL, 50);
+}
+
+/*
+ * A client that never opens its window holds a whole answer: the stream is
+ * reset (CANCEL) once it sent nothing for a request timeout (300 ms here),
+ * not kept forever; the connection itself stays usable.
+ */
+static void
+t_window_stall_reset(void **state)
+{
+    t_zero_window_client();
+    t_big_len = 4096;
+    t_reqspec_t r = {.method = "GET", .path = "/big"};
+    t_stream_t *st = t_submit(fx.c, &r);
+
+    assert_true(t_run(t_has_headers, st, 1000));
+    assert_int_equal(st->status, 200);
+    assert_false(st->closed);
+    assert_true(t_run(t_closed, st, 2000));
+    int64_t waited = st->t_close - st->t_headers;
+    assert_true(st->rst);
+    assert_int_equal(st->close_err, NGHTTP2_CANCEL);
+    assert_int_equal(st->blen, 0);
+    if (waited < 250 || waited > 1000) {
+        fail_msg("reset after %lld ms; expected one to two request timeouts (300 ms)",
+                 (long long)waited);
+    }
+    assert_int_equal(h2s_connections(fx.srv), 1);
+    assert_false(fx.c->goaway);
+
+    /* A streamed answer in the same state: reset, and its producer learns and ends. */
+    t_gen_total = 1024 * 1024;
+    r.path = "/stream";
+    st = t_submit(fx.c, &r);
+    assert_true(t_run(t_flag, &t_gen_ended, 2000));
+    assert_int_equal(t_gen_rc, PHR_ECLOSED);
+    assert_true(t_run(t_closed, st, 1000));
+    assert_int_equal(st->close_err, NGHTTP2_CANCEL);
+    assert_int_equal(h2s_inflight(fx.srv), 0);
+    assert_int_equal(h2s_connections(fx.srv), 1);
+}
+
+/*
+ * A slow client that opens its window a little at a time keeps its answer
+ * for as long as it takes (here over four request timeouts): only a
+ * stalled stream is reset.
+ */
+static void
+t_window_slow_kept(void **state)
+{
+    t_zero_window_client();
+    t_big_len = 12 * 1024;
+    t_reqspec_t r = {.method = "GET", .path = "/big"};
+    t_stream_t *st = t_submit(fx.c, &r);
+    int64_t start = t_now_ms();
+
+    assert_true(t_run(t_has_headers, st, 1000));
+    while (!st->closed && t_now_ms() - start < 5000) {
+        assert_int_equal(nghttp2_submit_window_update(fx.c->s, NGHTTP2_FLAG_NONE, st->id, 1024), 0);
+        t_run(t_closed, st, 120);
+    }
+    assert_true(st->closed);
+    assert_false(st->rst);
+    assert_int_equal(st->close_err, NGHTTP2_NO_ERROR);
+    assert_int_equal(st->status, 200);
+    assert_int_equal(st->blen, t_big_len);
+    assert_true(t_now_ms() - start > 4 * 300);
+    for (size_t i = 0; i < t_big_len; i += 97) {
+        assert_int_equal(st->body[i], (char)('a' + i % 26));
+    }
+}
+
 static void
 t_slow_preface(void **state)
 {
@@ -1519,6 +1618,8 @@ main(void)
         cmocka_unit_test_setup_teardown(t_backpressure, t_setup, t_teardown),
         cmocka_unit_test_setup_teardown(t_stream_whole, t_setup, t_teardown),
         cmocka_unit_test_setup_teardown(t_stream_reset, t_setup, t_teardown),
+        cmocka_unit_test_setup_teardown(t_window_stall_reset, t_setup, t_teardown),
+        cmocka_unit_test_setup_teardown(t_window_slow_kept, t_setup, t_teardown),
         cmocka_unit_test_setup_teardown(t_slow_preface, t_setup, t_teardown),
         cmocka_unit_test_setup_teardown(t_listen_tcp, t_setup, t_teardown),
         cmocka_unit_test_setup_teardown(t_listen_port0, t_setup, t_teardown),
@@ -1526,6 +1627,6 @@ main(void)
     };
 
     signal(SIGPIPE, SIG_IGN);
-    log_init("test_h2s", "error");
+    log_init("test_h2s", getenv("T_LOG") ? getenv("T_LOG") : "error");
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

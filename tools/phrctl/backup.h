@@ -137,6 +137,20 @@ int bk_lock(const bk_env_t *env);
 /* Reads |dir|/manifest.json. NULL (message printed) when missing or malformed. */
 json_object *bk_manifest_read(const char *dir);
 
+/*
+ * The patient purges recorded after the generation of |manifest| (replay.c): from the
+ * live audit log and the live records outbox, plus those an interrupted restore kept.
+ * An object patient id -> purge event id, also kept in $PHR_BACKUP_DIR/.purge-replay.json
+ * until applied; NULL on error (printed).
+ */
+json_object *bk_purges_collect(const bk_env_t *env, json_object *manifest);
+
+/*
+ * Applies |purges| to the restored phr_records, each with an audit event (records outbox,
+ * reason restore_replay); adds one object per patient to |report|. PHR_OK or an error.
+ */
+int bk_purges_apply(const bk_env_t *env, const char *gen, json_object *purges, json_object *report);
+
 /* The verbs; argv starts after the verb ("run", "--json", ...). Return exit codes. */
 int bk_backup_main(int argc, char **argv);
 int bk_restore_main(int argc, char **argv);

@@ -70,5 +70,6 @@ int ctl_http(const cfg_t *cfg, int svc_idx, const char *method, const char *path
 int ctl_org_main(int argc, char **argv);
 int ctl_status_main(int argc, char **argv);
 int ctl_retention_main(int argc, char **argv);
+int ctl_keys_main(int argc, char **argv); /* keys.c; argv starts at status|rotate|... */
 
 #endif

@@ -43,7 +43,8 @@ phrctl_usage(void)
                     "       phrctl audit verify [--from-seq N] [--to-seq M] [--json]\n"
                     "       phrctl org create|list|set-seats ... (phrctl org for help)\n"
                     "       phrctl status [--json]\n"
-                    "       phrctl retention run --yes [--json]\n");
+                    "       phrctl retention run --yes [--json]\n"
+                    "       phrctl keys status|rotate|rekey|retire ... (phrctl keys for help)\n");
     return PHRCTL_USAGE;
 }
 
@@ -157,6 +158,9 @@ main(int argc, char **argv)
     }
     if (argc >= 2 && strcmp(argv[1], "retention") == 0) {
         return ctl_retention_main(argc - 2, argv + 2);
+    }
+    if (argc >= 2 && strcmp(argv[1], "keys") == 0) {
+        return ctl_keys_main(argc - 2, argv + 2);
     }
     if (argc >= 2 && strcmp(argv[1], "audit") == 0) {
         return phrctl_audit(argc - 2, argv + 2);

@@ -7,7 +7,8 @@
  * (stop the services first: deploy/BACKUPS.md). The whole generation is verified
  * first; each database is then restored by `pg_restore --clean --if-exists
  * --single-transaction` fed the decrypted dump, and the transaction is killed before
- * it commits when the file's GCM tag does not authenticate.
+ * it commits when the file's GCM tag does not authenticate. Last, the patient purges
+ * recorded after the generation are applied again (replay.c).
  *
  * Exit codes: 0 restored, 1 error, 2 usage, 4 no such generation, 5 the generation
  * failed verification, 6 --yes missing, 7 services connected or a backup running.
@@ -30,19 +31,32 @@ bk_restore_usage(void)
     return BK_EXIT_USAGE;
 }
 
-/* Sessions other than ours on the service databases; -1 when PostgreSQL is unreachable. */
+/*
+ * Sessions other than ours on the service databases; -1 when PostgreSQL is unreachable.
+ * A client that just disconnected stays listed until its backend has exited, so a
+ * nonzero count is asked again for up to BK_DISCONNECT_WAIT_MS before it stands.
+ */
 static long
 bk_connected(const bk_env_t *env)
 {
+    enum { BK_DISCONNECT_WAIT_MS = 3000, BK_DISCONNECT_POLL_MS = 100 };
     char out[64];
+    long n = 0;
 
-    if (bk_sql(env, "postgres",
-               "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND "
-               "datname IN ('phr_auth', 'phr_records', 'phr_notification', 'phr_audit')",
-               out, sizeof(out)) != PHR_OK) {
-        return -1;
+    for (int waited = 0; waited <= BK_DISCONNECT_WAIT_MS; waited += BK_DISCONNECT_POLL_MS) {
+        if (bk_sql(env, "postgres",
+                   "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND "
+                   "datname IN ('phr_auth', 'phr_records', 'phr_notification', 'phr_audit')",
+                   out, sizeof(out)) != PHR_OK) {
+            return -1;
+        }
+        n = strtol(out, NULL, 10);
+        if (n == 0) {
+            break;
+        }
+        usleep(BK_DISCONNECT_POLL_MS * 1000);
     }
-    return strtol(out, NULL, 10);
+    return n;
 }
 
 /*
@@ -149,7 +163,8 @@ bk_restore(const bk_env_t *env, const char *gen_arg, int yes, int as_json)
         return lock == -2 ? BK_EXIT_BUSY : BK_EXIT_ERROR;
     }
     int code = BK_EXIT_ERROR;
-    json_object *m = NULL, *restored = json_object_new_array();
+    json_object *m = NULL, *purges = NULL, *restored = json_object_new_array();
+    json_object *replayed = json_object_new_array();
     long conns = bk_connected(env);
     if (conns < 0) {
         fprintf(stderr, "phrctl: cannot reach PostgreSQL as %s at %s:%s\n", env->pg_user,
@@ -177,6 +192,11 @@ bk_restore(const bk_env_t *env, const char *gen_arg, int yes, int as_json)
         goto out;
     }
     const char *key_id = json_object_get_string(v);
+    purges = bk_purges_collect(env, m); /* before the audit log is replaced */
+    if (purges == NULL) {
+        explicit_bzero(key, sizeof(key));
+        goto out;
+    }
     code = BK_EXIT_OK;
     for (size_t i = 0; i < json_object_array_length(files); i++) {
         json_object *db;
@@ -191,6 +211,12 @@ bk_restore(const bk_env_t *env, const char *gen_arg, int yes, int as_json)
         json_object_array_add(restored, json_object_new_string(name));
     }
     explicit_bzero(key, sizeof(key));
+    if (code == BK_EXIT_OK && bk_purges_apply(env, gen, purges, replayed) != PHR_OK) {
+        fprintf(stderr, "phrctl: the databases are restored but not every purge since the "
+                        "backup is applied again: run the restore again before starting the "
+                        "services\n");
+        code = BK_EXIT_ERROR;
+    }
     json_object *head = NULL;
     json_object_object_get_ex(m, "audit_chain_head", &head);
     if (as_json) {
@@ -200,6 +226,7 @@ bk_restore(const bk_env_t *env, const char *gen_arg, int yes, int as_json)
         json_object_object_add(o, "ok", json_object_new_boolean(code == BK_EXIT_OK));
         json_object_object_add(o, "restored", json_object_get(restored));
         json_object_object_add(o, "audit_chain_head", json_object_get(head));
+        json_object_object_add(o, "purges_reapplied", json_object_get(replayed));
         printf("%s\n", jx_to_string(o, &len));
         json_object_put(o);
     } else if (code == BK_EXIT_OK) {
@@ -208,14 +235,18 @@ bk_restore(const bk_env_t *env, const char *gen_arg, int yes, int as_json)
             json_object_object_get_ex(head, "seq", &seq);
         }
         printf("restored generation %s into %zu databases; audit chain head at backup: %s\n"
+               "patient purges since the backup applied again: %zu\n"
                "run `phrctl audit verify` once the services are up\n",
                gen, json_object_array_length(restored),
-               seq != NULL ? json_object_get_string(seq) : "none");
+               seq != NULL ? json_object_get_string(seq) : "none",
+               json_object_array_length(replayed));
     }
     fflush(stdout);
 out:
     json_object_put(m);
+    json_object_put(purges);
     json_object_put(restored);
+    json_object_put(replayed);
     close(lock);
     return code;
 }

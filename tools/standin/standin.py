@@ -7,7 +7,14 @@ webhooks back to the service and lists what it accepted.
 
   POST /v3/mail/send                                   SendGrid (Bearer = secret sendgrid_api_key)
   POST /2010-04-01/Accounts/{sid}/Messages.json        Twilio (Basic sid:twilio_auth_token)
+  GET  /v3/messages?limit=N&query=Q                   SendGrid Email Activity (Bearer): Q is
+                        clauses field="value" joined by AND; fields msg_id, to_email,
+                        from_email, subject, status, unique_args['name'] (custom_args)
   GET  /2010-04-01/Accounts/{sid}/Messages/{Sid}.json  Twilio fetch (current status)
+  GET  /2010-04-01/Accounts/{sid}/Messages.json        Twilio list, newest first; filters To,
+                        From, DateSent / DateSent< / DateSent> (on, on or before, on or after;
+                        YYYY-MM-DD or ISO 8601, GMT; by date_sent, null until sent),
+                        PageSize (default 50), Page
   GET  /__messages      accepted messages, newest first: id, provider, to, from, subject,
                         text, html, received_at, custom_args, categories, tracking_settings,
                         status, webhooks (each sent webhook and the answer's status code)
@@ -378,6 +385,7 @@ def sg_send(handler, raw):
         for r in p["to"]:
             rec = {
                 "id": msg_id,
+                "msg_id": "%s.filterdrecv-standin-%d-1-0" % (msg_id, len(recs)),
                 "provider": "sendgrid",
                 "to": r["email"],
                 "from": m["from"]["email"],
@@ -397,6 +405,62 @@ def sg_send(handler, raw):
     for rec in recs:
         schedule(lambda rec=rec: sg_events(rec))
     return 202, None, {"X-Message-Id": msg_id}
+
+
+SG_QUERY_RE = re.compile(
+    r"""\s*(msg_id|to_email|from_email|subject|status|unique_args\['([^']+)'\])\s*=\s*"([^"]*)"\s*"""
+)
+SG_STATUS = {"accepted": "processing", "delivered": "delivered", "bounced": "not_delivered"}
+
+
+def sg_activity_item(rec):
+    return {
+        "from_email": rec["from"],
+        "msg_id": rec["msg_id"],
+        "subject": rec["subject"],
+        "to_email": rec["to"],
+        "status": SG_STATUS.get(rec["status"], "processing"),
+        "opens_count": 0,
+        "clicks_count": 0,
+        "last_event_time": rec["received_at"][:19] + "Z",
+    }
+
+
+def sg_activity(handler, qs):
+    """GET /v3/messages (Email Activity): (status, body)."""
+    auth = handler.headers.get("Authorization", "")
+    try:
+        key = secret("sendgrid_api_key").decode()
+    except OSError:
+        key = None
+    if not key or not hmac.compare_digest(auth.encode(), ("Bearer " + key).encode()):
+        return 401, {"errors": [{"message": "authorization required", "field": None,
+                                 "help": None}]}
+    limit = (qs.get("limit") or [""])[0]
+    if not limit.isdigit() or not 1 <= int(limit) <= 1000:
+        return sg_error("limit must be an integer between 1 and 1000", "limit")
+    clauses = []
+    query = (qs.get("query") or [""])[0]
+    for part in re.split(r"\s+AND\s+", query) if query.strip() else []:
+        m = SG_QUERY_RE.fullmatch(part)
+        if not m:
+            return sg_error("invalid query", "query")
+        clauses.append((m.group(1), m.group(2), m.group(3)))
+
+    def matches(rec):
+        for field, arg, value in clauses:
+            if arg is not None:
+                have = (rec.get("custom_args") or {}).get(arg)
+            else:
+                have = sg_activity_item(rec)[field]
+            if have is None or str(have).lower() != value.lower():
+                return False
+        return True
+
+    with LOCK:
+        out = [sg_activity_item(r) for r in reversed(MESSAGES)
+               if r["provider"] == "sendgrid" and matches(r)]
+    return 200, {"messages": out[: int(limit)]}
 
 
 def sg_sign(ts, body, forge=False):
@@ -589,6 +653,71 @@ def tw_send(handler, sid, raw):
     return 201, res, {}
 
 
+def tw_date_bound(value):
+    """A DateSent filter value (YYYY-MM-DD or ISO 8601, GMT) as (datetime, date only)."""
+    try:
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+            d = datetime.datetime.strptime(value, "%Y-%m-%d")
+            return d.replace(tzinfo=datetime.timezone.utc), True
+        d = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return (d if d.tzinfo else d.replace(tzinfo=datetime.timezone.utc)), False
+    except ValueError:
+        return None, False
+
+
+def tw_list(sid, qs, path):
+    """GET .../Messages.json: (status, body) in the real page shape, newest first."""
+    q = {k: v[0] for k, v in qs.items()}
+    bounds = []
+    for key, op in (("DateSent", "="), ("DateSent<", "<="), ("DateSent>", ">=")):
+        if key in q:
+            at, day = tw_date_bound(q[key])
+            if at is None:
+                return tw_error(20001, "Invalid value for %s" % key, 400)
+            bounds.append((op, at, day))
+    size, page = q.get("PageSize", "50"), q.get("Page", "0")
+    if not size.isdigit() or not 1 <= int(size) <= 1000 or not page.isdigit():
+        return tw_error(20001, "Invalid paging parameters", 400)
+    size, page = int(size), int(page)
+
+    def sent_ok(res):
+        if not bounds:
+            return True
+        if not res["date_sent"]:
+            return False  # null until sent: no DateSent filter matches a queued message
+        sent = email.utils.parsedate_to_datetime(res["date_sent"])
+        for op, at, day in bounds:
+            a, b = (sent.date(), at.date()) if day else (sent, at)
+            if (op == "=" and a != b) or (op == "<=" and a > b) or (op == ">=" and a < b):
+                return False
+        return True
+
+    with LOCK:
+        found = [dict(r["resource"]) for r in reversed(MESSAGES)
+                 if r["provider"] == "twilio" and r["resource"]["account_sid"] == sid
+                 and ("To" not in q or r["to"] == q["To"])
+                 and ("From" not in q or r["from"] == q["From"])
+                 and sent_ok(r["resource"])]
+    start = page * size
+    items = found[start:start + size]
+    filt = [(k, v) for k, v in q.items() if k not in ("Page", "PageSize", "PageToken")]
+
+    def uri(p):
+        return "%s?%s" % (path, urllib.parse.urlencode(filt + [("PageSize", size), ("Page", p)]))
+
+    return 200, {
+        "end": start + len(items) - 1 if items else start,
+        "first_page_uri": uri(0),
+        "messages": items,
+        "next_page_uri": uri(page + 1) if start + size < len(found) else None,
+        "page": page,
+        "page_size": size,
+        "previous_page_uri": uri(page - 1) if page > 0 else None,
+        "start": start,
+        "uri": uri(page),
+    }
+
+
 def tw_signature(url, params, forge=False):
     token = secret("twilio_auth_token")
     if forge:
@@ -682,7 +811,16 @@ class Handler(BaseHTTPRequestHandler):
         return self.rfile.read(n) if n > 0 else b""
 
     def do_GET(self):
-        path = urllib.parse.urlsplit(self.path).path
+        parts = urllib.parse.urlsplit(self.path)
+        path = parts.path
+        qs = urllib.parse.parse_qs(parts.query, keep_blank_values=True)
+        if path == "/v3/messages":
+            return self.reply(*sg_activity(self, qs))
+        m = re.match(r"^/2010-04-01/Accounts/([^/]+)/Messages\.json$", path)
+        if m:
+            if not SID_RE.match(m.group(1)) or not tw_auth(self, m.group(1)):
+                return self.reply(*tw_error(20003, "Authenticate", 401))
+            return self.reply(*tw_list(m.group(1), qs, path))
         if path == "/__messages":
             with LOCK:
                 out = [public(r) for r in reversed(MESSAGES)]
