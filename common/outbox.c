@@ -124,6 +124,7 @@ struct outbox {
     size_t nroutes;
     int poll_ms;
     int batch_max;
+    int rows_max;
     int backoff_max_ms;
 
     struct event *poll_ev;
@@ -559,6 +560,13 @@ ob_send_rows(outbox_t *ob, size_t route, const PGresult *res, const int *order, 
     }
 }
 
+/* Rows claimed per pass for route |i|: a whole batch, or rows_max single posts. */
+static int
+ob_claim_limit(const outbox_t *ob, size_t i)
+{
+    return ob->routes[i].batch ? ob->batch_max : ob->rows_max;
+}
+
 static void
 ob_claim_cb(int rc, PGresult *res, void *ud)
 {
@@ -580,7 +588,7 @@ ob_claim_cb(int rc, PGresult *res, void *ud)
     }
     ob->db_warned = 0;
     int n = PQntuples(res);
-    if (n >= ob->batch_max) {
+    if (n >= ob_claim_limit(ob, cl->route)) {
         ob->again = 1; /* probably more due rows */
     }
     if (n > 0) {
@@ -672,8 +680,8 @@ ob_pass_start(outbox_t *ob)
     ob->pending = 1; /* held by this function until the claims are submitted */
     ob->refs++;
     ob_housekeeping(ob);
-    snprintf(limit, sizeof(limit), "%d", ob->batch_max);
     for (size_t i = 0; i < ob->nroutes; i++) {
+        snprintf(limit, sizeof(limit), "%d", ob_claim_limit(ob, i));
         const char *params[2] = {limit, ob->routes[i].topic};
         int rc = db_query(ob->db, ob_sql_claim, 2, params, ob_claim_cb, &ob->claims[i]);
         if (rc == PHR_OK) {
@@ -753,6 +761,10 @@ outbox_create(struct event_base *base, db_pool_t *db, const outbox_config_t *cfg
     ob->batch_max = cfg->batch_max > 0 ? cfg->batch_max : OB_DEFAULT_BATCH;
     if (ob->batch_max > OB_MAX_BATCH) {
         ob->batch_max = OB_MAX_BATCH;
+    }
+    ob->rows_max = cfg->rows_max > 0 ? cfg->rows_max : OB_DEFAULT_BATCH;
+    if (ob->rows_max > OB_MAX_BATCH) {
+        ob->rows_max = OB_MAX_BATCH;
     }
     ob->backoff_max_ms = cfg->backoff_max_ms > 0 ? cfg->backoff_max_ms : OB_DEFAULT_BACKOFF_MAX_MS;
     ob->rng = (uint64_t)tu_mono_us() ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)ob;

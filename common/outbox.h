@@ -39,8 +39,9 @@ typedef struct {
     const outbox_route_t *routes;
     size_t nroutes;
     int poll_ms;        /* look for due rows at least this often (also after outbox_kick) */
-    int batch_max;      /* rows per batch POST */
+    int batch_max;      /* rows per batch POST (batch routes) */
     int backoff_max_ms; /* cap of the per-row retry backoff */
+    int rows_max;       /* rows claimed per pass of a per-row route (0: 100) */
 } outbox_config_t;
 
 outbox_t *outbox_create(struct event_base *base, db_pool_t *db, const outbox_config_t *cfg);

@@ -506,7 +506,8 @@ svc_start_outbox(svc_t *svc)
         .routes = routes,
         .nroutes = n,
         .poll_ms = 1000,
-        .batch_max = 100,
+        .batch_max = 500, /* the audit ingest's maxItems (proto/audit.yaml) */
+        .rows_max = 100,
         .backoff_max_ms = 60000,
     };
     svc->outbox = outbox_create(svc->base, svc->db, &oc);

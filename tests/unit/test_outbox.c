@@ -324,7 +324,7 @@ make_outbox(db_pool_t *db, hcli_t *cli, int poll_ms, int batch_max, int backoff_
 {
     g_routes[0] = (outbox_route_t){"audit", cli, T_EVENTS, 1};
     g_routes[1] = (outbox_route_t){"notification", cli, T_NOTIF, 0};
-    outbox_config_t cfg = {g_routes, 2, poll_ms, batch_max, backoff_max_ms};
+    outbox_config_t cfg = {g_routes, 2, poll_ms, batch_max, backoff_max_ms, batch_max};
     outbox_t *ob = outbox_create(g_base, db, &cfg);
     assert_non_null(ob);
     return ob;
@@ -863,7 +863,7 @@ test_invalid_args(void **state)
 {
     db_pool_t *db = make_pool();
     outbox_route_t r[2] = {{"audit", g_cli, T_EVENTS, 1}, {"audit", g_cli, T_NOTIF, 0}};
-    outbox_config_t cfg = {r, 1, 100, 10, 100};
+    outbox_config_t cfg = {r, 1, 100, 10, 100, 10};
     outbox_stats_t st = {5, 5, 5};
 
     assert_null(outbox_create(NULL, db, &cfg));
