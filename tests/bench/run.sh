@@ -52,7 +52,7 @@
 # BENCH_P99_CLIENTS 2 and BENCH_P99_RPS 100 (requests per second per client of the p99
 # probe), BENCH_CASES (all of the cases above; a subset for development), PHR_WORKERS 2
 # (the auth worker pool and argon2_raw's threads), PHR_PG_POOL 4 (each service's PostgreSQL
-# connections = pgbench -c), BENCH_VERIFY_EVENTS 200000 (events in the verified chain),
+# connections = pgbench -c), BENCH_VERIFY_EVENTS 1000000 (events in the verified chain),
 # PHR_STANDIN_PORT 24199 (the provider stand-in of the bench stack).
 #
 # Exit status: 0 when the bench ran (even if a goal is missed: goals are reported, not
@@ -106,7 +106,7 @@ export BENCH_ACCOUNTS=${BENCH_ACCOUNTS:-50}
 export BENCH_LOGIN_PARALLEL=${BENCH_LOGIN_PARALLEL:-16}
 export BENCH_P99_CLIENTS=${BENCH_P99_CLIENTS:-2}
 export BENCH_P99_RPS=${BENCH_P99_RPS:-100}
-export BENCH_VERIFY_EVENTS=${BENCH_VERIFY_EVENTS:-200000}
+export BENCH_VERIFY_EVENTS=${BENCH_VERIFY_EVENTS:-1000000}
 export BENCH_CASES=${BENCH_CASES:-livez-h2c gateway-tls login session storm record-get record-pg \
 record-post record-list export notify-submit audit-ingest audit-verify audit-keepup}
 BENCH_PIN=${BENCH_PIN:-1}
