@@ -479,6 +479,18 @@ db_pool_fail_queue(db_pool_t *pool, int rc)
 
 /* ---- sending ------------------------------------------------------------- */
 
+/* Pushes what libpq buffered for |c| and watches the socket for the rest and the answer. */
+static int
+db_conn_flush(db_conn_t *c)
+{
+    int f = PQflush(c->pg);
+    if (f < 0) {
+        return PHR_EUNAVAIL;
+    }
+    c->flushing = f == 1;
+    return db_conn_watch(c, f == 1 ? (short)(EV_READ | EV_WRITE) : (short)EV_READ);
+}
+
 static int
 db_conn_send(db_conn_t *c, const char *sql, int nparams, const char *const *params, int extended)
 {
@@ -487,12 +499,7 @@ db_conn_send(db_conn_t *c, const char *sql, int nparams, const char *const *para
     if (!ok) {
         return PHR_EUNAVAIL;
     }
-    int f = PQflush(c->pg);
-    if (f < 0) {
-        return PHR_EUNAVAIL;
-    }
-    c->flushing = f == 1;
-    return db_conn_watch(c, f == 1 ? (short)(EV_READ | EV_WRITE) : (short)EV_READ);
+    return db_conn_flush(c);
 }
 
 static uint32_t
@@ -540,12 +547,7 @@ db_conn_send_stmt(db_conn_t *c, db_req_t *req)
             return PHR_EUNAVAIL;
         }
     }
-    int f = PQflush(c->pg);
-    if (f < 0) {
-        return PHR_EUNAVAIL;
-    }
-    c->flushing = f == 1;
-    return db_conn_watch(c, f == 1 ? (short)(EV_READ | EV_WRITE) : (short)EV_READ);
+    return db_conn_flush(c);
 }
 
 /* Starts |req| on the idle (or transaction-held) connection |c|. */
