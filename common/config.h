@@ -25,6 +25,9 @@ typedef struct cfg {
     int pg_pool_size;
     int pg_statement_timeout_ms;
     int pg_connect_timeout_ms;
+    int pg_ping_interval_ms; /* ping a connection idle this long */
+    int pg_ping_timeout_ms;  /* unanswered ping: PostgreSQL unreachable */
+    int pg_keepalive_s;      /* TCP keepalive idle time of the libpq sockets */
 
     char redis_host[128];
     int redis_port;
@@ -41,6 +44,7 @@ typedef struct cfg {
     int output_cap;         /* bytes buffered per connection before pausing */
     int idle_timeout_ms;    /* connection idle timeout */
     int request_timeout_ms; /* time to receive a whole request */
+    int write_timeout_ms;   /* pending output not taken by the client: close */
     int drain_timeout_ms;   /* graceful shutdown budget */
 
     int workers;      /* CPU worker threads */

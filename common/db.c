@@ -5,6 +5,7 @@
  *
  *   DOWN --timer--> CONNECTING --PQconnectPoll OK--> SETUP --SETs done--> IDLE
  *   IDLE --request--> BUSY --results--> IDLE (or TXN while a transaction holds it)
+ *   IDLE --no reply for ping_interval--> PING --empty query answered--> IDLE
  *   IDLE --first up, migrations pending--> MIGRATE --COMMIT--> IDLE
  *   any state --socket error / PQstatus bad / deadline--> DOWN (reconnect after backoff)
  *
@@ -14,6 +15,10 @@
  * that a zero-timeout event drains. db_pool_free may be called from any
  * callback: pool->depth counts active handlers and the memory is released
  * when the outermost one returns.
+ *
+ * Reachability: an idle socket says nothing about a server behind a silent
+ * network, so idle connections are pinged, and a ping or query past its
+ * deadline makes the pool unreachable (not ready) until the next reply.
  */
 #include "db.h"
 
@@ -28,13 +33,15 @@
 #include "timeutil.h"
 
 #define DB_BACKOFF_MIN_MS 100
-#define DB_BACKOFF_MAX_MS 5000
+#define DB_BACKOFF_MAX_MS 2000    /* a server back after an outage is used within ~2 s */
 #define DB_DEADLINE_SLACK_MS 2000 /* client deadline = statement_timeout + slack */
 #define DB_DEFAULT_CONNECT_MS 10000
 #define DB_IDLE_TXN_TIMEOUT_MS 60000 /* server drops sessions idle inside a txn */
 #define DB_MAX_PARAMS 65535
 #define DB_DEFAULT_LOCK "phr"
 #define DB_STMT_CACHE 64 /* named prepared statements per connection */
+#define DB_DEFAULT_PING_MS 2000
+#define DB_KEEPALIVE_PROBES "3"
 
 enum { DBR_QUERY, DBR_BEGIN, DBR_STMT, DBR_END };
 
@@ -45,10 +52,28 @@ enum {
     DBC_MIGRATE,    /* running the migration transaction */
     DBC_IDLE,       /* free for the next request */
     DBC_BUSY,       /* c->cur in flight */
-    DBC_TXN         /* reserved by c->txn, no statement in flight */
+    DBC_TXN,        /* reserved by c->txn, no statement in flight */
+    DBC_PING        /* empty query in flight to prove the server answers */
 };
 
-enum { MS_BEGIN, MS_LOCK, MS_CREATE, MS_READ, MS_APPLY, MS_RECORD, MS_COMMIT, MS_ROLLBACK };
+enum {
+    MS_BEGIN,
+    MS_LOCK,
+    MS_CREATE,
+    MS_READ,
+    MS_OWNER, /* may this role apply the owner migration next? */
+    MS_APPLY,
+    MS_RECORD,
+    MS_COMMIT,
+    MS_ROLLBACK
+};
+
+/* How the service may apply an owner migration (db_migrate.h): 0 as itself (the role does
+ * not exist), 1 under SET LOCAL ROLE (a member), 2 not at all (the operator's step). */
+#define DB_MIG_OWNER_SQL                                                                           \
+    "SELECT CASE WHEN to_regrole($1) IS NULL THEN 0 "                                              \
+    "WHEN pg_has_role(current_user, to_regrole($1), 'MEMBER') THEN 1 ELSE 2 END"
+#define DB_MIG_RECHECK_MS 3000 /* waiting for an owner migration: look again this often */
 
 typedef struct db_req db_req_t;
 typedef struct db_conn db_conn_t;
@@ -82,7 +107,7 @@ struct db_conn {
     struct event *ev; /* socket event, re-made when fd or interest changes */
     evutil_socket_t ev_fd;
     short ev_what;
-    struct event *tmr; /* backoff, connect deadline or query deadline */
+    struct event *tmr; /* backoff, connect deadline, query or ping deadline */
     int flushing;      /* PQflush returned 1: wait for writability */
     PGresult *res;     /* result being collected */
     db_req_t *cur;     /* request in flight (DBC_BUSY) */
@@ -95,7 +120,9 @@ struct db_conn {
     char *stmt_sql[DB_STMT_CACHE];
     uint32_t stmt_hash[DB_STMT_CACHE];
     int nstmt;
-    int preparing; /* c->cur waits for the PREPARE of slot preparing - 1 */
+    int preparing;    /* c->cur waits for the PREPARE of slot preparing - 1 */
+    int64_t sent_us;  /* when the request or ping in flight was sent */
+    int64_t reply_us; /* when the last reply arrived */
 };
 
 struct db_txn {
@@ -117,11 +144,18 @@ struct db_pool {
     int stmt_timeout_ms;
     int connect_timeout_ms;
     int queue_max;
+    int ping_interval_ms;
+    int ping_timeout_ms;
+    int keepalive_s;
+    int unreachable; /* a deadline passed with no reply since: not ready */
     const db_migration_t *migrations;
     int nmig;
     int migrated;
     int migrating;
     int mig_backoff_ms;
+    const db_migration_t *mig_blocked; /* the owner migration the operator must apply */
+    int mig_blocking;                  /* the current run stopped before mig_blocked */
+    int mig_warned;                    /* version last logged as waiting for its owner */
     int *applied;
     int napplied;
     db_conn_t *conns;
@@ -130,6 +164,7 @@ struct db_pool {
     struct event *defer_ev;
     struct event *queue_tmr;
     struct event *mig_tmr;
+    struct event *ping_tmr;
     db_txn_t *txns; /* every live transaction */
     int closing;
     int depth; /* nesting of handlers / db_pool_free currently running */
@@ -143,6 +178,7 @@ static void db_conn_connect(db_conn_t *c);
 static void db_conn_broken(db_conn_t *c, int cur_rc, const char *why);
 static void db_pool_pump(db_pool_t *pool);
 static void db_pool_try_migrate(db_pool_t *pool);
+static void db_pool_leave(db_pool_t *pool);
 
 /* ---- small helpers ------------------------------------------------------ */
 
@@ -349,7 +385,7 @@ static int
 db_conn_is_up(const db_conn_t *c)
 {
     return c->state == DBC_MIGRATE || c->state == DBC_IDLE || c->state == DBC_BUSY ||
-           c->state == DBC_TXN;
+           c->state == DBC_TXN || c->state == DBC_PING;
 }
 
 static int
@@ -559,6 +595,7 @@ db_conn_start(db_conn_t *c, db_req_t *req)
 
     c->cur = req;
     c->state = DBC_BUSY;
+    c->sent_us = tu_mono_us();
     if (req->kind == DBR_BEGIN) {
         c->txn = req->txn;
         req->txn->conn = c;
@@ -705,6 +742,26 @@ db_conn_broken(db_conn_t *c, int cur_rc, const char *why)
     }
 }
 
+/*
+ * PQconnectStart with TCP keepalives: |conninfo| is expanded as the first
+ * "dbname" and the keepalive keywords after it override what it says.
+ */
+static PGconn *
+db_connect_start(const db_pool_t *pool)
+{
+    char idle[16], intvl[16];
+    const char *const keys[] = {
+        "dbname", "keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count", NULL};
+    const char *const vals[] = {pool->conninfo, "1", idle, intvl, DB_KEEPALIVE_PROBES, NULL};
+
+    if (pool->keepalive_s <= 0) {
+        return PQconnectStart(pool->conninfo);
+    }
+    snprintf(idle, sizeof(idle), "%d", pool->keepalive_s);
+    snprintf(intvl, sizeof(intvl), "%d", pool->keepalive_s >= 3 ? pool->keepalive_s / 3 : 1);
+    return PQconnectStartParams(keys, vals, 1);
+}
+
 static void
 db_conn_connect(db_conn_t *c)
 {
@@ -713,7 +770,7 @@ db_conn_connect(db_conn_t *c)
     if (c->attempts++ > 0) {
         pool->reconnects++;
     }
-    c->pg = PQconnectStart(pool->conninfo);
+    c->pg = db_connect_start(pool);
     if (c->pg == NULL || PQstatus(c->pg) == CONNECTION_BAD) {
         db_conn_broken(c, PHR_EUNAVAIL, "connect failed");
         return;
@@ -763,6 +820,79 @@ db_conn_connect_poll(db_conn_t *c)
     }
 }
 
+/* ---- reachability --------------------------------------------------------- */
+
+/* Sends the empty query to the idle connection |c| under the ping deadline. */
+static void
+db_conn_ping(db_conn_t *c)
+{
+    c->state = DBC_PING;
+    c->sent_us = tu_mono_us();
+    if (db_conn_send(c, "", 0, NULL, 0) != PHR_OK) {
+        db_conn_broken(c, PHR_EUNAVAIL, "ping send failed");
+        return;
+    }
+    db_timer_ms(c->tmr, c->pool->ping_timeout_ms);
+}
+
+/* A reply arrived on |c|: the server answers. */
+static void
+db_conn_replied(db_conn_t *c)
+{
+    db_pool_t *pool = c->pool;
+    c->reply_us = tu_mono_us();
+    if (pool->unreachable) {
+        pool->unreachable = 0;
+        log_info("db[%d]: PostgreSQL answers again", c->idx);
+    }
+}
+
+/*
+ * A deadline passed without a reply: not ready until the next one. Requests
+ * that waited as long as a ping fail now instead of at their own deadline,
+ * queued ones too, and idle connections are pinged at once.
+ */
+static void
+db_pool_unreachable(db_pool_t *pool, const char *why)
+{
+    int64_t now = tu_mono_us();
+    int64_t limit = (int64_t)pool->ping_timeout_ms * 1000;
+
+    if (pool->closing) {
+        return;
+    }
+    if (!pool->unreachable) {
+        log_warn("db: PostgreSQL unreachable (%s): not ready until it answers", why);
+    }
+    pool->unreachable = 1;
+    db_pool_fail_queue(pool, PHR_EUNAVAIL);
+    for (int i = 0; i < pool->size; i++) {
+        db_conn_t *c = &pool->conns[i];
+        if ((c->state == DBC_BUSY || c->state == DBC_PING) && now - c->sent_us >= limit) {
+            db_conn_broken(c, PHR_EUNAVAIL, "no reply while PostgreSQL is unreachable");
+        } else if (c->state == DBC_IDLE) {
+            db_conn_ping(c);
+        }
+    }
+}
+
+static void
+db_pool_on_ping_timer(evutil_socket_t fd, short what, void *arg)
+{
+    db_pool_t *pool = arg;
+    int64_t now = tu_mono_us();
+    int64_t limit = (int64_t)pool->ping_interval_ms * 1000;
+
+    pool->depth++;
+    for (int i = 0; i < pool->size && !pool->closing; i++) {
+        db_conn_t *c = &pool->conns[i];
+        if (c->state == DBC_IDLE && now - c->reply_us >= limit) {
+            db_conn_ping(c);
+        }
+    }
+    db_pool_leave(pool);
+}
+
 /* ---- migrations ----------------------------------------------------------- */
 
 static void
@@ -804,6 +934,12 @@ db_mig_next(db_conn_t *c)
     }
     if (c->mig_idx < pool->nmig) {
         const db_migration_t *m = &pool->migrations[c->mig_idx];
+        char role[DB_MIGRATE_ROLE_MAX];
+        const char *params[1] = {role};
+        if (db_migrate_owner(m, role, sizeof(role)) == 1) {
+            db_mig_send(c, MS_OWNER, DB_MIG_OWNER_SQL, 1, params, 1);
+            return;
+        }
         log_info("db: applying migration %d (%s)", m->version, m->name != NULL ? m->name : "");
         db_mig_send(c, MS_APPLY, m->sql, 0, NULL, 0);
     } else {
@@ -847,6 +983,43 @@ db_mig_fail(db_conn_t *c, const char *what, const PGresult *res)
     db_mig_send(c, MS_ROLLBACK, "ROLLBACK", 0, NULL, 0);
 }
 
+/* The answer of DB_MIG_OWNER_SQL for the owner migration at c->mig_idx. */
+static void
+db_mig_owner(db_conn_t *c, const PGresult *res)
+{
+    db_pool_t *pool = c->pool;
+    const db_migration_t *m = &pool->migrations[c->mig_idx];
+    const char *how = PQntuples(res) == 1 ? PQgetvalue(res, 0, 0) : "";
+    const char *name = m->name != NULL ? m->name : "";
+    char role[DB_MIGRATE_ROLE_MAX];
+    char *sql;
+
+    db_migrate_owner(m, role, sizeof(role));
+    if (strcmp(how, "0") == 0) {
+        log_info("db: applying migration %d (%s): role %s does not exist, as this role", m->version,
+                 name, role);
+        db_mig_send(c, MS_APPLY, m->sql, 0, NULL, 0);
+    } else if (strcmp(how, "1") == 0) {
+        if ((sql = db_migrate_as_role(m, role)) == NULL) {
+            db_mig_fail(c, "migration (out of memory)", NULL);
+            return;
+        }
+        log_info("db: applying migration %d (%s) as %s", m->version, name, role);
+        db_mig_send(c, MS_APPLY, sql, 0, NULL, 0); /* libpq has copied it */
+        free(sql);
+    } else {
+        if (pool->mig_warned != m->version) {
+            log_error("db: migration %d (%s) must be applied by its owner role %s: run "
+                      "`phrctl migrate %s` (deploy/OPERATIONS.md); not ready until then",
+                      m->version, name, role, pool->lock_name);
+            pool->mig_warned = m->version;
+        }
+        pool->mig_blocked = m;
+        pool->mig_blocking = 1;
+        db_mig_send(c, MS_COMMIT, "COMMIT", 0, NULL, 0); /* keep what was applied before it */
+    }
+}
+
 static void
 db_mig_result(db_conn_t *c, PGresult *res)
 {
@@ -875,12 +1048,7 @@ db_mig_result(db_conn_t *c, PGresult *res)
         params[0] = pool->lock_name;
         db_mig_send(c, MS_LOCK, "SELECT pg_advisory_xact_lock(hashtext($1))", 1, params, 1);
         break;
-    case MS_LOCK:
-        db_mig_send(c, MS_CREATE,
-                    "CREATE TABLE IF NOT EXISTS schema_migrations (version int PRIMARY KEY, "
-                    "name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())",
-                    0, NULL, 1);
-        break;
+    case MS_LOCK: db_mig_send(c, MS_CREATE, DB_MIGRATE_TABLE_SQL, 0, NULL, 1); break;
     case MS_CREATE:
         db_mig_send(c, MS_READ, "SELECT version FROM schema_migrations ORDER BY version", 0, NULL,
                     1);
@@ -891,8 +1059,10 @@ db_mig_result(db_conn_t *c, PGresult *res)
             return;
         }
         c->mig_idx = 0;
+        pool->mig_blocking = 0;
         db_mig_next(c);
         break;
+    case MS_OWNER: db_mig_owner(c, res); break;
     case MS_APPLY:
         m = &pool->migrations[c->mig_idx];
         snprintf(vbuf, sizeof(vbuf), "%d", m->version);
@@ -906,9 +1076,15 @@ db_mig_result(db_conn_t *c, PGresult *res)
         db_mig_next(c);
         break;
     case MS_COMMIT:
-        pool->migrated = 1;
         pool->migrating = 0;
         c->state = DBC_IDLE;
+        if (pool->mig_blocking) {
+            /* Not ready: look again until the operator has applied it. */
+            db_timer_ms(pool->mig_tmr, DB_MIG_RECHECK_MS);
+            break;
+        }
+        pool->migrated = 1;
+        pool->mig_blocked = NULL;
         log_info("db: migrations done (%d known, %d applied before)", pool->nmig, pool->napplied);
         db_pool_pump(pool);
         break;
@@ -949,7 +1125,17 @@ db_conn_done(db_conn_t *c)
         db_conn_broken(c, PHR_EUNAVAIL, "connection lost");
         return;
     }
+    db_conn_replied(c);
     switch (c->state) {
+    case DBC_PING:
+        PQclear(res);
+        c->state = DBC_IDLE;
+        if (!pool->migrated) {
+            db_pool_try_migrate(pool);
+        } else {
+            db_pool_pump(pool);
+        }
+        return;
     case DBC_SETUP:
         rc = db_res_rc(res);
         if (rc != PHR_OK) {
@@ -1096,8 +1282,6 @@ db_conn_io_idle(db_conn_t *c)
     }
 }
 
-static void db_pool_leave(db_pool_t *pool);
-
 static void
 db_conn_io(evutil_socket_t fd, short what, void *arg)
 {
@@ -1109,7 +1293,8 @@ db_conn_io(evutil_socket_t fd, short what, void *arg)
     case DBC_CONNECTING: db_conn_connect_poll(c); break;
     case DBC_SETUP:
     case DBC_MIGRATE:
-    case DBC_BUSY: db_conn_io_busy(c, what); break;
+    case DBC_BUSY:
+    case DBC_PING: db_conn_io_busy(c, what); break;
     case DBC_IDLE:
     case DBC_TXN: db_conn_io_idle(c); break;
     default: break;
@@ -1127,8 +1312,18 @@ db_conn_timer(evutil_socket_t fd, short what, void *arg)
     switch (c->state) {
     case DBC_DOWN: db_conn_connect(c); break;
     case DBC_CONNECTING:
-    case DBC_SETUP: db_conn_broken(c, PHR_EUNAVAIL, "connect timed out"); break;
-    case DBC_BUSY: db_conn_broken(c, PHR_ETIMEDOUT, "query exceeded its client deadline"); break;
+    case DBC_SETUP:
+        db_conn_broken(c, PHR_EUNAVAIL, "connect timed out");
+        db_pool_unreachable(pool, "connect timed out");
+        break;
+    case DBC_BUSY:
+        db_conn_broken(c, PHR_ETIMEDOUT, "query exceeded its client deadline");
+        db_pool_unreachable(pool, "query deadline passed");
+        break;
+    case DBC_PING:
+        db_conn_broken(c, PHR_EUNAVAIL, "ping timed out");
+        db_pool_unreachable(pool, "ping deadline passed");
+        break;
     default: break;
     }
     db_pool_leave(pool);
@@ -1231,6 +1426,9 @@ db_pool_destroy(db_pool_t *pool)
     if (pool->mig_tmr != NULL) {
         event_free(pool->mig_tmr);
     }
+    if (pool->ping_tmr != NULL) {
+        event_free(pool->ping_tmr);
+    }
     free(pool->conns);
     free(pool->applied);
     if (pool->conninfo != NULL) {
@@ -1269,6 +1467,9 @@ db_pool_create(struct event_base *base, const db_config_t *cfg)
     pool->connect_timeout_ms =
         cfg->connect_timeout_ms > 0 ? cfg->connect_timeout_ms : DB_DEFAULT_CONNECT_MS;
     pool->queue_max = cfg->queue_max > 0 ? cfg->queue_max : 0;
+    pool->ping_interval_ms = cfg->ping_interval_ms > 0 ? cfg->ping_interval_ms : 0;
+    pool->ping_timeout_ms = cfg->ping_timeout_ms > 0 ? cfg->ping_timeout_ms : DB_DEFAULT_PING_MS;
+    pool->keepalive_s = cfg->keepalive_s > 0 ? cfg->keepalive_s : 0;
     pool->migrations = cfg->migrations;
     pool->nmig = nmig;
     pool->migrated = nmig == 0;
@@ -1283,8 +1484,12 @@ db_pool_create(struct event_base *base, const db_config_t *cfg)
     pool->defer_ev = event_new(base, -1, 0, db_pool_on_defer, pool);
     pool->queue_tmr = evtimer_new(base, db_pool_on_queue_timer, pool);
     pool->mig_tmr = evtimer_new(base, db_pool_on_mig_timer, pool);
+    if (pool->ping_interval_ms > 0) {
+        pool->ping_tmr = event_new(base, -1, EV_PERSIST, db_pool_on_ping_timer, pool);
+    }
     if (pool->conninfo == NULL || pool->lock_name == NULL || pool->conns == NULL ||
-        pool->defer_ev == NULL || pool->queue_tmr == NULL || pool->mig_tmr == NULL) {
+        pool->defer_ev == NULL || pool->queue_tmr == NULL || pool->mig_tmr == NULL ||
+        (pool->ping_interval_ms > 0 && pool->ping_tmr == NULL)) {
         db_pool_destroy(pool);
         return NULL;
     }
@@ -1303,6 +1508,10 @@ db_pool_create(struct event_base *base, const db_config_t *cfg)
     /* Connect from the loop: the first attempt starts at once. */
     for (int i = 0; i < pool->size; i++) {
         db_timer_ms(pool->conns[i].tmr, 0);
+    }
+    if (pool->ping_tmr != NULL) { /* idle connections are checked twice per interval */
+        struct timeval tv = db_tv(pool->ping_interval_ms >= 20 ? pool->ping_interval_ms / 2 : 10);
+        event_add(pool->ping_tmr, &tv);
     }
     return pool;
 }
@@ -1335,6 +1544,9 @@ db_pool_free(db_pool_t *pool)
     db_pool_fail_queue(pool, PHR_ECLOSED);
     evtimer_del(pool->queue_tmr);
     evtimer_del(pool->mig_tmr);
+    if (pool->ping_tmr != NULL) {
+        event_del(pool->ping_tmr);
+    }
     event_del(pool->defer_ev);
     while ((r = db_fifo_pop(&pool->deferred)) != NULL) {
         db_req_finish(pool, r, r->rc, NULL);
@@ -1342,10 +1554,20 @@ db_pool_free(db_pool_t *pool)
     db_pool_leave(pool);
 }
 
+const char *
+db_pool_pending_migration(const db_pool_t *pool)
+{
+    if (pool == NULL || pool->migrated || pool->mig_blocked == NULL) {
+        return NULL;
+    }
+    return pool->mig_blocked->name;
+}
+
 int
 db_pool_ready(const db_pool_t *pool)
 {
-    return pool != NULL && !pool->closing && pool->migrated && db_pool_connected(pool) > 0;
+    return pool != NULL && !pool->closing && pool->migrated && !pool->unreachable &&
+           db_pool_connected(pool) > 0;
 }
 
 void

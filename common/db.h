@@ -43,6 +43,15 @@ typedef void (*db_cb)(int rc, PGresult *res, void *ud);
  * timeout). Use a numeric host (hostaddr) in |conninfo|: a DNS lookup in
  * PQconnectStart blocks. Each session gets TimeZone UTC, client_encoding
  * UTF8 and idle_in_transaction_session_timeout 60 s.
+ *
+ * Reachability: a connection with no reply for ping_interval_ms is sent an
+ * empty query. When a ping outlives ping_timeout_ms, or a query its client
+ * deadline, the server is taken as unreachable: that connection is closed,
+ * so is every other whose request has waited ping_timeout_ms, queued requests
+ * fail with PHR_EUNAVAIL, and db_pool_ready is 0 until a reply arrives on any
+ * connection (the others are pinged at once). keepalive_s > 0 turns on TCP
+ * keepalives (probes every keepalive_s / 3 s, 3 unanswered ones drop the
+ * socket) for partitions where even the kernel stays silent.
  */
 typedef struct {
     const char *conninfo;             /* libpq connection string (copied) */
@@ -52,6 +61,9 @@ typedef struct {
     int queue_max;                    /* waiting queries before PHR_EFULL */
     const db_migration_t *migrations; /* terminated by {0, NULL, NULL}; may be NULL */
     const char *lock_name;            /* advisory lock key for migrations (the service name) */
+    int ping_interval_ms;             /* ping a connection idle this long; <= 0: no pings */
+    int ping_timeout_ms;              /* deadline of a ping; <= 0 means 2 s */
+    int keepalive_s; /* TCP keepalive idle time of the sockets; <= 0: libpq's default */
 } db_config_t;
 
 /*
@@ -70,8 +82,15 @@ db_pool_t *db_pool_create(struct event_base *base, const db_config_t *cfg);
  */
 void db_pool_free(db_pool_t *pool);
 
-/* 1 when a connection is up and migrations are done, else 0. */
+/* 1 when a connection is up, migrations are done and no deadline passed since the last reply. */
 int db_pool_ready(const db_pool_t *pool);
+
+/*
+ * The name of the owner migration (db_migrate.h) the pool waits for, NULL when none: the
+ * migrations before it are applied, the pool is not ready and looks again every few seconds
+ * until `phrctl migrate <service>` has applied it.
+ */
+const char *db_pool_pending_migration(const db_pool_t *pool);
 
 typedef struct {
     int size, connected, busy, waiting;

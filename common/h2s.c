@@ -33,6 +33,7 @@
 #define H2S_FLUSH_ROUNDS 16
 #define H2S_REQUEST_ID_MAX 64
 #define H2S_READ_HIGH_WATER ((size_t)256 * 1024)
+#define H2S_DEFAULT_WRITE_TIMEOUT_MS 30000
 
 typedef enum {
     REQ_HEADERS,    /* receiving headers */
@@ -147,6 +148,7 @@ static void h2s_conn_arm_idle(h2s_conn_t *conn);
 static void h2s_req_free(h2s_req_t *req);
 static void h2s_check_drained(h2s_server_t *srv);
 static void h2s_req_arm_timer(h2s_req_t *req);
+static int h2s_write_timeout_ms(const h2s_server_t *srv);
 
 /* ---- small helpers ------------------------------------------------------ */
 
@@ -1204,6 +1206,10 @@ h2s_conn_eventcb(struct bufferevent *bev, short events, void *arg)
         }
         return;
     }
+    if ((events & BEV_EVENT_TIMEOUT) && (events & BEV_EVENT_WRITING)) {
+        log_info("%s: output not read for %d ms, connection closed", conn->peer,
+                 h2s_write_timeout_ms(conn->srv));
+    }
     if (events & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)) {
         h2s_conn_free(conn);
     }
@@ -1261,6 +1267,29 @@ h2s_conn_free(h2s_conn_t *conn)
     srv->nconns--;
     free(conn);
     h2s_check_drained(srv);
+}
+
+static int
+h2s_write_timeout_ms(const h2s_server_t *srv)
+{
+    int ms = srv->limits.write_timeout_ms;
+    return ms > 0 ? ms : H2S_DEFAULT_WRITE_TIMEOUT_MS;
+}
+
+/*
+ * The write timeout: libevent reports BEV_EVENT_TIMEOUT | BEV_EVENT_WRITING
+ * when output waits in the bufferevent and the socket took no byte of it for
+ * that long (a client that stopped reading); h2s_conn_eventcb then frees the
+ * connection and its streams. Output is capped meanwhile (output_cap: reads
+ * pause), so such a client holds bounded memory until then.
+ */
+static void
+h2s_conn_set_write_timeout(h2s_conn_t *conn)
+{
+    int ms = h2s_write_timeout_ms(conn->srv);
+    struct timeval tv = {ms / 1000, (suseconds_t)(ms % 1000) * 1000};
+
+    bufferevent_set_timeouts(conn->bev, NULL, &tv);
 }
 
 static int
@@ -1322,6 +1351,7 @@ h2s_conn_create(h2s_server_t *srv, evutil_socket_t fd, const char *peer)
 
     bufferevent_setcb(conn->bev, h2s_conn_readcb, h2s_conn_writecb, h2s_conn_eventcb, conn);
     bufferevent_setwatermark(conn->bev, EV_READ, 0, H2S_READ_HIGH_WATER);
+    h2s_conn_set_write_timeout(conn);
     bufferevent_enable(conn->bev, EV_READ | EV_WRITE);
     h2s_conn_arm(conn, srv->limits.request_timeout_ms); /* the preface and a first frame */
     if (srv->shutting_down) {

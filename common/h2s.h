@@ -38,6 +38,8 @@ typedef struct {
     size_t output_cap;      /* bytes queued per connection before reads pause */
     int idle_timeout_ms;    /* close a connection without streams after this */
     int request_timeout_ms; /* a request must be received within this */
+    int write_timeout_ms;   /* close a connection whose pending output moved no byte for this
+                               long (a client that stopped reading); <= 0 means 30 s */
 } h2s_limits_t;
 
 h2s_server_t *h2s_server_create(struct event_base *base, const h2s_limits_t *limits);

@@ -96,9 +96,7 @@ static const char ob_sql_gc[] =
     "DELETE FROM outbox WHERE ctid = ANY(ARRAY("
     "SELECT ctid FROM outbox WHERE sent_at < now() - interval '7 days' LIMIT " OB_GC_ROWS "))";
 
-static const char ob_sql_add[] =
-    "INSERT INTO outbox (topic, idempotency_key, body) VALUES ($1, $2, $3::jsonb)"
-    " ON CONFLICT (idempotency_key) DO NOTHING";
+static const char ob_sql_add[] = OUTBOX_SQL_ADD("$1, $2, $3::jsonb");
 
 typedef struct {
     outbox_t *ob;

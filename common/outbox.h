@@ -50,6 +50,15 @@ outbox_t *outbox_create(struct event_base *base, db_pool_t *db, const outbox_con
 void outbox_free(outbox_t *ob);
 
 /*
+ * The row insert of outbox_add as SQL text, |values| the VALUES list (topic,
+ * key, body::jsonb), for a statement that writes its row itself in one atomic
+ * statement (a WITH item): one round trip instead of a transaction's four.
+ */
+#define OUTBOX_SQL_ADD(values)                                                                     \
+    "INSERT INTO outbox (topic, idempotency_key, body) VALUES (" values ")"                        \
+    " ON CONFLICT (idempotency_key) DO NOTHING"
+
+/*
  * Inserts one row inside |txn| (the caller's transaction). |json| is the
  * body as JSON text. A second row with the same |key| is ignored (not an
  * error). |cb| gets the db_txn_query result. Returns as db_txn_query.

@@ -46,6 +46,22 @@ typedef struct {
     void *ud;
 } sess_done_t;
 
+/*
+ * The last records read, parsed: a record whose text is byte for byte the one
+ * parsed before (the usual case: only auth rewrites it, and GETEX reads the
+ * text each time) is not parsed again. Slots by the first hex digits of the
+ * token hash, made on first use; the event loop's thread only.
+ */
+#define SESS_CACHE_SLOTS 64
+
+typedef struct {
+    char *json; /* the record's text as last read (NULL: empty slot) */
+    size_t len;
+    sess_t s; /* its parse */
+} sess_cached_t;
+
+static sess_cached_t *sess_cache[SESS_CACHE_SLOTS];
+
 static const char *const sess_kinds[] = {"patient", "staff", "operator", NULL};
 static const char *const sess_roles[] = {"", "staff", "admin", NULL};
 static const char *const sess_mfas[] = {"none", "totp", "sms", "recovery_code", NULL};
@@ -353,6 +369,43 @@ sess_fire(kv_t *kv, int argc, const char **argv, const size_t *argvlen)
     }
 }
 
+/* Parses record |json| (|len| bytes) of token hash |hash| into |s|, through the cache. */
+static int
+sess_parse_cached(const char *hash, const char *json, size_t len, sess_t *s)
+{
+    size_t slot = 0;
+    for (int i = 0; i < 2; i++) { /* lowercase hex digits (sess_token_hash) */
+        slot = slot << 4 | (size_t)(hash[i] <= '9' ? hash[i] - '0' : hash[i] - 'a' + 10);
+    }
+    slot %= SESS_CACHE_SLOTS;
+    sess_cached_t *c = sess_cache[slot];
+
+    if (c != NULL && c->json != NULL && c->len == len && memcmp(c->json, json, len) == 0 &&
+        strcmp(c->s.token_hash, hash) == 0) {
+        *s = c->s;
+        return PHR_OK;
+    }
+    int rc = sess_from_json(json, s);
+    if (rc != PHR_OK) {
+        return rc;
+    }
+    if (c == NULL && (c = sess_cache[slot] = calloc(1, sizeof(*c))) == NULL) {
+        return PHR_OK;
+    }
+    if (c->json != NULL) {
+        OPENSSL_cleanse(c->json, c->len);
+        free(c->json);
+    }
+    c->json = malloc(len + 1);
+    c->len = len;
+    if (c->json != NULL) {
+        memcpy(c->json, json, len + 1);
+        c->s = *s;
+        memcpy(c->s.token_hash, hash, sizeof(c->s.token_hash));
+    }
+    return PHR_OK;
+}
+
 static void
 sess_lookup_done(int rc, redisReply *reply, void *ud)
 {
@@ -378,7 +431,8 @@ sess_lookup_done(int rc, redisReply *reply, void *ud)
         goto out;
     }
     if (reply->type != REDIS_REPLY_STRING || reply->str == NULL ||
-        strlen(reply->str) != reply->len || sess_from_json(reply->str, &s) != PHR_OK) {
+        strlen(reply->str) != reply->len ||
+        sess_parse_cached(lk->hash, reply->str, reply->len, &s) != PHR_OK) {
         log_warn("session: corrupt session record; treated as absent");
         lk->cb(PHR_ENOTFOUND, NULL, lk->ud);
         goto out;

@@ -173,10 +173,15 @@ svc_readyz(h2s_req_t *req, void *ud)
     int db_ok = db_pool_ready(svc->db);
     int kv_ok = kv_ready(svc->kv);
     int ready = db_ok && kv_ok && !svc->draining;
+    const char *pending = db_pool_pending_migration(svc->db);
     json_object *o = json_object_new_object();
     json_object *checks = json_object_new_object();
+    const char *pg = db_ok ? "ok" : pending != NULL ? "migration_pending" : "down";
 
-    json_object_object_add(checks, "postgres", json_object_new_string(db_ok ? "ok" : "down"));
+    json_object_object_add(checks, "postgres", json_object_new_string(pg));
+    if (pending != NULL) { /* an owner migration: `phrctl migrate <service>` (db_migrate.h) */
+        json_object_object_add(o, "pending_migration", json_object_new_string(pending));
+    }
     json_object_object_add(checks, "redis", json_object_new_string(kv_ok ? "ok" : "down"));
     json_object_object_add(checks, "draining", json_object_new_boolean(svc->draining));
     json_object_object_add(o, "status", json_object_new_string(ready ? "ready" : "not_ready"));
@@ -533,6 +538,9 @@ svc_start(svc_t *svc, svc_call_t *tmpls)
         .size = c->pg_pool_size,
         .statement_timeout_ms = c->pg_statement_timeout_ms,
         .connect_timeout_ms = c->pg_connect_timeout_ms,
+        .ping_interval_ms = c->pg_ping_interval_ms,
+        .ping_timeout_ms = c->pg_ping_timeout_ms,
+        .keepalive_s = c->pg_keepalive_s,
         .queue_max = SVC_DB_QUEUE,
         .migrations = svc->def->migrations,
         .lock_name = c->service_name,
@@ -550,6 +558,7 @@ svc_start(svc_t *svc, svc_call_t *tmpls)
         .output_cap = (size_t)c->output_cap,
         .idle_timeout_ms = c->idle_timeout_ms,
         .request_timeout_ms = c->request_timeout_ms,
+        .write_timeout_ms = c->write_timeout_ms,
     };
     svc->db = db_pool_create(svc->base, &dbc);
     svc->kv = kv_create(svc->base, &kvc);

@@ -4,6 +4,8 @@
 #   up      start whatever is not running (secrets, TLS, PostgreSQL, Redis, the four
 #           services, nginx), wait for every /readyz and the gateway's /healthz, then
 #           print "ready: https://127.0.0.1:<PHR_GATEWAY_PORT>". Exit 1 on timeout.
+#           Pending audit migrations are applied by `phrctl migrate audit` before the
+#           services start (owner migrations: deploy/OPERATIONS.md).
 #   up-deps only secrets, TLS, PostgreSQL and Redis (for unit tests).
 #   down    stop everything (idempotent).
 #   status  one line per part.
@@ -297,6 +299,25 @@ GRANT ALL ON DATABASE phr_$name TO phr_$name;
     if [ -z "$(pg_psql -d phr_audit -tA -c "SELECT to_regclass('public.audit_events')")" ]; then
         pg_psql -c "GRANT phr_audit_owner TO phr_audit WITH ADMIN OPTION" >/dev/null \
             || die "postgresql provisioning failed (audit owner grant)"
+    fi
+}
+
+# Every pending audit migration, the owner ones included (common/db_migrate.h: they alter
+# what phr_audit_owner owns, which the service role cannot), applied before the service starts
+# by `phrctl migrate audit` over the superuser's socket (deploy/OPERATIONS.md). Without it the
+# service would wait, not ready, naming the migration.
+pg_migrate() {
+    local bin=$PHR_BUILD/bin/phrctl out
+    [ -x "$bin" ] || die "$bin not built (run make)"
+    # User postgres may not reach the build tree (a private home): a copy beside the cluster.
+    if ! as_pg test -x "$bin"; then
+        install -m 0755 "$bin" "$PG_AREA/phrctl" || die "cannot copy phrctl to $PG_AREA"
+        bin=$PG_AREA/phrctl
+    fi
+    out=$(as_pg env PHR_PG_ADMIN="host=$PG_SOCK port=$PHR_PG_PORT user=$PG_SUPER" \
+        "$bin" migrate audit) || die "audit migrations failed (phrctl migrate audit)"
+    if [[ $out == *applied* ]]; then
+        say "$out"
     fi
 }
 
@@ -598,6 +619,7 @@ cmd_up() {
     bash "$ROOT/deploy/gen-tls.sh" "$TLS"
     pg_up
     pg_provision
+    pg_migrate
     redis_up
     standin_up
     for svc in "${SERVICES[@]}"; do

@@ -185,6 +185,7 @@ if [ "$mode" = all ]; then
     if [ "${PHR_SKIP_DRILL:-0}" != 1 ]; then
         run_one itest "$root/tests/ops/restore_drill.sh"
     fi
+    run_one itest "$root/tests/ops/migrate_test.sh" # audit owner migrations (last: drops its db)
 fi
 
 stop_stack

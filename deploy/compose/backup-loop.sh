@@ -9,7 +9,9 @@
 #   COMMAND...    runs COMMAND in the same environment, e.g.
 #                 docker-compose run --rm backups phrctl backup list
 # The superuser's password (PHR_SECRETS_DIR/pg_postgres.password, when present) reaches the
-# PostgreSQL tools through a private PGPASSFILE in /tmp, never through a command line.
+# PostgreSQL tools through a private PGPASSFILE in /tmp (mode 0600), never through a command
+# line. docker-compose.yml sets PGPASSFILE=/tmp/phr-pgpass in the container's environment, so
+# `docker-compose exec backups phrctl backup run` finds the file the running loop wrote.
 # A failed run is logged and retried at the next slot; monitoring sees it through --health.
 set -uo pipefail
 
@@ -30,8 +32,9 @@ fi
 
 pw=${PHR_SECRETS_DIR:-/run/secrets/phr}/pg_postgres.password
 if [ -r "$pw" ]; then
-    PGPASSFILE=$(umask 077 && mktemp /tmp/pgpass.XXXXXX) || exit 1
-    printf '*:*:*:%s:%s\n' "${PHR_BACKUP_PG_USER:-postgres}" "$(head -n 1 "$pw")" >"$PGPASSFILE"
+    PGPASSFILE=${PGPASSFILE:-$(umask 077 && mktemp /tmp/pgpass.XXXXXX)} || exit 1
+    (umask 077 && printf '*:*:*:%s:%s\n' "${PHR_BACKUP_PG_USER:-postgres}" "$(head -n 1 "$pw")" \
+        >"$PGPASSFILE") || exit 1
     export PGPASSFILE
 fi
 if [ $# -gt 0 ]; then

@@ -10,7 +10,10 @@
 #                                           svc_*.key (callers' credentials are checked),
 #                                           data_key_v*, audit_signing.pub.pem;
 #                                           audit also audit_signing.pem; auth also
-#                                           auth_pepper_v* (password peppers, auth only)
+#                                           auth_pepper_v* (password peppers, auth only);
+#                                           notification also the provider credentials
+#                                           sendgrid_api_key, twilio_auth_token and the
+#                                           webhook key sendgrid_webhook.pub.pem
 #        postgres                           pg_*.password of the four services and the superuser
 #        redis                              redis.password (read by root in the redis wrapper)
 #   3. TLS_DIR: self-signed certificate from deploy/gen-tls.sh, key owned by the gateway user.
@@ -114,6 +117,9 @@ for svc in "${services[@]}"; do
         for f in "$master"/auth_pepper_v*; do
             files+=("$(basename "$f")")
         done
+    fi
+    if [ "$svc" = notification ]; then
+        files+=(sendgrid_api_key twilio_auth_token sendgrid_webhook.pub.pem)
     fi
     grant "$svc" "${files[@]}"
 done

@@ -14,12 +14,12 @@
  * dead) is retried once; an incident with an admin still unreached is escalated once by
  * e-mail to PHR_OPERATOR_ALERT_EMAIL when its retry failed too or 12 h before the deadline.
  */
-#include <openssl/sha.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "admin.h"
 #include "aev.h"
 #include "err.h"
 #include "jsonx.h"
@@ -29,7 +29,6 @@
 #include "timeutil.h"
 #include "uuid.h"
 
-#define INC_REAUTH_MS ((int64_t)15 * 60 * 1000)
 #define INC_MAX_RECIPIENTS 5000
 #define INC_TICK_BATCH 50
 
@@ -81,9 +80,7 @@ typedef struct {
     size_t next_org;       /* org_ids: index of the next org to ask auth about */
     char cursor[520];      /* all: next contacts page */
     int all;
-    int limit;
-    char cur_time[40];
-    char cur_id[37];
+    nadm_page_t page;
 } inc_ctx_t;
 
 /* ---- helpers -------------------------------------------------------------------------------- */
@@ -112,103 +109,6 @@ inc_ctx_new(svc_t *svc, h2s_req_t *req, const sess_t *sess)
     c->req = req;
     c->sess = *sess;
     return c;
-}
-
-static int
-inc_field_error(h2s_req_t *req, const char *field, const char *msg)
-{
-    jx_errors_t errs = {.n = 0};
-    jx_error_add(&errs, field, "%s", msg);
-    return h2s_respond_problem(req, 400, "validation_failed", "the request has invalid fields",
-                               &errs);
-}
-
-static int
-inc_operator_ok(h2s_req_t *req, const sess_t *s, int recent)
-{
-    if (strcmp(s->kind, "operator") != 0) {
-        svc_respond_error(req, PHR_EDENIED, "operators only");
-        return 0;
-    }
-    int64_t at = s->authenticated_ms ? s->authenticated_ms : s->created_ms;
-    if (recent && tu_now_ms() - at > INC_REAUTH_MS) {
-        h2s_respond_problem(req, 401, "reauth_required",
-                            "log in again: this action needs a password check within 15 minutes",
-                            NULL);
-        return 0;
-    }
-    return 1;
-}
-
-static int
-inc_uuid_ok(const char *id)
-{
-    return id != NULL && strlen(id) == 36 && uuid_valid(id) &&
-           strspn(id, "0123456789abcdef-") == 36;
-}
-
-static int
-inc_query_get(h2s_req_t *req, const char *key, char *out, size_t cap)
-{
-    const char *q = h2s_req_query(req);
-    size_t kl = strlen(key);
-
-    out[0] = '\0';
-    while (q != NULL && *q != '\0') {
-        size_t len = strcspn(q, "&");
-        const char *eq = memchr(q, '=', len);
-        size_t klen = eq != NULL ? (size_t)(eq - q) : len;
-        if (klen == kl && strncmp(q, key, kl) == 0) {
-            const char *v = eq != NULL ? eq + 1 : q + len;
-            size_t vlen = (size_t)(q + len - v);
-            if (vlen >= cap) {
-                return -1;
-            }
-            memcpy(out, v, vlen);
-            out[vlen] = '\0';
-            return 1;
-        }
-        q += len;
-        if (*q == '&') {
-            q++;
-        }
-    }
-    return 0;
-}
-
-static int
-inc_page_params(inc_ctx_t *c)
-{
-    char buf[80];
-
-    int has = inc_query_get(c->req, "limit", buf, sizeof(buf));
-    c->limit = 50;
-    if (has != 0) {
-        char *end = NULL;
-        long v = has > 0 && buf[0] != '\0' ? strtol(buf, &end, 10) : -1;
-        if (has < 0 || end == NULL || *end != '\0' || v < 1 || v > 200) {
-            inc_field_error(c->req, "limit", "an integer from 1 to 200");
-            return 0;
-        }
-        c->limit = (int)v;
-    }
-    has = inc_query_get(c->req, "cursor", buf, sizeof(buf));
-    if (has != 0) {
-        char *us = has > 0 ? strchr(buf, '_') : NULL;
-        char *end = NULL;
-        if (us != NULL) {
-            *us = '\0';
-            (void)strtoll(buf, &end, 10);
-        }
-        if (us == NULL || buf[0] == '\0' || end == NULL || *end != '\0' || !inc_uuid_ok(us + 1) ||
-            strlen(buf) > 15) {
-            inc_field_error(c->req, "cursor", "not a cursor of this list");
-            return 0;
-        }
-        snprintf(c->cur_time, sizeof(c->cur_time), "%.15s", buf);
-        snprintf(c->cur_id, sizeof(c->cur_id), "%s", us + 1);
-    }
-    return 1;
 }
 
 /* ---- reading -------------------------------------------------------------------------------- */
@@ -256,10 +156,10 @@ inc_get(svc_t *svc, h2s_req_t *req, const sess_t *sess)
     const char *id = h2s_req_param(req, "incident_id");
 
     inc_ctx_t *c = inc_ctx_new(svc, req, sess);
-    if (c == NULL || !inc_operator_ok(req, sess, 0)) {
+    if (c == NULL || !nadm_operator_ok(req, sess, 0)) {
         return;
     }
-    if (!inc_uuid_ok(id)) {
+    if (!uuid_valid(id)) {
         svc_respond_error(req, PHR_ENOTFOUND, "no such incident");
         return;
     }
@@ -274,30 +174,12 @@ static void
 inc_list_done(int rc, PGresult *res, void *ud)
 {
     inc_ctx_t *c = ud;
-    char cursor[80];
 
     if (rc != PHR_OK) {
         svc_respond_error(c->req, rc, NULL);
         return;
     }
-    json_object *out = json_object_new_object();
-    json_object *items = json_object_new_array();
-    int n = PQntuples(res);
-    for (int i = 0; i < n && i < c->limit; i++) {
-        json_object *it = json_tokener_parse(PQgetvalue(res, i, 0));
-        if (it != NULL) {
-            json_object_array_add(items, it);
-        }
-    }
-    json_object_object_add(out, "items", items);
-    if (n > c->limit) {
-        snprintf(cursor, sizeof(cursor), "%s_%s", PQgetvalue(res, c->limit - 1, 1),
-                 PQgetvalue(res, c->limit - 1, 2));
-        json_object_object_add(out, "next_cursor", json_object_new_string(cursor));
-    } else {
-        json_object_object_add(out, "next_cursor", NULL);
-    }
-    h2s_respond_json(c->req, 200, out);
+    nadm_respond_page(c->req, res, c->page.limit);
 }
 
 static const char inc_list_sql[] =
@@ -312,9 +194,10 @@ inc_list_run(inc_ctx_t *c)
 {
     char lim[16];
 
-    snprintf(lim, sizeof(lim), "%d", c->limit + 1);
-    const char *p[] = {c->org_filter[0] ? c->org_filter : NULL, c->cur_time[0] ? c->cur_time : NULL,
-                       c->cur_id[0] ? c->cur_id : NULL, lim};
+    snprintf(lim, sizeof(lim), "%d", c->page.limit + 1);
+    const char *p[] = {c->org_filter[0] ? c->org_filter : NULL,
+                       c->page.cur_time[0] ? c->page.cur_time : NULL,
+                       c->page.cur_id[0] ? c->page.cur_id : NULL, lim};
     int rc = db_query(svc_db(c->svc), inc_list_sql, 4, p, inc_list_done, c);
     if (rc != PHR_OK) {
         svc_respond_error(c->req, rc, NULL);
@@ -325,7 +208,7 @@ static void
 inc_list(svc_t *svc, h2s_req_t *req, const sess_t *sess)
 {
     inc_ctx_t *c = inc_ctx_new(svc, req, sess);
-    if (c == NULL || !inc_operator_ok(req, sess, 0) || !inc_page_params(c)) {
+    if (c == NULL || !nadm_operator_ok(req, sess, 0) || !nadm_page_params(c->req, &c->page)) {
         return;
     }
     inc_list_run(c);
@@ -345,7 +228,7 @@ inc_org_list(svc_t *svc, h2s_req_t *req, const sess_t *sess)
         svc_respond_error(req, PHR_EDENIED, "organization admins only");
         return;
     }
-    if (!inc_uuid_ok(id) || strcmp(id, sess->org_id) != 0) {
+    if (!uuid_valid(id) || strcmp(id, sess->org_id) != 0) {
         svc_respond_error(req, PHR_ENOTFOUND, "no such organization");
         return;
     }
@@ -353,7 +236,7 @@ inc_org_list(svc_t *svc, h2s_req_t *req, const sess_t *sess)
         svc_respond_error(req, PHR_EDENIED, "organization admins only");
         return;
     }
-    if (!inc_page_params(c)) {
+    if (!nadm_page_params(c->req, &c->page)) {
         return;
     }
     snprintf(c->org_filter, sizeof(c->org_filter), "%s", id);
@@ -622,8 +505,8 @@ inc_add_contacts(inc_ctx_t *c, json_object *page)
     }
     for (size_t i = 0; i < json_object_array_length(items); i++) {
         json_object *ct = json_object_array_get_idx(items, i);
-        if (!inc_uuid_ok(jx_get_str(ct, "account_id", NULL)) ||
-            jx_get_str(ct, "email", NULL) == NULL || !inc_uuid_ok(jx_get_str(ct, "org_id", NULL))) {
+        if (!uuid_valid(jx_get_str(ct, "account_id", NULL)) ||
+            jx_get_str(ct, "email", NULL) == NULL || !uuid_valid(jx_get_str(ct, "org_id", NULL))) {
             continue;
         }
         if (json_object_array_length(c->contacts) >= INC_MAX_RECIPIENTS) {
@@ -650,7 +533,7 @@ inc_auth_done(int rc, const hcli_resp_t *resp, void *ud)
     }
     if (resp->status == 404 && !c->all) {
         snprintf(field, sizeof(field), "org_ids[%zu]", c->next_org - 1);
-        inc_field_error(c->req, field, "no such organization");
+        nadm_field_error(c->req, field, "no such organization");
         return;
     }
     json_object *page = resp->status == 200 ? json_tokener_parse(resp->body) : NULL;
@@ -744,27 +627,15 @@ inc_create(svc_t *svc, h2s_req_t *req, const sess_t *sess)
         {"all", JX_BOOL, 0, 0, 0, 0, 0, NULL},
         {"detected_at", JX_STRING, 1, 0, 0, 1, 40, NULL},
     };
-    const char *key = h2s_req_header(req, "idempotency-key");
-    size_t len;
-    const char *raw = h2s_req_body(req, &len);
     json_object *ids = NULL, *all = NULL;
     int64_t ms;
 
     inc_ctx_t *c = inc_ctx_new(svc, req, sess);
-    if (c == NULL || !inc_operator_ok(req, sess, 1)) {
+    if (c == NULL || !nadm_operator_ok(req, sess, 1)) {
         return;
     }
-    if (key != NULL) {
-        size_t kl = strlen(key);
-        int ok = kl >= 1 && kl <= 255;
-        for (size_t i = 0; ok && i < kl; i++) {
-            ok = key[i] >= 0x21 && key[i] <= 0x7e;
-        }
-        if (!ok) {
-            inc_field_error(req, "Idempotency-Key", "1 to 255 visible ASCII characters");
-            return;
-        }
-        snprintf(c->key, sizeof(c->key), "incident:%s:%s", sess->account_id, key);
+    if (!nadm_idem_key(req, sess, "incident", c->key, sizeof(c->key))) {
+        return;
     }
     if (svc_read_json(req, fields, sizeof(fields) / sizeof(fields[0]), &c->body) != PHR_OK) {
         return;
@@ -772,11 +643,11 @@ inc_create(svc_t *svc, h2s_req_t *req, const sess_t *sess)
     int has_ids = json_object_object_get_ex(c->body, "org_ids", &ids) && ids != NULL;
     int has_all = json_object_object_get_ex(c->body, "all", &all) && all != NULL;
     if (has_ids == has_all) {
-        inc_field_error(req, has_ids ? "all" : "org_ids", "give either org_ids or all: true");
+        nadm_field_error(req, has_ids ? "all" : "org_ids", "give either org_ids or all: true");
         return;
     }
     if (has_all && !json_object_get_boolean(all)) {
-        inc_field_error(req, "all", "must be true (or give org_ids)");
+        nadm_field_error(req, "all", "must be true (or give org_ids)");
         return;
     }
     for (size_t i = 0; has_ids && i < json_object_array_length(ids); i++) {
@@ -784,34 +655,30 @@ inc_create(svc_t *svc, h2s_req_t *req, const sess_t *sess)
         const char *s = json_object_is_type(v, json_type_string) ? json_object_get_string(v) : NULL;
         char field[32];
         snprintf(field, sizeof(field), "org_ids[%zu]", i);
-        if (!inc_uuid_ok(s)) {
-            inc_field_error(req, field, "an organization id (lower-case UUID)");
+        if (s == NULL || !uuid_valid(s)) {
+            nadm_field_error(req, field, "an organization id (lower-case UUID)");
             return;
         }
         for (size_t k = 0; k < i; k++) {
             if (strcmp(s, json_object_get_string(json_object_array_get_idx(ids, k))) == 0) {
-                inc_field_error(req, field, "listed twice");
+                nadm_field_error(req, field, "listed twice");
                 return;
             }
         }
     }
     const char *det = jx_get_str(c->body, "detected_at", "");
     if (tu_parse_rfc3339(det, &ms) != PHR_OK) {
-        inc_field_error(req, "detected_at", "an RFC 3339 date-time with an offset");
+        nadm_field_error(req, "detected_at", "an RFC 3339 date-time with an offset");
         return;
     }
     if (ms > tu_now_ms() + (int64_t)5 * 60 * 1000) {
-        inc_field_error(req, "detected_at", "must not be in the future");
+        nadm_field_error(req, "detected_at", "must not be in the future");
         return;
     }
     tu_format_jst(ms, c->detected, sizeof(c->detected));
     c->all = has_all;
     c->contacts = json_object_new_array();
-    unsigned char d[SHA256_DIGEST_LENGTH];
-    SHA256((const unsigned char *)(raw != NULL ? raw : ""), raw != NULL ? len : 0, d);
-    for (int i = 0; i < SHA256_DIGEST_LENGTH; i++) {
-        snprintf(c->sha + (size_t)2 * i, 3, "%02x", d[i]);
-    }
+    nadm_body_sha256(req, c->sha);
     if (uuid7(c->id) != PHR_OK || c->contacts == NULL) {
         svc_respond_error(req, PHR_ENOMEM, NULL);
         return;

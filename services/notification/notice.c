@@ -10,12 +10,12 @@
  * GET /api/v1/admin/notices[/{id}]: the notices with their counts.
  */
 #include <event2/event.h>
-#include <openssl/sha.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "admin.h"
 #include "aev.h"
 #include "err.h"
 #include "jsonx.h"
@@ -27,7 +27,6 @@
 
 #define NOTICE_PAGE 100
 #define NOTICE_TICK_MS 1000
-#define NOTICE_REAUTH_MS ((int64_t)15 * 60 * 1000)
 
 /* incident.c: one round of incident retries and escalations (run by the job timer here). */
 void notif_incident_tick(svc_t *svc);
@@ -55,9 +54,7 @@ typedef struct {
     char sha[65];
     char send_at[40];
     json_object *body;
-    int limit;
-    char cur_time[40];
-    char cur_id[37];
+    nadm_page_t page;
 } notice_ctx_t;
 
 /* The job of one service instance. */
@@ -109,144 +106,6 @@ notice_ctx_new(svc_t *svc, h2s_req_t *req, const sess_t *sess)
     return c;
 }
 
-static int
-notice_field_error(h2s_req_t *req, const char *field, const char *msg)
-{
-    jx_errors_t errs = {.n = 0};
-    jx_error_add(&errs, field, "%s", msg);
-    return h2s_respond_problem(req, 400, "validation_failed", "the request has invalid fields",
-                               &errs);
-}
-
-/* Operator routes: 1 when allowed, else answered (403, or 401 reauth_required). */
-static int
-notice_operator_ok(h2s_req_t *req, const sess_t *s, int recent)
-{
-    if (strcmp(s->kind, "operator") != 0) {
-        svc_respond_error(req, PHR_EDENIED, "operators only");
-        return 0;
-    }
-    int64_t at = s->authenticated_ms ? s->authenticated_ms : s->created_ms;
-    if (recent && tu_now_ms() - at > NOTICE_REAUTH_MS) {
-        h2s_respond_problem(req, 401, "reauth_required",
-                            "log in again: this action needs a password check within 15 minutes",
-                            NULL);
-        return 0;
-    }
-    return 1;
-}
-
-static void
-notice_sha256_hex(const char *s, size_t len, char *out)
-{
-    unsigned char d[SHA256_DIGEST_LENGTH];
-    SHA256((const unsigned char *)s, len, d);
-    for (int i = 0; i < SHA256_DIGEST_LENGTH; i++) {
-        snprintf(out + (size_t)2 * i, 3, "%02x", d[i]);
-    }
-}
-
-/*
- * Reads query parameter |key| into |out|: 1 found, 0 absent, -1 too long. Values are used
- * as they are (the callers accept only characters that need no decoding).
- */
-static int
-notice_query_get(h2s_req_t *req, const char *key, char *out, size_t cap)
-{
-    const char *q = h2s_req_query(req);
-    size_t kl = strlen(key);
-
-    out[0] = '\0';
-    while (q != NULL && *q != '\0') {
-        size_t len = strcspn(q, "&");
-        const char *eq = memchr(q, '=', len);
-        size_t klen = eq != NULL ? (size_t)(eq - q) : len;
-        if (klen == kl && strncmp(q, key, kl) == 0) {
-            const char *v = eq != NULL ? eq + 1 : q + len;
-            size_t vlen = (size_t)(q + len - v);
-            if (vlen >= cap) {
-                return -1;
-            }
-            memcpy(out, v, vlen);
-            out[vlen] = '\0';
-            return 1;
-        }
-        q += len;
-        if (*q == '&') {
-            q++;
-        }
-    }
-    return 0;
-}
-
-/*
- * limit (1..200, default 50) and cursor "<epoch ms>_<uuid>" of a newest-first list into
- * |c|. 1 when valid, else answered 400.
- */
-static int
-notice_page_params(notice_ctx_t *c)
-{
-    char buf[80];
-
-    int has = notice_query_get(c->req, "limit", buf, sizeof(buf));
-    c->limit = 50;
-    if (has != 0) {
-        char *end = NULL;
-        long v = has > 0 && buf[0] != '\0' ? strtol(buf, &end, 10) : -1;
-        if (has < 0 || end == NULL || *end != '\0' || v < 1 || v > 200) {
-            notice_field_error(c->req, "limit", "an integer from 1 to 200");
-            return 0;
-        }
-        c->limit = (int)v;
-    }
-    has = notice_query_get(c->req, "cursor", buf, sizeof(buf));
-    if (has != 0) {
-        char *us = has > 0 ? strchr(buf, '_') : NULL;
-        char *end = NULL;
-        if (us != NULL) {
-            *us = '\0';
-            (void)strtoll(buf, &end, 10);
-        }
-        if (us == NULL || buf[0] == '\0' || end == NULL || *end != '\0' || strlen(us + 1) != 36 ||
-            !uuid_valid(us + 1) || strlen(buf) > 15) {
-            notice_field_error(c->req, "cursor", "not a cursor of this list");
-            return 0;
-        }
-        snprintf(c->cur_time, sizeof(c->cur_time), "%.15s", buf);
-        snprintf(c->cur_id, sizeof(c->cur_id), "%s", us + 1);
-    }
-    return 1;
-}
-
-/*
- * Answers a newest-first page: |res| columns (json text, created epoch ms, id), |limit| + 1
- * rows asked for.
- */
-static void
-notice_respond_page(h2s_req_t *req, PGresult *res, int limit)
-{
-    json_object *out = json_object_new_object();
-    json_object *items = json_object_new_array();
-    int n = PQntuples(res);
-    char cursor[80];
-
-    for (int i = 0; i < n && i < limit; i++) {
-        json_object *it = json_tokener_parse(PQgetvalue(res, i, 0));
-        if (it != NULL) {
-            json_object_array_add(items, it);
-        }
-    }
-    json_object_object_add(out, "items", items);
-    if (n > limit) {
-        snprintf(cursor, sizeof(cursor), "%s_%s", PQgetvalue(res, limit - 1, 1),
-                 PQgetvalue(res, limit - 1, 2));
-        json_object_object_add(out, "next_cursor", json_object_new_string(cursor));
-    } else {
-        json_object_object_add(out, "next_cursor", NULL);
-    }
-    h2s_respond_json(req, 200, out);
-}
-
 /* ---- GET ------------------------------------------------------------------------------------ */
 
 static void
@@ -287,10 +146,10 @@ notice_get(svc_t *svc, h2s_req_t *req, const sess_t *sess)
     const char *id = h2s_req_param(req, "notice_id");
 
     notice_ctx_t *c = notice_ctx_new(svc, req, sess);
-    if (c == NULL || !notice_operator_ok(req, sess, 0)) {
+    if (c == NULL || !nadm_operator_ok(req, sess, 0)) {
         return;
     }
-    if (id == NULL || strlen(id) != 36 || !uuid_valid(id)) {
+    if (!uuid_valid(id)) {
         svc_respond_error(req, PHR_ENOTFOUND, "no such notice");
         return;
     }
@@ -310,7 +169,7 @@ notice_list_done(int rc, PGresult *res, void *ud)
         svc_respond_error(c->req, rc, NULL);
         return;
     }
-    notice_respond_page(c->req, res, c->limit);
+    nadm_respond_page(c->req, res, c->page.limit);
 }
 
 static void
@@ -324,11 +183,12 @@ notice_list(svc_t *svc, h2s_req_t *req, const sess_t *sess)
     char lim[16];
 
     notice_ctx_t *c = notice_ctx_new(svc, req, sess);
-    if (c == NULL || !notice_operator_ok(req, sess, 0) || !notice_page_params(c)) {
+    if (c == NULL || !nadm_operator_ok(req, sess, 0) || !nadm_page_params(c->req, &c->page)) {
         return;
     }
-    snprintf(lim, sizeof(lim), "%d", c->limit + 1);
-    const char *p[] = {c->cur_time[0] ? c->cur_time : NULL, c->cur_id[0] ? c->cur_id : NULL, lim};
+    snprintf(lim, sizeof(lim), "%d", c->page.limit + 1);
+    const char *p[] = {c->page.cur_time[0] ? c->page.cur_time : NULL,
+                       c->page.cur_id[0] ? c->page.cur_id : NULL, lim};
     int rc = db_query(svc_db(svc), sql, 3, p, notice_list_done, c);
     if (rc != PHR_OK) {
         svc_respond_error(req, rc, NULL);
@@ -463,25 +323,13 @@ notice_create(svc_t *svc, h2s_req_t *req, const sess_t *sess)
         {"audience", JX_STRING, 1, 0, 0, 1, 16, audiences},
         {"send_at", JX_STRING, 0, 0, 0, 1, 40, NULL},
     };
-    const char *key = h2s_req_header(req, "idempotency-key");
-    size_t len;
-    const char *raw = h2s_req_body(req, &len);
 
     notice_ctx_t *c = notice_ctx_new(svc, req, sess);
-    if (c == NULL || !notice_operator_ok(req, sess, 1)) {
+    if (c == NULL || !nadm_operator_ok(req, sess, 1)) {
         return;
     }
-    if (key != NULL) {
-        size_t kl = strlen(key);
-        int ok = kl >= 1 && kl <= 255;
-        for (size_t i = 0; ok && i < kl; i++) {
-            ok = key[i] >= 0x21 && key[i] <= 0x7e;
-        }
-        if (!ok) {
-            notice_field_error(req, "Idempotency-Key", "1 to 255 visible ASCII characters");
-            return;
-        }
-        snprintf(c->key, sizeof(c->key), "notice:%s:%s", sess->account_id, key);
+    if (!nadm_idem_key(req, sess, "notice", c->key, sizeof(c->key))) {
+        return;
     }
     if (svc_read_json(req, fields, sizeof(fields) / sizeof(fields[0]), &c->body) != PHR_OK) {
         return;
@@ -489,20 +337,20 @@ notice_create(svc_t *svc, h2s_req_t *req, const sess_t *sess)
     int has_se = jx_get_str(c->body, "subject_en", NULL) != NULL;
     int has_be = jx_get_str(c->body, "body_en", NULL) != NULL;
     if (has_se != has_be) {
-        notice_field_error(req, has_se ? "body_en" : "subject_en",
-                           "subject_en and body_en go together");
+        nadm_field_error(req, has_se ? "body_en" : "subject_en",
+                         "subject_en and body_en go together");
         return;
     }
     const char *sa = jx_get_str(c->body, "send_at", NULL);
     if (sa != NULL) {
         int64_t ms;
         if (tu_parse_rfc3339(sa, &ms) != PHR_OK) {
-            notice_field_error(req, "send_at", "an RFC 3339 date-time with an offset");
+            nadm_field_error(req, "send_at", "an RFC 3339 date-time with an offset");
             return;
         }
         snprintf(c->send_at, sizeof(c->send_at), "%s", sa);
     }
-    notice_sha256_hex(raw != NULL ? raw : "", raw != NULL ? len : 0, c->sha);
+    nadm_body_sha256(req, c->sha);
     if (uuid7(c->id) != PHR_OK) {
         svc_respond_error(req, PHR_EGENERIC, NULL);
         return;

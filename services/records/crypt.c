@@ -23,6 +23,7 @@ typedef struct rcrypt_keys {
     unsigned char keys[RCRYPT_MAX_KEYS + 1][RCRYPT_KEY_LEN];
     unsigned char mac_key[RCRYPT_MAC_LEN];
     int current;
+    EVP_CIPHER *gcm; /* AES-256-GCM fetched once (EVP_aes_256_gcm() looks it up on every init) */
 } rcrypt_keys_t;
 
 struct rcrypt {
@@ -40,7 +41,11 @@ rcrypt_create(void)
 
     if (rc != NULL && (rc->k = calloc(1, sizeof(rcrypt_keys_t))) == NULL) {
         free(rc);
-        rc = NULL;
+        return NULL;
+    }
+    if (rc != NULL && (rc->k->gcm = EVP_CIPHER_fetch(NULL, "AES-256-GCM", NULL)) == NULL) {
+        rcrypt_free(rc);
+        return NULL;
     }
     return rc;
 }
@@ -49,6 +54,7 @@ void
 rcrypt_free(rcrypt_t *rc)
 {
     if (rc != NULL) {
+        EVP_CIPHER_free(rc->k->gcm);
         OPENSSL_cleanse(rc->k, sizeof(*rc->k));
         free(rc->k);
         free(rc);
@@ -161,6 +167,12 @@ rcrypt_current(const rcrypt_t *rc)
     return rc != NULL ? rc->k->current : 0;
 }
 
+void
+rcrypt_aad(char *out, size_t cap, const char *id, const char *patient_id, const char *type)
+{
+    snprintf(out, cap, "rec1|%s|%s|%s", id, patient_id, type);
+}
+
 int
 rcrypt_seal(const rcrypt_t *rc, const char *aad, const char *plain, size_t len, int *key_id,
             char **hex)
@@ -183,7 +195,7 @@ rcrypt_seal(const rcrypt_t *rc, const char *aad, const char *plain, size_t len, 
         goto fail;
     }
     if (RAND_bytes(buf, RCRYPT_NONCE_LEN) != 1 ||
-        EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, NULL, NULL) != 1 ||
+        EVP_EncryptInit_ex(ctx, rc->k->gcm, NULL, NULL, NULL) != 1 ||
         EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_IVLEN, RCRYPT_NONCE_LEN, NULL) != 1 ||
         EVP_EncryptInit_ex(ctx, NULL, NULL, rc->k->keys[rc->k->current], buf) != 1 ||
         EVP_EncryptUpdate(ctx, NULL, &outl, (const unsigned char *)aad, (int)strlen(aad)) != 1 ||
@@ -248,7 +260,7 @@ rcrypt_open(const rcrypt_t *rc, const char *aad, int key_id, const char *hex, ch
     if (rcrypt_unhex(hex + 2, buf, total) != PHR_OK) {
         goto done;
     }
-    if (EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, NULL, NULL) != 1 ||
+    if (EVP_DecryptInit_ex(ctx, rc->k->gcm, NULL, NULL, NULL) != 1 ||
         EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_IVLEN, RCRYPT_NONCE_LEN, NULL) != 1 ||
         EVP_DecryptInit_ex(ctx, NULL, NULL, rc->k->keys[key_id], buf) != 1 ||
         EVP_DecryptUpdate(ctx, NULL, &outl, (const unsigned char *)aad, (int)strlen(aad)) != 1 ||

@@ -43,8 +43,15 @@ int rcrypt_load(rcrypt_t *rc, const cfg_t *cfg);
 int rcrypt_current(const rcrypt_t *rc);
 
 /*
+ * The additional authenticated data that binds a sealed record payload to its
+ * row: "rec1|<record id>|<patient id>|<type>" into |out| (truncated to |cap|).
+ * The records service and phrctl keys (re-encryption) both use it.
+ */
+void rcrypt_aad(char *out, size_t cap, const char *id, const char *patient_id, const char *type);
+
+/*
  * Seals |len| bytes of |plain| with the newest key, binding |aad| (a NUL-
- * terminated string, e.g. from rec_aad). |*key_id| gets the key version,
+ * terminated string, e.g. from rcrypt_aad). |*key_id| gets the key version,
  * |*hex| a malloc'd "\x..." bytea text (caller frees).
  * PHR_OK, PHR_EINVAL (no key), PHR_ENOMEM or PHR_EGENERIC.
  */

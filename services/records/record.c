@@ -34,12 +34,6 @@ rec_crypt(const svc_t *svc)
     return ctx != NULL ? ctx->crypt : NULL;
 }
 
-void
-rec_aad(char *out, size_t cap, const char *id, const char *patient_id, const char *type)
-{
-    snprintf(out, cap, "rec1|%s|%s|%s", id, patient_id, type);
-}
-
 static int64_t
 rec_floor_div(int64_t a, int64_t b)
 {
@@ -344,7 +338,7 @@ rec_seal(const rcrypt_t *rc, const char *id, const char *patient_id, const char 
     json_object_object_add(o, "values", json_object_get(values));
     json_object_object_add(o, "note", note != NULL ? json_object_new_string(note) : NULL);
     const char *plain = jx_to_string(o, &len);
-    rec_aad(aad, sizeof(aad), id, patient_id, type);
+    rcrypt_aad(aad, sizeof(aad), id, patient_id, type);
     int ret = plain != NULL ? rcrypt_seal(rc, aad, plain, len, key_id, hex) : PHR_ENOMEM;
     json_object_put(o);
     return ret;
@@ -364,8 +358,8 @@ rec_row_open(const rcrypt_t *rc, const PGresult *res, int row, json_object **val
     if (rec_parse_i64(PQgetvalue(res, row, REC_COL_KEY_ID), &key_id) != PHR_OK) {
         return PHR_EINVAL;
     }
-    rec_aad(aad, sizeof(aad), PQgetvalue(res, row, REC_COL_ID),
-            PQgetvalue(res, row, REC_COL_PATIENT), PQgetvalue(res, row, REC_COL_TYPE));
+    rcrypt_aad(aad, sizeof(aad), PQgetvalue(res, row, REC_COL_ID),
+               PQgetvalue(res, row, REC_COL_PATIENT), PQgetvalue(res, row, REC_COL_TYPE));
     if (rcrypt_open(rc, aad, (int)key_id, PQgetvalue(res, row, REC_COL_SEALED), &plain, &len) !=
         PHR_OK) {
         log_error("records: record %s could not be decrypted (key %d)",
@@ -496,54 +490,78 @@ static const char rec_replace_sql[] =
     "AND local_day = $5::date RETURNING *) "
     "INSERT INTO record_history (" REC_HISTORY_COLS ") SELECT " REC_HISTORY_SELECT " FROM old";
 
-static const char rec_insert_sql[] =
-    "INSERT INTO records AS r (id, patient_id, type, measured_at, local_day, source, org_id, "
-    "key_id, sealed, created_by) VALUES ($1::uuid, $2::uuid, $3, " REC_TS(
-        "$4") ", $5::date, $6, $7::uuid, $8::int4, $9::bytea, $10::uuid) RETURNING " REC_COLUMNS;
+#define REC_INSERT                                                                                 \
+    "INSERT INTO records AS r (id, patient_id, type, measured_at, local_day, source, org_id, "     \
+    "key_id, sealed, created_by) VALUES ($1::uuid, $2::uuid, $3, " REC_TS(                         \
+        "$4") ", $5::date, $6, $7::uuid, $8::int4, $9::bytea, $10::uuid) RETURNING " REC_COLUMNS
+
+static const char rec_insert_sql[] = REC_INSERT;
+
+/* The insert and its audit event ($11 topic, $12 key, $13 body) in one statement. */
+static const char rec_insert_audited_sql[] =
+    "WITH ob AS (" OUTBOX_SQL_ADD("$11, $12, $13::jsonb") ") " REC_INSERT;
+
+/* A new record's id (uuid7) and sealed value, as the text parameters of rec_insert_sql. */
+typedef struct {
+    char day[11], ms[24], kid[12];
+    char *hex;
+} rec_sealed_t;
+
+static int
+rec_insert_prep(const rcrypt_t *rc, const char *patient_id, const rec_input_t *in,
+                char *record_id_out, rec_sealed_t *out)
+{
+    int key_id = 0;
+
+    out->hex = NULL;
+    if (uuid7(record_id_out) != PHR_OK) {
+        return PHR_EGENERIC;
+    }
+    int ret = rec_seal(rc, record_id_out, patient_id, in->type->type, in->values, in->note, &key_id,
+                       &out->hex);
+    if (ret != PHR_OK) {
+        return ret;
+    }
+    rec_local_day(in->measured_ms, out->day);
+    snprintf(out->ms, sizeof(out->ms), "%lld", (long long)in->measured_ms);
+    snprintf(out->kid, sizeof(out->kid), "%d", key_id);
+    return PHR_OK;
+}
 
 int
 rec_insert_keys(const rcrypt_t *rc, db_txn_t *txn, const char *patient_id, const rec_input_t *in,
                 const char *source, const char *actor_id, char *record_id_out, db_cb cb, void *ud)
 {
-    char day[11], ms[24], kid[12];
-    char *hex = NULL;
-    int key_id = 0;
+    rec_sealed_t sl;
 
     if (source == NULL) {
         source = in->source != NULL ? in->source : "self";
     }
-    if (uuid7(record_id_out) != PHR_OK) {
-        return PHR_EGENERIC;
-    }
-    int ret = rec_seal(rc, record_id_out, patient_id, in->type->type, in->values, in->note, &key_id,
-                       &hex);
+    int ret = rec_insert_prep(rc, patient_id, in, record_id_out, &sl);
     if (ret != PHR_OK) {
         return ret;
     }
     rec_ins_t *ins = calloc(1, sizeof(*ins));
     if (ins == NULL) {
-        free(hex);
+        free(sl.hex);
         return PHR_ENOMEM;
     }
     ins->cb = cb;
     ins->ud = ud;
-    rec_local_day(in->measured_ms, day);
-    snprintf(ms, sizeof(ms), "%lld", (long long)in->measured_ms);
-    snprintf(kid, sizeof(kid), "%d", key_id);
     if (in->type->one_per_day) {
-        const char *p[] = {"replace", actor_id, patient_id, in->type->type, day};
+        const char *p[] = {"replace", actor_id, patient_id, in->type->type, sl.day};
         ret = db_txn_query(txn, rec_replace_sql, 5, p, rec_ins_moved, ins);
         if (ret != PHR_OK) {
             free(ins);
-            free(hex);
+            free(sl.hex);
             return ret;
         }
     }
-    const char *p[] = {record_id_out, patient_id, in->type->type, ms, day, source, in->org_id,
-                       kid,           hex,        actor_id};
+    const char *p[] = {record_id_out, patient_id, in->type->type, sl.ms,  sl.day,
+                       source,        in->org_id, sl.kid,         sl.hex, actor_id};
     ins->insert_queued = 1;
     ret = db_txn_query(txn, rec_insert_sql, 10, p, rec_ins_done, ins);
-    free(hex);
+    free(sl.hex);
     if (ret == PHR_OK) {
         return PHR_OK;
     }
@@ -686,12 +704,12 @@ rec_req_new(svc_t *svc, h2s_req_t *req, const sess_t *sess, int staff)
     return r;
 }
 
-int
-rec_audit(rec_req_t *r, db_txn_t *txn, const char *action, const char *target_type,
-          const char *target_id, json_object *details, db_cb cb, void *ud)
+/* The audit event of |r| as JSON (caller frees; NULL on no memory), its key in |event_id|. */
+static char *
+rec_audit_json(rec_req_t *r, const char *action, const char *target_type, const char *target_id,
+               json_object *details, char event_id[AEV_ID_LEN])
 {
     aev_t ev;
-    char event_id[AEV_ID_LEN];
 
     aev_init(&ev, "records", action, r->req, &r->sess);
     ev.target_type = target_type;
@@ -699,7 +717,16 @@ rec_audit(rec_req_t *r, db_txn_t *txn, const char *action, const char *target_ty
     ev.patient_id = r->patient_id;
     ev.target_org_id = r->staff ? r->org_id : NULL;
     ev.details = details;
-    char *json = aev_json(&ev, event_id);
+    return aev_json(&ev, event_id);
+}
+
+int
+rec_audit(rec_req_t *r, db_txn_t *txn, const char *action, const char *target_type,
+          const char *target_id, json_object *details, db_cb cb, void *ud)
+{
+    char event_id[AEV_ID_LEN];
+    char *json = rec_audit_json(r, action, target_type, target_id, details, event_id);
+
     if (json == NULL) {
         return PHR_ENOMEM;
     }
@@ -1371,10 +1398,10 @@ rec_post_claimed(int rc, PGresult *res, void *ud)
     }
 }
 
+/* The answer of a POST from the inserted row; a failure goes to r->rc. */
 static void
-rec_post_inserted(int rc, PGresult *res, void *ud)
+rec_post_built(rec_req_t *r, int rc, const PGresult *res)
 {
-    rec_req_t *r = ud;
     rec_write_t *w = r->priv;
 
     if (rc == PHR_OK) { /* the row just sealed from w->in: no need to open it again */
@@ -1390,6 +1417,15 @@ rec_post_inserted(int rc, PGresult *res, void *ud)
     if (rc != PHR_OK && r->rc == PHR_OK) {
         r->rc = rc;
     }
+}
+
+static void
+rec_post_inserted(int rc, PGresult *res, void *ud)
+{
+    rec_req_t *r = ud;
+    rec_write_t *w = r->priv;
+
+    rec_post_built(r, rc, res);
     if (w->key[0] != '\0') {
         return; /* rec_post_claimed ends the transaction */
     }
@@ -1458,9 +1494,58 @@ rec_post_begun(int rc, db_txn_t *txn, void *ud)
     }
 }
 
+/* The one-statement create answered (no transaction was opened: r->txn stays NULL). */
+static void
+rec_post_stored(int rc, PGresult *res, void *ud)
+{
+    rec_req_t *r = ud;
+
+    rec_post_built(r, rc, res);
+    rec_write_ended(r->rc, NULL, r);
+}
+
+/*
+ * A patient's create without an Idempotency-Key of a type that replaces
+ * nothing: the record and its audit event in one atomic statement (one round
+ * trip instead of BEGIN, two INSERTs and COMMIT).
+ */
+static void
+rec_post_single(rec_req_t *r)
+{
+    rec_write_t *w = r->priv;
+    rec_sealed_t sl;
+    char event_id[AEV_ID_LEN];
+
+    int rc = rec_insert_prep(rec_crypt(r->svc), r->patient_id, &w->in, r->record_id, &sl);
+    if (rc != PHR_OK) {
+        rec_answer(r, rc, "the record could not be stored; retry later");
+        return;
+    }
+    json_object *d = w->details;
+    w->details = NULL;
+    char *ev = rec_audit_json(r, w->action, "record", r->record_id, d, event_id);
+    const char *source = w->in.source != NULL ? w->in.source : "self";
+    const char *p[] = {
+        r->record_id, r->patient_id, w->in.type->type,   sl.ms,   sl.day,   source, NULL,
+        sl.kid,       sl.hex,        r->sess.account_id, "audit", event_id, ev};
+    rc = ev != NULL ? db_query(svc_db(r->svc), rec_insert_audited_sql, 13, p, rec_post_stored, r)
+                    : PHR_ENOMEM;
+    free(ev);
+    free(sl.hex);
+    if (rc != PHR_OK) {
+        rec_answer(r, rc, "the record could not be stored; retry later");
+    }
+}
+
 static void
 rec_post_begin(rec_req_t *r)
 {
+    rec_write_t *w = r->priv;
+
+    if (!r->staff && w->key[0] == '\0' && !w->in.type->one_per_day) {
+        rec_post_single(r);
+        return;
+    }
     int rc = db_txn_begin(svc_db(r->svc), rec_post_begun, r);
     if (rc != PHR_OK) {
         rec_answer(r, rc, "the record could not be stored; retry later");

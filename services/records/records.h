@@ -45,9 +45,6 @@ const rcrypt_t *rec_crypt(const svc_t *svc);
 #define REC_AAD_LEN 128
 #define REC_ID_LEN 37 /* UUID text + NUL */
 
-/* The AAD binding a sealed record to its id, patient and type ("rec1|id|patient|type"). */
-void rec_aad(char *out, size_t cap, const char *id, const char *patient_id, const char *type);
-
 /*
  * The select list of one record under alias r; rec_row_json reads these
  * columns starting at column 0 (REC_NCOLUMNS of them), so put any extra

@@ -20,6 +20,12 @@ connections:
                       "throttle" check is strict: every answered stream must be reset
                       (or its connection closed) within --window (the services' send-stall
                       deadline is their request timeout, nginx's is send_timeout)
+    stop-reading      a client with open flow-control windows and a small receive buffer
+                      sends GETs of the largest cheap answer until the server stops reading
+                      it, then never reads its socket; its "throttle" check is strict: the
+                      server's end of the connection (/proc/net/tcp) must leave ESTABLISHED
+                      within --write-timeout + --slack seconds (the services' write timeout,
+                      PHR_WRITE_TIMEOUT_MS; nginx's send_timeout for the gateway)
 
 After each attack three checks, each counted: "serve" (every probe during and after the
 attack answered the expected status within --deadline), "rss" (VmRSS of the service,
@@ -31,12 +37,14 @@ Needs python3-h2 (Debian; it brings hpack and hyperframe).
 
 import argparse
 import os
+import re
 import socket
 import ssl
 import struct
 import sys
 import threading
 import time
+import urllib.request
 
 import h2.config
 import h2.connection
@@ -101,8 +109,14 @@ class Target:
                 lit_idx(1, self.authority) + extra)
 
 
-def connect(target, timeout):
-    sock = socket.create_connection((target.host, target.port), timeout=timeout)
+def connect(target, timeout, rcvbuf=0):
+    if rcvbuf:  # set before connect: the window offered in the handshake follows it
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.settimeout(timeout)
+        sock.connect((target.host, target.port))
+    else:
+        sock = socket.create_connection((target.host, target.port), timeout=timeout)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     if not target.tls:
         return sock
@@ -120,12 +134,12 @@ def connect(target, timeout):
 class RawConn:
     """One attacking connection: raw frames out, server frames parsed and recorded."""
 
-    def __init__(self, target, settings=b"", timeout=5.0, preface=True):
+    def __init__(self, target, settings=b"", timeout=5.0, preface=True, rcvbuf=0):
         self.target = target
         self.t0 = time.monotonic()
         self.t_react = None     # seconds from connect to the server's first reaction
         self.auto_ack = True    # acknowledge the server's SETTINGS (off while dribbling)
-        self.sock = connect(target, timeout)
+        self.sock = connect(target, timeout, rcvbuf)
         self.buf = b""
         self.closed = None      # why the peer ended the connection
         self.goaway = None      # error code of the peer's GOAWAY
@@ -556,6 +570,76 @@ def a_window_zero(t, opts):
         sum(c.held for c in conns))
 
 
+def server_end(port, client_port):
+    """(state, tx_queue, rx_queue) of the server's end of a local TCP connection, from
+    /proc/net/tcp(6); None once it is gone."""
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(name) as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            col = row.split()
+            if (int(col[1].rsplit(":", 1)[1], 16) == port and
+                    int(col[2].rsplit(":", 1)[1], 16) == client_port):
+                tx, rx = col[4].split(":")
+                return int(col[3], 16), int(tx, 16), int(rx, 16)
+    return None
+
+
+TCP_ESTABLISHED = 1
+
+
+def a_stop_reading(t, opts):
+    """Pass/fail: the server must close a connection whose client stopped reading."""
+    top = 0x7FFFFFFF
+    c = RawConn(t, settings=struct.pack(">HI", 4, top), rcvbuf=16384)
+    c.send(frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", top - 65535)))
+    c.pump(0.5)  # the server's SETTINGS, acknowledged; from here on nothing is read
+    c.auto_ack = False
+    cport = c.sock.getsockname()[1]
+    block = t.request_block(path=t.big_path.encode())
+    sid, sent, paused = 1, 0, None
+    # Batches small enough for the server to answer before the next one (its stream limit
+    # is not the subject here), until its receive queue stays non-empty: it stopped reading.
+    for _ in range(opts.stop_batches):
+        c.send(b"".join(frame(HEADERS, F_END_STREAM | F_END_HEADERS, s, block)
+                        for s in range(sid, sid + 2 * 20, 2)), timeout=0.5)
+        sid += 40
+        sent += 20
+        time.sleep(0.05)
+        end = server_end(t.port, cport)
+        if end is None or end[0] != TCP_ESTABLISHED:  # closed already (nginx may do this)
+            c.closed = "server closed it while the GETs were being sent"
+            c.t_react = time.monotonic() - c.t0
+            return [c], "%d GETs of %s sent unread; the server closed the connection before " \
+                "it stopped reading" % (sent, t.big_path)
+        if end[2] > 0 or c.blocked:
+            paused = time.monotonic()
+            break
+    if paused is None:
+        c.held = 1
+        return [c], "%d GETs of %s sent unread, the server never stopped reading" % (
+            sent, t.big_path)
+    limit = t.write_timeout + opts.slack
+    closed_after = None
+    while time.monotonic() - paused < limit:
+        end = server_end(t.port, cport)
+        if end is None or end[0] != TCP_ESTABLISHED:
+            closed_after = time.monotonic() - paused
+            break
+        time.sleep(0.2)
+    if closed_after is None:
+        c.held = 1  # still open past the write timeout: the check fails
+        return [c], "%d GETs of %s sent unread; still open %.0f s after the server stopped " \
+            "reading it" % (sent, t.big_path, limit)
+    c.closed = "server closed it %.1f s after it stopped reading" % closed_after
+    c.t_react = time.monotonic() - c.t0
+    return [c], "%d GETs of %s sent unread; closed by the server %.1f s after it stopped " \
+        "reading (write timeout %.1f s)" % (sent, t.big_path, closed_after, t.write_timeout)
+
+
 ATTACKS = [
     ("rapid-reset", a_rapid_reset),
     ("continuation", a_continuation),
@@ -567,6 +651,7 @@ ATTACKS = [
     ("slowloris", a_slowloris),
     ("slow-preface", a_slow_preface),
     ("window-zero", a_window_zero),
+    ("stop-reading", a_stop_reading),
 ]
 
 
@@ -625,6 +710,20 @@ def run_attack(t, name, fn, opts, counter):
         c.close()
 
 
+def console_script(host, port):
+    """The path of the staff console's script (the gateway's largest anonymous answer)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    try:
+        with urllib.request.urlopen("https://%s:%d/" % (host, port), timeout=5,
+                                    context=ctx) as r:
+            m = re.search(rb'/assets/[A-Za-z0-9_.-]+\.js', r.read())
+            return m.group(0).decode() if m else "/"
+    except (OSError, ValueError):
+        return "/"
+
+
 def parse_hostport(s):
     host, _, port = s.rpartition(":")
     return host or "127.0.0.1", int(port)
@@ -650,6 +749,15 @@ def main():
                     help="seconds the slow attacks last (above the servers' header timeouts)")
     ap.add_argument("--w0-conns", type=int, default=20, help="window-zero connections")
     ap.add_argument("--w0-streams", type=int, default=50, help="window-zero streams each")
+    ap.add_argument("--write-timeout", type=float,
+                    default=int(env.get("PHR_WRITE_TIMEOUT_MS", "30000")) / 1000.0,
+                    help="stop-reading: the service's write timeout, seconds (the gateway's "
+                    "is --gateway-send-timeout)")
+    ap.add_argument("--gateway-send-timeout", type=float, default=10.0,
+                    help="stop-reading: nginx's send_timeout (deploy/nginx)")
+    ap.add_argument("--slack", type=float, default=5.0, help="stop-reading: added to the timeout")
+    ap.add_argument("--stop-batches", type=int, default=500,
+                    help="stop-reading: most batches of 20 GETs sent")
     opts = ap.parse_args()
 
     run = os.path.join(opts.var, "run")
@@ -672,6 +780,8 @@ def main():
         g = Target("gateway", host, port, True,
                    [("/healthz", {200}), ("/api/v1/me/records", {401})], gateway_pids)
         g.window_path = "/api/v1/me/records"
+        g.big_path = console_script(host, port)
+        g.write_timeout = opts.gateway_send_timeout
         targets.append(g)
     if opts.service:
         name, _, hp = opts.service.partition("=")
@@ -680,6 +790,8 @@ def main():
         s = Target(name, host, port, False, [("/livez", {200}), ("/readyz", {200})],
                    lambda n=name, f=pidfile: [(n, p) for p in [read_pid(f)] if p is not None])
         s.window_path = "/metrics"
+        s.big_path = "/metrics"
+        s.write_timeout = opts.write_timeout
         targets.append(s)
     only = {a for a in opts.only.split(",") if a}
     unknown = only - {n for n, _ in ATTACKS}

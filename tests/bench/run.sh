@@ -19,7 +19,8 @@
 #   record-pg    the same runs vs pgbench running the service's SELECT (text taken from
 #                services/records/*.c by bench.py) with PHR_PG_POOL connections
 #   record-post  POST /api/v1/me/records through the gateway (h2load -d) vs pgbench running
-#                the same transaction (record insert + audit outbox insert, same-size values)
+#                the service's one statement (record insert with its audit outbox row as a
+#                WITH item, rec_insert_audited_sql; same-size values)
 #   audit-keepup during record-post: the records outbox backlog of audit events, sampled
 #                every 0.5 s, and events written vs events the audit service stored
 #   record-list  GET /api/v1/me/records?limit=100, one request at a time (time per request)
@@ -33,6 +34,10 @@
 #                writer's transaction on copies of its tables
 #   audit-verify GET /api/v1/admin/audit/verify (an operator) over a chain of at least
 #                BENCH_VERIFY_EVENTS events (filled through the API in batches of 500)
+#   console      tests/bench/console_bench.mjs: cold first loads of the staff console (gateway)
+#                vs a one-script page on the TLS baseline, in Debian's Chromium: bytes on the
+#                wire and time until the sign-in button is visible (skipped, and reported
+#                so, without chromium or services/console/dist)
 #
 # Private stack: PHR_VAR=var/bench (purged first, stopped at the end), gateway 24443,
 # PostgreSQL 24432, Redis 24379, services 24101-24104. Baseline nginx in var/bench/baseline:
@@ -53,7 +58,8 @@
 # probe), BENCH_CASES (all of the cases above; a subset for development), PHR_WORKERS 2
 # (the auth worker pool and argon2_raw's threads), PHR_PG_POOL 4 (each service's PostgreSQL
 # connections = pgbench -c), BENCH_VERIFY_EVENTS 1000000 (events in the verified chain),
-# PHR_STANDIN_PORT 24199 (the provider stand-in of the bench stack).
+# PHR_STANDIN_PORT 24199 (the provider stand-in of the bench stack), BENCH_CONSOLE_LOADS 5
+# (cold loads per page of the console case), PHR_CHROMIUM /usr/bin/chromium.
 #
 # Exit status: 0 when the bench ran (even if a goal is missed: goals are reported, not
 # asserted); 1 when it could not run (stack down, h2load error, any non-2xx response).
@@ -108,7 +114,7 @@ export BENCH_P99_CLIENTS=${BENCH_P99_CLIENTS:-2}
 export BENCH_P99_RPS=${BENCH_P99_RPS:-100}
 export BENCH_VERIFY_EVENTS=${BENCH_VERIFY_EVENTS:-1000000}
 export BENCH_CASES=${BENCH_CASES:-livez-h2c gateway-tls login session storm record-get record-pg \
-record-post record-list export notify-submit audit-ingest audit-verify audit-keepup}
+record-post record-list export notify-submit audit-ingest audit-verify audit-keepup console}
 BENCH_PIN=${BENCH_PIN:-1}
 if [ "$(nproc)" -lt 2 ]; then
     BENCH_PIN=0
@@ -258,6 +264,40 @@ grep -q 'try_files /session.json' "$base_dir/tls.conf" || die "could not add the
 rec_loc='location ^~ /api/v1/me/records/ {\n\1    try_files /record.json =404;\n\1}'
 sed -i -E "s|^([[:space:]]*)location / \\{|\\1$rec_loc\\n&|" "$base_dir/tls.conf"
 grep -q 'try_files /record.json' "$base_dir/tls.conf" || die "could not add the record file"
+# Case 16's baseline page (a button rendered by one small module script), served like the
+# console: its content types, gzip, security headers and Content-Security-Policy.
+mkdir -p "$base_dir/www/console-base"
+printf '%s\n' '<!doctype html>' '<html lang="ja">' '<head><meta charset="utf-8">' \
+    '<title>baseline</title><script type="module" src="/console-base/app.js"></script>' \
+    '</head>' '<body><div id="app"></div></body>' '</html>' \
+    > "$base_dir/www/console-base/index.html"
+printf '%s\n' "const b = document.createElement('button');" "b.type = 'button';" \
+    "b.textContent = 'ログイン';" "document.getElementById('app').append(b);" \
+    > "$base_dir/www/console-base/app.js"
+chmod 0755 "$base_dir/www/console-base"
+chmod 0644 "$base_dir/www/console-base/"*
+cat > "$base_dir/console-base.conf" <<'CONF'
+location ^~ /console-base/ {
+    types {
+        text/html html;
+        text/javascript js;
+    }
+    charset utf-8;
+    charset_types text/javascript;
+    gzip on;
+    gzip_comp_level 6;
+    gzip_types text/javascript;
+    add_header Strict-Transport-Security "max-age=63072000" always;
+    add_header X-Content-Type-Options "nosniff" always;
+    add_header Referrer-Policy "no-referrer" always;
+    add_header Content-Security-Policy "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'" always;
+    add_header Cache-Control "no-cache" always;
+    add_header X-Request-Id $request_id always;
+}
+CONF
+sed -i -E "s|^([[:space:]]*)location / \\{|\\1include $base_dir/console-base.conf;\\n&|" \
+    "$base_dir/tls.conf"
+grep -q 'console-base.conf;' "$base_dir/tls.conf" || die "could not add the console baseline"
 base_start h2c || die "baseline nginx (h2c) did not start (see $base_dir/error.log)"
 base_start tls || die "baseline nginx (TLS) did not start (see $base_dir/error.log)"
 
@@ -648,6 +688,33 @@ if want export; then
         die "export_bench.sh could not run (see $res_dir/export.out)"
     fi
     "$py" "$bench_dir/bench.py" exportparse "$results" "$res_dir/export.out" || exit 1
+fi
+
+# ---- console: first load ------------------------------------------------------------
+
+if want console; then
+    # tests/bench/console_bench.mjs: cold loads of the console (gateway) and of the baseline
+    # page (TLS baseline nginx) in Debian's Chromium until the sign-in button is visible.
+    chromium_bin=${PHR_CHROMIUM:-/usr/bin/chromium}
+    skip=""
+    if [ ! -x "$chromium_bin" ] || ! command -v node > /dev/null 2>&1; then
+        skip="no chromium"
+    elif [ ! -s "$root/services/console/dist/index.html" ] \
+        || [ ! -d "$root/services/console/node_modules/playwright-core" ]; then
+        skip="console not built"
+    fi
+    if [ -n "$skip" ]; then
+        say "console: skipped ($skip)"
+        "$py" "$bench_dir/bench.py" consoleparse "$results" - "$skip" || exit 1
+    else
+        say "console: ${BENCH_CONSOLE_LOADS:-5} cold loads of each page"
+        if ! PHR_CHROMIUM=$chromium_bin "${gen_pin[@]}" node "$bench_dir/console_bench.mjs" "$gw/" \
+            "https://127.0.0.1:$BASE_TLS_PORT/console-base/" > "$res_dir/console.out" 2>&1; then
+            tail -n 20 "$res_dir/console.out" >&2
+            die "console_bench.mjs failed (see $res_dir/console.out)"
+        fi
+        "$py" "$bench_dir/bench.py" consoleparse "$results" "$res_dir/console.out" || exit 1
+    fi
 fi
 
 # ---- notification: submit, delivery, latency ------------------------------------------

@@ -4,13 +4,18 @@
 # 1. `docker-compose -f docker-compose.yml config -q` (Debian's docker-compose 1.29) must pass,
 #    with the default settings and with the documented env file.
 # 2. Structural checks on the resolved config: every long-running service has a health check,
-#    restart unless-stopped, init and a 15 s stop grace period; only the gateway publishes a
-#    port, on 127.0.0.1:8443; the named volumes exist; the files the compose file and the
-#    Dockerfile refer to exist; the shell scripts parse.
+#    restart unless-stopped, init and a 15 s stop grace period (the one-shot jobs secrets-init,
+#    migrate and ops: restart "no"); only the gateway publishes a port, on 127.0.0.1:8443; the
+#    named volumes exist; the files the compose file and the Dockerfile refer to exist; the shell
+#    scripts parse.
 # 3. The backups service: deploy/compose/Dockerfile.backups (phrctl, PostgreSQL 15 client tools,
 #    backup-loop.sh as entrypoint), PHR_BACKUP_KEEP 35, the backups volume at PHR_BACKUP_DIR, the
 #    full secret set (backup_key_v1, superuser password) read-only, health from the loop's
 #    last success; the loop runs `phrctl backup run` daily at a valid PHR_BACKUP_AT.
+# 4. The migrate job (one-shot, like secrets-init and ops): deploy/compose/audit-migrate.sh in the
+#    backups image runs `phrctl migrate audit` as the superuser (PHR_PG_ADMIN without password);
+#    the audit service waits for it (service_completed_successfully); postgres-init.sh creates
+#    phr_audit_owner, the owner of the audit tables.
 # Exit status 0 when everything passes, 1 otherwise.
 set -uo pipefail
 
@@ -46,12 +51,12 @@ resolved=$(run_compose docker-compose -f docker-compose.yml config 2>/dev/null) 
 
 if [ -n "$resolved" ]; then
     if ! printf '%s\n' "$resolved" | python3 -c '
-import sys, yaml
+import re, sys, yaml
 cfg = yaml.safe_load(sys.stdin)
 svcs = cfg.get("services", {})
 errs = []
 want = {"secrets-init", "postgres", "redis", "auth", "records", "notification", "audit",
-        "gateway", "backups"}
+        "gateway", "backups", "migrate"}
 missing = want - set(svcs)
 if missing:
     errs.append("missing services: %s" % sorted(missing))
@@ -64,7 +69,6 @@ for k, v in (("PHR_BACKUP_KEEP", "35"), ("PHR_BACKUP_DIR", "/backups"),
              ("TZ", "Asia/Tokyo")):
     if str(benv.get(k)) != v:
         errs.append("backups: %s is %r, want %r" % (k, benv.get(k), v))
-import re
 if not re.fullmatch(r"([01][0-9]|2[0-3]):[0-5][0-9]", str(benv.get("PHR_BACKUP_AT"))):
     errs.append("backups: PHR_BACKUP_AT is not HH:MM")
 mounts = {(v.get("source"), v.get("target"), bool(v.get("read_only"))) if isinstance(v, dict)
@@ -75,10 +79,30 @@ for m in (("backups", "/backups", False), ("secrets", "/run/secrets", True)):
                     " read-only" if m[2] else ""))
 if "--health" not in " ".join(b.get("healthcheck", {}).get("test", [])):
     errs.append("backups: the health check is not backup-loop.sh --health")
+m = svcs.get("migrate", {})
+menv = m.get("environment", {})
+if m.get("build", {}).get("dockerfile") != "deploy/compose/Dockerfile.backups":
+    errs.append("migrate: not built from deploy/compose/Dockerfile.backups")
+if m.get("entrypoint") != ["/bin/bash", "/usr/local/lib/phr/audit-migrate.sh"]:
+    errs.append("migrate: entrypoint is not audit-migrate.sh")
+admin = str(menv.get("PHR_PG_ADMIN")).split()
+if str(menv.get("PHR_SECRETS_DIR")) != "/run/secrets/phr" or "host=postgres" not in admin \
+        or "user=postgres" not in admin:
+    errs.append("migrate: PHR_SECRETS_DIR / PHR_PG_ADMIN (the superuser at postgres) not set")
+if "password" in str(menv.get("PHR_PG_ADMIN")):
+    errs.append("migrate: a password in PHR_PG_ADMIN")
+mdeps = m.get("depends_on", {})
+if not isinstance(mdeps, dict) or "postgres" not in mdeps:
+    errs.append("migrate does not wait for postgres")
+adeps = svcs.get("audit", {}).get("depends_on", {})
+if not isinstance(adeps, dict) or "migrate" not in adeps:
+    errs.append("audit does not wait for migrate")
 for name, s in svcs.items():
     if name != "gateway" and s.get("ports"):
         errs.append("%s publishes ports" % name)
-    if name == "secrets-init":
+    if name in ("secrets-init", "ops", "migrate"):  # one-shot jobs
+        if s.get("restart") != "no":
+            errs.append("%s: restart is not \"no\"" % name)
         continue
     if not s.get("healthcheck", {}).get("test"):
         errs.append("%s has no healthcheck" % name)
@@ -93,7 +117,7 @@ for name, s in svcs.items():
         errs.append("%s does not wait for secrets-init" % name)
     for dep, cond in (deps.items() if isinstance(deps, dict) else []):
         c = cond.get("condition")
-        if dep == "secrets-init":
+        if dep in ("secrets-init", "migrate"):
             ok = c == "service_completed_successfully"
         else:
             ok = c == "service_healthy"
@@ -139,9 +163,14 @@ grep -Eq '^ARG BASE_IMAGE=debian:bookworm-slim$' deploy/Dockerfile \
     || bad "Dockerfile: BASE_IMAGE must default to debian:bookworm-slim"
 grep -q '^ENTRYPOINT \["/bin/bash", "/usr/local/lib/phr/backup-loop.sh"\]$' \
     deploy/compose/Dockerfile.backups || bad "Dockerfile.backups: entrypoint is not backup-loop.sh"
-for w in postgresql-client-15 /usr/local/bin/phrctl deploy/compose/backup-loop.sh; do
+for w in postgresql-client-15 /usr/local/bin/phrctl deploy/compose/backup-loop.sh \
+        deploy/compose/audit-migrate.sh; do
     grep -q -- "$w" deploy/compose/Dockerfile.backups || bad "Dockerfile.backups: no $w"
 done
+grep -q '^    if phrctl migrate audit; then$' deploy/compose/audit-migrate.sh \
+    || bad "audit-migrate.sh does not run phrctl migrate audit"
+grep -q "CREATE ROLE phr_audit_owner NOLOGIN" deploy/compose/postgres-init.sh \
+    || bad "postgres-init.sh does not create the audit owner role phr_audit_owner"
 grep -q '^    if phrctl backup run --json; then$' deploy/compose/backup-loop.sh &&
     grep -q 'date -d "tomorrow $at"' deploy/compose/backup-loop.sh ||
     bad "backup-loop.sh does not run phrctl backup run daily"

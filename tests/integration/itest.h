@@ -92,6 +92,50 @@ long it_internal(const char *service, const char *caller, const char *method, co
 /* Polls GET |path| of |service| directly until it answers |status| or |seconds| pass. */
 int it_wait_status(const char *service, const char *path, long status, int seconds);
 
+/* Token buffers of it_login and it_operator_new hold IT_TOKEN_CAP bytes. */
+#define IT_TOKEN_CAP 64
+
+/* A JSON request through the gateway (IT_GATEWAY_H2) with |token| as bearer (NULL: none). */
+long it_gw(const char *method, const char *path, const char *body, const char *token, it_resp_t *r);
+
+/* it_gw's status only (a 5xx or failed transfer is printed to stderr). */
+long it_gw_status(const char *method, const char *path, const char *body, const char *token);
+
+/* 1 when the request is answered 400 with |field| named in errors[]. */
+int it_gw_names_field(const char *method, const char *path, const char *body, const char *token,
+                      const char *field);
+
+/* 1 when the request is answered with the problem |status| |code|. */
+int it_gw_problem(const char *method, const char *path, const char *body, const char *token,
+                  int status, const char *code);
+
+/* POST /api/v1/auth/login; the token into |token| (NULL: not kept). Returns the status. */
+long it_login(const char *email, const char *pw, char *token);
+
+/* Changes the password of the session |token| from |old| to |new_pw|. 1 when done (204). */
+int it_change_pw(const char *token, const char *old, const char *new_pw);
+
+/* The initial password e-mailed to staff |account_id| (from the outbox row). 1 when found. */
+int it_onboarding_pw(const char *account_id, char *pw, size_t cap);
+
+/* Staff |email| (|account_id|) logs in with the e-mailed initial password and changes it to
+ * |new_pw|; the session into |token|. 1 when done. */
+int it_staff_login(const char *email, const char *account_id, const char *new_pw, char *token);
+
+/* Operator |op| creates org |name| of |seats| with admin |admin_email| (|admin_name|, locale en)
+ * through the gateway; the ids into |org_id| and |admin_id| (37 bytes each). 1 when created. */
+int it_org_new(const char *op, const char *name, int seats, const char *admin_email,
+               const char *admin_name, char *org_id, char *admin_id);
+
+/* Runs `phrctl |args|` against the test stack; its first output line into |line|. Exit code. */
+int it_phrctl(const char *args, char *line, size_t cap);
+
+/* `phrctl operator create` for |email|: the initial password into |pw| ("" if none). Exit code. */
+int it_operator_create(const char *email, const char *name, char *pw, size_t cap);
+
+/* A new operator (e-mail tagged |tag|), logged in, password changed to |new_pw|. 1 when done. */
+int it_operator_new(const char *tag, const char *new_pw, char *token);
+
 extern const it_case_t gateway_cases[];
 extern const it_case_t service_cases[];
 extern const it_case_t fault_cases[];

@@ -28,23 +28,11 @@ static char at_op_token[64];
 
 /* ---- helpers ----------------------------------------------------------------- */
 
-static long
-at_req(const char *method, const char *path, const char *body, const char *token, it_resp_t *r)
-{
-    char auth[128];
-    const char *hdrs[3] = {NULL, NULL, NULL};
-    size_t n = 0;
-
-    if (body != NULL) {
-        hdrs[n++] = "Content-Type: application/json";
-    }
-    if (token != NULL) {
-        snprintf(auth, sizeof(auth), "Authorization: Bearer %s", token);
-        hdrs[n++] = auth;
-    }
-    it_request(IT_GATEWAY_H2, NULL, method, path, body, body ? strlen(body) : 0, hdrs, r);
-    return r->status;
-}
+/*
+ * Opens a transaction holding the audit writer's lock (services/audit/ingest.c), so that
+ * no batch commits between the rows a tamper case saves and the rows it cuts or puts back.
+ */
+#define AT_WRITER_LOCK "BEGIN; SELECT pg_advisory_xact_lock(7300206010); "
 
 static const char *
 at_build(void)
@@ -53,64 +41,14 @@ at_build(void)
     return b != NULL && b[0] ? b : "build";
 }
 
-static long
-at_login(const char *email, const char *pw, char *token)
-{
-    char body[512];
-    it_resp_t r;
-
-    snprintf(body, sizeof(body), "{\"email\":\"%s\",\"password\":\"%s\"}", email, pw);
-    long st = at_req("POST", "/api/v1/auth/login", body, NULL, &r);
-    if (st == 200) {
-        const char *t = it_json_str(&r, "token");
-        snprintf(token, 64, "%s", t != NULL ? t : "");
-    }
-    it_resp_free(&r);
-    return st;
-}
-
 /* An operator session (phrctl operator create, login, password change), made once. */
 static const char *
 at_operator(void)
 {
-    char email[128], cmd[1024], line[1024], pw[64] = "", body[256];
-    it_resp_t r;
-
-    if (at_op_token[0] != '\0') {
-        return at_op_token;
-    }
-    it_unique_email(email, sizeof(email), "auditop");
-    snprintf(cmd, sizeof(cmd),
-             "PHR_SECRETS_DIR='%s/secrets' PHR_PG_HOST='%s' PHR_PG_PORT='%s' "
-             "'%s/bin/phrctl' operator create --email '%s' --name 'Audit Operator' --json",
-             it_env("PHR_TEST_VAR"), it_env("PHR_TEST_PG_HOST"), it_env("PHR_TEST_PG_PORT"),
-             at_build(), email);
-    FILE *p = popen(cmd, "r");
-    if (p == NULL) {
+    if (at_op_token[0] == '\0' && !it_operator_new("auditop", AT_PW, at_op_token)) {
+        at_op_token[0] = '\0';
         return NULL;
     }
-    if (fgets(line, sizeof(line), p) == NULL) {
-        line[0] = '\0';
-    }
-    pclose(p);
-    json_object *o = json_tokener_parse(line), *v;
-    if (o != NULL && json_object_object_get_ex(o, "initial_password", &v)) {
-        snprintf(pw, sizeof(pw), "%s", json_object_get_string(v));
-    }
-    json_object_put(o);
-    char tok[64];
-    if (at_login(email, pw, tok) != 200) {
-        return NULL;
-    }
-    snprintf(body, sizeof(body), "{\"current_password\":\"%s\",\"new_password\":\"%s\"}", pw,
-             AT_PW);
-    at_req("POST", "/api/v1/auth/password", body, tok, &r);
-    long st = r.status;
-    it_resp_free(&r);
-    if (st != 204) {
-        return NULL;
-    }
-    snprintf(at_op_token, sizeof(at_op_token), "%s", tok);
     return at_op_token;
 }
 
@@ -277,7 +215,7 @@ at_verify_route(int64_t from, int64_t to, at_verdict_t *v)
     } else {
         snprintf(path, sizeof(path), "/api/v1/admin/audit/verify?from_seq=%" PRId64, from);
     }
-    long st = at_req("GET", path, NULL, tok, &r);
+    long st = it_gw("GET", path, NULL, tok, &r);
     at_parse_verdict(r.json, v);
     if (st != 200) {
         fprintf(stderr, "  verify: %ld %.300s\n", st, r.body ? r.body : "");
@@ -514,7 +452,7 @@ audit_chain_checkpoint(void)
     long long seq, at;
     IT_CHECK(sscanf(out, "%lld %64s %lld %128s", &seq, hash, &at, sig) == 4);
     it_resp_t r;
-    IT_CHECK(at_req("GET", "/api/v1/audit/public-key", NULL, NULL, &r) == 200);
+    IT_CHECK(it_gw("GET", "/api/v1/audit/public-key", NULL, NULL, &r) == 200);
     const char *pem = it_json_str(&r, "public_key_pem");
     IT_CHECK(pem != NULL);
     char dir[] = "/tmp/phr-audit-ckpt-XXXXXX";
@@ -591,9 +529,9 @@ at_restore(int64_t from, int64_t to)
     char sql[400];
 
     snprintf(sql, sizeof(sql),
-             "BEGIN; DELETE FROM audit_events WHERE seq BETWEEN %" PRId64 " AND %" PRId64
-             "; INSERT INTO audit_events SELECT * FROM it_tamper_backup; DROP TABLE "
-             "it_tamper_backup; COMMIT",
+             AT_WRITER_LOCK "DELETE FROM audit_events WHERE seq BETWEEN %" PRId64 " AND %" PRId64
+                            "; INSERT INTO audit_events SELECT * FROM it_tamper_backup; DROP TABLE "
+                            "it_tamper_backup; COMMIT",
              from, to);
     return at_super(sql) == 0;
 }
@@ -759,9 +697,9 @@ audit_truncate_tail(void)
 
     /* rows after the last checkpoint removed */
     snprintf(sql, sizeof(sql),
-             "DROP TABLE IF EXISTS it_tamper_backup; CREATE TABLE it_tamper_backup AS SELECT * "
-             "FROM audit_events WHERE seq > %" PRId64
-             "; DELETE FROM audit_events WHERE seq > %" PRId64,
+             AT_WRITER_LOCK "DROP TABLE IF EXISTS it_tamper_backup; CREATE TABLE it_tamper_backup "
+                            "AS SELECT * FROM audit_events WHERE seq > %" PRId64
+                            "; DELETE FROM audit_events WHERE seq > %" PRId64 "; COMMIT",
              ck, ck);
     int t1 = at_super(sql) == 0 && at_both_say(ck - 3, 0, ck + 1, "tail_truncated", 0);
     int r1 = at_restore(ck + 1, INT64_MAX);
@@ -769,9 +707,9 @@ audit_truncate_tail(void)
 
     /* rows through the last checkpoint removed */
     snprintf(sql, sizeof(sql),
-             "DROP TABLE IF EXISTS it_tamper_backup; CREATE TABLE it_tamper_backup AS SELECT * "
-             "FROM audit_events WHERE seq >= %" PRId64
-             "; DELETE FROM audit_events WHERE seq >= %" PRId64,
+             AT_WRITER_LOCK "DROP TABLE IF EXISTS it_tamper_backup; CREATE TABLE it_tamper_backup "
+                            "AS SELECT * FROM audit_events WHERE seq >= %" PRId64
+                            "; DELETE FROM audit_events WHERE seq >= %" PRId64 "; COMMIT",
              ck - 2, ck - 2);
     int t2 = at_super(sql) == 0 && at_both_say(ck - 5, 0, ck - 2, "tail_truncated", 0);
     int r2 = at_restore(ck - 2, INT64_MAX);
@@ -1047,7 +985,7 @@ audit_from_auth(void)
 
     it_unique_email(email, sizeof(email), "auditlogin");
     snprintf(body, sizeof(body), "{\"email\":\"%s\",\"password\":\"Wrong-password-123\"}", email);
-    at_req("POST", "/api/v1/auth/login", body, NULL, &r);
+    it_gw("POST", "/api/v1/auth/login", body, NULL, &r);
     IT_CHECK(r.status == 401 || r.status == 400);
     const char *h = it_header(&r, "x-request-id");
     IT_CHECK(h != NULL);
@@ -1078,15 +1016,15 @@ audit_verify_access(void)
     const char *tok = at_operator();
 
     IT_CHECK(tok != NULL);
-    IT_CHECK(at_req("GET", "/api/v1/admin/audit/verify", NULL, NULL, &r) == 401);
+    IT_CHECK(it_gw("GET", "/api/v1/admin/audit/verify", NULL, NULL, &r) == 401);
     it_resp_free(&r);
-    at_req("GET", "/api/v1/admin/audit/verify?from_seq=0", NULL, tok, &r);
+    it_gw("GET", "/api/v1/admin/audit/verify?from_seq=0", NULL, tok, &r);
     IT_CHECK(it_is_problem(&r, 400, "invalid_request") && strstr(r.body, "from_seq"));
     it_resp_free(&r);
-    at_req("GET", "/api/v1/admin/audit/verify?to_seq=abc", NULL, tok, &r);
+    it_gw("GET", "/api/v1/admin/audit/verify?to_seq=abc", NULL, tok, &r);
     IT_CHECK(it_is_problem(&r, 400, "invalid_request") && strstr(r.body, "to_seq"));
     it_resp_free(&r);
-    at_req("GET", "/api/v1/admin/audit/verify?from_seq=5&to_seq=2", NULL, tok, &r);
+    it_gw("GET", "/api/v1/admin/audit/verify?from_seq=5&to_seq=2", NULL, tok, &r);
     IT_CHECK(it_is_problem(&r, 400, "invalid_request") && strstr(r.body, "to_seq"));
     it_resp_free(&r);
     /* a patient is not an operator */
@@ -1095,11 +1033,11 @@ audit_verify_access(void)
     snprintf(body, sizeof(body),
              "{\"email\":\"%s\",\"password\":\"%s\",\"name\":\"Pat\",\"locale\":\"en\"}", email,
              AT_PW);
-    at_req("POST", "/api/v1/auth/register", body, NULL, &r);
+    it_gw("POST", "/api/v1/auth/register", body, NULL, &r);
     long st = r.status;
     it_resp_free(&r);
-    if (st == 201 && at_login(email, AT_PW, ptok) == 200) {
-        IT_CHECK(at_req("GET", "/api/v1/admin/audit/verify", NULL, ptok, &r) == 403);
+    if (st == 201 && it_login(email, AT_PW, ptok) == 200) {
+        IT_CHECK(it_gw("GET", "/api/v1/admin/audit/verify", NULL, ptok, &r) == 403);
         it_resp_free(&r);
     }
 }

@@ -37,165 +37,30 @@ typedef struct {
 static aq_env_t aq_env;
 static int aq_env_ready;
 
-/* ---- requests ----------------------------------------------------------------------------- */
-
-static long
-aq_req(const char *method, const char *path, const char *body, const char *token, it_resp_t *r)
-{
-    char auth[128];
-    const char *hdrs[3] = {NULL, NULL, NULL};
-    size_t n = 0;
-    if (body != NULL) {
-        hdrs[n++] = "Content-Type: application/json";
-    }
-    if (token != NULL) {
-        snprintf(auth, sizeof(auth), "Authorization: Bearer %s", token);
-        hdrs[n++] = auth;
-    }
-    it_request(IT_GATEWAY_H2, NULL, method, path, body, body ? strlen(body) : 0, hdrs, r);
-    return r->status;
-}
-
-static long
-aq_status(const char *method, const char *path, const char *body, const char *token)
-{
-    it_resp_t r;
-    long st = aq_req(method, path, body, token, &r);
-    if (st >= 400) {
-        fprintf(stderr, "  %s %s: %ld %.300s\n", method, path, st, r.body ? r.body : "");
-    }
-    it_resp_free(&r);
-    return st;
-}
-
-/* 1 when the 400 answer names |field| in errors[]. */
-static int
-aq_names_field(const char *method, const char *path, const char *body, const char *token,
-               const char *field)
-{
-    it_resp_t r;
-    json_object *errs, *f;
-    int ok = 0;
-    if (aq_req(method, path, body, token, &r) == 400 && r.json != NULL &&
-        json_object_object_get_ex(r.json, "errors", &errs)) {
-        for (size_t i = 0; i < json_object_array_length(errs); i++) {
-            if (json_object_object_get_ex(json_object_array_get_idx(errs, i), "field", &f) &&
-                strcmp(json_object_get_string(f), field) == 0) {
-                ok = 1;
-            }
-        }
-    }
-    if (!ok) {
-        fprintf(stderr, "  %s %s: %ld %.300s (wanted field %s)\n", method, path, r.status,
-                r.body ? r.body : "", field);
-    }
-    it_resp_free(&r);
-    return ok;
-}
-
-static long
-aq_login(const char *email, const char *pw, char *token)
-{
-    char body[512];
-    it_resp_t r;
-    snprintf(body, sizeof(body), "{\"email\":\"%s\",\"password\":\"%s\"}", email, pw);
-    long st = aq_req("POST", "/api/v1/auth/login", body, NULL, &r);
-    if (st == 200 && token != NULL) {
-        const char *t = it_json_str(&r, "token");
-        snprintf(token, 64, "%s", t != NULL ? t : "");
-    }
-    it_resp_free(&r);
-    return st;
-}
-
-static int
-aq_change_pw(const char *token, const char *old)
-{
-    char body[256];
-    snprintf(body, sizeof(body), "{\"current_password\":\"%s\",\"new_password\":\"%s\"}", old,
-             AQ_PW);
-    return aq_status("POST", "/api/v1/auth/password", body, token) == 204;
-}
-
-static int
-aq_onboarding_pw(const char *account_id, char *pw, size_t cap)
-{
-    return it_psql("auth", pw, cap,
-                   "SELECT body->'params'->>'initial_password' FROM outbox WHERE topic = "
-                   "'notification' AND body->>'kind' = 'staff_onboarding' AND "
-                   "body->'to'->>'account_id' = '%s'",
-                   account_id) == 0 &&
-           strlen(pw) >= 16;
-}
-
-static int
-aq_phrctl(const char *email, char *pw, size_t cap)
-{
-    char cmd[1024], line[1024];
-    const char *build = getenv("PHR_BUILD");
-
-    snprintf(cmd, sizeof(cmd),
-             "PHR_SECRETS_DIR='%s/secrets' PHR_PG_HOST='%s' PHR_PG_PORT='%s' "
-             "'%s/bin/phrctl' operator create --email '%s' --name 'IT Operator' --json",
-             it_env("PHR_TEST_VAR"), it_env("PHR_TEST_PG_HOST"), it_env("PHR_TEST_PG_PORT"),
-             build != NULL && build[0] ? build : "build", email);
-    FILE *p = popen(cmd, "r");
-    if (p == NULL) {
-        return -1;
-    }
-    line[0] = '\0';
-    if (fgets(line, sizeof(line), p) == NULL) {
-        line[0] = '\0';
-    }
-    int rc = pclose(p);
-    rc = WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-    json_object *o = json_tokener_parse(line), *v;
-    pw[0] = '\0';
-    if (o != NULL && json_object_object_get_ex(o, "initial_password", &v)) {
-        snprintf(pw, cap, "%s", json_object_get_string(v));
-    }
-    json_object_put(o);
-    return rc;
-}
+/* ---- fixtures ----------------------------------------------------------------------------- */
 
 /* Creates an org (operator |op|) with an admin who logs in and changes the password. */
 static int
 aq_org(const char *op, char *org_id, char *admin_id, char *admin_token)
 {
-    char email[128], body[512], pw[64];
-    it_resp_t r;
+    char email[128];
 
     it_unique_email(email, sizeof(email), "aqadm");
-    snprintf(body, sizeof(body),
-             "{\"name\":\"AQ Clinic\",\"seat_limit\":10,\"admin_email\":\"%s\","
-             "\"admin_name\":\"Admin AQ\",\"admin_locale\":\"en\"}",
-             email);
-    int ok = aq_req("POST", "/api/v1/admin/orgs", body, op, &r) == 201 &&
-             it_json_str(&r, "id") != NULL && it_json_str(&r, "admin_account_id") != NULL;
-    if (ok) {
-        snprintf(org_id, 37, "%s", it_json_str(&r, "id"));
-        snprintf(admin_id, 37, "%s", it_json_str(&r, "admin_account_id"));
-    } else {
-        fprintf(stderr, "  create org: %ld %.300s\n", r.status, r.body ? r.body : "");
-    }
-    it_resp_free(&r);
-    return ok && aq_onboarding_pw(admin_id, pw, sizeof(pw)) &&
-           aq_login(email, pw, admin_token) == 200 && aq_change_pw(admin_token, pw);
+    return it_org_new(op, "AQ Clinic", 10, email, "Admin AQ", org_id, admin_id) &&
+           it_staff_login(email, admin_id, AQ_PW, admin_token);
 }
 
 /* An operator and two orgs with their admins (made once for the suite). */
 static int
 aq_setup(void)
 {
-    char email[128], pw[64], id_b[37];
+    char id_b[37];
     aq_env_t *e = &aq_env;
 
     if (aq_env_ready) {
         return 1;
     }
-    it_unique_email(email, sizeof(email), "aqop");
-    if (aq_phrctl(email, pw, sizeof(pw)) != 0 || aq_login(email, pw, e->op_token) != 200 ||
-        !aq_change_pw(e->op_token, pw) ||
+    if (!it_operator_new("aqop", AQ_PW, e->op_token) ||
         !aq_org(e->op_token, e->org_id, e->admin_id, e->admin_token) ||
         !aq_org(e->op_token, e->org_b, id_b, e->admin_b_token)) {
         return 0;
@@ -209,20 +74,19 @@ static int
 aq_staff_of(const char *org, const char *admin_token, const char *role, char *email, size_t cap,
             char *id, char *token)
 {
-    char path[160], body[512], pw[64];
+    char path[160], body[512];
     it_resp_t r;
 
     it_unique_email(email, cap, "aqstaff");
     snprintf(path, sizeof(path), "/api/v1/orgs/%s/staff", org);
     snprintf(body, sizeof(body), "{\"email\":\"%s\",\"name\":\"Staff AQ\",\"role\":\"%s\"}", email,
              role);
-    long st = aq_req("POST", path, body, admin_token, &r);
+    long st = it_gw("POST", path, body, admin_token, &r);
     if (st == 201 && it_json_str(&r, "id") != NULL) {
         snprintf(id, 37, "%s", it_json_str(&r, "id"));
     }
     it_resp_free(&r);
-    return st == 201 && aq_onboarding_pw(id, pw, sizeof(pw)) && aq_login(email, pw, token) == 200 &&
-           aq_change_pw(token, pw);
+    return st == 201 && it_staff_login(email, id, AQ_PW, token);
 }
 
 static int
@@ -278,7 +142,7 @@ aq_items(const char *path, const char *token, char *next, size_t cap)
     it_resp_t r;
     json_object *items = NULL, *nc;
 
-    if (aq_req("GET", path, NULL, token, &r) == 200 && r.json != NULL &&
+    if (it_gw("GET", path, NULL, token, &r) == 200 && r.json != NULL &&
         json_object_object_get_ex(r.json, "items", &items)) {
         json_object_get(items);
         if (next != NULL) {
@@ -472,7 +336,7 @@ aq_public_key(void)
 {
     it_resp_t r;
     EVP_PKEY *pub = NULL;
-    if (aq_req("GET", "/api/v1/audit/public-key", NULL, NULL, &r) == 200) {
+    if (it_gw("GET", "/api/v1/audit/public-key", NULL, NULL, &r) == 200) {
         const char *pem = it_json_str(&r, "public_key_pem");
         BIO *bio = pem != NULL ? BIO_new_mem_buf(pem, -1) : NULL;
         pub = bio != NULL ? PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL) : NULL;
@@ -513,11 +377,11 @@ test_aq_org_scope(void)
     IT_CHECK(foreign == 0 && shape);
     /* org B's id: 404, also for its export and review; a malformed id: 404 */
     snprintf(path, sizeof(path), "/api/v1/orgs/%s/audit-events", aq_env.org_b);
-    IT_CHECK(aq_status("GET", path, NULL, aq_env.admin_token) == 404);
+    IT_CHECK(it_gw_status("GET", path, NULL, aq_env.admin_token) == 404);
     snprintf(path, sizeof(path), "/api/v1/orgs/%s/audit-events/export", aq_env.org_b);
-    IT_CHECK(aq_status("GET", path, NULL, aq_env.admin_token) == 404);
-    IT_CHECK(aq_status("GET", "/api/v1/orgs/not-a-uuid/audit-events", NULL, aq_env.admin_token) ==
-             404);
+    IT_CHECK(it_gw_status("GET", path, NULL, aq_env.admin_token) == 404);
+    IT_CHECK(it_gw_status("GET", "/api/v1/orgs/not-a-uuid/audit-events", NULL,
+                          aq_env.admin_token) == 404);
     /* B's admin does not see A's events */
     snprintf(path, sizeof(path), "/api/v1/orgs/%s/audit-events?limit=200", aq_env.org_b);
     items = aq_items(path, aq_env.admin_b_token, NULL, 0);
@@ -531,10 +395,10 @@ test_aq_org_scope(void)
     /* a staff member (not admin) of A: 403; the operator list needs an operator */
     IT_CHECK(aq_staff("staff", email, sizeof(email), sid, stoken));
     snprintf(path, sizeof(path), "/api/v1/orgs/%s/audit-events", aq_env.org_id);
-    IT_CHECK(aq_status("GET", path, NULL, stoken) == 403);
-    IT_CHECK(aq_status("GET", "/api/v1/admin/audit-events", NULL, aq_env.admin_token) == 403);
-    IT_CHECK(aq_status("GET", "/api/v1/me/access-log", NULL, aq_env.admin_token) == 403);
-    IT_CHECK(aq_status("GET", path, NULL, NULL) == 401);
+    IT_CHECK(it_gw_status("GET", path, NULL, stoken) == 403);
+    IT_CHECK(it_gw_status("GET", "/api/v1/admin/audit-events", NULL, aq_env.admin_token) == 403);
+    IT_CHECK(it_gw_status("GET", "/api/v1/me/access-log", NULL, aq_env.admin_token) == 403);
+    IT_CHECK(it_gw_status("GET", path, NULL, NULL) == 401);
     /* the operator sees both orgs, and can narrow to one */
     snprintf(path, sizeof(path), "/api/v1/admin/audit-events?action=auth.org.create&org_id=%s",
              aq_env.org_b);
@@ -600,22 +464,22 @@ test_aq_filters(void)
     json_object_put(items);
     /* bad filters name the parameter */
     snprintf(path, sizeof(path), "/api/v1/orgs/%s/audit-events?actor=nope", aq_env.org_id);
-    IT_CHECK(aq_names_field("GET", path, NULL, aq_env.admin_token, "actor"));
+    IT_CHECK(it_gw_names_field("GET", path, NULL, aq_env.admin_token, "actor"));
     snprintf(path, sizeof(path), "/api/v1/orgs/%s/audit-events?patient_id=1", aq_env.org_id);
-    IT_CHECK(aq_names_field("GET", path, NULL, aq_env.admin_token, "patient_id"));
+    IT_CHECK(it_gw_names_field("GET", path, NULL, aq_env.admin_token, "patient_id"));
     snprintf(path, sizeof(path), "/api/v1/orgs/%s/audit-events?action=Auth.Login", aq_env.org_id);
-    IT_CHECK(aq_names_field("GET", path, NULL, aq_env.admin_token, "action"));
+    IT_CHECK(it_gw_names_field("GET", path, NULL, aq_env.admin_token, "action"));
     snprintf(path, sizeof(path), "/api/v1/orgs/%s/audit-events?from=yesterday", aq_env.org_id);
-    IT_CHECK(aq_names_field("GET", path, NULL, aq_env.admin_token, "from"));
+    IT_CHECK(it_gw_names_field("GET", path, NULL, aq_env.admin_token, "from"));
     snprintf(path, sizeof(path), "/api/v1/orgs/%s/audit-events?to=2026-13-01T00:00:00Z",
              aq_env.org_id);
-    IT_CHECK(aq_names_field("GET", path, NULL, aq_env.admin_token, "to"));
+    IT_CHECK(it_gw_names_field("GET", path, NULL, aq_env.admin_token, "to"));
     snprintf(path, sizeof(path), "/api/v1/orgs/%s/audit-events?limit=0", aq_env.org_id);
-    IT_CHECK(aq_names_field("GET", path, NULL, aq_env.admin_token, "limit"));
+    IT_CHECK(it_gw_names_field("GET", path, NULL, aq_env.admin_token, "limit"));
     snprintf(path, sizeof(path), "/api/v1/orgs/%s/audit-events?limit=201", aq_env.org_id);
-    IT_CHECK(aq_names_field("GET", path, NULL, aq_env.admin_token, "limit"));
-    IT_CHECK(aq_names_field("GET", "/api/v1/admin/audit-events?org_id=x", NULL, aq_env.op_token,
-                            "org_id"));
+    IT_CHECK(it_gw_names_field("GET", path, NULL, aq_env.admin_token, "limit"));
+    IT_CHECK(it_gw_names_field("GET", "/api/v1/admin/audit-events?org_id=x", NULL, aq_env.op_token,
+                               "org_id"));
 }
 
 static void
@@ -661,11 +525,11 @@ test_aq_paging(void)
             bad[n / 2] = bad[n / 2] == 'A' ? 'B' : 'A';
             snprintf(path, sizeof(path), "/api/v1/orgs/%s/audit-events?patient_id=%s&cursor=%s",
                      aq_env.org_id, patient, bad);
-            IT_CHECK(aq_names_field("GET", path, NULL, aq_env.admin_token, "cursor"));
+            IT_CHECK(it_gw_names_field("GET", path, NULL, aq_env.admin_token, "cursor"));
             snprintf(path, sizeof(path), "/api/v1/admin/audit-events?cursor=%s", cur);
-            IT_CHECK(aq_names_field("GET", path, NULL, aq_env.op_token, "cursor"));
+            IT_CHECK(it_gw_names_field("GET", path, NULL, aq_env.op_token, "cursor"));
             snprintf(path, sizeof(path), "/api/v1/orgs/%s/audit-events?cursor=%%00", aq_env.org_id);
-            IT_CHECK(aq_names_field("GET", path, NULL, aq_env.admin_token, "cursor"));
+            IT_CHECK(it_gw_names_field("GET", path, NULL, aq_env.admin_token, "cursor"));
         }
         snprintf(next, sizeof(next), "%s", cur);
     } while (next[0] != '\0' && pages < 10);
@@ -684,7 +548,7 @@ test_aq_read_audited(void)
                      aq_env.admin_id) == 0);
     snprintf(path, sizeof(path), "/api/v1/orgs/%s/audit-events?limit=5&action=auth.",
              aq_env.org_id);
-    IT_CHECK(aq_status("GET", path, NULL, aq_env.admin_token) == 200);
+    IT_CHECK(it_gw_status("GET", path, NULL, aq_env.admin_token) == 200);
     IT_CHECK(it_psql("audit", out, sizeof(out),
                      "SELECT count(*) FROM audit_events WHERE action = 'audit.read' AND "
                      "actor_account_id = '%s'",
@@ -714,11 +578,11 @@ test_aq_access_log(void)
     it_unique_email(email, sizeof(email), "aqpat");
     snprintf(body, sizeof(body), "{\"email\":\"%s\",\"password\":\"%s\",\"name\":\"Pat AQ\"}",
              email, AQ_PW);
-    IT_CHECK(aq_req("POST", "/api/v1/auth/register", body, NULL, &r) == 201 &&
+    IT_CHECK(it_gw("POST", "/api/v1/auth/register", body, NULL, &r) == 201 &&
              it_json_str(&r, "id") != NULL);
     snprintf(pid, sizeof(pid), "%s", it_json_str(&r, "id"));
     it_resp_free(&r);
-    IT_CHECK(aq_login(email, AQ_PW, token) == 200);
+    IT_CHECK(it_login(email, AQ_PW, token) == 200);
     /* nothing yet */
     json_object *items = aq_items("/api/v1/me/access-log", token, NULL, 0);
     IT_CHECK(items != NULL && json_object_array_length(items) == 0);
@@ -744,11 +608,11 @@ test_aq_access_log(void)
     items = aq_items("/api/v1/me/access-log", token, NULL, 0);
     IT_CHECK(items != NULL && json_object_array_length(items) == 1);
     json_object_put(items);
-    IT_CHECK(aq_names_field("GET", "/api/v1/me/access-log?from=x", NULL, token, "from"));
-    IT_CHECK(aq_names_field("GET", "/api/v1/me/access-log?cursor=abc", NULL, token, "cursor"));
+    IT_CHECK(it_gw_names_field("GET", "/api/v1/me/access-log?from=x", NULL, token, "from"));
+    IT_CHECK(it_gw_names_field("GET", "/api/v1/me/access-log?cursor=abc", NULL, token, "cursor"));
     /* patients cannot read an org's events */
     snprintf(path, sizeof(path), "/api/v1/orgs/%s/audit-events", aq_env.org_id);
-    IT_CHECK(aq_status("GET", path, NULL, token) == 403);
+    IT_CHECK(it_gw_status("GET", path, NULL, token) == 403);
 }
 
 static void
@@ -782,7 +646,7 @@ test_aq_export(void)
     IT_CHECK(pub != NULL);
     int rehashed = 0, signed_ok = 0;
     snprintf(path, sizeof(path), "/api/v1/orgs/%s/audit-events/export", aq_env.org_id);
-    IT_CHECK(aq_req("GET", path, NULL, aq_env.admin_token, &r) == 200);
+    IT_CHECK(it_gw("GET", path, NULL, aq_env.admin_token, &r) == 200);
     const char *ct = it_header(&r, "content-type");
     IT_CHECK(ct != NULL && strncmp(ct, "application/jsonl", 17) == 0);
     char *save = NULL;
@@ -844,10 +708,10 @@ test_aq_export(void)
              "/api/v1/orgs/%s/audit-events/export?from=2001-01-01T00:00:00Z&"
              "to=2001-02-01T00:00:00Z",
              aq_env.org_id);
-    IT_CHECK(aq_req("GET", path, NULL, aq_env.admin_token, &r) == 200 && r.len == 0);
+    IT_CHECK(it_gw("GET", path, NULL, aq_env.admin_token, &r) == 200 && r.len == 0);
     it_resp_free(&r);
     snprintf(path, sizeof(path), "/api/v1/orgs/%s/audit-events/export?from=x", aq_env.org_id);
-    IT_CHECK(aq_names_field("GET", path, NULL, aq_env.admin_token, "from"));
+    IT_CHECK(it_gw_names_field("GET", path, NULL, aq_env.admin_token, "from"));
 }
 
 /* The review line of |id| in |items|, or NULL. */
@@ -900,7 +764,7 @@ test_aq_access_review(void)
     IT_CHECK(aq_staff_of(org, atok, "staff", demail, sizeof(demail), did, dtok));
     /* locked after 5 bad logins; dormant: last login 100 days ago */
     for (int i = 0; i < 5; i++) {
-        IT_CHECK(aq_login(lemail, "Wrong-password-123", NULL) == 401);
+        IT_CHECK(it_login(lemail, "Wrong-password-123", NULL) == 401);
     }
     char out[64];
     IT_CHECK(it_psql("auth", out, sizeof(out),
@@ -910,14 +774,14 @@ test_aq_access_review(void)
              strcmp(out, did) == 0);
     /* promoted to admin this month */
     snprintf(path, sizeof(path), "/api/v1/orgs/%s/staff/%s", org, sid);
-    IT_CHECK(aq_status("PATCH", path, "{\"role\":\"admin\"}", atok) == 200);
+    IT_CHECK(it_gw_status("PATCH", path, "{\"role\":\"admin\"}", atok) == 200);
     /* the role change must have reached the log */
     snprintf(path, sizeof(path), "/api/v1/orgs/%s/audit-events?action=auth.staff.role_change", org);
     IT_CHECK(aq_wait_item(path, atok, "target", "id", sid));
 
     snprintf(path, sizeof(path), "/api/v1/orgs/%s/access-review?month=%s", org, month);
     it_resp_t r;
-    IT_CHECK(aq_req("GET", path, NULL, atok, &r) == 200 && r.json != NULL);
+    IT_CHECK(it_gw("GET", path, NULL, atok, &r) == 200 && r.json != NULL);
     json_object *items, *v, *ch;
     IT_CHECK(json_object_object_get_ex(r.json, "items", &items) &&
              json_object_object_get_ex(r.json, "snapshot_at", &v) && v == NULL);
@@ -954,16 +818,16 @@ test_aq_access_review(void)
     json_object_put(items);
     /* bad input and access */
     snprintf(path, sizeof(path), "/api/v1/orgs/%s/access-review?month=2026-13", org);
-    IT_CHECK(aq_names_field("GET", path, NULL, atok, "month"));
+    IT_CHECK(it_gw_names_field("GET", path, NULL, atok, "month"));
     snprintf(path, sizeof(path), "/api/v1/orgs/%s/access-review?month=2999-01", org);
-    IT_CHECK(aq_names_field("GET", path, NULL, atok, "month"));
+    IT_CHECK(it_gw_names_field("GET", path, NULL, atok, "month"));
     snprintf(path, sizeof(path), "/api/v1/orgs/%s/access-review?cursor=xyz", org);
-    IT_CHECK(aq_names_field("GET", path, NULL, atok, "cursor"));
+    IT_CHECK(it_gw_names_field("GET", path, NULL, atok, "cursor"));
     snprintf(path, sizeof(path), "/api/v1/orgs/%s/access-review", aq_env.org_b);
-    IT_CHECK(aq_status("GET", path, NULL, atok) == 404);
+    IT_CHECK(it_gw_status("GET", path, NULL, atok) == 404);
     snprintf(path, sizeof(path), "/api/v1/orgs/%s/access-review", org);
-    IT_CHECK(aq_status("GET", path, NULL, dtok) == 403);
-    IT_CHECK(aq_status("GET", "/api/v1/admin/access-review", NULL, atok) == 403);
+    IT_CHECK(it_gw_status("GET", path, NULL, dtok) == 403);
+    IT_CHECK(it_gw_status("GET", "/api/v1/admin/access-review", NULL, atok) == 403);
 
     /* attestations: recorded, shown on the line, audited */
     snprintf(path, sizeof(path), "/api/v1/orgs/%s/access-review/%s/attestations", org, month);
@@ -971,7 +835,7 @@ test_aq_access_review(void)
              "{\"items\":[{\"account_id\":\"%s\",\"decision\":\"remove\",\"comment\":\"left\"},"
              "{\"account_id\":\"%s\",\"decision\":\"keep\"}]}",
              did, lid);
-    IT_CHECK(aq_req("POST", path, body, atok, &r) == 201 &&
+    IT_CHECK(it_gw("POST", path, body, atok, &r) == 201 &&
              json_object_object_get_ex(r.json, "items", &items) &&
              json_object_array_length(items) == 2 &&
              strcmp(aq_str(json_object_array_get_idx(items, 0), NULL, "by"), admin) == 0);
@@ -979,7 +843,7 @@ test_aq_access_review(void)
     snprintf(body, sizeof(body), "{\"items\":[{\"account_id\":\"%s\",\"decision\":\"keep\"}]}",
              admin);
     snprintf(path, sizeof(path), "/api/v1/orgs/%s/access-review?month=%s", org, month);
-    IT_CHECK(aq_req("GET", path, NULL, atok, &r) == 200 &&
+    IT_CHECK(it_gw("GET", path, NULL, atok, &r) == 200 &&
              json_object_object_get_ex(r.json, "items", &items));
     d = aq_line(items, did);
     ok = d != NULL && json_object_object_get_ex(d, "attestation", &v) && v != NULL &&
@@ -997,19 +861,19 @@ test_aq_access_review(void)
     snprintf(path, sizeof(path), "/api/v1/orgs/%s/access-review/%s/attestations", org, month);
     snprintf(body, sizeof(body), "{\"items\":[{\"account_id\":\"%s\",\"decision\":\"keep\"}]}",
              aq_env.op_token[0] ? "00000000-0000-4000-8000-000000000000" : "");
-    IT_CHECK(aq_names_field("POST", path, body, atok, "items[0].account_id"));
+    IT_CHECK(it_gw_names_field("POST", path, body, atok, "items[0].account_id"));
     snprintf(body, sizeof(body), "{\"items\":[{\"account_id\":\"%s\",\"decision\":\"maybe\"}]}",
              did);
-    IT_CHECK(aq_names_field("POST", path, body, atok, "items[0].decision"));
-    IT_CHECK(aq_names_field("POST", path, "{\"items\":[]}", atok, "items"));
+    IT_CHECK(it_gw_names_field("POST", path, body, atok, "items[0].decision"));
+    IT_CHECK(it_gw_names_field("POST", path, "{\"items\":[]}", atok, "items"));
     snprintf(path, sizeof(path), "/api/v1/orgs/%s/access-review/2026-1/attestations", org);
     snprintf(body, sizeof(body), "{\"items\":[{\"account_id\":\"%s\",\"decision\":\"keep\"}]}",
              did);
-    IT_CHECK(aq_names_field("POST", path, body, atok, "month"));
+    IT_CHECK(it_gw_names_field("POST", path, body, atok, "month"));
 
     /* the previous month answers from its snapshot */
     snprintf(path, sizeof(path), "/api/v1/orgs/%s/access-review?month=%s", org, prev);
-    IT_CHECK(aq_req("GET", path, NULL, atok, &r) == 200 && r.json != NULL &&
+    IT_CHECK(it_gw("GET", path, NULL, atok, &r) == 200 && r.json != NULL &&
              json_object_object_get_ex(r.json, "snapshot_at", &v) && v != NULL);
     it_resp_free(&r);
     IT_CHECK(it_psql("audit", out, sizeof(out),
@@ -1018,7 +882,7 @@ test_aq_access_review(void)
              strcmp(out, "1") == 0);
     /* a month before any snapshot: 404 */
     snprintf(path, sizeof(path), "/api/v1/orgs/%s/access-review?month=2001-01", org);
-    IT_CHECK(aq_status("GET", path, NULL, atok) == 404);
+    IT_CHECK(it_gw_status("GET", path, NULL, atok) == 404);
 
     /* the operator: every org, or one */
     snprintf(path, sizeof(path), "/api/v1/admin/access-review?org_id=%s", org);
@@ -1026,16 +890,16 @@ test_aq_access_review(void)
     IT_CHECK(items != NULL && json_object_array_length(items) == 4 &&
              aq_line(items, admin) != NULL);
     json_object_put(items);
-    IT_CHECK(aq_names_field("GET", "/api/v1/admin/access-review?month=x", NULL, aq_env.op_token,
-                            "month"));
+    IT_CHECK(it_gw_names_field("GET", "/api/v1/admin/access-review?month=x", NULL, aq_env.op_token,
+                               "month"));
     /* the operator's own attestation; an admin may not use the operator route */
     snprintf(path, sizeof(path), "/api/v1/admin/access-review/%s/attestations", month);
     snprintf(body, sizeof(body), "{\"items\":[{\"account_id\":\"%s\",\"decision\":\"change\"}]}",
              sid);
-    IT_CHECK(aq_status("POST", path, body, aq_env.op_token) == 201);
-    IT_CHECK(aq_status("POST", path, body, atok) == 403);
+    IT_CHECK(it_gw_status("POST", path, body, aq_env.op_token) == 201);
+    IT_CHECK(it_gw_status("POST", path, body, atok) == 403);
     snprintf(path, sizeof(path), "/api/v1/orgs/%s/access-review?month=%s", org, month);
-    IT_CHECK(aq_req("GET", path, NULL, atok, &r) == 200 &&
+    IT_CHECK(it_gw("GET", path, NULL, atok, &r) == 200 &&
              json_object_object_get_ex(r.json, "items", &items));
     s = aq_line(items, sid);
     ok = s != NULL && json_object_object_get_ex(s, "attestation", &v) && v != NULL &&

@@ -59,22 +59,6 @@ auth_register(const char *email, const char *pw, char *id)
     return ok;
 }
 
-/* Logs in; the token into |token| (64 bytes). Returns the status. */
-static long
-auth_login(const char *email, const char *pw, char *token)
-{
-    char body[512];
-    it_resp_t r;
-    snprintf(body, sizeof(body), "{\"email\":\"%s\",\"password\":\"%s\"}", email, pw);
-    long st = auth_post("/api/v1/auth/login", body, NULL, &r);
-    if (st == 200 && token != NULL) {
-        const char *t = it_json_str(&r, "token");
-        snprintf(token, 64, "%s", t != NULL ? t : "");
-    }
-    it_resp_free(&r);
-    return st;
-}
-
 static long
 auth_status(const char *method, const char *path, const char *token)
 {
@@ -319,7 +303,7 @@ test_lockout(void)
     it_unique_email(email, sizeof(email), "lock");
     IT_CHECK(auth_register(email, AUTH_PW, NULL));
     for (int i = 0; i < 5; i++) {
-        IT_CHECK(auth_login(email, AUTH_PW2, NULL) == 401);
+        IT_CHECK(it_login(email, AUTH_PW2, NULL) == 401);
     }
     char body[256];
     snprintf(body, sizeof(body), "{\"email\":\"%s\",\"password\":\"%s\"}", email, AUTH_PW);
@@ -351,7 +335,7 @@ test_logout(void)
 
     it_unique_email(email, sizeof(email), "logout");
     IT_CHECK(auth_register(email, AUTH_PW, NULL));
-    IT_CHECK(auth_login(email, AUTH_PW, token) == 200);
+    IT_CHECK(it_login(email, AUTH_PW, token) == 200);
     IT_CHECK(auth_status("POST", "/api/v1/auth/logout", token) == 204);
     auth_call("GET", "/api/v1/auth/session", token, &r);
     int gone = it_is_problem(&r, 401, "session_expired");
@@ -375,8 +359,8 @@ test_sessions_list_revoke(void)
 
     it_unique_email(email, sizeof(email), "sess");
     IT_CHECK(auth_register(email, AUTH_PW, NULL));
-    IT_CHECK(auth_login(email, AUTH_PW, a) == 200);
-    IT_CHECK(auth_login(email, AUTH_PW, b) == 200);
+    IT_CHECK(it_login(email, AUTH_PW, a) == 200);
+    IT_CHECK(it_login(email, AUTH_PW, b) == 200);
     IT_CHECK(auth_session_id(a, sid_a) && auth_session_id(b, sid_b));
     IT_CHECK(auth_call("GET", "/api/v1/auth/sessions", a, &r) == 200);
     json_object *items, *cur;
@@ -419,8 +403,8 @@ test_session_delete(void)
     it_unique_email(e1, sizeof(e1), "del1");
     it_unique_email(e2, sizeof(e2), "del2");
     IT_CHECK(auth_register(e1, AUTH_PW, NULL) && auth_register(e2, AUTH_PW, NULL));
-    IT_CHECK(auth_login(e1, AUTH_PW, a) == 200 && auth_login(e1, AUTH_PW, a2) == 200);
-    IT_CHECK(auth_login(e2, AUTH_PW, x) == 200);
+    IT_CHECK(it_login(e1, AUTH_PW, a) == 200 && it_login(e1, AUTH_PW, a2) == 200);
+    IT_CHECK(it_login(e2, AUTH_PW, x) == 200);
     IT_CHECK(auth_session_id(x, sid_x) && auth_session_id(a2, sid_a2));
     snprintf(path, sizeof(path), "/api/v1/auth/sessions/%s", sid_x);
     auth_call("DELETE", path, a, &r);
@@ -443,7 +427,7 @@ test_password_change(void)
 
     it_unique_email(email, sizeof(email), "pwc");
     IT_CHECK(auth_register(email, AUTH_PW, NULL));
-    IT_CHECK(auth_login(email, AUTH_PW, a) == 200 && auth_login(email, AUTH_PW, b) == 200);
+    IT_CHECK(it_login(email, AUTH_PW, a) == 200 && it_login(email, AUTH_PW, b) == 200);
     snprintf(body, sizeof(body), "{\"current_password\":\"%s\",\"new_password\":\"%s\"}", AUTH_PW2,
              AUTH_PW2);
     auth_post("/api/v1/auth/password", body, a, &r);
@@ -463,8 +447,8 @@ test_password_change(void)
     it_resp_free(&r);
     IT_CHECK(auth_status("GET", "/api/v1/auth/session", b) == 401);
     IT_CHECK(auth_status("GET", "/api/v1/auth/session", a) == 200);
-    IT_CHECK(auth_login(email, AUTH_PW, NULL) == 401);
-    IT_CHECK(auth_login(email, AUTH_PW2, NULL) == 200);
+    IT_CHECK(it_login(email, AUTH_PW, NULL) == 401);
+    IT_CHECK(it_login(email, AUTH_PW2, NULL) == 200);
     IT_CHECK(it_psql("auth", out, sizeof(out),
                      "SELECT count(*) FROM outbox WHERE body->>'kind' = 'password_changed' AND "
                      "body->'to'->>'account_id' = (SELECT id::text FROM accounts WHERE email = "
@@ -487,7 +471,7 @@ test_must_change_gate(void)
                      "RETURNING 1",
                      email) == 0 &&
              strcmp(out, "1") == 0);
-    IT_CHECK(auth_login(email, AUTH_PW, token) == 200);
+    IT_CHECK(it_login(email, AUTH_PW, token) == 200);
     auth_call("GET", "/api/v1/auth/sessions", token, &r);
     ok = it_is_problem(&r, 403, "password_change_required");
     it_resp_free(&r);
@@ -523,7 +507,7 @@ test_session_profile_utf8(void)
                         json, &r) == 0);
     IT_CHECK(r.status == 201);
     it_resp_free(&r);
-    IT_CHECK(auth_login(email, AUTH_PW, token) == 200);
+    IT_CHECK(it_login(email, AUTH_PW, token) == 200);
     auth_call("GET", "/api/v1/auth/session", token, &r);
     IT_CHECK(r.status == 200 && r.json != NULL);
     int ok = json_object_object_get_ex(r.json, "account", &acct) &&

@@ -33,51 +33,6 @@ typedef struct {
     char admin_token[64];
 } hy_org_t;
 
-static long
-hy_req(const char *method, const char *path, const char *body, const char *token, it_resp_t *r)
-{
-    char auth[128];
-    const char *hdrs[3] = {NULL, NULL, NULL};
-    size_t n = 0;
-    if (body != NULL) {
-        hdrs[n++] = "Content-Type: application/json";
-    }
-    if (token != NULL) {
-        snprintf(auth, sizeof(auth), "Authorization: Bearer %s", token);
-        hdrs[n++] = auth;
-    }
-    it_request(IT_GATEWAY_H2, NULL, method, path, body, body ? strlen(body) : 0, hdrs, r);
-    return r->status;
-}
-
-static long
-hy_status(const char *method, const char *path, const char *body, const char *token)
-{
-    it_resp_t r;
-    long st = hy_req(method, path, body, token, &r);
-    if (st >= 500 || st == 0) {
-        fprintf(stderr, "  %s %s: %ld %.300s\n", method, path, st, r.body ? r.body : "");
-    }
-    it_resp_free(&r);
-    return st;
-}
-
-/* Logs in; the token into |token| (64 bytes). Returns the status. */
-static long
-hy_login(const char *email, const char *pw, char *token)
-{
-    char body[512];
-    it_resp_t r;
-    snprintf(body, sizeof(body), "{\"email\":\"%s\",\"password\":\"%s\"}", email, pw);
-    long st = hy_req("POST", "/api/v1/auth/login", body, NULL, &r);
-    if (st == 200 && token != NULL) {
-        const char *t = it_json_str(&r, "token");
-        snprintf(token, 64, "%s", t != NULL ? t : "");
-    }
-    it_resp_free(&r);
-    return st;
-}
-
 /* The problem code of a failed login of |email| / |pw| with its status: "401 code". */
 static void
 hy_login_problem(const char *email, const char *pw, char *out, size_t cap)
@@ -85,65 +40,10 @@ hy_login_problem(const char *email, const char *pw, char *out, size_t cap)
     char body[512];
     it_resp_t r;
     snprintf(body, sizeof(body), "{\"email\":\"%s\",\"password\":\"%s\"}", email, pw);
-    hy_req("POST", "/api/v1/auth/login", body, NULL, &r);
+    it_gw("POST", "/api/v1/auth/login", body, NULL, &r);
     const char *code = it_json_str(&r, "code");
     snprintf(out, cap, "%ld %s", r.status, code != NULL ? code : "-");
     it_resp_free(&r);
-}
-
-static int
-hy_change_pw(const char *token, const char *old)
-{
-    char body[256];
-    snprintf(body, sizeof(body), "{\"current_password\":\"%s\",\"new_password\":\"%s\"}", old,
-             HY_PW);
-    return hy_status("POST", "/api/v1/auth/password", body, token) == 204;
-}
-
-/* Runs `phrctl |args|` against the test stack; its first output line into |line|. Exit code. */
-static int
-hy_phrctl(const char *args, char *line, size_t cap)
-{
-    char cmd[1024];
-    const char *build = getenv("PHR_BUILD");
-
-    snprintf(cmd, sizeof(cmd),
-             "PHR_SECRETS_DIR='%s/secrets' PHR_PG_HOST='%s' PHR_PG_PORT='%s' '%s/bin/phrctl' %s",
-             it_env("PHR_TEST_VAR"), it_env("PHR_TEST_PG_HOST"), it_env("PHR_TEST_PG_PORT"),
-             build != NULL && build[0] ? build : "build", args);
-    FILE *p = popen(cmd, "r");
-    if (p == NULL) {
-        return -1;
-    }
-    line[0] = '\0';
-    if (fgets(line, (int)cap, p) == NULL) {
-        line[0] = '\0';
-    }
-    char rest[256];
-    while (fgets(rest, sizeof(rest), p) != NULL) {
-    }
-    int rc = pclose(p);
-    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-}
-
-/* A logged-in operator (password changed) into |token|. 1 when made. */
-static int
-hy_operator(char *token)
-{
-    char email[128], args[256], line[1024], pw[64] = "";
-    json_object *o, *v;
-
-    it_unique_email(email, sizeof(email), "hyop");
-    snprintf(args, sizeof(args), "operator create --email '%s' --name 'IT Operator' --json", email);
-    if (hy_phrctl(args, line, sizeof(line)) != 0) {
-        return 0;
-    }
-    o = json_tokener_parse(line);
-    if (o != NULL && json_object_object_get_ex(o, "initial_password", &v)) {
-        snprintf(pw, sizeof(pw), "%s", json_object_get_string(v));
-    }
-    json_object_put(o);
-    return pw[0] != '\0' && hy_login(email, pw, token) == 200 && hy_change_pw(token, pw);
 }
 
 /* The initial password e-mailed to |account_id|, as auth's outbox row has it ("" when gone). */
@@ -161,32 +61,19 @@ hy_outbox_pw(const char *account_id, char *pw, size_t cap)
 static int
 hy_org(const char *name, hy_org_t *o)
 {
-    char body[512];
-    it_resp_t r;
-
     memset(o, 0, sizeof(*o));
     snprintf(o->org_name, sizeof(o->org_name), "%s", name);
-    if (!hy_operator(o->op_token)) {
+    if (!it_operator_new("hyop", HY_PW, o->op_token)) {
         return 0;
     }
     it_unique_email(o->admin_email, sizeof(o->admin_email), "hyadm");
-    snprintf(body, sizeof(body),
-             "{\"name\":\"%s\",\"seat_limit\":5,\"admin_email\":\"%s\","
-             "\"admin_name\":\"Admin\",\"admin_locale\":\"en\"}",
-             name, o->admin_email);
-    if (hy_req("POST", "/api/v1/admin/orgs", body, o->op_token, &r) != 201 ||
-        it_json_str(&r, "id") == NULL || it_json_str(&r, "admin_account_id") == NULL) {
-        fprintf(stderr, "  create org: %ld %.300s\n", r.status, r.body ? r.body : "");
-        it_resp_free(&r);
+    if (!it_org_new(o->op_token, name, 5, o->admin_email, "Admin", o->org_id, o->admin_id)) {
         return 0;
     }
-    snprintf(o->org_id, sizeof(o->org_id), "%s", it_json_str(&r, "id"));
-    snprintf(o->admin_id, sizeof(o->admin_id), "%s", it_json_str(&r, "admin_account_id"));
-    it_resp_free(&r);
     return hy_outbox_pw(o->admin_id, o->admin_pw, sizeof(o->admin_pw)) &&
            strlen(o->admin_pw) >= 16 &&
-           hy_login(o->admin_email, o->admin_pw, o->admin_token) == 200 &&
-           hy_change_pw(o->admin_token, o->admin_pw);
+           it_login(o->admin_email, o->admin_pw, o->admin_token) == 200 &&
+           it_change_pw(o->admin_token, o->admin_pw, HY_PW);
 }
 
 /* The operator sets the status of |o|'s org. Returns the status. */
@@ -196,7 +83,7 @@ hy_org_set(const hy_org_t *o, const char *status)
     char path[128], body[64];
     snprintf(path, sizeof(path), "/api/v1/admin/orgs/%s", o->org_id);
     snprintf(body, sizeof(body), "{\"status\":\"%s\"}", status);
-    return hy_status("PATCH", path, body, o->op_token);
+    return it_gw_status("PATCH", path, body, o->op_token);
 }
 
 /* A registered patient (e-mail verified), logged in; id and token. 1 when made. */
@@ -209,7 +96,7 @@ hy_patient(char *email, size_t cap, char *id, char *token)
     it_unique_email(email, cap, "hypat");
     snprintf(body, sizeof(body), "{\"email\":\"%s\",\"password\":\"%s\",\"name\":\"Hy Patient\"}",
              email, HY_PW);
-    if (hy_req("POST", "/api/v1/auth/register", body, NULL, &r) != 201 ||
+    if (it_gw("POST", "/api/v1/auth/register", body, NULL, &r) != 201 ||
         it_json_str(&r, "id") == NULL) {
         fprintf(stderr, "  register: %ld %.300s\n", r.status, r.body ? r.body : "");
         it_resp_free(&r);
@@ -219,7 +106,7 @@ hy_patient(char *email, size_t cap, char *id, char *token)
     it_resp_free(&r);
     return it_psql("auth", out, sizeof(out),
                    "UPDATE accounts SET email_verified_at = now() WHERE id = '%s'", id) == 0 &&
-           hy_login(email, HY_PW, token) == 200;
+           it_login(email, HY_PW, token) == 200;
 }
 
 /* psql's answer to |sql| (a count or a boolean) in |db|, compared with |want|. */
@@ -267,37 +154,37 @@ test_suspend_revokes(void)
     snprintf(path, sizeof(path), "/api/v1/orgs/%s/staff", o.org_id);
     snprintf(body, sizeof(body), "{\"email\":\"%s\",\"name\":\"Staff S\",\"role\":\"staff\"}",
              staff_email);
-    IT_CHECK(hy_req("POST", path, body, o.admin_token, &r) == 201 && it_json_str(&r, "id") != NULL);
+    IT_CHECK(it_gw("POST", path, body, o.admin_token, &r) == 201 && it_json_str(&r, "id") != NULL);
     snprintf(staff_id, sizeof(staff_id), "%s", it_json_str(&r, "id"));
     it_resp_free(&r);
     IT_CHECK(hy_outbox_pw(staff_id, staff_pw, sizeof(staff_pw)) && strlen(staff_pw) >= 16);
-    IT_CHECK(hy_login(staff_email, staff_pw, staff_token) == 200);
-    IT_CHECK(hy_change_pw(staff_token, staff_pw));
-    IT_CHECK(hy_login(staff_email, HY_PW, admin_again) == 200);
-    IT_CHECK(hy_status("GET", "/api/v1/auth/session", NULL, staff_token) == 200);
-    IT_CHECK(hy_status("GET", "/api/v1/auth/session", NULL, admin_again) == 200);
+    IT_CHECK(it_login(staff_email, staff_pw, staff_token) == 200);
+    IT_CHECK(it_change_pw(staff_token, staff_pw, HY_PW));
+    IT_CHECK(it_login(staff_email, HY_PW, admin_again) == 200);
+    IT_CHECK(it_gw_status("GET", "/api/v1/auth/session", NULL, staff_token) == 200);
+    IT_CHECK(it_gw_status("GET", "/api/v1/auth/session", NULL, admin_again) == 200);
     snprintf(path, sizeof(path), "/api/v1/orgs/%s", o.org_id);
-    IT_CHECK(hy_status("GET", path, NULL, o.admin_token) == 200);
+    IT_CHECK(it_gw_status("GET", path, NULL, o.admin_token) == 200);
 
     IT_CHECK(hy_org_set(&o, "suspended") == 200);
     /* every session of the org's staff ended at once, here and at the other services */
-    IT_CHECK(hy_status("GET", "/api/v1/auth/session", NULL, o.admin_token) == 401);
-    IT_CHECK(hy_status("GET", "/api/v1/auth/session", NULL, staff_token) == 401);
-    IT_CHECK(hy_status("GET", "/api/v1/auth/session", NULL, admin_again) == 401);
-    IT_CHECK(hy_status("GET", path, NULL, o.admin_token) == 401);
+    IT_CHECK(it_gw_status("GET", "/api/v1/auth/session", NULL, o.admin_token) == 401);
+    IT_CHECK(it_gw_status("GET", "/api/v1/auth/session", NULL, staff_token) == 401);
+    IT_CHECK(it_gw_status("GET", "/api/v1/auth/session", NULL, admin_again) == 401);
+    IT_CHECK(it_gw_status("GET", path, NULL, o.admin_token) == 401);
     snprintf(path, sizeof(path), "/api/v1/orgs/%s/patients", o.org_id);
-    IT_CHECK(hy_status("GET", path, NULL, staff_token) == 401);
+    IT_CHECK(it_gw_status("GET", path, NULL, staff_token) == 401);
     /* and no new one while suspended; the operator's own session is untouched */
-    IT_CHECK(hy_login(staff_email, HY_PW, NULL) == 401);
-    IT_CHECK(hy_status("GET", "/api/v1/auth/session", NULL, o.op_token) == 200);
+    IT_CHECK(it_login(staff_email, HY_PW, NULL) == 401);
+    IT_CHECK(it_gw_status("GET", "/api/v1/auth/session", NULL, o.op_token) == 200);
     /* repeating the suspension is harmless */
     IT_CHECK(hy_org_set(&o, "suspended") == 200);
 
     IT_CHECK(hy_org_set(&o, "active") == 200);
-    IT_CHECK(hy_status("GET", "/api/v1/auth/session", NULL, o.admin_token) == 401);
-    IT_CHECK(hy_status("GET", "/api/v1/auth/session", NULL, staff_token) == 401);
-    IT_CHECK(hy_login(staff_email, HY_PW, staff_token) == 200);
-    IT_CHECK(hy_status("GET", "/api/v1/auth/session", NULL, staff_token) == 200);
+    IT_CHECK(it_gw_status("GET", "/api/v1/auth/session", NULL, o.admin_token) == 401);
+    IT_CHECK(it_gw_status("GET", "/api/v1/auth/session", NULL, staff_token) == 401);
+    IT_CHECK(it_login(staff_email, HY_PW, staff_token) == 200);
+    IT_CHECK(it_gw_status("GET", "/api/v1/auth/session", NULL, staff_token) == 200);
 }
 
 /* ---- delivered e-mails lose their secrets ------------------------------------ */
@@ -396,7 +283,7 @@ test_outbox_secrets_wiped(void)
              o.admin_id);
     IT_CHECK(hy_sql_is("auth", "1", sql));
     /* the account itself is untouched: its (changed) password still works */
-    IT_CHECK(hy_login(o.admin_email, HY_PW, NULL) == 200);
+    IT_CHECK(it_login(o.admin_email, HY_PW, NULL) == 200);
 }
 
 /* ---- withdrawn accounts are anonymised after the retention period ------------ */
@@ -410,14 +297,14 @@ test_withdrawn_purged(void)
 
     IT_CHECK(hy_patient(email, sizeof(email), id, token));
     snprintf(body, sizeof(body), "{\"password\":\"%s\"}", HY_PW);
-    IT_CHECK(hy_status("POST", "/api/v1/auth/withdraw", body, token) == 204);
+    IT_CHECK(it_gw_status("POST", "/api/v1/auth/withdraw", body, token) == 204);
     snprintf(sql, sizeof(sql),
              "SELECT withdrawn_at IS NOT NULL AND purged_at IS NULL FROM accounts "
              "WHERE id = '%s'",
              id);
     IT_CHECK(hy_sql_is("auth", "t", sql));
     /* not due yet: a run keeps the row */
-    IT_CHECK(hy_phrctl("retention run --yes --json", line, sizeof(line)) == 0);
+    IT_CHECK(it_phrctl("retention run --yes --json", line, sizeof(line)) == 0);
     snprintf(sql, sizeof(sql), "SELECT count(*) FROM accounts WHERE email = '%s'", email);
     IT_CHECK(hy_sql_is("auth", "1", sql));
     /* past any retention period (PHR_RETENTION_DAYS is at most 3650) */
@@ -425,7 +312,7 @@ test_withdrawn_purged(void)
                      "UPDATE accounts SET withdrawn_at = now() - interval '3700 days' "
                      "WHERE id = '%s'",
                      id) == 0);
-    IT_CHECK(hy_phrctl("retention run --yes --json", line, sizeof(line)) == 0);
+    IT_CHECK(it_phrctl("retention run --yes --json", line, sizeof(line)) == 0);
     o = json_tokener_parse(line);
     int counted = o != NULL && json_object_object_get_ex(o, "accounts_purged", &v) &&
                   json_object_get_int64(v) >= 1 &&
@@ -457,7 +344,7 @@ test_withdrawn_purged(void)
     IT_CHECK(hy_wait_sql("audit", "1", 30, sql));
     /* a second run finds nothing more of it */
     snprintf(sql, sizeof(sql), "SELECT purged_at < now() FROM accounts WHERE id = '%s'", id);
-    IT_CHECK(hy_phrctl("retention run --yes", line, sizeof(line)) == 0);
+    IT_CHECK(it_phrctl("retention run --yes", line, sizeof(line)) == 0);
     IT_CHECK(hy_sql_is("auth", "t", sql));
 }
 
@@ -476,14 +363,14 @@ test_links_org_name(void)
     IT_CHECK(hy_org(name, &o));
     IT_CHECK(hy_patient(email, sizeof(email), id, token));
     snprintf(path, sizeof(path), "/api/v1/orgs/%s/invitations", o.org_id);
-    IT_CHECK(hy_req("POST", path, NULL, o.admin_token, &r) == 201 &&
+    IT_CHECK(it_gw("POST", path, NULL, o.admin_token, &r) == 201 &&
              it_json_str(&r, "code") != NULL);
     snprintf(code, sizeof(code), "%s", it_json_str(&r, "code"));
     it_resp_free(&r);
     snprintf(body, sizeof(body), "{\"code\":\"%s\"}", code);
-    IT_CHECK(hy_status("POST", "/api/v1/me/links", body, token) == 201);
+    IT_CHECK(it_gw_status("POST", "/api/v1/me/links", body, token) == 201);
 
-    IT_CHECK(hy_req("GET", "/api/v1/me/links", NULL, token, &r) == 200);
+    IT_CHECK(it_gw("GET", "/api/v1/me/links", NULL, token, &r) == 200);
     int found = 0;
     if (r.json != NULL && json_object_object_get_ex(r.json, "items", &items)) {
         for (size_t i = 0; i < json_object_array_length(items); i++) {

@@ -38,28 +38,6 @@ mfa_sql_is(const char *want, const char *fmt, ...)
     return it_psql("auth", out, sizeof(out), "%s", sql) == 0 && strcmp(out, want) == 0;
 }
 
-static long
-mfa_req(const char *method, const char *path, const char *body, const char *token, it_resp_t *r)
-{
-    char auth[128];
-    const char *hdrs[3] = {"Content-Type: application/json", NULL, NULL};
-    if (token != NULL) {
-        snprintf(auth, sizeof(auth), "Authorization: Bearer %s", token);
-        hdrs[1] = auth;
-    }
-    it_request(IT_GATEWAY_H2, NULL, method, path, body, body ? strlen(body) : 0, hdrs, r);
-    return r->status;
-}
-
-static long
-mfa_status(const char *method, const char *path, const char *body, const char *token)
-{
-    it_resp_t r;
-    long st = mfa_req(method, path, body, token, &r);
-    it_resp_free(&r);
-    return st;
-}
-
 /* 1 when |r| is a 400 whose errors[] name |field|. */
 static int
 mfa_names_field(const it_resp_t *r, const char *field)
@@ -88,7 +66,7 @@ mfa_account(const char *kind, char *email, size_t cap, char *id)
     it_unique_email(email, cap, kind);
     snprintf(body, sizeof(body), "{\"email\":\"%s\",\"password\":\"%s\",\"name\":\"MFA User\"}",
              email, MFA_PW);
-    long st = mfa_req("POST", "/api/v1/auth/register", body, NULL, &r);
+    long st = it_gw("POST", "/api/v1/auth/register", body, NULL, &r);
     int ok = st == 201 && it_json_str(&r, "id") != NULL;
     if (ok) {
         snprintf(id, 37, "%s", it_json_str(&r, "id"));
@@ -121,7 +99,7 @@ mfa_login_raw(const char *email, const char *pw, it_resp_t *r)
 {
     char body[512];
     snprintf(body, sizeof(body), "{\"email\":\"%s\",\"password\":\"%s\"}", email, pw);
-    long st = mfa_req("POST", "/api/v1/auth/login", body, NULL, r);
+    long st = it_gw("POST", "/api/v1/auth/login", body, NULL, r);
     return st;
 }
 
@@ -169,7 +147,7 @@ mfa_second(const char *mt, const char *code, const char *recovery, char *token, 
         snprintf(body, sizeof(body), "{\"mfa_token\":\"%s\",\"recovery_code\":\"%s\"}", mt,
                  recovery);
     }
-    long st = mfa_req("POST", "/api/v1/auth/login/mfa", body, NULL, r);
+    long st = it_gw("POST", "/api/v1/auth/login/mfa", body, NULL, r);
     if (st == 200 && token != NULL) {
         const char *t = it_json_str(r, "token");
         snprintf(token, 64, "%s", t != NULL ? t : "");
@@ -249,7 +227,7 @@ mfa_enrol(const char *token, const char *email, mfa_factor_t *f)
     it_resp_t r;
     json_object *arr;
 
-    if (mfa_req("POST", "/api/v1/auth/mfa/totp/enroll", NULL, token, &r) != 200 ||
+    if (it_gw("POST", "/api/v1/auth/mfa/totp/enroll", NULL, token, &r) != 200 ||
         it_json_str(&r, "secret") == NULL || it_json_str(&r, "otpauth_uri") == NULL) {
         it_resp_free(&r);
         return 0;
@@ -266,8 +244,8 @@ mfa_enrol(const char *token, const char *email, mfa_factor_t *f)
     mfa_fresh();
     mfa_code(f->key, f->keylen, mfa_step_now() - 1, code);
     snprintf(body, sizeof(body), "{\"code\":\"%s\"}", code);
-    if (mfa_req("POST", "/api/v1/auth/mfa/totp/confirm", body, token, &r) != 200 ||
-        r.json == NULL || !json_object_object_get_ex(r.json, "recovery_codes", &arr) ||
+    if (it_gw("POST", "/api/v1/auth/mfa/totp/confirm", body, token, &r) != 200 || r.json == NULL ||
+        !json_object_object_get_ex(r.json, "recovery_codes", &arr) ||
         json_object_array_length(arr) != 10) {
         it_resp_free(&r);
         return 0;
@@ -287,17 +265,17 @@ test_mfa_patient_forbidden(void)
     it_resp_t r;
     int ok;
 
-    IT_CHECK(mfa_status("POST", "/api/v1/auth/mfa/totp/enroll", NULL, NULL) == 401);
+    IT_CHECK(it_gw_status("POST", "/api/v1/auth/mfa/totp/enroll", NULL, NULL) == 401);
     IT_CHECK(mfa_account("patient", email, sizeof(email), id));
     IT_CHECK(mfa_login_session(email, token));
-    mfa_req("POST", "/api/v1/auth/mfa/totp/enroll", NULL, token, &r);
+    it_gw("POST", "/api/v1/auth/mfa/totp/enroll", NULL, token, &r);
     ok = it_is_problem(&r, 403, "forbidden");
     it_resp_free(&r);
     IT_CHECK(ok);
-    IT_CHECK(mfa_status("POST", "/api/v1/auth/mfa/totp/confirm", "{\"code\":\"123456\"}", token) ==
-             403);
-    IT_CHECK(mfa_status("DELETE", "/api/v1/auth/mfa/totp",
-                        "{\"password\":\"" MFA_PW "\",\"code\":\"123456\"}", token) == 403);
+    IT_CHECK(it_gw_status("POST", "/api/v1/auth/mfa/totp/confirm", "{\"code\":\"123456\"}",
+                          token) == 403);
+    IT_CHECK(it_gw_status("DELETE", "/api/v1/auth/mfa/totp",
+                          "{\"password\":\"" MFA_PW "\",\"code\":\"123456\"}", token) == 403);
     IT_CHECK(mfa_sql_is("0", "SELECT count(*) FROM mfa_totp WHERE account_id = '%s'", id));
 }
 
@@ -312,14 +290,14 @@ test_mfa_enrol_and_login(void)
     IT_CHECK(mfa_account("staff", email, sizeof(email), id));
     IT_CHECK(mfa_login_session(email, token));
     /* confirm before any enrolment: 409 */
-    mfa_req("POST", "/api/v1/auth/mfa/totp/confirm", "{\"code\":\"123456\"}", token, &r);
+    it_gw("POST", "/api/v1/auth/mfa/totp/confirm", "{\"code\":\"123456\"}", token, &r);
     ok = it_is_problem(&r, 409, "conflict");
     it_resp_free(&r);
     IT_CHECK(ok);
     /* a first enrolment left pending is replaced by the next one */
-    IT_CHECK(mfa_status("POST", "/api/v1/auth/mfa/totp/enroll", NULL, token) == 200);
+    IT_CHECK(it_gw_status("POST", "/api/v1/auth/mfa/totp/enroll", NULL, token) == 200);
     /* enrol by hand to test the confirm errors, then mfa_enrol's path */
-    IT_CHECK(mfa_req("POST", "/api/v1/auth/mfa/totp/enroll", NULL, token, &r) == 200);
+    IT_CHECK(it_gw("POST", "/api/v1/auth/mfa/totp/enroll", NULL, token, &r) == 200);
     snprintf(f.secret, sizeof(f.secret), "%s",
              it_json_str(&r, "secret") ? it_json_str(&r, "secret") : "");
     it_resp_free(&r);
@@ -329,17 +307,17 @@ test_mfa_enrol_and_login(void)
                         "SELECT confirmed_at IS NULL, key_id, secret_enc ~ '^[0-9a-f]{96}$' "
                         "FROM mfa_totp WHERE account_id = '%s'",
                         id));
-    mfa_req("POST", "/api/v1/auth/mfa/totp/confirm", "{\"code\":\"12a456\"}", token, &r);
+    it_gw("POST", "/api/v1/auth/mfa/totp/confirm", "{\"code\":\"12a456\"}", token, &r);
     ok = mfa_names_field(&r, "code");
     it_resp_free(&r);
     IT_CHECK(ok);
-    mfa_req("POST", "/api/v1/auth/mfa/totp/confirm", "{\"code\":\"123456\",\"x\":1}", token, &r);
+    it_gw("POST", "/api/v1/auth/mfa/totp/confirm", "{\"code\":\"123456\",\"x\":1}", token, &r);
     ok = mfa_names_field(&r, "x");
     it_resp_free(&r);
     IT_CHECK(ok);
     mfa_code(f.key, f.keylen, mfa_step_now() + 7, wrong); /* well-formed, outside the window */
     snprintf(body, sizeof(body), "{\"code\":\"%s\"}", wrong);
-    mfa_req("POST", "/api/v1/auth/mfa/totp/confirm", body, token, &r);
+    it_gw("POST", "/api/v1/auth/mfa/totp/confirm", body, token, &r);
     ok = it_is_problem(&r, 422, "invalid_code");
     it_resp_free(&r);
     IT_CHECK(ok);
@@ -367,9 +345,9 @@ test_mfa_enrol_and_login(void)
                         "WHERE body->>'kind' = 'mfa_changed' AND body->'to'->>'account_id' = '%s'",
                         id));
     /* enrolled: enroll and confirm again are conflicts */
-    IT_CHECK(mfa_status("POST", "/api/v1/auth/mfa/totp/enroll", NULL, token) == 409);
-    IT_CHECK(mfa_status("POST", "/api/v1/auth/mfa/totp/confirm", "{\"code\":\"123456\"}", token) ==
-             409);
+    IT_CHECK(it_gw_status("POST", "/api/v1/auth/mfa/totp/enroll", NULL, token) == 409);
+    IT_CHECK(it_gw_status("POST", "/api/v1/auth/mfa/totp/confirm", "{\"code\":\"123456\"}",
+                          token) == 409);
 
     /* the login now answers a challenge; the current code opens a session */
     IT_CHECK(mfa_login_challenge(email, mt));
@@ -379,7 +357,7 @@ test_mfa_enrol_and_login(void)
     ok = it_json_str(&r, "expires_at") != NULL && strlen(sess) == 43;
     it_resp_free(&r);
     IT_CHECK(ok);
-    IT_CHECK(mfa_req("GET", "/api/v1/auth/session", NULL, sess, &r) == 200);
+    IT_CHECK(it_gw("GET", "/api/v1/auth/session", NULL, sess, &r) == 200);
     ok = it_json_str(&r, "mfa") != NULL && strcmp(it_json_str(&r, "mfa"), "totp") == 0 &&
          it_json_str(&r, "account_id") != NULL && strcmp(it_json_str(&r, "account_id"), id) == 0;
     it_resp_free(&r);
@@ -405,7 +383,7 @@ test_mfa_enrol_and_login(void)
     IT_CHECK(mfa_second(mt, NULL, f.recovery[0], sess, &r) == 200);
     it_resp_free(&r);
     /* the session records that a recovery code, not the factor itself, was used */
-    IT_CHECK(mfa_req("GET", "/api/v1/auth/session", NULL, sess, &r) == 200);
+    IT_CHECK(it_gw("GET", "/api/v1/auth/session", NULL, sess, &r) == 200);
     ok = it_json_str(&r, "mfa") != NULL && strcmp(it_json_str(&r, "mfa"), "recovery_code") == 0;
     it_resp_free(&r);
     IT_CHECK(ok);
@@ -446,39 +424,39 @@ test_mfa_login_bad_input(void)
     char body[256];
 
     snprintf(body, sizeof(body), "{\"mfa_token\":\"%s\"}", forged);
-    mfa_req("POST", "/api/v1/auth/login/mfa", body, NULL, &r);
+    it_gw("POST", "/api/v1/auth/login/mfa", body, NULL, &r);
     ok = mfa_names_field(&r, "code");
     it_resp_free(&r);
     IT_CHECK(ok);
     snprintf(body, sizeof(body),
              "{\"mfa_token\":\"%s\",\"code\":\"123456\",\"recovery_code\":\"ABCD-EFGH\"}", forged);
-    mfa_req("POST", "/api/v1/auth/login/mfa", body, NULL, &r);
+    it_gw("POST", "/api/v1/auth/login/mfa", body, NULL, &r);
     ok = mfa_names_field(&r, "code");
     it_resp_free(&r);
     IT_CHECK(ok);
-    mfa_req("POST", "/api/v1/auth/login/mfa", "{\"mfa_token\":\"short\",\"code\":\"123456\"}", NULL,
-            &r);
+    it_gw("POST", "/api/v1/auth/login/mfa", "{\"mfa_token\":\"short\",\"code\":\"123456\"}", NULL,
+          &r);
     ok = mfa_names_field(&r, "mfa_token");
     it_resp_free(&r);
     IT_CHECK(ok);
     snprintf(body, sizeof(body), "{\"mfa_token\":\"%s\",\"code\":\"1234567\"}", forged);
-    mfa_req("POST", "/api/v1/auth/login/mfa", body, NULL, &r);
+    it_gw("POST", "/api/v1/auth/login/mfa", body, NULL, &r);
     ok = mfa_names_field(&r, "code");
     it_resp_free(&r);
     IT_CHECK(ok);
     snprintf(body, sizeof(body), "{\"mfa_token\":\"%s\",\"recovery_code\":\"AB$D-EFGH\"}", forged);
-    mfa_req("POST", "/api/v1/auth/login/mfa", body, NULL, &r);
+    it_gw("POST", "/api/v1/auth/login/mfa", body, NULL, &r);
     ok = mfa_names_field(&r, "recovery_code");
     it_resp_free(&r);
     IT_CHECK(ok);
     snprintf(body, sizeof(body), "{\"mfa_token\":\"%s\",\"code\":123456}", forged);
-    mfa_req("POST", "/api/v1/auth/login/mfa", body, NULL, &r);
+    it_gw("POST", "/api/v1/auth/login/mfa", body, NULL, &r);
     ok = mfa_names_field(&r, "code");
     it_resp_free(&r);
     IT_CHECK(ok);
     /* well-formed but forged */
     snprintf(body, sizeof(body), "{\"mfa_token\":\"%s\",\"code\":\"123456\"}", forged);
-    mfa_req("POST", "/api/v1/auth/login/mfa", body, NULL, &r);
+    it_gw("POST", "/api/v1/auth/login/mfa", body, NULL, &r);
     ok = it_is_problem(&r, 401, "unauthenticated");
     it_resp_free(&r);
     IT_CHECK(ok);
@@ -532,7 +510,7 @@ test_mfa_remove(void)
     IT_CHECK(mfa_login_session(email, token));
     IT_CHECK(mfa_login_session(email, other));
     snprintf(body, sizeof(body), "{\"password\":\"%s\",\"code\":\"123456\"}", MFA_PW);
-    mfa_req("DELETE", "/api/v1/auth/mfa/totp", body, token, &r);
+    it_gw("DELETE", "/api/v1/auth/mfa/totp", body, token, &r);
     ok = it_is_problem(&r, 404, "not_found");
     it_resp_free(&r);
     IT_CHECK(ok);
@@ -541,7 +519,7 @@ test_mfa_remove(void)
     mfa_code(f.key, f.keylen, mfa_step_now(), code);
     /* wrong password with a right code */
     snprintf(body, sizeof(body), "{\"password\":\"%s\",\"code\":\"%s\"}", MFA_PW_WRONG, code);
-    mfa_req("DELETE", "/api/v1/auth/mfa/totp", body, token, &r);
+    it_gw("DELETE", "/api/v1/auth/mfa/totp", body, token, &r);
     ok = it_is_problem(&r, 422, "invalid_credentials");
     it_resp_free(&r);
     IT_CHECK(ok);
@@ -550,32 +528,32 @@ test_mfa_remove(void)
     snprintf(bad, sizeof(bad), "%s", code);
     bad[0] = (char)('0' + (bad[0] - '0' + 1) % 10);
     snprintf(body, sizeof(body), "{\"password\":\"%s\",\"code\":\"%s\"}", MFA_PW, bad);
-    mfa_req("DELETE", "/api/v1/auth/mfa/totp", body, token, &r);
+    it_gw("DELETE", "/api/v1/auth/mfa/totp", body, token, &r);
     ok = it_is_problem(&r, 422, "invalid_credentials");
     it_resp_free(&r);
     IT_CHECK(ok);
     /* each is required */
     snprintf(body, sizeof(body), "{\"password\":\"%s\"}", MFA_PW);
-    mfa_req("DELETE", "/api/v1/auth/mfa/totp", body, token, &r);
+    it_gw("DELETE", "/api/v1/auth/mfa/totp", body, token, &r);
     ok = mfa_names_field(&r, "code");
     it_resp_free(&r);
     IT_CHECK(ok);
     snprintf(body, sizeof(body), "{\"code\":\"%s\"}", code);
-    mfa_req("DELETE", "/api/v1/auth/mfa/totp", body, token, &r);
+    it_gw("DELETE", "/api/v1/auth/mfa/totp", body, token, &r);
     ok = mfa_names_field(&r, "password");
     it_resp_free(&r);
     IT_CHECK(ok);
     IT_CHECK(mfa_sql_is("1", "SELECT count(*) FROM mfa_totp WHERE account_id = '%s'", id));
     /* the account's other live session lists the factor... */
-    mfa_req("GET", "/api/v1/auth/session", NULL, other, &r);
+    it_gw("GET", "/api/v1/auth/session", NULL, other, &r);
     ok = r.status == 200 && r.body != NULL && strstr(r.body, "\"totp\"") != NULL;
     it_resp_free(&r);
     IT_CHECK(ok);
     /* right password and code */
     snprintf(body, sizeof(body), "{\"password\":\"%s\",\"code\":\"%s\"}", MFA_PW, code);
-    IT_CHECK(mfa_status("DELETE", "/api/v1/auth/mfa/totp", body, token) == 204);
+    IT_CHECK(it_gw_status("DELETE", "/api/v1/auth/mfa/totp", body, token) == 204);
     /* ...and no longer once it is removed */
-    mfa_req("GET", "/api/v1/auth/session", NULL, other, &r);
+    it_gw("GET", "/api/v1/auth/session", NULL, other, &r);
     ok = r.status == 200 && r.body != NULL && strstr(r.body, "\"totp\"") == NULL;
     it_resp_free(&r);
     IT_CHECK(ok);
@@ -594,7 +572,7 @@ test_mfa_remove(void)
                         id));
     /* the login gives a session again; removing twice is 404 */
     IT_CHECK(mfa_login_session(email, other));
-    mfa_req("DELETE", "/api/v1/auth/mfa/totp", body, token, &r);
+    it_gw("DELETE", "/api/v1/auth/mfa/totp", body, token, &r);
     ok = it_is_problem(&r, 404, "not_found");
     it_resp_free(&r);
     IT_CHECK(ok);
@@ -662,7 +640,7 @@ mfa_sms_start(const char *token, const char *phone, char *code)
 
     snprintf(body, sizeof(body), "{\"phone\":\"%s\"}", phone);
     snprintf(hint, sizeof(hint), "***-%s", phone + strlen(phone) - 4);
-    int ok = mfa_req("POST", "/api/v1/auth/mfa/sms/enroll", body, token, &r) == 202 &&
+    int ok = it_gw("POST", "/api/v1/auth/mfa/sms/enroll", body, token, &r) == 202 &&
              it_json_str(&r, "expires_at") != NULL && it_json_str(&r, "phone_hint") != NULL &&
              strcmp(it_json_str(&r, "phone_hint"), hint) == 0;
     it_resp_free(&r);
@@ -681,7 +659,7 @@ mfa_sms_enrol(const char *token, const char *phone, const char *methods, int wan
         return 0;
     }
     snprintf(body, sizeof(body), "{\"code\":\"%s\"}", code);
-    int ok = mfa_req("POST", "/api/v1/auth/mfa/sms/confirm", body, token, &r) == 200 &&
+    int ok = it_gw("POST", "/api/v1/auth/mfa/sms/confirm", body, token, &r) == 200 &&
              r.json != NULL && json_object_object_get_ex(r.json, "methods", &m) &&
              strcmp(json_object_to_json_string_ext(m, JSON_C_TO_STRING_PLAIN), methods) == 0;
     if (ok && want_recovery) {
@@ -717,7 +695,7 @@ mfa_sms_send(const char *mt, it_resp_t *r)
 {
     char body[128];
     snprintf(body, sizeof(body), "{\"mfa_token\":\"%s\"}", mt);
-    return mfa_req("POST", "/api/v1/auth/login/mfa/sms", body, NULL, r);
+    return it_gw("POST", "/api/v1/auth/login/mfa/sms", body, NULL, r);
 }
 
 /* 1 when the session |token| says its factor was |mfa|. */
@@ -725,7 +703,7 @@ static int
 mfa_session_factor(const char *token, const char *mfa)
 {
     it_resp_t r;
-    int ok = mfa_req("GET", "/api/v1/auth/session", NULL, token, &r) == 200 &&
+    int ok = it_gw("GET", "/api/v1/auth/session", NULL, token, &r) == 200 &&
              it_json_str(&r, "mfa") != NULL && strcmp(it_json_str(&r, "mfa"), mfa) == 0;
     it_resp_free(&r);
     return ok;
@@ -749,8 +727,8 @@ test_mfa_sms_enrol(void)
     IT_CHECK(mfa_login_session(email, token));
     mfa_phone(phone, sizeof(phone));
     snprintf(body, sizeof(body), "{\"phone\":\"%s\"}", phone);
-    IT_CHECK(mfa_status("POST", "/api/v1/auth/mfa/sms/enroll", body, NULL) == 401);
-    mfa_req("POST", "/api/v1/auth/mfa/sms/enroll", body, token, &r);
+    IT_CHECK(it_gw_status("POST", "/api/v1/auth/mfa/sms/enroll", body, NULL) == 401);
+    it_gw("POST", "/api/v1/auth/mfa/sms/enroll", body, token, &r);
     ok = it_is_problem(&r, 403, "forbidden");
     it_resp_free(&r);
     IT_CHECK(ok);
@@ -759,7 +737,7 @@ test_mfa_sms_enrol(void)
     IT_CHECK(mfa_account("staff", email, sizeof(email), id));
     IT_CHECK(mfa_login_session(email, token));
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        mfa_req("POST", "/api/v1/auth/mfa/sms/enroll", bad[i], token, &r);
+        it_gw("POST", "/api/v1/auth/mfa/sms/enroll", bad[i], token, &r);
         ok = mfa_names_field(&r, "phone");
         it_resp_free(&r);
         IT_CHECK(ok);
@@ -776,13 +754,13 @@ test_mfa_sms_enrol(void)
                         "FROM mfa_sms_codes WHERE account_id = '%s' AND purpose = 'enroll'",
                         code, id));
     /* bad and wrong codes */
-    mfa_req("POST", "/api/v1/auth/mfa/sms/confirm", "{\"code\":\"12a456\"}", token, &r);
+    it_gw("POST", "/api/v1/auth/mfa/sms/confirm", "{\"code\":\"12a456\"}", token, &r);
     ok = mfa_names_field(&r, "code");
     it_resp_free(&r);
     IT_CHECK(ok);
     mfa_other_code(code, wrong);
     snprintf(body, sizeof(body), "{\"code\":\"%s\"}", wrong);
-    mfa_req("POST", "/api/v1/auth/mfa/sms/confirm", body, token, &r);
+    it_gw("POST", "/api/v1/auth/mfa/sms/confirm", body, token, &r);
     ok = it_is_problem(&r, 422, "invalid_code");
     it_resp_free(&r);
     IT_CHECK(ok);
@@ -790,8 +768,8 @@ test_mfa_sms_enrol(void)
     /* the right code enrols the phone: first factor, so recovery codes come with it */
     snprintf(body, sizeof(body), "{\"code\":\"%s\"}", code);
     json_object *m, *rc;
-    ok = mfa_req("POST", "/api/v1/auth/mfa/sms/confirm", body, token, &r) == 200 &&
-         r.json != NULL && json_object_object_get_ex(r.json, "methods", &m) &&
+    ok = it_gw("POST", "/api/v1/auth/mfa/sms/confirm", body, token, &r) == 200 && r.json != NULL &&
+         json_object_object_get_ex(r.json, "methods", &m) &&
          strcmp(json_object_to_json_string_ext(m, JSON_C_TO_STRING_PLAIN), "[\"sms\"]") == 0 &&
          json_object_object_get_ex(r.json, "recovery_codes", &rc) &&
          json_object_array_length(rc) == 10;
@@ -813,13 +791,13 @@ test_mfa_sms_enrol(void)
                         "'enrolled' AND body->'to'->>'account_id' = '%s'",
                         id));
     /* the code was used; enrolling again is a conflict */
-    mfa_req("POST", "/api/v1/auth/mfa/sms/confirm", body, token, &r);
+    it_gw("POST", "/api/v1/auth/mfa/sms/confirm", body, token, &r);
     ok = it_is_problem(&r, 422, "invalid_code");
     it_resp_free(&r);
     IT_CHECK(ok);
     mfa_phone(phone, sizeof(phone));
     snprintf(body, sizeof(body), "{\"phone\":\"%s\"}", phone);
-    mfa_req("POST", "/api/v1/auth/mfa/sms/enroll", body, token, &r);
+    it_gw("POST", "/api/v1/auth/mfa/sms/enroll", body, token, &r);
     ok = it_is_problem(&r, 409, "conflict");
     it_resp_free(&r);
     IT_CHECK(ok);
@@ -840,14 +818,14 @@ test_mfa_sms_code_dies(void)
     mfa_other_code(code, wrong);
     snprintf(body, sizeof(body), "{\"code\":\"%s\"}", wrong);
     for (int i = 0; i < 5 && ok; i++) {
-        mfa_req("POST", "/api/v1/auth/mfa/sms/confirm", body, token, &r);
+        it_gw("POST", "/api/v1/auth/mfa/sms/confirm", body, token, &r);
         ok = it_is_problem(&r, 422, "invalid_code");
         it_resp_free(&r);
     }
     IT_CHECK(ok);
     /* after 5 wrong tries the right code is dead too */
     snprintf(body, sizeof(body), "{\"code\":\"%s\"}", code);
-    mfa_req("POST", "/api/v1/auth/mfa/sms/confirm", body, token, &r);
+    it_gw("POST", "/api/v1/auth/mfa/sms/confirm", body, token, &r);
     ok = it_is_problem(&r, 422, "invalid_code");
     it_resp_free(&r);
     IT_CHECK(ok);
@@ -860,7 +838,7 @@ test_mfa_sms_code_dies(void)
                         "WHERE account_id = '%s' RETURNING 1",
                         id));
     snprintf(body, sizeof(body), "{\"code\":\"%s\"}", code);
-    mfa_req("POST", "/api/v1/auth/mfa/sms/confirm", body, token, &r);
+    it_gw("POST", "/api/v1/auth/mfa/sms/confirm", body, token, &r);
     ok = it_is_problem(&r, 422, "invalid_code");
     it_resp_free(&r);
     IT_CHECK(ok);
@@ -884,11 +862,11 @@ test_mfa_sms_login(void)
     IT_CHECK(mfa_sms_enrol(token, phone, "[\"sms\"]", 1)); /* code 1 of this phone */
     IT_CHECK(mfa_sms_challenge(email, "[\"sms\"]", mt));
     /* bad input and unknown tokens */
-    mfa_req("POST", "/api/v1/auth/login/mfa/sms", "{\"mfa_token\":\"short\"}", NULL, &r);
+    it_gw("POST", "/api/v1/auth/login/mfa/sms", "{\"mfa_token\":\"short\"}", NULL, &r);
     ok = mfa_names_field(&r, "mfa_token");
     it_resp_free(&r);
     IT_CHECK(ok);
-    mfa_req("POST", "/api/v1/auth/login/mfa/sms", "{}", NULL, &r);
+    it_gw("POST", "/api/v1/auth/login/mfa/sms", "{}", NULL, &r);
     ok = mfa_names_field(&r, "mfa_token");
     it_resp_free(&r);
     IT_CHECK(ok);

@@ -43,142 +43,6 @@ typedef struct {
     char admin_token[64];
 } org_env_t;
 
-/* Sends |method| |path| with an optional JSON |body| and bearer |token|. Returns the status. */
-static long
-org_req(const char *method, const char *path, const char *body, const char *token, it_resp_t *r)
-{
-    char auth[128];
-    const char *hdrs[3] = {NULL, NULL, NULL};
-    size_t n = 0;
-    if (body != NULL) {
-        hdrs[n++] = "Content-Type: application/json";
-    }
-    if (token != NULL) {
-        snprintf(auth, sizeof(auth), "Authorization: Bearer %s", token);
-        hdrs[n++] = auth;
-    }
-    it_request(IT_GATEWAY_H2, NULL, method, path, body, body ? strlen(body) : 0, hdrs, r);
-    return r->status;
-}
-
-static long
-org_status(const char *method, const char *path, const char *body, const char *token)
-{
-    it_resp_t r;
-    long st = org_req(method, path, body, token, &r);
-    it_resp_free(&r);
-    return st;
-}
-
-/* 1 when |method| |path| answers the problem |status| |code|. */
-static int
-org_problem(const char *method, const char *path, const char *body, const char *token, int status,
-            const char *code)
-{
-    it_resp_t r;
-    org_req(method, path, body, token, &r);
-    int ok = it_is_problem(&r, status, code);
-    if (!ok) {
-        fprintf(stderr, "  %s %s: %ld %.300s\n", method, path, r.status, r.body ? r.body : "");
-    }
-    it_resp_free(&r);
-    return ok;
-}
-
-/* 1 when the 400 answer of |body| names |field| in errors[]. */
-static int
-org_names_field(const char *method, const char *path, const char *body, const char *token,
-                const char *field)
-{
-    it_resp_t r;
-    json_object *errs, *f;
-    int ok = 0;
-    if (org_req(method, path, body, token, &r) == 400 && r.json != NULL &&
-        json_object_object_get_ex(r.json, "errors", &errs)) {
-        for (size_t i = 0; i < json_object_array_length(errs); i++) {
-            if (json_object_object_get_ex(json_object_array_get_idx(errs, i), "field", &f) &&
-                strcmp(json_object_get_string(f), field) == 0) {
-                ok = 1;
-            }
-        }
-    }
-    if (!ok) {
-        fprintf(stderr, "  %s %s %s: %ld %.300s\n", method, path, body, r.status,
-                r.body ? r.body : "");
-    }
-    it_resp_free(&r);
-    return ok;
-}
-
-/* Logs in; the token into |token| (64 bytes). Returns the status. */
-static long
-org_login(const char *email, const char *pw, char *token)
-{
-    char body[512];
-    it_resp_t r;
-    snprintf(body, sizeof(body), "{\"email\":\"%s\",\"password\":\"%s\"}", email, pw);
-    long st = org_req("POST", "/api/v1/auth/login", body, NULL, &r);
-    if (st == 200) {
-        const char *t = it_json_str(&r, "token");
-        snprintf(token, 64, "%s", t != NULL ? t : "");
-    }
-    it_resp_free(&r);
-    return st;
-}
-
-/* Changes the password of |token| from |old| to ORG_PW. 1 on 204. */
-static int
-org_change_pw(const char *token, const char *old)
-{
-    char body[256];
-    snprintf(body, sizeof(body), "{\"current_password\":\"%s\",\"new_password\":\"%s\"}", old,
-             ORG_PW);
-    return org_status("POST", "/api/v1/auth/password", body, token) == 204;
-}
-
-/* The initial password e-mailed to |account_id| (from the outbox row). 1 when found. */
-static int
-org_onboarding_pw(const char *account_id, char *pw, size_t cap)
-{
-    return it_psql("auth", pw, cap,
-                   "SELECT body->'params'->>'initial_password' FROM outbox WHERE topic = "
-                   "'notification' AND body->>'kind' = 'staff_onboarding' AND "
-                   "body->'to'->>'account_id' = '%s'",
-                   account_id) == 0 &&
-           strlen(pw) >= 16;
-}
-
-/* Runs phrctl operator create --json for |email|; the password into |pw|. Returns its exit code. */
-static int
-org_phrctl(const char *email, char *pw, size_t cap)
-{
-    char cmd[1024], line[1024];
-    const char *build = getenv("PHR_BUILD");
-
-    snprintf(cmd, sizeof(cmd),
-             "PHR_SECRETS_DIR='%s/secrets' PHR_PG_HOST='%s' PHR_PG_PORT='%s' "
-             "'%s/bin/phrctl' operator create --email '%s' --name 'IT Operator' --json",
-             it_env("PHR_TEST_VAR"), it_env("PHR_TEST_PG_HOST"), it_env("PHR_TEST_PG_PORT"),
-             build != NULL && build[0] ? build : "build", email);
-    FILE *p = popen(cmd, "r");
-    if (p == NULL) {
-        return -1;
-    }
-    line[0] = '\0';
-    if (fgets(line, sizeof(line), p) == NULL) {
-        line[0] = '\0';
-    }
-    int rc = pclose(p);
-    rc = WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-    json_object *o = json_tokener_parse(line), *v;
-    pw[0] = '\0';
-    if (o != NULL && json_object_object_get_ex(o, "initial_password", &v)) {
-        snprintf(pw, cap, "%s", json_object_get_string(v));
-    }
-    json_object_put(o);
-    return rc;
-}
-
 /* Creates an org of |seats| as operator |op_token|; its id and admin id. 1 on 201. */
 static int
 org_create(const char *op_token, int seats, const char *admin_email, char *org_id, char *admin_id)
@@ -191,7 +55,7 @@ org_create(const char *op_token, int seats, const char *admin_email, char *org_i
              "{\"name\":\"IT Clinic\",\"seat_limit\":%d,\"admin_email\":\"%s\","
              "\"admin_name\":\"Admin A\",\"admin_locale\":\"en\"}",
              seats, admin_email);
-    int ok = org_req("POST", "/api/v1/admin/orgs", body, op_token, &r) == 201 &&
+    int ok = it_gw("POST", "/api/v1/admin/orgs", body, op_token, &r) == 201 &&
              it_json_str(&r, "id") != NULL && it_json_str(&r, "admin_account_id") != NULL &&
              json_object_object_get_ex(r.json, "seats_used", &v) && json_object_get_int(v) == 1 &&
              strstr(r.body, "initial_password") == NULL && it_header(&r, "location") != NULL;
@@ -209,22 +73,13 @@ org_create(const char *op_token, int seats, const char *admin_email, char *org_i
 static int
 org_setup(org_env_t *e, int seats)
 {
-    char email[128], pw[64];
-
     memset(e, 0, sizeof(*e));
-    it_unique_email(email, sizeof(email), "op");
-    if (org_phrctl(email, pw, sizeof(pw)) != 0 || org_login(email, pw, e->op_token) != 200 ||
-        !org_change_pw(e->op_token, pw)) {
+    if (!it_operator_new("op", ORG_PW, e->op_token)) {
         return 0;
     }
     it_unique_email(e->admin_email, sizeof(e->admin_email), "admin");
-    if (!org_create(e->op_token, seats, e->admin_email, e->org_id, e->admin_id) ||
-        !org_onboarding_pw(e->admin_id, pw, sizeof(pw)) ||
-        org_login(e->admin_email, pw, e->admin_token) != 200 ||
-        !org_change_pw(e->admin_token, pw)) {
-        return 0;
-    }
-    return 1;
+    return org_create(e->op_token, seats, e->admin_email, e->org_id, e->admin_id) &&
+           it_staff_login(e->admin_email, e->admin_id, ORG_PW, e->admin_token);
 }
 
 /* The admin of |e| adds staff |email| with |role|; its id into |id|. Returns the status. */
@@ -237,7 +92,7 @@ org_add_staff(const org_env_t *e, const char *email, const char *role, char *id)
     snprintf(path, sizeof(path), "/api/v1/orgs/%s/staff", e->org_id);
     snprintf(body, sizeof(body), "{\"email\":\"%s\",\"name\":\"Staff %s\",\"role\":\"%s\"}", email,
              role, role);
-    long st = org_req("POST", path, body, e->admin_token, &r);
+    long st = it_gw("POST", path, body, e->admin_token, &r);
     if (st == 201 && id != NULL && it_json_str(&r, "id") != NULL) {
         snprintf(id, 37, "%s", it_json_str(&r, "id"));
     }
@@ -246,15 +101,6 @@ org_add_staff(const org_env_t *e, const char *email, const char *role, char *id)
     }
     it_resp_free(&r);
     return st;
-}
-
-/* Logs staff |email| (id |id|) in with its e-mailed password and changes it. 1 when done. */
-static int
-org_staff_login(const char *email, const char *id, char *token)
-{
-    char pw[64];
-    return org_onboarding_pw(id, pw, sizeof(pw)) && org_login(email, pw, token) == 200 &&
-           org_change_pw(token, pw);
 }
 
 static long
@@ -271,21 +117,22 @@ test_phrctl(void)
     char email[128], pw[64], token[64];
 
     it_unique_email(email, sizeof(email), "cli");
-    IT_CHECK(org_phrctl(email, pw, sizeof(pw)) == 0 && strlen(pw) >= 16);
+    IT_CHECK(it_operator_create(email, "IT Operator", pw, sizeof(pw)) == 0 && strlen(pw) >= 16);
     char pw2[64];
-    IT_CHECK(org_phrctl(email, pw2, sizeof(pw2)) == 3 && pw2[0] == '\0'); /* already exists */
+    IT_CHECK(it_operator_create(email, "IT Operator", pw2, sizeof(pw2)) == 3 &&
+             pw2[0] == '\0'); /* already exists */
     /* hashed with the service's current pepper (a login would rehash, so check before it) */
     char out[64];
     IT_CHECK(it_psql("auth", out, sizeof(out), ORG_PEPPERED_SQL " email = '%s'", email) == 0 &&
              strcmp(out, "t") == 0);
     IT_CHECK(it_sh("'%s/bin/phrctl' operator >/dev/null 2>&1",
                    getenv("PHR_BUILD") ? getenv("PHR_BUILD") : "build") == 2);
-    IT_CHECK(org_login(email, pw, token) == 200);
+    IT_CHECK(it_login(email, pw, token) == 200);
     /* must change the password first */
     IT_CHECK(
-        org_problem("GET", "/api/v1/admin/orgs", NULL, token, 403, "password_change_required"));
-    IT_CHECK(org_change_pw(token, pw));
-    IT_CHECK(org_status("GET", "/api/v1/admin/orgs", NULL, token) == 200);
+        it_gw_problem("GET", "/api/v1/admin/orgs", NULL, token, 403, "password_change_required"));
+    IT_CHECK(it_change_pw(token, pw, ORG_PW));
+    IT_CHECK(it_gw_status("GET", "/api/v1/admin/orgs", NULL, token) == 200);
 }
 
 static void
@@ -297,28 +144,28 @@ test_org_create_and_access(void)
 
     IT_CHECK(org_setup(&e, 3));
     /* bad input */
-    IT_CHECK(org_names_field("POST", "/api/v1/admin/orgs",
-                             "{\"seat_limit\":2,\"admin_email\":\"a@example.com\","
-                             "\"admin_name\":\"A\"}",
-                             e.op_token, "name"));
-    IT_CHECK(org_names_field("POST", "/api/v1/admin/orgs",
-                             "{\"name\":\"X\",\"seat_limit\":0,\"admin_email\":\"a@example.com\","
-                             "\"admin_name\":\"A\"}",
-                             e.op_token, "seat_limit"));
-    IT_CHECK(org_names_field("POST", "/api/v1/admin/orgs",
-                             "{\"name\":\"X\",\"seat_limit\":2,\"admin_email\":\"nope\","
-                             "\"admin_name\":\"A\"}",
-                             e.op_token, "admin_email"));
-    IT_CHECK(org_names_field("POST", "/api/v1/admin/orgs",
-                             "{\"name\":\"X\",\"seat_limit\":2,\"admin_email\":\"a@example.com\","
-                             "\"admin_name\":\"A\",\"color\":1}",
-                             e.op_token, "color"));
+    IT_CHECK(it_gw_names_field("POST", "/api/v1/admin/orgs",
+                               "{\"seat_limit\":2,\"admin_email\":\"a@example.com\","
+                               "\"admin_name\":\"A\"}",
+                               e.op_token, "name"));
+    IT_CHECK(it_gw_names_field("POST", "/api/v1/admin/orgs",
+                               "{\"name\":\"X\",\"seat_limit\":0,\"admin_email\":\"a@example.com\","
+                               "\"admin_name\":\"A\"}",
+                               e.op_token, "seat_limit"));
+    IT_CHECK(it_gw_names_field("POST", "/api/v1/admin/orgs",
+                               "{\"name\":\"X\",\"seat_limit\":2,\"admin_email\":\"nope\","
+                               "\"admin_name\":\"A\"}",
+                               e.op_token, "admin_email"));
+    IT_CHECK(it_gw_names_field("POST", "/api/v1/admin/orgs",
+                               "{\"name\":\"X\",\"seat_limit\":2,\"admin_email\":\"a@example.com\","
+                               "\"admin_name\":\"A\",\"color\":1}",
+                               e.op_token, "color"));
     /* the admin's address is taken */
     char body[512];
     snprintf(body, sizeof(body),
              "{\"name\":\"X\",\"seat_limit\":2,\"admin_email\":\"%s\",\"admin_name\":\"A\"}",
              e.admin_email);
-    IT_CHECK(org_problem("POST", "/api/v1/admin/orgs", body, e.op_token, 409, "email_taken"));
+    IT_CHECK(it_gw_problem("POST", "/api/v1/admin/orgs", body, e.op_token, 409, "email_taken"));
     /* the onboarding e-mail has every parameter */
     IT_CHECK(it_psql("auth", pw, sizeof(pw),
                      "SELECT count(*) FROM outbox WHERE body->>'kind' = 'staff_onboarding' AND "
@@ -332,11 +179,11 @@ test_org_create_and_access(void)
                      e.org_id) == 0 &&
              strcmp(pw, "1") == 0);
     /* only operators manage orgs; an admin is not one */
-    IT_CHECK(org_problem("GET", "/api/v1/admin/orgs", NULL, e.admin_token, 403, "forbidden"));
-    IT_CHECK(org_problem("POST", "/api/v1/admin/orgs", body, e.admin_token, 403, "forbidden"));
+    IT_CHECK(it_gw_problem("GET", "/api/v1/admin/orgs", NULL, e.admin_token, 403, "forbidden"));
+    IT_CHECK(it_gw_problem("POST", "/api/v1/admin/orgs", body, e.admin_token, 403, "forbidden"));
     /* the admin sees the org */
     snprintf(path, sizeof(path), "/api/v1/orgs/%s", e.org_id);
-    IT_CHECK(org_req("GET", path, NULL, e.admin_token, &r) == 200);
+    IT_CHECK(it_gw("GET", path, NULL, e.admin_token, &r) == 200);
     int shape = org_int(&r, "seat_limit") == 3 && org_int(&r, "seats_used") == 1 &&
                 it_json_str(&r, "name") != NULL &&
                 strcmp(it_json_str(&r, "name"), "IT Clinic") == 0;
@@ -345,28 +192,28 @@ test_org_create_and_access(void)
     /* a plain staff member is 403 on admin routes */
     it_unique_email(email, sizeof(email), "s");
     IT_CHECK(org_add_staff(&e, email, "staff", id) == 201);
-    IT_CHECK(org_staff_login(email, id, token));
-    IT_CHECK(org_problem("GET", path, NULL, token, 403, "forbidden"));
+    IT_CHECK(it_staff_login(email, id, ORG_PW, token));
+    IT_CHECK(it_gw_problem("GET", path, NULL, token, 403, "forbidden"));
     snprintf(path, sizeof(path), "/api/v1/orgs/%s/staff", e.org_id);
-    IT_CHECK(org_problem("GET", path, NULL, token, 403, "forbidden"));
+    IT_CHECK(it_gw_problem("GET", path, NULL, token, 403, "forbidden"));
     /* another org's admin is 404 on every route of this org */
     org_env_t b;
     IT_CHECK(org_setup(&b, 2));
     snprintf(path, sizeof(path), "/api/v1/orgs/%s", e.org_id);
-    IT_CHECK(org_problem("GET", path, NULL, b.admin_token, 404, "not_found"));
+    IT_CHECK(it_gw_problem("GET", path, NULL, b.admin_token, 404, "not_found"));
     snprintf(path, sizeof(path), "/api/v1/orgs/%s/staff", e.org_id);
-    IT_CHECK(org_problem("GET", path, NULL, b.admin_token, 404, "not_found"));
-    IT_CHECK(org_problem("POST", path,
-                         "{\"email\":\"x@example.com\",\"name\":\"X\",\"role\":\"staff\"}",
-                         b.admin_token, 404, "not_found"));
+    IT_CHECK(it_gw_problem("GET", path, NULL, b.admin_token, 404, "not_found"));
+    IT_CHECK(it_gw_problem("POST", path,
+                           "{\"email\":\"x@example.com\",\"name\":\"X\",\"role\":\"staff\"}",
+                           b.admin_token, 404, "not_found"));
     snprintf(path, sizeof(path), "/api/v1/orgs/%s/staff/%s", e.org_id, id);
-    IT_CHECK(org_problem("DELETE", path, NULL, b.admin_token, 404, "not_found"));
-    IT_CHECK(org_problem("PATCH", path, "{\"role\":\"admin\"}", b.admin_token, 404, "not_found"));
+    IT_CHECK(it_gw_problem("DELETE", path, NULL, b.admin_token, 404, "not_found"));
+    IT_CHECK(it_gw_problem("PATCH", path, "{\"role\":\"admin\"}", b.admin_token, 404, "not_found"));
     /* staff of org A named under org B's path: 404 too */
     snprintf(path, sizeof(path), "/api/v1/orgs/%s/staff/%s", b.org_id, id);
-    IT_CHECK(org_problem("DELETE", path, NULL, b.admin_token, 404, "not_found"));
+    IT_CHECK(it_gw_problem("DELETE", path, NULL, b.admin_token, 404, "not_found"));
     snprintf(path, sizeof(path), "/api/v1/orgs/%s/staff/%s/unlock", b.org_id, id);
-    IT_CHECK(org_problem("POST", path, NULL, b.admin_token, 404, "not_found"));
+    IT_CHECK(it_gw_problem("POST", path, NULL, b.admin_token, 404, "not_found"));
 }
 
 /* Child process: one staff create; exit 1 on 201, 2 on 409 seat_limit_reached, 3 otherwise. */
@@ -379,7 +226,7 @@ org_race_child(const org_env_t *e, const char *tag)
              (int)getpid());
     snprintf(path, sizeof(path), "/api/v1/orgs/%s/staff", e->org_id);
     snprintf(body, sizeof(body), "{\"email\":\"%s\",\"name\":\"Racer\",\"role\":\"staff\"}", email);
-    org_req("POST", path, body, e->admin_token, &r);
+    it_gw("POST", path, body, e->admin_token, &r);
     int code = r.status == 201 ? 1 : it_is_problem(&r, 409, "seat_limit_reached") ? 2 : 3;
     it_resp_free(&r);
     _exit(code);
@@ -395,17 +242,17 @@ test_seats(void)
     IT_CHECK(org_setup(&e, 4));
     snprintf(path, sizeof(path), "/api/v1/orgs/%s/staff", e.org_id);
     /* bad input */
-    IT_CHECK(org_names_field("POST", path,
-                             "{\"email\":\"a@example.com\",\"name\":\"A\","
-                             "\"role\":\"boss\"}",
-                             e.admin_token, "role"));
-    IT_CHECK(org_names_field("POST", path,
-                             "{\"email\":\"a@@example.com\",\"name\":\"A\","
-                             "\"role\":\"staff\"}",
-                             e.admin_token, "email"));
-    IT_CHECK(org_names_field("POST", path, "{\"email\":\"a@example.com\",\"role\":\"staff\"}",
-                             e.admin_token, "name"));
-    IT_CHECK(org_problem("POST", path, "{\"email\":", e.admin_token, 400, "invalid_json"));
+    IT_CHECK(it_gw_names_field("POST", path,
+                               "{\"email\":\"a@example.com\",\"name\":\"A\","
+                               "\"role\":\"boss\"}",
+                               e.admin_token, "role"));
+    IT_CHECK(it_gw_names_field("POST", path,
+                               "{\"email\":\"a@@example.com\",\"name\":\"A\","
+                               "\"role\":\"staff\"}",
+                               e.admin_token, "email"));
+    IT_CHECK(it_gw_names_field("POST", path, "{\"email\":\"a@example.com\",\"role\":\"staff\"}",
+                               e.admin_token, "name"));
+    IT_CHECK(it_gw_problem("POST", path, "{\"email\":", e.admin_token, 400, "invalid_json"));
     it_unique_email(email, sizeof(email), "seat");
     IT_CHECK(org_add_staff(&e, email, "staff", id) == 201);
     IT_CHECK(org_add_staff(&e, email, "staff", NULL) == 409); /* email_taken */
@@ -439,26 +286,26 @@ test_seats(void)
     snprintf(path, sizeof(path), "/api/v1/orgs/%s/staff", e.org_id);
     char body[512];
     snprintf(body, sizeof(body), "{\"email\":\"%s\",\"name\":\"Over\",\"role\":\"staff\"}", email);
-    IT_CHECK(org_problem("POST", path, body, e.admin_token, 409, "seat_limit_reached"));
+    IT_CHECK(it_gw_problem("POST", path, body, e.admin_token, 409, "seat_limit_reached"));
     IT_CHECK(it_psql("auth", out, sizeof(out),
                      "SELECT count(*) >= 2 FROM outbox WHERE topic = 'audit' AND body->>'action' "
                      "= 'auth.org.seat_limit_refusal' AND body->'target'->>'id' = '%s'",
                      e.org_id) == 0 &&
              strcmp(out, "t") == 0);
     snprintf(path, sizeof(path), "/api/v1/orgs/%s", e.org_id);
-    IT_CHECK(org_req("GET", path, NULL, e.admin_token, &r) == 200);
+    IT_CHECK(it_gw("GET", path, NULL, e.admin_token, &r) == 200);
     long seats = org_int(&r, "seats_used");
     it_resp_free(&r);
     IT_CHECK(seats == 4);
     /* the operator cannot lower the limit below the usage, but can raise it */
     snprintf(path, sizeof(path), "/api/v1/admin/orgs/%s", e.org_id);
-    IT_CHECK(org_problem("PATCH", path, "{\"seat_limit\":3}", e.op_token, 409,
-                         "seat_limit_below_usage"));
-    IT_CHECK(org_names_field("PATCH", path, "{}", e.op_token, ""));
-    IT_CHECK(org_names_field("PATCH", path, "{\"status\":\"gone\"}", e.op_token, "status"));
-    IT_CHECK(org_problem("PATCH", "/api/v1/admin/orgs/00000000-0000-7000-8000-000000000000",
-                         "{\"seat_limit\":3}", e.op_token, 404, "not_found"));
-    IT_CHECK(org_req("PATCH", path, "{\"seat_limit\":5,\"require_mfa\":true}", e.op_token, &r) ==
+    IT_CHECK(it_gw_problem("PATCH", path, "{\"seat_limit\":3}", e.op_token, 409,
+                           "seat_limit_below_usage"));
+    IT_CHECK(it_gw_names_field("PATCH", path, "{}", e.op_token, ""));
+    IT_CHECK(it_gw_names_field("PATCH", path, "{\"status\":\"gone\"}", e.op_token, "status"));
+    IT_CHECK(it_gw_problem("PATCH", "/api/v1/admin/orgs/00000000-0000-7000-8000-000000000000",
+                           "{\"seat_limit\":3}", e.op_token, 404, "not_found"));
+    IT_CHECK(it_gw("PATCH", path, "{\"seat_limit\":5,\"require_mfa\":true}", e.op_token, &r) ==
              200);
     seats = org_int(&r, "seat_limit");
     it_resp_free(&r);
@@ -467,10 +314,10 @@ test_seats(void)
     IT_CHECK(org_add_staff(&e, email, "staff", NULL) == 201);
     /* a suspended organization's staff cannot log in (the answer of a wrong password) */
     char tok[64];
-    IT_CHECK(org_status("PATCH", path, "{\"status\":\"suspended\"}", e.op_token) == 200);
-    IT_CHECK(org_login(e.admin_email, ORG_PW, tok) == 401);
-    IT_CHECK(org_status("PATCH", path, "{\"status\":\"active\"}", e.op_token) == 200);
-    IT_CHECK(org_login(e.admin_email, ORG_PW, tok) == 200);
+    IT_CHECK(it_gw_status("PATCH", path, "{\"status\":\"suspended\"}", e.op_token) == 200);
+    IT_CHECK(it_login(e.admin_email, ORG_PW, tok) == 401);
+    IT_CHECK(it_gw_status("PATCH", path, "{\"status\":\"active\"}", e.op_token) == 200);
+    IT_CHECK(it_login(e.admin_email, ORG_PW, tok) == 200);
 }
 
 static void
@@ -483,40 +330,41 @@ test_roles_delete_unlock(void)
     IT_CHECK(org_setup(&e, 5));
     /* the only admin cannot be demoted or deleted */
     snprintf(path, sizeof(path), "/api/v1/orgs/%s/staff/%s", e.org_id, e.admin_id);
-    IT_CHECK(org_problem("PATCH", path, "{\"role\":\"staff\"}", e.admin_token, 409, "last_admin"));
-    IT_CHECK(org_problem("DELETE", path, NULL, e.admin_token, 409, "last_admin"));
-    IT_CHECK(org_names_field("PATCH", path, "{\"role\":\"owner\"}", e.admin_token, "role"));
+    IT_CHECK(
+        it_gw_problem("PATCH", path, "{\"role\":\"staff\"}", e.admin_token, 409, "last_admin"));
+    IT_CHECK(it_gw_problem("DELETE", path, NULL, e.admin_token, 409, "last_admin"));
+    IT_CHECK(it_gw_names_field("PATCH", path, "{\"role\":\"owner\"}", e.admin_token, "role"));
     it_unique_email(email, sizeof(email), "role");
     IT_CHECK(org_add_staff(&e, email, "staff", id) == 201);
-    IT_CHECK(org_staff_login(email, id, tok));
+    IT_CHECK(it_staff_login(email, id, ORG_PW, tok));
     /* promotion: the target's sessions end at once */
     snprintf(path, sizeof(path), "/api/v1/orgs/%s/staff/%s", e.org_id, id);
-    IT_CHECK(org_req("PATCH", path, "{\"role\":\"admin\"}", e.admin_token, &r) == 200);
+    IT_CHECK(it_gw("PATCH", path, "{\"role\":\"admin\"}", e.admin_token, &r) == 200);
     int promoted = it_json_str(&r, "role") != NULL && strcmp(it_json_str(&r, "role"), "admin") == 0;
     it_resp_free(&r);
     IT_CHECK(promoted);
-    IT_CHECK(org_problem("GET", "/api/v1/auth/session", NULL, tok, 401, "session_expired"));
+    IT_CHECK(it_gw_problem("GET", "/api/v1/auth/session", NULL, tok, 401, "session_expired"));
     /* with two admins, the first can be demoted */
-    IT_CHECK(org_login(email, ORG_PW, tok) == 200);
+    IT_CHECK(it_login(email, ORG_PW, tok) == 200);
     snprintf(path, sizeof(path), "/api/v1/orgs/%s/staff/%s", e.org_id, e.admin_id);
-    IT_CHECK(org_status("PATCH", path, "{\"role\":\"staff\"}", tok) == 200);
+    IT_CHECK(it_gw_status("PATCH", path, "{\"role\":\"staff\"}", tok) == 200);
     IT_CHECK(
-        org_problem("GET", "/api/v1/auth/session", NULL, e.admin_token, 401, "session_expired"));
+        it_gw_problem("GET", "/api/v1/auth/session", NULL, e.admin_token, 401, "session_expired"));
     /* deletion: the deleted member's token fails on the next request, the seat is freed */
     it_unique_email(email2, sizeof(email2), "del");
     snprintf(path, sizeof(path), "/api/v1/orgs/%s/staff", e.org_id);
     char body[512];
     snprintf(body, sizeof(body), "{\"email\":\"%s\",\"name\":\"Del\",\"role\":\"staff\"}", email2);
-    IT_CHECK(org_req("POST", path, body, tok, &r) == 201);
+    IT_CHECK(it_gw("POST", path, body, tok, &r) == 201);
     snprintf(id2, sizeof(id2), "%s", it_json_str(&r, "id") ? it_json_str(&r, "id") : "");
     it_resp_free(&r);
-    IT_CHECK(org_staff_login(email2, id2, tok2));
-    IT_CHECK(org_status("GET", "/api/v1/auth/session", NULL, tok2) == 200);
+    IT_CHECK(it_staff_login(email2, id2, ORG_PW, tok2));
+    IT_CHECK(it_gw_status("GET", "/api/v1/auth/session", NULL, tok2) == 200);
     snprintf(path, sizeof(path), "/api/v1/orgs/%s/staff/%s", e.org_id, id2);
-    IT_CHECK(org_status("DELETE", path, NULL, tok) == 204);
-    IT_CHECK(org_problem("GET", "/api/v1/auth/session", NULL, tok2, 401, "session_expired"));
-    IT_CHECK(org_login(email2, ORG_PW, tok2) == 401);
-    IT_CHECK(org_problem("DELETE", path, NULL, tok, 404, "not_found"));
+    IT_CHECK(it_gw_status("DELETE", path, NULL, tok) == 204);
+    IT_CHECK(it_gw_problem("GET", "/api/v1/auth/session", NULL, tok2, 401, "session_expired"));
+    IT_CHECK(it_login(email2, ORG_PW, tok2) == 401);
+    IT_CHECK(it_gw_problem("DELETE", path, NULL, tok, 404, "not_found"));
     IT_CHECK(it_psql("auth", out, sizeof(out),
                      "SELECT count(*) FROM outbox WHERE topic = 'audit' AND body->>'action' = "
                      "'auth.staff.delete' AND body->'target'->>'id' = '%s'",
@@ -528,15 +376,15 @@ test_roles_delete_unlock(void)
                      "'10 minutes' WHERE id = '%s' RETURNING 1",
                      e.admin_id) == 0 &&
              strcmp(out, "1") == 0);
-    IT_CHECK(org_login(e.admin_email, ORG_PW, e.admin_token) == 401);
+    IT_CHECK(it_login(e.admin_email, ORG_PW, e.admin_token) == 401);
     snprintf(path, sizeof(path), "/api/v1/orgs/%s/staff/%s/unlock", e.org_id, e.admin_id);
-    IT_CHECK(org_status("POST", path, NULL, tok) == 204);
-    IT_CHECK(org_login(e.admin_email, ORG_PW, e.admin_token) == 200);
+    IT_CHECK(it_gw_status("POST", path, NULL, tok) == 204);
+    IT_CHECK(it_login(e.admin_email, ORG_PW, e.admin_token) == 200);
     snprintf(path, sizeof(path), "/api/v1/orgs/%s/staff/%s/unlock", e.org_id, id2);
-    IT_CHECK(org_problem("POST", path, NULL, tok, 404, "not_found")); /* deleted */
+    IT_CHECK(it_gw_problem("POST", path, NULL, tok, 404, "not_found")); /* deleted */
     /* the demoted admin is plain staff now */
     snprintf(path, sizeof(path), "/api/v1/orgs/%s/staff", e.org_id);
-    IT_CHECK(org_problem("GET", path, NULL, e.admin_token, 403, "forbidden"));
+    IT_CHECK(it_gw_problem("GET", path, NULL, e.admin_token, 403, "forbidden"));
 }
 
 /* Ages the authenticated_at of |token|'s session in Redis by |age_ms|. 0 on success. */
@@ -585,7 +433,7 @@ test_reauth_and_paging(void)
     }
     /* staff list: 3 members over pages of 2 */
     snprintf(path, sizeof(path), "/api/v1/orgs/%s/staff?limit=2", e.org_id);
-    IT_CHECK(org_req("GET", path, NULL, e.admin_token, &r) == 200);
+    IT_CHECK(it_gw("GET", path, NULL, e.admin_token, &r) == 200);
     int n1 = json_object_object_get_ex(r.json, "items", &items)
                  ? (int)json_object_array_length(items)
                  : -1;
@@ -594,7 +442,7 @@ test_reauth_and_paging(void)
     it_resp_free(&r);
     IT_CHECK(n1 == 2 && cursor[0] != '\0');
     snprintf(path, sizeof(path), "/api/v1/orgs/%s/staff?limit=2&cursor=%s", e.org_id, cursor);
-    IT_CHECK(org_req("GET", path, NULL, e.admin_token, &r) == 200);
+    IT_CHECK(it_gw("GET", path, NULL, e.admin_token, &r) == 200);
     int n2 = json_object_object_get_ex(r.json, "items", &items)
                  ? (int)json_object_array_length(items)
                  : -1;
@@ -602,11 +450,11 @@ test_reauth_and_paging(void)
     it_resp_free(&r);
     IT_CHECK(n2 == 1 && last);
     snprintf(path, sizeof(path), "/api/v1/orgs/%s/staff?cursor=AAAA", e.org_id);
-    IT_CHECK(org_names_field("GET", path, NULL, e.admin_token, "cursor"));
+    IT_CHECK(it_gw_names_field("GET", path, NULL, e.admin_token, "cursor"));
     snprintf(path, sizeof(path), "/api/v1/orgs/%s/staff?limit=0", e.org_id);
-    IT_CHECK(org_names_field("GET", path, NULL, e.admin_token, "limit"));
+    IT_CHECK(it_gw_names_field("GET", path, NULL, e.admin_token, "limit"));
     /* operator org list: newest first, paged */
-    IT_CHECK(org_req("GET", "/api/v1/admin/orgs?limit=1", NULL, e.op_token, &r) == 200);
+    IT_CHECK(it_gw("GET", "/api/v1/admin/orgs?limit=1", NULL, e.op_token, &r) == 200);
     snprintf(cursor, sizeof(cursor), "%s",
              it_json_str(&r, "next_cursor") ? it_json_str(&r, "next_cursor") : "");
     int first =
@@ -614,19 +462,19 @@ test_reauth_and_paging(void)
     it_resp_free(&r);
     IT_CHECK(first && cursor[0] != '\0');
     snprintf(path, sizeof(path), "/api/v1/admin/orgs?limit=1&cursor=%s", cursor);
-    IT_CHECK(org_status("GET", path, NULL, e.op_token) == 200);
-    IT_CHECK(org_names_field("GET", "/api/v1/admin/orgs?cursor=!!", NULL, e.op_token, "cursor"));
+    IT_CHECK(it_gw_status("GET", path, NULL, e.op_token) == 200);
+    IT_CHECK(it_gw_names_field("GET", "/api/v1/admin/orgs?cursor=!!", NULL, e.op_token, "cursor"));
     /* admin actions need a password check within 15 minutes */
     IT_CHECK(org_age_session(e.admin_token, 16 * 60 * 1000LL) == 0);
     it_unique_email(email, sizeof(email), "late");
     snprintf(path, sizeof(path), "/api/v1/orgs/%s/staff", e.org_id);
     char body[512];
     snprintf(body, sizeof(body), "{\"email\":\"%s\",\"name\":\"Late\",\"role\":\"staff\"}", email);
-    IT_CHECK(org_problem("POST", path, body, e.admin_token, 401, "reauth_required"));
-    IT_CHECK(org_status("GET", path, NULL, e.admin_token) == 200); /* reading needs no re-auth */
+    IT_CHECK(it_gw_problem("POST", path, body, e.admin_token, 401, "reauth_required"));
+    IT_CHECK(it_gw_status("GET", path, NULL, e.admin_token) == 200); /* reading needs no re-auth */
     IT_CHECK(org_age_session(e.op_token, 16 * 60 * 1000LL) == 0);
-    IT_CHECK(org_problem("PATCH", "/api/v1/admin/orgs/00000000-0000-7000-8000-000000000000",
-                         "{\"seat_limit\":3}", e.op_token, 401, "reauth_required"));
+    IT_CHECK(it_gw_problem("PATCH", "/api/v1/admin/orgs/00000000-0000-7000-8000-000000000000",
+                           "{\"seat_limit\":3}", e.op_token, 401, "reauth_required"));
     IT_CHECK(it_psql("auth", out, sizeof(out), "SELECT count(*) FROM accounts WHERE email = '%s'",
                      email) == 0 &&
              strcmp(out, "0") == 0);
@@ -682,7 +530,7 @@ org_enrol_totp(const char *token)
     char body[64], code[8];
     it_resp_t r;
 
-    if (org_req("POST", "/api/v1/auth/mfa/totp/enroll", NULL, token, &r) != 200 ||
+    if (it_gw("POST", "/api/v1/auth/mfa/totp/enroll", NULL, token, &r) != 200 ||
         it_json_str(&r, "secret") == NULL) {
         it_resp_free(&r);
         return 0;
@@ -694,7 +542,8 @@ org_enrol_totp(const char *token)
     }
     org_totp(key, keylen, (long long)time(NULL) / 30, code);
     snprintf(body, sizeof(body), "{\"code\":\"%s\"}", code);
-    return keylen == 20 && org_status("POST", "/api/v1/auth/mfa/totp/confirm", body, token) == 200;
+    return keylen == 20 &&
+           it_gw_status("POST", "/api/v1/auth/mfa/totp/confirm", body, token) == 200;
 }
 
 static void
@@ -708,7 +557,7 @@ test_reset_mfa(void)
     IT_CHECK(org_setup(&other, 2));
     it_unique_email(email, sizeof(email), "mfa");
     IT_CHECK(org_add_staff(&e, email, "staff", id) == 201);
-    IT_CHECK(org_staff_login(email, id, token));
+    IT_CHECK(it_staff_login(email, id, ORG_PW, token));
     IT_CHECK(org_enrol_totp(token));
     IT_CHECK(it_psql("auth", out, sizeof(out),
                      "SELECT (SELECT count(*) FROM mfa_totp WHERE account_id = '%s' AND "
@@ -720,28 +569,28 @@ test_reset_mfa(void)
     /* a plain staff member, another org's admin, an unknown or malformed target */
     it_unique_email(semail, sizeof(semail), "mfa-plain");
     IT_CHECK(org_add_staff(&e, semail, "staff", sid) == 201);
-    IT_CHECK(org_staff_login(semail, sid, stoken));
-    IT_CHECK(org_problem("POST", path, NULL, stoken, 403, "forbidden"));
-    IT_CHECK(org_status("POST", path, NULL, other.admin_token) == 404);
+    IT_CHECK(it_staff_login(semail, sid, ORG_PW, stoken));
+    IT_CHECK(it_gw_problem("POST", path, NULL, stoken, 403, "forbidden"));
+    IT_CHECK(it_gw_status("POST", path, NULL, other.admin_token) == 404);
     snprintf(out, sizeof(out), "/api/v1/orgs/%s/staff/%s/reset-mfa", other.org_id, id);
-    IT_CHECK(org_status("POST", out, NULL, other.admin_token) == 404);
+    IT_CHECK(it_gw_status("POST", out, NULL, other.admin_token) == 404);
     char bad[256];
     snprintf(bad, sizeof(bad), "/api/v1/orgs/%s/staff/%s/reset-mfa", e.org_id,
              "0190f3a0-0000-7000-8000-0000000000ff");
-    IT_CHECK(org_status("POST", bad, NULL, e.admin_token) == 404);
+    IT_CHECK(it_gw_status("POST", bad, NULL, e.admin_token) == 404);
     snprintf(bad, sizeof(bad), "/api/v1/orgs/%s/staff/not-a-uuid/reset-mfa", e.org_id);
-    IT_CHECK(org_status("POST", bad, NULL, e.admin_token) == 404);
+    IT_CHECK(it_gw_status("POST", bad, NULL, e.admin_token) == 404);
     IT_CHECK(it_psql("auth", out, sizeof(out),
                      "SELECT count(*) FROM mfa_totp WHERE account_id = '%s'", id) == 0 &&
              strcmp(out, "1") == 0);
     /* the reset itself */
-    IT_CHECK(org_status("POST", path, NULL, e.admin_token) == 204);
+    IT_CHECK(it_gw_status("POST", path, NULL, e.admin_token) == 204);
     IT_CHECK(it_psql("auth", out, sizeof(out),
                      "SELECT (SELECT count(*) FROM mfa_totp WHERE account_id = '%s') || '/' || "
                      "(SELECT count(*) FROM mfa_recovery_codes WHERE account_id = '%s')",
                      id, id) == 0 &&
              strcmp(out, "0/0") == 0);
-    IT_CHECK(org_status("GET", "/api/v1/auth/session", NULL, token) == 401);
+    IT_CHECK(it_gw_status("GET", "/api/v1/auth/session", NULL, token) == 401);
     IT_CHECK(it_psql("auth", out, sizeof(out),
                      "SELECT count(*) FROM outbox WHERE topic = 'audit' AND body->>'action' = "
                      "'auth.mfa.reset' AND body->'target'->>'id' = '%s' AND "
@@ -759,12 +608,12 @@ test_reset_mfa(void)
     it_resp_t r;
     char body[256];
     snprintf(body, sizeof(body), "{\"email\":\"%s\",\"password\":\"%s\"}", email, ORG_PW);
-    IT_CHECK(org_req("POST", "/api/v1/auth/login", body, NULL, &r) == 200 &&
+    IT_CHECK(it_gw("POST", "/api/v1/auth/login", body, NULL, &r) == 200 &&
              it_json_str(&r, "token") != NULL);
     it_resp_free(&r);
     /* a reset needs a recent password check */
     IT_CHECK(org_age_session(e.admin_token, 16 * 60 * 1000LL) == 0);
-    IT_CHECK(org_problem("POST", path, NULL, e.admin_token, 401, "reauth_required"));
+    IT_CHECK(it_gw_problem("POST", path, NULL, e.admin_token, 401, "reauth_required"));
 }
 
 /* ---- internal routes ----------------------------------------------------- */
@@ -911,7 +760,7 @@ test_internal_lookup_admins(void)
     it_resp_free(&r);
     char spath[160];
     snprintf(spath, sizeof(spath), "/api/v1/orgs/%s/staff/%s", e.org_id, id);
-    IT_CHECK(org_status("PATCH", spath, "{\"role\":\"admin\"}", e.admin_token) == 200);
+    IT_CHECK(it_gw_status("PATCH", spath, "{\"role\":\"admin\"}", e.admin_token) == 200);
     IT_CHECK(it_internal("auth", "notification", "GET", path, NULL, &r) == 200);
     IT_CHECK(org_nitems(&r) == 2);
     it_resp_free(&r);
@@ -932,7 +781,7 @@ test_internal_review_contacts(void)
         it_unique_email(email, sizeof(email), "rev");
         IT_CHECK(org_add_staff(&e, email, "staff", id) == 201);
     }
-    IT_CHECK(org_staff_login(email, id, path)); /* the last one has logged in */
+    IT_CHECK(it_staff_login(email, id, ORG_PW, path)); /* the last one has logged in */
     /* the org's accounts by id, 2 a page: admin + 2 staff = 3 */
     snprintf(path, sizeof(path), "/internal/v1/accounts?org_id=%s&limit=2", e.org_id);
     IT_CHECK(it_internal("auth", "audit", "GET", path, NULL, &r) == 200);
@@ -1014,8 +863,8 @@ org_require_mfa(const org_env_t *e, int on)
 {
     char path[128];
     snprintf(path, sizeof(path), "/api/v1/admin/orgs/%s", e->org_id);
-    return org_status("PATCH", path, on ? "{\"require_mfa\":true}" : "{\"require_mfa\":false}",
-                      e->op_token) == 200;
+    return it_gw_status("PATCH", path, on ? "{\"require_mfa\":true}" : "{\"require_mfa\":false}",
+                        e->op_token) == 200;
 }
 
 /* 1 when boolean |key| of |o| is |want|. */
@@ -1033,7 +882,7 @@ org_login_resp(const char *email, const char *pw, char *token, it_resp_t *r)
 {
     char body[512];
     snprintf(body, sizeof(body), "{\"email\":\"%s\",\"password\":\"%s\"}", email, pw);
-    long st = org_req("POST", "/api/v1/auth/login", body, NULL, r);
+    long st = it_gw("POST", "/api/v1/auth/login", body, NULL, r);
     if (st == 200 && it_json_str(r, "token") != NULL) {
         snprintf(token, 64, "%s", it_json_str(r, "token"));
     }
@@ -1054,12 +903,12 @@ test_require_mfa_gate(void)
     ok = org_bool_is(r.json, "mfa_enrollment_required", 0);
     it_resp_free(&r);
     IT_CHECK(ok);
-    IT_CHECK(org_status("GET", "/api/v1/auth/sessions", NULL, tok) == 200);
+    IT_CHECK(it_gw_status("GET", "/api/v1/auth/sessions", NULL, tok) == 200);
 
     IT_CHECK(org_require_mfa(&e, 1));
     it_unique_email(email, sizeof(email), "gate");
     IT_CHECK(org_add_staff(&e, email, "staff", id) == 201);
-    IT_CHECK(org_onboarding_pw(id, pw, sizeof(pw)));
+    IT_CHECK(it_onboarding_pw(id, pw, sizeof(pw)));
     IT_CHECK(org_login_resp(email, pw, tok, &r) == 200);
     ok = org_bool_is(r.json, "mfa_enrollment_required", 1) &&
          org_bool_is(r.json, "must_change_password", 1);
@@ -1067,46 +916,46 @@ test_require_mfa_gate(void)
     IT_CHECK(ok);
     /* the password gate first, then the MFA gate; the password change itself is allowed */
     IT_CHECK(
-        org_problem("GET", "/api/v1/auth/sessions", NULL, tok, 403, "password_change_required"));
-    IT_CHECK(org_change_pw(tok, pw));
+        it_gw_problem("GET", "/api/v1/auth/sessions", NULL, tok, 403, "password_change_required"));
+    IT_CHECK(it_change_pw(tok, pw, ORG_PW));
     IT_CHECK(
-        org_problem("GET", "/api/v1/auth/sessions", NULL, tok, 403, "mfa_enrollment_required"));
-    IT_CHECK(org_problem("POST", "/api/v1/auth/sessions/revoke-others", NULL, tok, 403,
-                         "mfa_enrollment_required"));
-    IT_CHECK(org_problem("DELETE", "/api/v1/auth/mfa/totp", "{\"password\":\"x\",\"code\":\"1\"}",
-                         tok, 403, "mfa_enrollment_required"));
+        it_gw_problem("GET", "/api/v1/auth/sessions", NULL, tok, 403, "mfa_enrollment_required"));
+    IT_CHECK(it_gw_problem("POST", "/api/v1/auth/sessions/revoke-others", NULL, tok, 403,
+                           "mfa_enrollment_required"));
+    IT_CHECK(it_gw_problem("DELETE", "/api/v1/auth/mfa/totp", "{\"password\":\"x\",\"code\":\"1\"}",
+                           tok, 403, "mfa_enrollment_required"));
     snprintf(path, sizeof(path), "/api/v1/orgs/%s/staff", e.org_id);
-    IT_CHECK(org_problem("GET", path, NULL, tok, 403, "mfa_enrollment_required"));
+    IT_CHECK(it_gw_problem("GET", path, NULL, tok, 403, "mfa_enrollment_required"));
     /* the session route answers and says why */
-    IT_CHECK(org_req("GET", "/api/v1/auth/session", NULL, tok, &r) == 200);
+    IT_CHECK(it_gw("GET", "/api/v1/auth/session", NULL, tok, &r) == 200);
     ok = org_bool_is(r.json, "mfa_enrollment_required", 1) &&
          org_bool_is(r.json, "mfa_required_by_org", 1);
     it_resp_free(&r);
     IT_CHECK(ok);
     /* a second gated session of the same account */
-    IT_CHECK(org_login(email, ORG_PW, tok2) == 200);
+    IT_CHECK(it_login(email, ORG_PW, tok2) == 200);
     IT_CHECK(
-        org_problem("GET", "/api/v1/auth/sessions", NULL, tok2, 403, "mfa_enrollment_required"));
+        it_gw_problem("GET", "/api/v1/auth/sessions", NULL, tok2, 403, "mfa_enrollment_required"));
     /* an admin of the org logging in again is gated too (staff routes included) */
     char atok[64];
-    IT_CHECK(org_login(e.admin_email, ORG_PW, atok) == 200);
-    IT_CHECK(org_problem("GET", path, NULL, atok, 403, "mfa_enrollment_required"));
-    IT_CHECK(org_status("GET", path, NULL, tok) == 403);
+    IT_CHECK(it_login(e.admin_email, ORG_PW, atok) == 200);
+    IT_CHECK(it_gw_problem("GET", path, NULL, atok, 403, "mfa_enrollment_required"));
+    IT_CHECK(it_gw_status("GET", path, NULL, tok) == 403);
     /* enrolling lifts the gate of every session of the account at once */
     IT_CHECK(org_enrol_totp(tok));
-    IT_CHECK(org_status("GET", "/api/v1/auth/sessions", NULL, tok) == 200);
-    IT_CHECK(org_status("GET", "/api/v1/auth/sessions", NULL, tok2) == 200);
-    IT_CHECK(org_req("GET", "/api/v1/auth/session", NULL, tok, &r) == 200);
+    IT_CHECK(it_gw_status("GET", "/api/v1/auth/sessions", NULL, tok) == 200);
+    IT_CHECK(it_gw_status("GET", "/api/v1/auth/sessions", NULL, tok2) == 200);
+    IT_CHECK(it_gw("GET", "/api/v1/auth/session", NULL, tok, &r) == 200);
     ok = org_bool_is(r.json, "mfa_enrollment_required", 0);
     it_resp_free(&r);
     IT_CHECK(ok);
     /* the admin's session stays gated until it enrols; logout is always allowed */
-    IT_CHECK(org_problem("GET", path, NULL, atok, 403, "mfa_enrollment_required"));
-    IT_CHECK(org_status("POST", "/api/v1/auth/logout", NULL, atok) == 204);
+    IT_CHECK(it_gw_problem("GET", path, NULL, atok, 403, "mfa_enrollment_required"));
+    IT_CHECK(it_gw_status("POST", "/api/v1/auth/logout", NULL, atok) == 204);
     /* require_mfa off again: a new login is not gated */
     IT_CHECK(org_require_mfa(&e, 0));
-    IT_CHECK(org_login(e.admin_email, ORG_PW, atok) == 200);
-    IT_CHECK(org_status("GET", path, NULL, atok) == 200);
+    IT_CHECK(it_login(e.admin_email, ORG_PW, atok) == 200);
+    IT_CHECK(it_gw_status("GET", path, NULL, atok) == 200);
 }
 
 /* Changes |token|'s password from |old| to |new_pw|; 1 when the answer is |status|. */
@@ -1117,7 +966,7 @@ org_change_pw_to(const char *token, const char *old, const char *new_pw, long st
     it_resp_t r;
     snprintf(body, sizeof(body), "{\"current_password\":\"%s\",\"new_password\":\"%s\"}", old,
              new_pw);
-    long st = org_req("POST", "/api/v1/auth/password", body, token, &r);
+    long st = it_gw("POST", "/api/v1/auth/password", body, token, &r);
     int ok = st == status && (status != 422 || strstr(r.body, "too_short") != NULL);
     if (!ok) {
         fprintf(stderr, "  password change: %ld %.300s\n", st, r.body ? r.body : "");
@@ -1136,7 +985,7 @@ test_password_minimum(void)
     IT_CHECK(org_setup(&e, 5));
     it_unique_email(email, sizeof(email), "min");
     IT_CHECK(org_add_staff(&e, email, "staff", id) == 201);
-    IT_CHECK(org_staff_login(email, id, tok));
+    IT_CHECK(it_staff_login(email, id, ORG_PW, tok));
     IT_CHECK(org_change_pw_to(tok, ORG_PW, "Gr4nite!Lake", 422));
     IT_CHECK(org_change_pw_to(tok, ORG_PW, "Gr4nite!Lakes", 204));
     IT_CHECK(org_enrol_totp(tok));
@@ -1145,7 +994,7 @@ test_password_minimum(void)
     IT_CHECK(org_require_mfa(&e, 1));
     it_unique_email(email, sizeof(email), "min2");
     IT_CHECK(org_add_staff(&e, email, "staff", id) == 201);
-    IT_CHECK(org_staff_login(email, id, tok));
+    IT_CHECK(it_staff_login(email, id, ORG_PW, tok));
     IT_CHECK(org_change_pw_to(tok, ORG_PW, "Gr4nite!Lake", 204));
 }
 
@@ -1158,7 +1007,7 @@ test_initial_password_expiry(void)
     IT_CHECK(org_setup(&e, 5));
     it_unique_email(email, sizeof(email), "exp");
     IT_CHECK(org_add_staff(&e, email, "staff", id) == 201);
-    IT_CHECK(org_onboarding_pw(id, pw, sizeof(pw)));
+    IT_CHECK(it_onboarding_pw(id, pw, sizeof(pw)));
     /* created with a 72 h expiry */
     IT_CHECK(it_psql("auth", out, sizeof(out),
                      "SELECT password_expires_at BETWEEN now() + interval '71 hours' AND "
@@ -1187,12 +1036,12 @@ test_initial_password_expiry(void)
                      "failed_logins = 0 WHERE id = '%s' RETURNING 1",
                      id) == 0 &&
              strcmp(out, "1") == 0);
-    IT_CHECK(org_login(email, pw, tok) == 200);
-    IT_CHECK(org_change_pw(tok, pw));
+    IT_CHECK(it_login(email, pw, tok) == 200);
+    IT_CHECK(it_change_pw(tok, pw, ORG_PW));
     IT_CHECK(it_psql("auth", out, sizeof(out),
                      "SELECT password_expires_at IS NULL FROM accounts WHERE id = '%s'", id) == 0 &&
              strcmp(out, "t") == 0);
-    IT_CHECK(org_login(email, ORG_PW, tok) == 200);
+    IT_CHECK(it_login(email, ORG_PW, tok) == 200);
 }
 
 static void
@@ -1204,7 +1053,7 @@ test_session_info(void)
     int ok;
 
     IT_CHECK(org_setup(&e, 5));
-    IT_CHECK(org_req("GET", "/api/v1/auth/session", NULL, e.admin_token, &r) == 200);
+    IT_CHECK(it_gw("GET", "/api/v1/auth/session", NULL, e.admin_token, &r) == 200);
     ok = r.json != NULL && json_object_object_get_ex(r.json, "account", &a) &&
          json_object_object_get_ex(r.json, "mfa_methods", &m) &&
          json_object_is_type(m, json_type_array) && json_object_array_length(m) == 0 &&
@@ -1228,7 +1077,7 @@ test_session_info(void)
     IT_CHECK(ok);
     /* enrolled factors come from the MFA tables */
     IT_CHECK(org_enrol_totp(e.admin_token));
-    IT_CHECK(org_req("GET", "/api/v1/auth/session", NULL, e.admin_token, &r) == 200);
+    IT_CHECK(it_gw("GET", "/api/v1/auth/session", NULL, e.admin_token, &r) == 200);
     ok = json_object_object_get_ex(r.json, "mfa_methods", &m) && json_object_array_length(m) == 1 &&
          org_streq(json_object_get_string(json_object_array_get_idx(m, 0)), "totp");
     it_resp_free(&r);
@@ -1236,7 +1085,7 @@ test_session_info(void)
     /* ... and the org's staff list shows them (the console's MFA column) */
     char path[160];
     snprintf(path, sizeof(path), "/api/v1/orgs/%s/staff", e.org_id);
-    IT_CHECK(org_req("GET", path, NULL, e.admin_token, &r) == 200);
+    IT_CHECK(it_gw("GET", path, NULL, e.admin_token, &r) == 200);
     ok = 0;
     for (size_t i = 0; i < org_nitems(&r); i++) {
         json_object *it = org_item(&r, i);
@@ -1249,8 +1098,8 @@ test_session_info(void)
     it_resp_free(&r);
     IT_CHECK(ok);
     IT_CHECK(
-        org_problem("GET", "/api/v1/auth/session", NULL, "not-a-token", 401, "session_expired"));
-    IT_CHECK(org_problem("GET", "/api/v1/auth/session", NULL, NULL, 401, "unauthenticated"));
+        it_gw_problem("GET", "/api/v1/auth/session", NULL, "not-a-token", 401, "session_expired"));
+    IT_CHECK(it_gw_problem("GET", "/api/v1/auth/session", NULL, NULL, 401, "unauthenticated"));
 }
 
 const it_case_t auth_org_cases[] = {

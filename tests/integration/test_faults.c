@@ -343,6 +343,107 @@ fault_login_rate_limit(void)
     IT_CHECK(other == 0);
 }
 
+/* A patient linked to a new org |org_name| (its id into |org_id|); the patient's session into
+ * |token|. 1 when made. */
+static int
+fault_linked_patient(const char *org_name, char *org_id, char *token)
+{
+    static const char pw[] = "Amber6Lantern!qFault";
+    char op[64], admin_email[128], admin_id[37], admin[64], email[128], id[37], path[160];
+    char body[256], out[64];
+    it_resp_t r;
+
+    it_unique_email(admin_email, sizeof(admin_email), "fladm");
+    if (!it_operator_new("flop", pw, op) ||
+        !it_org_new(op, org_name, 5, admin_email, "Admin", org_id, admin_id) ||
+        !it_staff_login(admin_email, admin_id, pw, admin)) {
+        return 0;
+    }
+    snprintf(path, sizeof(path), "/api/v1/orgs/%s/invitations", org_id);
+    if (it_gw("POST", path, NULL, admin, &r) != 201 || it_json_str(&r, "code") == NULL) {
+        it_resp_free(&r);
+        return 0;
+    }
+    snprintf(body, sizeof(body), "{\"code\":\"%s\"}", it_json_str(&r, "code"));
+    it_resp_free(&r);
+    it_unique_email(email, sizeof(email), "flpat");
+    char reg[256];
+    snprintf(reg, sizeof(reg), "{\"email\":\"%s\",\"password\":\"%s\",\"name\":\"Fl\"}", email, pw);
+    if (it_gw("POST", "/api/v1/auth/register", reg, NULL, &r) != 201 ||
+        it_json_str(&r, "id") == NULL) {
+        it_resp_free(&r);
+        return 0;
+    }
+    snprintf(id, sizeof(id), "%s", it_json_str(&r, "id"));
+    it_resp_free(&r);
+    return it_psql("auth", out, sizeof(out),
+                   "UPDATE accounts SET email_verified_at = now() WHERE id = '%s'", id) == 0 &&
+           it_login(email, pw, token) == 200 &&
+           it_gw_status("POST", "/api/v1/me/links", body, token) == 201;
+}
+
+/* The org_name of link |org_id| in GET /api/v1/me/links ("" when absent), the status. */
+static long
+fault_link_name(const char *token, const char *org_id, it_resp_t *r, char *name, size_t cap)
+{
+    json_object *items;
+    long st = it_gw("GET", "/api/v1/me/links", NULL, token, r);
+
+    name[0] = '\0';
+    if (st == 200 && r->json != NULL && json_object_object_get_ex(r->json, "items", &items)) {
+        for (size_t i = 0; i < json_object_array_length(items); i++) {
+            json_object *it = json_object_array_get_idx(items, i);
+            const char *org = json_object_get_string(json_object_object_get(it, "org_id"));
+            const char *n = json_object_get_string(json_object_object_get(it, "org_name"));
+            if (org != NULL && strcmp(org, org_id) == 0 && n != NULL) {
+                snprintf(name, cap, "%s", n);
+            }
+        }
+    }
+    return st;
+}
+
+/*
+ * Auth unreachable from records: a patient's links (which name each org through auth's
+ * POST /internal/v1/orgs/lookup) answer 503 problem+json with Retry-After instead of links
+ * without names, and the same request answers the names once auth is back (restarted by
+ * `make up`, records untouched).
+ */
+static void
+fault_links_auth_down(void)
+{
+    char org_name[64], org_id[37], token[64], name[64], path[512];
+    it_resp_t r;
+
+    snprintf(org_name, sizeof(org_name), "Fault Links %d", (int)getpid());
+    IT_CHECK(fault_linked_patient(org_name, org_id, token));
+    IT_CHECK(fault_link_name(token, org_id, &r, name, sizeof(name)) == 200);
+    it_resp_free(&r);
+    IT_CHECK(strcmp(name, org_name) == 0);
+
+    snprintf(path, sizeof(path), "%s/run/auth.pid", it_env("PHR_TEST_VAR"));
+    FILE *f = fopen(path, "r");
+    long pid = 0;
+    IT_CHECK(f != NULL && fscanf(f, "%ld", &pid) == 1);
+    if (f != NULL) {
+        fclose(f);
+    }
+    IT_CHECK(pid > 0 && it_sh("kill -KILL %ld; for i in $(seq 50); do kill -0 %ld 2>/dev/null || "
+                              "exit 0; sleep 0.1; done; exit 1",
+                              pid, pid) == 0);
+    IT_CHECK(fault_link_name(token, org_id, &r, name, sizeof(name)) == 503);
+    IT_CHECK(it_is_problem(&r, 503, "dependency_unavailable"));
+    IT_CHECK(it_header(&r, "retry-after") != NULL);
+    IT_CHECK(name[0] == '\0');
+    it_resp_free(&r);
+
+    IT_CHECK(stack_up() == 0);
+    IT_CHECK(all_ready(200, 30));
+    IT_CHECK(fault_link_name(token, org_id, &r, name, sizeof(name)) == 200);
+    it_resp_free(&r);
+    IT_CHECK(strcmp(name, org_name) == 0);
+}
+
 const it_case_t fault_cases[] = {
     {"faults: garbage and truncated HTTP/2 frames close the connection only", fault_garbage_frames},
     {"gateway: the login zone answers 429 past its burst", fault_login_rate_limit},
@@ -353,6 +454,7 @@ const it_case_t fault_cases[] = {
     {"faults: frozen Redis fails requests with 503, then recovers", fault_redis_frozen},
     {"faults: Redis stopped → 503, recovers without restart", fault_redis_restart},
     {"faults: crashed service → 502 problem, make up restarts only it", fault_service_crash_and_up},
+    {"faults: auth down → links 503 with Retry-After, names back after", fault_links_auth_down},
     {"faults: PostgreSQL stopped → 503, recovers without restart", fault_postgres_restart},
     {NULL, NULL},
 };

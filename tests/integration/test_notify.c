@@ -288,79 +288,7 @@ nt_key(char *out, size_t cap, const char *tag)
     snprintf(out, cap, "it-%s-%ld-%d-%d", tag, (long)time(NULL), (int)getpid(), ++n);
 }
 
-/* ---- auth flows through the gateway (as in test_auth_org.c) ---- */
-
-static long
-nt_gw(const char *method, const char *path, const char *body, const char *token, it_resp_t *r)
-{
-    char auth[128];
-    const char *hdrs[3] = {NULL, NULL, NULL};
-    size_t n = 0;
-    if (body != NULL) {
-        hdrs[n++] = "Content-Type: application/json";
-    }
-    if (token != NULL) {
-        snprintf(auth, sizeof(auth), "Authorization: Bearer %s", token);
-        hdrs[n++] = auth;
-    }
-    it_request(IT_GATEWAY_H2, NULL, method, path, body, body ? strlen(body) : 0, hdrs, r);
-    return r->status;
-}
-
-static long
-nt_login(const char *email, const char *pw, char *token)
-{
-    char body[512];
-    it_resp_t r;
-    snprintf(body, sizeof(body), "{\"email\":\"%s\",\"password\":\"%s\"}", email, pw);
-    long st = nt_gw("POST", "/api/v1/auth/login", body, NULL, &r);
-    if (st == 200) {
-        const char *t = it_json_str(&r, "token");
-        snprintf(token, 64, "%s", t != NULL ? t : "");
-    }
-    it_resp_free(&r);
-    return st;
-}
-
-static int
-nt_change_pw(const char *token, const char *old)
-{
-    char body[256];
-    it_resp_t r;
-    snprintf(body, sizeof(body), "{\"current_password\":\"%s\",\"new_password\":\"%s\"}", old,
-             NT_PW);
-    long st = nt_gw("POST", "/api/v1/auth/password", body, token, &r);
-    it_resp_free(&r);
-    return st == 204;
-}
-
-static int
-nt_operator(char *token)
-{
-    char email[128], cmd[1024], line[1024], pw[64] = "";
-    const char *build = getenv("PHR_BUILD");
-
-    it_unique_email(email, sizeof(email), "ntop");
-    snprintf(cmd, sizeof(cmd),
-             "PHR_SECRETS_DIR='%s/secrets' PHR_PG_HOST='%s' PHR_PG_PORT='%s' "
-             "'%s/bin/phrctl' operator create --email '%s' --name 'IT Operator' --json",
-             it_env("PHR_TEST_VAR"), it_env("PHR_TEST_PG_HOST"), it_env("PHR_TEST_PG_PORT"),
-             build != NULL && build[0] ? build : "build", email);
-    FILE *p = popen(cmd, "r");
-    if (p == NULL) {
-        return 0;
-    }
-    if (fgets(line, sizeof(line), p) == NULL) {
-        line[0] = '\0';
-    }
-    pclose(p);
-    json_object *o = json_tokener_parse(line), *v;
-    if (o != NULL && json_object_object_get_ex(o, "initial_password", &v)) {
-        snprintf(pw, sizeof(pw), "%s", json_object_get_string(v));
-    }
-    json_object_put(o);
-    return pw[0] != '\0' && nt_login(email, pw, token) == 200 && nt_change_pw(token, pw);
-}
+/* ---- auth flows through the gateway (itest.h: it_gw, it_login, it_operator_new) ---- */
 
 /* The value after |label| on its line in |text|, into |out|. */
 static int
@@ -389,13 +317,13 @@ test_onboarding_mail(void)
     char op[64], admin_email[128], body[512], org_id[40], admin_id[40], pw[128], token[64];
     it_resp_t r;
 
-    IT_CHECK(nt_operator(op));
+    IT_CHECK(it_operator_new("ntop", NT_PW, op));
     it_unique_email(admin_email, sizeof(admin_email), "ntadm");
     snprintf(body, sizeof(body),
              "{\"name\":\"Notify Clinic\",\"seat_limit\":3,\"admin_email\":\"%s\","
              "\"admin_name\":\"Admin N\",\"admin_locale\":\"en\"}",
              admin_email);
-    IT_CHECK(nt_gw("POST", "/api/v1/admin/orgs", body, op, &r) == 201);
+    IT_CHECK(it_gw("POST", "/api/v1/admin/orgs", body, op, &r) == 201);
     snprintf(org_id, sizeof(org_id), "%s", it_json_str(&r, "id"));
     snprintf(admin_id, sizeof(admin_id), "%s", it_json_str(&r, "admin_account_id"));
     it_resp_free(&r);
@@ -418,8 +346,8 @@ test_onboarding_mail(void)
     json_object_put(m);
     IT_CHECK(ok);
     /* the e-mailed password works */
-    IT_CHECK(nt_login(admin_email, pw, token) == 200);
-    IT_CHECK(nt_change_pw(token, pw));
+    IT_CHECK(it_login(admin_email, pw, token) == 200);
+    IT_CHECK(it_change_pw(token, pw, NT_PW));
     /* once accepted: the body and the secret parameter are gone from the row */
     char out[256];
     IT_CHECK(nt_wait_status(nid, "sent", 10, NULL));

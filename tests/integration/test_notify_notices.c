@@ -230,123 +230,12 @@ nn_req(const char *method, const char *path, const char *body, const char *token
     return r->status;
 }
 
-static long
-nn_status(const char *method, const char *path, const char *body, const char *token)
-{
-    it_resp_t r;
-    long st = nn_req(method, path, body, token, NULL, &r);
-    it_resp_free(&r);
-    return st;
-}
-
-/* 1 when the 400 answer names |field| in errors[]. */
-static int
-nn_names_field(const char *method, const char *path, const char *body, const char *token,
-               const char *field)
-{
-    it_resp_t r;
-    json_object *errs, *f;
-    int ok = 0;
-    if (nn_req(method, path, body, token, NULL, &r) == 400 && r.json != NULL &&
-        json_object_object_get_ex(r.json, "errors", &errs)) {
-        for (size_t i = 0; i < json_object_array_length(errs); i++) {
-            if (json_object_object_get_ex(json_object_array_get_idx(errs, i), "field", &f) &&
-                strcmp(json_object_get_string(f), field) == 0) {
-                ok = 1;
-            }
-        }
-    }
-    if (!ok) {
-        fprintf(stderr, "  %s %s %s: %ld %.300s\n", method, path, body ? body : "", r.status,
-                r.body ? r.body : "");
-    }
-    it_resp_free(&r);
-    return ok;
-}
-
-static long
-nn_login(const char *email, const char *pw, char *token)
-{
-    char body[512];
-    it_resp_t r;
-    snprintf(body, sizeof(body), "{\"email\":\"%s\",\"password\":\"%s\"}", email, pw);
-    long st = nn_req("POST", "/api/v1/auth/login", body, NULL, NULL, &r);
-    if (st == 200) {
-        const char *t = it_json_str(&r, "token");
-        snprintf(token, 64, "%s", t != NULL ? t : "");
-    }
-    it_resp_free(&r);
-    return st;
-}
-
-static int
-nn_change_pw(const char *token, const char *old)
-{
-    char body[256];
-    snprintf(body, sizeof(body), "{\"current_password\":\"%s\",\"new_password\":\"%s\"}", old,
-             NN_PW);
-    return nn_status("POST", "/api/v1/auth/password", body, token) == 204;
-}
-
-/* A new operator (phrctl), logged in with the password changed. 1 when done. */
-static int
-nn_operator(char *token)
-{
-    char email[128], cmd[1024], line[1024];
-    const char *build = getenv("PHR_BUILD");
-
-    it_unique_email(email, sizeof(email), "nop");
-    snprintf(cmd, sizeof(cmd),
-             "PHR_SECRETS_DIR='%s/secrets' PHR_PG_HOST='%s' PHR_PG_PORT='%s' "
-             "'%s/bin/phrctl' operator create --email '%s' --name 'IT Operator' --json",
-             it_env("PHR_TEST_VAR"), it_env("PHR_TEST_PG_HOST"), it_env("PHR_TEST_PG_PORT"),
-             build != NULL && build[0] ? build : "build", email);
-    FILE *p = popen(cmd, "r");
-    if (p == NULL) {
-        return 0;
-    }
-    if (fgets(line, sizeof(line), p) == NULL) {
-        line[0] = '\0';
-    }
-    pclose(p);
-    json_object *o = json_tokener_parse(line), *v;
-    char pw[64] = "";
-    if (o != NULL && json_object_object_get_ex(o, "initial_password", &v)) {
-        snprintf(pw, sizeof(pw), "%s", json_object_get_string(v));
-    }
-    json_object_put(o);
-    return pw[0] != '\0' && nn_login(email, pw, token) == 200 && nn_change_pw(token, pw);
-}
-
 /* An org whose admin is |email|, the admin logged in. 1 when done. */
 static int
 nn_org(const char *op, const char *email, char *org_id, char *admin_id, char *admin_token)
 {
-    char body[512], pw[64];
-    it_resp_t r;
-
-    snprintf(body, sizeof(body),
-             "{\"name\":\"IT Notice Clinic\",\"seat_limit\":3,\"admin_email\":\"%s\","
-             "\"admin_name\":\"Admin N\",\"admin_locale\":\"en\"}",
-             email);
-    int ok = nn_req("POST", "/api/v1/admin/orgs", body, op, NULL, &r) == 201 &&
-             it_json_str(&r, "id") != NULL && it_json_str(&r, "admin_account_id") != NULL;
-    if (ok) {
-        snprintf(org_id, 37, "%s", it_json_str(&r, "id"));
-        snprintf(admin_id, 37, "%s", it_json_str(&r, "admin_account_id"));
-    } else {
-        fprintf(stderr, "  create org: %ld %.300s\n", r.status, r.body ? r.body : "");
-    }
-    it_resp_free(&r);
-    if (!ok || it_psql("auth", pw, sizeof(pw),
-                       "SELECT body->'params'->>'initial_password' FROM outbox WHERE topic = "
-                       "'notification' AND body->>'kind' = 'staff_onboarding' AND "
-                       "body->'to'->>'account_id' = '%s'",
-                       admin_id) != 0) {
-        return 0;
-    }
-    return admin_token == NULL ||
-           (nn_login(email, pw, admin_token) == 200 && nn_change_pw(admin_token, pw));
+    return it_org_new(op, "IT Notice Clinic", 3, email, "Admin N", org_id, admin_id) &&
+           (admin_token == NULL || it_staff_login(email, admin_id, NN_PW, admin_token));
 }
 
 /* ---- webhooks ------------------------------------------------------------------------------- */
@@ -517,11 +406,18 @@ test_webhook_end_to_end(void)
     snprintf(id, sizeof(id), "%s", it_json_str(&r, "id"));
     it_resp_free(&r);
     snprintf(path, sizeof(path), "/internal/v1/notifications/%s", id);
+    /* the worker and the stand-in's webhooks may still carry a large batch: wait while
+     * they make progress (fewer unfinished notifications), up to 60 s without progress */
     int bounced = 0;
-    /* the stand-in's webhook queue may still carry a large batch's events: up to 60 s */
-    for (int i = 0; i < 240 && !bounced; i++) {
+    long last = -1;
+    for (int i = 0, idle = 0; i < 2400 && idle < 240 && !bounced; i++) {
         bounced = nn_status_is(id, "bounced");
         if (!bounced) {
+            long n = nn_sql_long("notification", "SELECT count(*) FROM notifications"
+                                                 " WHERE status IN ('queued', 'sending', 'sent')");
+            int progress = n >= 0 && (last < 0 || n < last);
+            idle = progress ? 0 : idle + 1;
+            last = progress ? n : last;
             usleep(250000);
         }
     }
@@ -549,7 +445,7 @@ test_notice_all(void)
     char op[64], tag[17], body[1024], path[128], id[37], subject[64];
     it_resp_t r;
 
-    IT_CHECK(nn_operator(op));
+    IT_CHECK(it_operator_new("nop", NN_PW, op));
     nn_rand_hex(tag, 16);
     snprintf(subject, sizeof(subject), "maintenance %s", tag);
     snprintf(body, sizeof(body),
@@ -626,31 +522,31 @@ test_notice_access_and_input(void)
 {
     char op[64], org[37], admin[37], admin_tok[64], email[128];
 
-    IT_CHECK(nn_operator(op));
+    IT_CHECK(it_operator_new("nop", NN_PW, op));
     it_unique_email(email, sizeof(email), "nadm");
     IT_CHECK(nn_org(op, email, org, admin, admin_tok));
     const char *ok = "{\"subject_ja\":\"s\",\"body_ja\":\"b\",\"audience\":\"org_admins\"}";
-    IT_CHECK(nn_status("POST", "/api/v1/admin/notices", ok, admin_tok) == 403);
-    IT_CHECK(nn_status("POST", "/api/v1/admin/notices", ok, NULL) == 401);
-    IT_CHECK(nn_status("GET", "/api/v1/admin/notices", NULL, admin_tok) == 403);
-    IT_CHECK(nn_names_field("POST", "/api/v1/admin/notices",
-                            "{\"subject_ja\":\"s\",\"body_ja\":\"b\",\"audience\":\"some\"}", op,
-                            "audience"));
-    IT_CHECK(nn_names_field("POST", "/api/v1/admin/notices",
-                            "{\"body_ja\":\"b\",\"audience\":\"all\"}", op, "subject_ja"));
-    IT_CHECK(nn_names_field("POST", "/api/v1/admin/notices",
-                            "{\"subject_ja\":\"s\",\"body_ja\":\"b\",\"audience\":\"all\","
-                            "\"subject_en\":\"e\"}",
-                            op, "body_en"));
-    IT_CHECK(nn_names_field("POST", "/api/v1/admin/notices",
-                            "{\"subject_ja\":\"s\",\"body_ja\":\"b\",\"audience\":\"all\","
-                            "\"send_at\":\"tomorrow\"}",
-                            op, "send_at"));
-    IT_CHECK(nn_names_field("GET", "/api/v1/admin/notices?limit=0", NULL, op, "limit"));
-    IT_CHECK(nn_names_field("GET", "/api/v1/admin/notices?cursor=zz", NULL, op, "cursor"));
-    IT_CHECK(nn_status("GET", "/api/v1/admin/notices/not-a-uuid", NULL, op) == 404);
-    IT_CHECK(nn_status("GET", "/api/v1/admin/notices/01890000-0000-7000-8000-000000000000", NULL,
-                       op) == 404);
+    IT_CHECK(it_gw_status("POST", "/api/v1/admin/notices", ok, admin_tok) == 403);
+    IT_CHECK(it_gw_status("POST", "/api/v1/admin/notices", ok, NULL) == 401);
+    IT_CHECK(it_gw_status("GET", "/api/v1/admin/notices", NULL, admin_tok) == 403);
+    IT_CHECK(it_gw_names_field("POST", "/api/v1/admin/notices",
+                               "{\"subject_ja\":\"s\",\"body_ja\":\"b\",\"audience\":\"some\"}", op,
+                               "audience"));
+    IT_CHECK(it_gw_names_field("POST", "/api/v1/admin/notices",
+                               "{\"body_ja\":\"b\",\"audience\":\"all\"}", op, "subject_ja"));
+    IT_CHECK(it_gw_names_field("POST", "/api/v1/admin/notices",
+                               "{\"subject_ja\":\"s\",\"body_ja\":\"b\",\"audience\":\"all\","
+                               "\"subject_en\":\"e\"}",
+                               op, "body_en"));
+    IT_CHECK(it_gw_names_field("POST", "/api/v1/admin/notices",
+                               "{\"subject_ja\":\"s\",\"body_ja\":\"b\",\"audience\":\"all\","
+                               "\"send_at\":\"tomorrow\"}",
+                               op, "send_at"));
+    IT_CHECK(it_gw_names_field("GET", "/api/v1/admin/notices?limit=0", NULL, op, "limit"));
+    IT_CHECK(it_gw_names_field("GET", "/api/v1/admin/notices?cursor=zz", NULL, op, "cursor"));
+    IT_CHECK(it_gw_status("GET", "/api/v1/admin/notices/not-a-uuid", NULL, op) == 404);
+    IT_CHECK(it_gw_status("GET", "/api/v1/admin/notices/01890000-0000-7000-8000-000000000000", NULL,
+                          op) == 404);
 
     /* a scheduled notice waits for send_at; org_admins reaches the admins only */
     char tag[17], subject[64], body[512], path[128], id[37];
@@ -713,7 +609,7 @@ test_incident(void)
     it_resp_t r;
     json_object *v;
 
-    IT_CHECK(nn_operator(op));
+    IT_CHECK(it_operator_new("nop", NN_PW, op));
     it_unique_email(mail_a, sizeof(mail_a), "inca");
     nn_rand_hex(hex, 16);
     snprintf(mail_b, sizeof(mail_b), "it-incb-%s+fail400@example.com", hex);
@@ -721,39 +617,39 @@ test_incident(void)
     IT_CHECK(nn_org(op, mail_b, org_b, adm_b, NULL));
 
     /* bad input names the field; non-operators are refused */
-    IT_CHECK(nn_names_field("POST", "/api/v1/admin/incidents",
-                            "{\"description\":\"d\",\"all\":true,"
-                            "\"detected_at\":\"2026-01-01T00:00:00Z\"}",
-                            op, "title"));
-    IT_CHECK(nn_names_field("POST", "/api/v1/admin/incidents",
-                            "{\"title\":\"t\",\"description\":\"d\",\"detected_at\":"
-                            "\"2026-01-01T00:00:00Z\"}",
-                            op, "org_ids"));
+    IT_CHECK(it_gw_names_field("POST", "/api/v1/admin/incidents",
+                               "{\"description\":\"d\",\"all\":true,"
+                               "\"detected_at\":\"2026-01-01T00:00:00Z\"}",
+                               op, "title"));
+    IT_CHECK(it_gw_names_field("POST", "/api/v1/admin/incidents",
+                               "{\"title\":\"t\",\"description\":\"d\",\"detected_at\":"
+                               "\"2026-01-01T00:00:00Z\"}",
+                               op, "org_ids"));
     snprintf(body, sizeof(body),
              "{\"title\":\"t\",\"description\":\"d\",\"all\":true,\"org_ids\":[\"%s\"],"
              "\"detected_at\":\"2026-01-01T00:00:00Z\"}",
              org_a);
-    IT_CHECK(nn_names_field("POST", "/api/v1/admin/incidents", body, op, "all"));
-    IT_CHECK(nn_names_field("POST", "/api/v1/admin/incidents",
-                            "{\"title\":\"t\",\"description\":\"d\",\"org_ids\":[\"nope\"],"
-                            "\"detected_at\":\"2026-01-01T00:00:00Z\"}",
-                            op, "org_ids[0]"));
-    IT_CHECK(nn_names_field("POST", "/api/v1/admin/incidents",
-                            "{\"title\":\"t\",\"description\":\"d\",\"org_ids\":"
-                            "[\"01890000-0000-7000-8000-000000000000\"],"
-                            "\"detected_at\":\"2026-01-01T00:00:00Z\"}",
-                            op, "org_ids[0]"));
+    IT_CHECK(it_gw_names_field("POST", "/api/v1/admin/incidents", body, op, "all"));
+    IT_CHECK(it_gw_names_field("POST", "/api/v1/admin/incidents",
+                               "{\"title\":\"t\",\"description\":\"d\",\"org_ids\":[\"nope\"],"
+                               "\"detected_at\":\"2026-01-01T00:00:00Z\"}",
+                               op, "org_ids[0]"));
+    IT_CHECK(it_gw_names_field("POST", "/api/v1/admin/incidents",
+                               "{\"title\":\"t\",\"description\":\"d\",\"org_ids\":"
+                               "[\"01890000-0000-7000-8000-000000000000\"],"
+                               "\"detected_at\":\"2026-01-01T00:00:00Z\"}",
+                               op, "org_ids[0]"));
     snprintf(body, sizeof(body),
              "{\"title\":\"t\",\"description\":\"d\",\"org_ids\":[\"%s\"],"
              "\"detected_at\":\"yesterday\"}",
              org_a);
-    IT_CHECK(nn_names_field("POST", "/api/v1/admin/incidents", body, op, "detected_at"));
+    IT_CHECK(it_gw_names_field("POST", "/api/v1/admin/incidents", body, op, "detected_at"));
     snprintf(body, sizeof(body),
              "{\"title\":\"t\",\"description\":\"d\",\"org_ids\":[\"%s\"],"
              "\"detected_at\":\"2026-01-01T00:00:00Z\"}",
              org_a);
-    IT_CHECK(nn_status("POST", "/api/v1/admin/incidents", body, tok_a) == 403);
-    IT_CHECK(nn_status("GET", "/api/v1/admin/incidents", NULL, tok_a) == 403);
+    IT_CHECK(it_gw_status("POST", "/api/v1/admin/incidents", body, tok_a) == 403);
+    IT_CHECK(it_gw_status("GET", "/api/v1/admin/incidents", NULL, tok_a) == 403);
 
     /* detected 25 h ago: past the deadline; admin B's address is refused by the provider */
     int64_t det_ms = tu_now_ms() - 25LL * 3600 * 1000;
@@ -824,10 +720,10 @@ test_incident(void)
              strstr(r.body, adm_b) == NULL);
     it_resp_free(&r);
     snprintf(path, sizeof(path), "/api/v1/orgs/%s/incidents", org_b);
-    IT_CHECK(nn_status("GET", path, NULL, tok_a) == 404);
+    IT_CHECK(it_gw_status("GET", path, NULL, tok_a) == 404);
     snprintf(path, sizeof(path), "/api/v1/admin/incidents/%s", id);
-    IT_CHECK(nn_status("GET", path, NULL, tok_a) == 403);
-    IT_CHECK(nn_status("GET", "/api/v1/admin/incidents/nope", NULL, op) == 404);
+    IT_CHECK(it_gw_status("GET", path, NULL, tok_a) == 403);
+    IT_CHECK(it_gw_status("GET", "/api/v1/admin/incidents/nope", NULL, op) == 404);
     IT_CHECK(nn_req("GET", "/api/v1/admin/incidents?limit=1", NULL, op, NULL, &r) == 200);
     IT_CHECK(json_object_object_get_ex(r.json, "items", &v) && json_object_array_length(v) == 1);
     it_resp_free(&r);
@@ -847,7 +743,7 @@ test_incident_fresh(void)
     it_resp_t r;
     json_object *v;
 
-    IT_CHECK(nn_operator(op));
+    IT_CHECK(it_operator_new("nop", NN_PW, op));
     it_unique_email(mail, sizeof(mail), "incf");
     IT_CHECK(nn_org(op, mail, org, adm, NULL));
     tu_format_jst(tu_now_ms() - 60000, det, sizeof(det));
@@ -905,7 +801,7 @@ nn_enrol_phone(const char *token, const char *phone)
 {
     char body[96], code[16];
     snprintf(body, sizeof(body), "{\"phone\":\"%s\"}", phone);
-    if (nn_status("POST", "/api/v1/auth/mfa/sms/enroll", body, token) != 202 ||
+    if (it_gw_status("POST", "/api/v1/auth/mfa/sms/enroll", body, token) != 202 ||
         it_psql("auth", code, sizeof(code),
                 "SELECT body->'params'->>'code' FROM outbox WHERE topic = 'notification' AND "
                 "body->>'kind' = 'sms_code' AND body->'to'->>'phone' = '%s' "
@@ -915,7 +811,7 @@ nn_enrol_phone(const char *token, const char *phone)
         return 0;
     }
     snprintf(body, sizeof(body), "{\"code\":\"%s\"}", code);
-    return nn_status("POST", "/api/v1/auth/mfa/sms/confirm", body, token) == 200;
+    return it_gw_status("POST", "/api/v1/auth/mfa/sms/confirm", body, token) == 200;
 }
 
 /* An admin with a registered phone gets the incident SMS (one UCS-2 segment) as well as the
@@ -928,7 +824,7 @@ test_incident_sms(void)
     it_resp_t r;
     json_object *v;
 
-    IT_CHECK(nn_operator(op));
+    IT_CHECK(it_operator_new("nop", NN_PW, op));
     it_unique_email(mail, sizeof(mail), "incs");
     IT_CHECK(nn_org(op, mail, org, adm, tok));
     snprintf(phone, sizeof(phone), "+8170%08lu",

@@ -44,71 +44,6 @@ rec_req(const char *method, const char *path, const char *body, const char *toke
     return r->status;
 }
 
-static long
-rec_status(const char *method, const char *path, const char *body, const char *token)
-{
-    it_resp_t r;
-    long st = rec_req(method, path, body, token, NULL, &r);
-    if (st >= 500 || st == 0) {
-        fprintf(stderr, "  %s %s: %ld %.300s\n", method, path, st, r.body ? r.body : "");
-    }
-    it_resp_free(&r);
-    return st;
-}
-
-static int
-rec_problem(const char *method, const char *path, const char *body, const char *token, int status,
-            const char *code)
-{
-    it_resp_t r;
-    rec_req(method, path, body, token, NULL, &r);
-    int ok = it_is_problem(&r, status, code);
-    if (!ok) {
-        fprintf(stderr, "  %s %s: %ld %.300s\n", method, path, r.status, r.body ? r.body : "");
-    }
-    it_resp_free(&r);
-    return ok;
-}
-
-/* 1 when the 400 answer names |field| in errors[]. */
-static int
-rec_names_field(const char *method, const char *path, const char *body, const char *token,
-                const char *field)
-{
-    it_resp_t r;
-    json_object *errs, *f;
-    int ok = 0;
-    if (rec_req(method, path, body, token, NULL, &r) == 400 && r.json != NULL &&
-        json_object_object_get_ex(r.json, "errors", &errs)) {
-        for (size_t i = 0; i < json_object_array_length(errs); i++) {
-            if (json_object_object_get_ex(json_object_array_get_idx(errs, i), "field", &f) &&
-                strcmp(json_object_get_string(f), field) == 0) {
-                ok = 1;
-            }
-        }
-    }
-    if (!ok) {
-        fprintf(stderr, "  %s %s %.200s: %ld %.300s (wanted %s)\n", method, path, body ? body : "",
-                r.status, r.body ? r.body : "", field);
-    }
-    it_resp_free(&r);
-    return ok;
-}
-
-static long
-rec_login(const char *email, const char *pw, char *token)
-{
-    char body[512];
-    it_resp_t r;
-    snprintf(body, sizeof(body), "{\"email\":\"%s\",\"password\":\"%s\"}", email, pw);
-    long st = rec_req("POST", "/api/v1/auth/login", body, NULL, NULL, &r);
-    if (st == 200) {
-        snprintf(token, 64, "%s", it_json_str(&r, "token") ? it_json_str(&r, "token") : "");
-    }
-    it_resp_free(&r);
-    return st;
-}
-
 /* A new patient, logged in. */
 static int
 rec_patient(rec_user_t *u)
@@ -125,7 +60,7 @@ rec_patient(rec_user_t *u)
         snprintf(u->id, sizeof(u->id), "%s", it_json_str(&r, "id"));
     }
     it_resp_free(&r);
-    return ok && rec_login(email, REC_PW, u->token) == 200;
+    return ok && it_login(email, REC_PW, u->token) == 200;
 }
 
 /* POSTs a record; its id into |id| (37 bytes, may be NULL). Returns the status. */
@@ -239,7 +174,7 @@ test_types_valid_and_ranges(void)
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         IT_CHECK(rec_post(p.token, cases[i].ok, NULL) == 201);
         IT_CHECK(
-            rec_names_field("POST", "/api/v1/me/records", cases[i].bad, p.token, cases[i].field));
+            it_gw_names_field("POST", "/api/v1/me/records", cases[i].bad, p.token, cases[i].field));
     }
     /* every type landed, nothing from the rejected ones */
     IT_CHECK(rec_count("SELECT count(*) FROM records WHERE patient_id = '%s'", p.id) == 11);
@@ -269,48 +204,48 @@ test_bad_inputs(void)
     const char *path = "/api/v1/me/records";
 
     IT_CHECK(rec_patient(&p));
-    IT_CHECK(rec_names_field("POST", path,
-                             "{\"type\":\"weight\",\"measured_at\":\"2026-01-05T07:30:00Z\","
-                             "\"values\":{\"value\":60}}",
-                             p.token, "type"));
-    IT_CHECK(rec_names_field("POST", path,
-                             "{\"type\":\"pulse\",\"measured_at\":\"2026-01-05T07:30:00Z\","
-                             "\"values\":{\"value\":60},\"color\":\"red\"}",
-                             p.token, "color"));
-    IT_CHECK(rec_names_field("POST", path,
-                             "{\"type\":\"pulse\",\"measured_at\":\"2026-01-05T07:30:00Z\","
-                             "\"values\":{\"value\":60,\"bpm\":3}}",
-                             p.token, "values.bpm"));
+    IT_CHECK(it_gw_names_field("POST", path,
+                               "{\"type\":\"weight\",\"measured_at\":\"2026-01-05T07:30:00Z\","
+                               "\"values\":{\"value\":60}}",
+                               p.token, "type"));
+    IT_CHECK(it_gw_names_field("POST", path,
+                               "{\"type\":\"pulse\",\"measured_at\":\"2026-01-05T07:30:00Z\","
+                               "\"values\":{\"value\":60},\"color\":\"red\"}",
+                               p.token, "color"));
+    IT_CHECK(it_gw_names_field("POST", path,
+                               "{\"type\":\"pulse\",\"measured_at\":\"2026-01-05T07:30:00Z\","
+                               "\"values\":{\"value\":60,\"bpm\":3}}",
+                               p.token, "values.bpm"));
     IT_CHECK(
-        rec_names_field("POST", path,
-                        "{\"type\":\"blood_pressure\",\"measured_at\":\"2026-01-05T07:30:00Z\","
-                        "\"values\":{\"diastolic\":80}}",
-                        p.token, "values.systolic"));
-    IT_CHECK(rec_names_field("POST", path,
-                             "{\"type\":\"pulse\",\"measured_at\":\"2026-01-05 07:30\","
-                             "\"values\":{\"value\":60}}",
-                             p.token, "measured_at"));
-    IT_CHECK(rec_names_field("POST", path,
-                             "{\"type\":\"pulse\",\"measured_at\":\"2026-02-30T07:30:00Z\","
-                             "\"values\":{\"value\":60}}",
-                             p.token, "measured_at"));
-    IT_CHECK(rec_names_field("POST", path,
-                             "{\"type\":\"pulse\",\"measured_at\":\"2099-01-05T07:30:00Z\","
-                             "\"values\":{\"value\":60}}",
-                             p.token, "measured_at"));
-    IT_CHECK(rec_names_field("POST", path, "{\"type\":\"pulse\",\"values\":{\"value\":60}}",
-                             p.token, "measured_at"));
-    IT_CHECK(rec_names_field("POST", path,
-                             "{\"type\":\"pulse\",\"measured_at\":\"2026-01-05T07:30:00Z\","
-                             "\"values\":{\"value\":60},\"source\":\"clinic\"}",
-                             p.token, "source"));
+        it_gw_names_field("POST", path,
+                          "{\"type\":\"blood_pressure\",\"measured_at\":\"2026-01-05T07:30:00Z\","
+                          "\"values\":{\"diastolic\":80}}",
+                          p.token, "values.systolic"));
+    IT_CHECK(it_gw_names_field("POST", path,
+                               "{\"type\":\"pulse\",\"measured_at\":\"2026-01-05 07:30\","
+                               "\"values\":{\"value\":60}}",
+                               p.token, "measured_at"));
+    IT_CHECK(it_gw_names_field("POST", path,
+                               "{\"type\":\"pulse\",\"measured_at\":\"2026-02-30T07:30:00Z\","
+                               "\"values\":{\"value\":60}}",
+                               p.token, "measured_at"));
+    IT_CHECK(it_gw_names_field("POST", path,
+                               "{\"type\":\"pulse\",\"measured_at\":\"2099-01-05T07:30:00Z\","
+                               "\"values\":{\"value\":60}}",
+                               p.token, "measured_at"));
+    IT_CHECK(it_gw_names_field("POST", path, "{\"type\":\"pulse\",\"values\":{\"value\":60}}",
+                               p.token, "measured_at"));
+    IT_CHECK(it_gw_names_field("POST", path,
+                               "{\"type\":\"pulse\",\"measured_at\":\"2026-01-05T07:30:00Z\","
+                               "\"values\":{\"value\":60},\"source\":\"clinic\"}",
+                               p.token, "source"));
     memset(note, 'a', 1001);
     note[1001] = '\0';
     snprintf(body, sizeof(body),
              "{\"type\":\"pulse\",\"measured_at\":\"2026-01-05T07:30:00Z\","
              "\"values\":{\"value\":60},\"note\":\"%s\"}",
              note);
-    IT_CHECK(rec_names_field("POST", path, body, p.token, "note"));
+    IT_CHECK(it_gw_names_field("POST", path, body, p.token, "note"));
     /* 1000 characters of Japanese (3 bytes each) are fine */
     size_t o = 0;
     for (int i = 0; i < 1000; i++) {
@@ -325,11 +260,11 @@ test_bad_inputs(void)
              body);
     IT_CHECK(rec_post(p.token, big, NULL) == 201);
     /* invalid UTF-8 in a string */
-    IT_CHECK(rec_problem("POST", path,
-                         "{\"type\":\"note\",\"measured_at\":\"2026-01-05T07:30:00Z\","
-                         "\"values\":{\"text\":\"\xff\xfe\"}}",
-                         p.token, 400, "invalid_json"));
-    IT_CHECK(rec_problem("POST", path, "{\"type\":", p.token, 400, "invalid_json"));
+    IT_CHECK(it_gw_problem("POST", path,
+                           "{\"type\":\"note\",\"measured_at\":\"2026-01-05T07:30:00Z\","
+                           "\"values\":{\"text\":\"\xff\xfe\"}}",
+                           p.token, 400, "invalid_json"));
+    IT_CHECK(it_gw_problem("POST", path, "{\"type\":", p.token, 400, "invalid_json"));
     /* a measurement 23 hours ahead is accepted (clock skew, time zones), 25 hours is not */
     char ahead[40];
     time_t t = time(NULL) + 23 * 3600;
@@ -344,15 +279,15 @@ test_bad_inputs(void)
     strftime(ahead, sizeof(ahead), "%Y-%m-%dT%H:%M:%SZ", &tm);
     snprintf(body, sizeof(body),
              "{\"type\":\"pulse\",\"measured_at\":\"%s\",\"values\":{\"value\":60}}", ahead);
-    IT_CHECK(rec_names_field("POST", path, body, p.token, "measured_at"));
+    IT_CHECK(it_gw_names_field("POST", path, body, p.token, "measured_at"));
     IT_CHECK(rec_count("SELECT count(*) FROM records WHERE patient_id = '%s'", p.id) == 2);
-    IT_CHECK(
-        rec_problem("GET", "/api/v1/me/records?limit=0", NULL, p.token, 400, "validation_failed"));
-    IT_CHECK(rec_names_field("GET", "/api/v1/me/records?limit=201", NULL, p.token, "limit"));
-    IT_CHECK(rec_names_field("GET", "/api/v1/me/records?type=bogus", NULL, p.token, "type"));
-    IT_CHECK(rec_names_field("GET", "/api/v1/me/records?from=yesterday", NULL, p.token, "from"));
-    IT_CHECK(rec_status("GET", "/api/v1/me/records/not-a-uuid", NULL, p.token) == 404);
-    IT_CHECK(rec_status("GET", "/api/v1/me/records", NULL, NULL) == 401);
+    IT_CHECK(it_gw_problem("GET", "/api/v1/me/records?limit=0", NULL, p.token, 400,
+                           "validation_failed"));
+    IT_CHECK(it_gw_names_field("GET", "/api/v1/me/records?limit=201", NULL, p.token, "limit"));
+    IT_CHECK(it_gw_names_field("GET", "/api/v1/me/records?type=bogus", NULL, p.token, "type"));
+    IT_CHECK(it_gw_names_field("GET", "/api/v1/me/records?from=yesterday", NULL, p.token, "from"));
+    IT_CHECK(it_gw_status("GET", "/api/v1/me/records/not-a-uuid", NULL, p.token) == 404);
+    IT_CHECK(it_gw_status("GET", "/api/v1/me/records", NULL, NULL) == 401);
     /* nothing partially written by any of these */
     IT_CHECK(rec_count("SELECT count(*) FROM record_history WHERE patient_id = '%s'", p.id) == 0);
 }
@@ -377,14 +312,14 @@ test_crud_history(void)
     it_resp_free(&r);
     IT_CHECK(ok);
     /* another patient: 404 for read, edit and delete */
-    IT_CHECK(rec_problem("GET", path, NULL, q.token, 404, "not_found"));
-    IT_CHECK(rec_problem("PATCH", path, "{\"note\":\"x\"}", q.token, 404, "not_found"));
-    IT_CHECK(rec_problem("DELETE", path, NULL, q.token, 404, "not_found"));
+    IT_CHECK(it_gw_problem("GET", path, NULL, q.token, 404, "not_found"));
+    IT_CHECK(it_gw_problem("PATCH", path, "{\"note\":\"x\"}", q.token, 404, "not_found"));
+    IT_CHECK(it_gw_problem("DELETE", path, NULL, q.token, 404, "not_found"));
     /* PATCH: validation against the stored type */
-    IT_CHECK(rec_names_field("PATCH", path, "{\"values\":{\"systolic\":20,\"diastolic\":80}}",
-                             p.token, "values.systolic"));
-    IT_CHECK(rec_names_field("PATCH", path, "{\"colour\":1}", p.token, "colour"));
-    IT_CHECK(rec_problem("PATCH", path, "{}", p.token, 400, "validation_failed"));
+    IT_CHECK(it_gw_names_field("PATCH", path, "{\"values\":{\"systolic\":20,\"diastolic\":80}}",
+                               p.token, "values.systolic"));
+    IT_CHECK(it_gw_names_field("PATCH", path, "{\"colour\":1}", p.token, "colour"));
+    IT_CHECK(it_gw_problem("PATCH", path, "{}", p.token, 400, "validation_failed"));
     IT_CHECK(rec_count("SELECT count(*) FROM record_history WHERE record_id = '%s'", id) == 0);
     /* PATCH values and note: history keeps the previous version */
     IT_CHECK(rec_req("PATCH", path,
@@ -422,9 +357,9 @@ test_crud_history(void)
                        "AND body->'target'->>'patient_id' IS NOT NULL",
                        id) == 1);
     /* DELETE */
-    IT_CHECK(rec_status("DELETE", path, NULL, p.token) == 204);
-    IT_CHECK(rec_problem("GET", path, NULL, p.token, 404, "not_found"));
-    IT_CHECK(rec_problem("DELETE", path, NULL, p.token, 404, "not_found"));
+    IT_CHECK(it_gw_status("DELETE", path, NULL, p.token) == 204);
+    IT_CHECK(it_gw_problem("GET", path, NULL, p.token, 404, "not_found"));
+    IT_CHECK(it_gw_problem("DELETE", path, NULL, p.token, 404, "not_found"));
     IT_CHECK(rec_count("SELECT count(*) FROM record_history WHERE record_id = '%s'", id) == 3);
     IT_CHECK(rec_count("SELECT count(*) FROM record_history WHERE record_id = '%s' AND "
                        "change = 'delete' AND version = 3",
@@ -568,15 +503,15 @@ test_keyset_pages(void)
     char orig = cursor[5];
     cursor[5] = orig == 'A' ? 'B' : 'A';
     snprintf(path, sizeof(path), "/api/v1/me/records?limit=4&cursor=%s", cursor);
-    IT_CHECK(rec_names_field("GET", path, NULL, p.token, "cursor"));
-    IT_CHECK(rec_names_field("GET", "/api/v1/me/records?cursor=abc", NULL, p.token, "cursor"));
+    IT_CHECK(it_gw_names_field("GET", path, NULL, p.token, "cursor"));
+    IT_CHECK(it_gw_names_field("GET", "/api/v1/me/records?cursor=abc", NULL, p.token, "cursor"));
     /* another patient's cursor does not work here */
     rec_user_t q;
     IT_CHECK(rec_patient(&q));
     cursor[5] = orig;
     snprintf(path, sizeof(path), "/api/v1/me/records?limit=4&cursor=%s", cursor);
-    IT_CHECK(rec_status("GET", path, NULL, p.token) == 200);
-    IT_CHECK(rec_names_field("GET", path, NULL, q.token, "cursor"));
+    IT_CHECK(it_gw_status("GET", path, NULL, p.token) == 200);
+    IT_CHECK(it_gw_names_field("GET", path, NULL, q.token, "cursor"));
 }
 
 static void
@@ -710,9 +645,9 @@ test_summary(void)
     }
     it_resp_free(&r);
     IT_CHECK(ok);
-    IT_CHECK(rec_names_field("GET", "/api/v1/me/records/summary", NULL, p.token, "type"));
-    IT_CHECK(rec_names_field("GET", "/api/v1/me/records/summary?type=pulse&bucket=year", NULL,
-                             p.token, "bucket"));
+    IT_CHECK(it_gw_names_field("GET", "/api/v1/me/records/summary", NULL, p.token, "type"));
+    IT_CHECK(it_gw_names_field("GET", "/api/v1/me/records/summary?type=pulse&bucket=year", NULL,
+                               p.token, "bucket"));
 }
 
 /* ---- encryption at rest ---------------------------------------------------------------- */
@@ -733,7 +668,7 @@ test_encrypted_at_rest(void)
     IT_CHECK(rec_post(p.token, body, id) == 201);
     char path[128];
     snprintf(path, sizeof(path), "/api/v1/me/records/%s", id);
-    IT_CHECK(rec_status("PATCH", path, "{\"note\":\"ZqxSecondMarker\"}", p.token) == 200);
+    IT_CHECK(it_gw_status("PATCH", path, "{\"note\":\"ZqxSecondMarker\"}", p.token) == 200);
     /* the dump has the row (its id) but neither the note nor the value, also not in history or
      * outbox (audit events carry no health values) */
     snprintf(cmd, sizeof(cmd),
@@ -761,66 +696,17 @@ typedef struct {
 } rec_org_t;
 
 static int
-rec_change_pw(const char *token, const char *old)
-{
-    char body[256];
-    snprintf(body, sizeof(body), "{\"current_password\":\"%s\",\"new_password\":\"%s\"}", old,
-             REC_PW);
-    return rec_status("POST", "/api/v1/auth/password", body, token) == 204;
-}
-
-static int
 rec_org_setup(rec_org_t *e)
 {
-    char email[128], pw[64], cmd[1024], line[1024], body[512];
-    const char *build = getenv("PHR_BUILD");
-    it_resp_t r;
+    char email[128];
 
     memset(e, 0, sizeof(*e));
-    it_unique_email(email, sizeof(email), "recop");
-    snprintf(cmd, sizeof(cmd),
-             "PHR_SECRETS_DIR='%s/secrets' PHR_PG_HOST='%s' PHR_PG_PORT='%s' "
-             "'%s/bin/phrctl' operator create --email '%s' --name 'IT Operator' --json",
-             it_env("PHR_TEST_VAR"), it_env("PHR_TEST_PG_HOST"), it_env("PHR_TEST_PG_PORT"),
-             build != NULL && build[0] ? build : "build", email);
-    FILE *f = popen(cmd, "r");
-    if (f == NULL) {
-        return 0;
-    }
-    line[0] = '\0';
-    if (fgets(line, sizeof(line), f) == NULL) {
-        line[0] = '\0';
-    }
-    pclose(f);
-    json_object *o = json_tokener_parse(line), *v;
-    pw[0] = '\0';
-    if (o != NULL && json_object_object_get_ex(o, "initial_password", &v)) {
-        snprintf(pw, sizeof(pw), "%s", json_object_get_string(v));
-    }
-    json_object_put(o);
-    if (pw[0] == '\0' || rec_login(email, pw, e->op_token) != 200 ||
-        !rec_change_pw(e->op_token, pw)) {
+    if (!it_operator_new("recop", REC_PW, e->op_token)) {
         return 0;
     }
     it_unique_email(email, sizeof(email), "recadm");
-    snprintf(body, sizeof(body),
-             "{\"name\":\"Rec Clinic\",\"seat_limit\":3,\"admin_email\":\"%s\","
-             "\"admin_name\":\"Admin R\",\"admin_locale\":\"en\"}",
-             email);
-    int ok = rec_req("POST", "/api/v1/admin/orgs", body, e->op_token, NULL, &r) == 201 &&
-             it_json_str(&r, "id") != NULL;
-    if (ok) {
-        snprintf(e->org_id, sizeof(e->org_id), "%s", it_json_str(&r, "id"));
-        snprintf(e->admin_id, sizeof(e->admin_id), "%s", it_json_str(&r, "admin_account_id"));
-    }
-    it_resp_free(&r);
-    return ok &&
-           it_psql("auth", pw, sizeof(pw),
-                   "SELECT body->'params'->>'initial_password' FROM outbox WHERE topic = "
-                   "'notification' AND body->>'kind' = 'staff_onboarding' AND "
-                   "body->'to'->>'account_id' = '%s'",
-                   e->admin_id) == 0 &&
-           rec_login(email, pw, e->admin_token) == 200 && rec_change_pw(e->admin_token, pw);
+    return it_org_new(e->op_token, "Rec Clinic", 3, email, "Admin R", e->org_id, e->admin_id) &&
+           it_staff_login(email, e->admin_id, REC_PW, e->admin_token);
 }
 
 /* The sharing module's table, for when its migration has not landed yet. */
@@ -867,9 +753,9 @@ test_staff_access(void)
     const char *clinic = "{\"type\":\"hba1c\",\"measured_at\":\"2026-01-06T10:00:00+09:00\","
                          "\"values\":{\"value\":6.8},\"note\":\"lab\"}";
     /* not linked: 404 for reads and writes, nothing audited as a read */
-    IT_CHECK(rec_problem("GET", path, NULL, e.admin_token, 404, "not_found"));
-    IT_CHECK(rec_problem("GET", spath, NULL, e.admin_token, 404, "not_found"));
-    IT_CHECK(rec_problem("POST", path, clinic, e.admin_token, 404, "not_found"));
+    IT_CHECK(it_gw_problem("GET", path, NULL, e.admin_token, 404, "not_found"));
+    IT_CHECK(it_gw_problem("GET", spath, NULL, e.admin_token, 404, "not_found"));
+    IT_CHECK(it_gw_problem("POST", path, clinic, e.admin_token, 404, "not_found"));
     IT_CHECK(rec_link(e.org_id, p.id));
     /* linked: the list, audited as records.read with the types */
     IT_CHECK(rec_req("GET", path, NULL, e.admin_token, NULL, &r) == 200);
@@ -881,7 +767,7 @@ test_staff_access(void)
                        "'records.read' AND body->'target'->>'patient_id' = '%s' AND "
                        "body->'details'->'types' ? 'blood_pressure'",
                        p.id) == 1);
-    IT_CHECK(rec_status("GET", spath, NULL, e.admin_token) == 200);
+    IT_CHECK(it_gw_status("GET", spath, NULL, e.admin_token) == 200);
     IT_CHECK(rec_count("SELECT count(*) FROM outbox WHERE body->>'action' = 'records.read' AND "
                        "body->'target'->>'patient_id' = '%s'",
                        p.id) == 2);
@@ -892,38 +778,38 @@ test_staff_access(void)
     snprintf(id, sizeof(id), "%s", it_json_str(&r, "id") ? it_json_str(&r, "id") : "");
     it_resp_free(&r);
     IT_CHECK(ok);
-    IT_CHECK(rec_names_field("POST", path,
-                             "{\"type\":\"hba1c\",\"measured_at\":\"2026-01-06T10:00:00+09:00\","
-                             "\"values\":{\"value\":6.8},\"source\":\"self\"}",
-                             e.admin_token, "source"));
+    IT_CHECK(it_gw_names_field("POST", path,
+                               "{\"type\":\"hba1c\",\"measured_at\":\"2026-01-06T10:00:00+09:00\","
+                               "\"values\":{\"value\":6.8},\"source\":\"self\"}",
+                               e.admin_token, "source"));
     snprintf(mpath, sizeof(mpath), "/api/v1/me/records/%s", id);
-    IT_CHECK(rec_status("GET", mpath, NULL, p.token) == 200);
+    IT_CHECK(it_gw_status("GET", mpath, NULL, p.token) == 200);
     IT_CHECK(
-        rec_problem("PATCH", mpath, "{\"note\":\"x\"}", p.token, 403, "clinic_record_readonly"));
-    IT_CHECK(rec_problem("DELETE", mpath, NULL, p.token, 403, "clinic_record_readonly"));
+        it_gw_problem("PATCH", mpath, "{\"note\":\"x\"}", p.token, 403, "clinic_record_readonly"));
+    IT_CHECK(it_gw_problem("DELETE", mpath, NULL, p.token, 403, "clinic_record_readonly"));
     IT_CHECK(rec_count("SELECT count(*) FROM outbox WHERE body->>'action' = 'records.create' AND "
                        "body->'target'->>'id' = '%s' AND body->'actor'->>'kind' = 'staff'",
                        id) == 1);
     /* another org, a patient of nobody, a patient calling an org route, a bad id */
     char p2[256];
     snprintf(p2, sizeof(p2), "/api/v1/orgs/%s/patients/%s/records", e2.org_id, p.id);
-    IT_CHECK(rec_problem("GET", p2, NULL, e.admin_token, 404, "not_found"));
-    IT_CHECK(rec_problem("GET", p2, NULL, e2.admin_token, 404, "not_found"));
+    IT_CHECK(it_gw_problem("GET", p2, NULL, e.admin_token, 404, "not_found"));
+    IT_CHECK(it_gw_problem("GET", p2, NULL, e2.admin_token, 404, "not_found"));
     snprintf(p2, sizeof(p2), "/api/v1/orgs/%s/patients/%s/records", e.org_id, other.id);
-    IT_CHECK(rec_problem("GET", p2, NULL, e.admin_token, 404, "not_found"));
-    IT_CHECK(rec_problem("GET", path, NULL, p.token, 403, "forbidden"));
+    IT_CHECK(it_gw_problem("GET", p2, NULL, e.admin_token, 404, "not_found"));
+    IT_CHECK(it_gw_problem("GET", path, NULL, p.token, 403, "forbidden"));
     snprintf(p2, sizeof(p2), "/api/v1/orgs/%s/patients/nope/records", e.org_id);
-    IT_CHECK(rec_problem("GET", p2, NULL, e.admin_token, 404, "not_found"));
+    IT_CHECK(it_gw_problem("GET", p2, NULL, e.admin_token, 404, "not_found"));
     /* staff have no /me/records */
-    IT_CHECK(rec_problem("GET", "/api/v1/me/records", NULL, e.admin_token, 403, "forbidden"));
+    IT_CHECK(it_gw_problem("GET", "/api/v1/me/records", NULL, e.admin_token, 403, "forbidden"));
     /* revoked: access ends at once */
     char out[16];
     IT_CHECK(it_psql("records", out, sizeof(out),
                      "UPDATE links SET revoked_at = now() WHERE org_id = '%s' AND patient_id = "
                      "'%s'",
                      e.org_id, p.id) == 0);
-    IT_CHECK(rec_problem("GET", path, NULL, e.admin_token, 404, "not_found"));
-    IT_CHECK(rec_problem("POST", path, clinic, e.admin_token, 404, "not_found"));
+    IT_CHECK(it_gw_problem("GET", path, NULL, e.admin_token, 404, "not_found"));
+    IT_CHECK(it_gw_problem("POST", path, clinic, e.admin_token, 404, "not_found"));
     IT_CHECK(rec_count("SELECT count(*) FROM outbox WHERE body->>'action' = 'records.read' AND "
                        "body->'target'->>'patient_id' = '%s'",
                        p.id) == 2);

@@ -38,170 +38,29 @@ static int sh_ready; /* 1 made, -1 failed */
 
 /* ---- requests ----------------------------------------------------------- */
 
-static long
-sh_req(const char *method, const char *path, const char *body, const char *token, it_resp_t *r)
-{
-    char auth[128];
-    const char *hdrs[3] = {NULL, NULL, NULL};
-    size_t n = 0;
-    if (body != NULL) {
-        hdrs[n++] = "Content-Type: application/json";
-    }
-    if (token != NULL) {
-        snprintf(auth, sizeof(auth), "Authorization: Bearer %s", token);
-        hdrs[n++] = auth;
-    }
-    it_request(IT_GATEWAY_H2, NULL, method, path, body, body ? strlen(body) : 0, hdrs, r);
-    return r->status;
-}
-
-static long
-sh_status(const char *method, const char *path, const char *body, const char *token)
-{
-    it_resp_t r;
-    long st = sh_req(method, path, body, token, &r);
-    if (st >= 500 || st == 0) {
-        fprintf(stderr, "  %s %s: %ld %.300s\n", method, path, st, r.body ? r.body : "");
-    }
-    it_resp_free(&r);
-    return st;
-}
-
-/* 1 when the answer is the problem |status| |code|. */
-static int
-sh_problem(const char *method, const char *path, const char *body, const char *token, int status,
-           const char *code)
-{
-    it_resp_t r;
-    sh_req(method, path, body, token, &r);
-    int ok = it_is_problem(&r, status, code);
-    if (!ok) {
-        fprintf(stderr, "  %s %s: %ld %.300s\n", method, path, r.status, r.body ? r.body : "");
-    }
-    it_resp_free(&r);
-    return ok;
-}
-
-/* 1 when the answer is a 400 problem naming |field| in errors[]. */
-static int
-sh_names_field(const char *method, const char *path, const char *body, const char *token,
-               const char *field)
-{
-    it_resp_t r;
-    json_object *errs, *f;
-    int ok = 0;
-    if (sh_req(method, path, body, token, &r) == 400 && r.json != NULL &&
-        json_object_object_get_ex(r.json, "errors", &errs)) {
-        for (size_t i = 0; i < json_object_array_length(errs); i++) {
-            if (json_object_object_get_ex(json_object_array_get_idx(errs, i), "field", &f) &&
-                strcmp(json_object_get_string(f), field) == 0) {
-                ok = 1;
-            }
-        }
-    }
-    if (!ok) {
-        fprintf(stderr, "  %s %s %s: %ld %.300s\n", method, path, body ? body : "", r.status,
-                r.body ? r.body : "");
-    }
-    it_resp_free(&r);
-    return ok;
-}
-
-static long
-sh_login(const char *email, const char *pw, char *token)
-{
-    char body[512];
-    it_resp_t r;
-    snprintf(body, sizeof(body), "{\"email\":\"%s\",\"password\":\"%s\"}", email, pw);
-    long st = sh_req("POST", "/api/v1/auth/login", body, NULL, &r);
-    if (st == 200) {
-        const char *t = it_json_str(&r, "token");
-        snprintf(token, 64, "%s", t != NULL ? t : "");
-    }
-    it_resp_free(&r);
-    return st;
-}
-
-static int
-sh_change_pw(const char *token, const char *old)
-{
-    char body[256];
-    snprintf(body, sizeof(body), "{\"current_password\":\"%s\",\"new_password\":\"%s\"}", old,
-             SH_PW);
-    return sh_status("POST", "/api/v1/auth/password", body, token) == 204;
-}
-
 /* ---- fixtures ----------------------------------------------------------- */
-
-static int
-sh_phrctl(const char *email, char *pw, size_t cap)
-{
-    char cmd[1024], line[1024];
-    const char *build = getenv("PHR_BUILD");
-
-    snprintf(cmd, sizeof(cmd),
-             "PHR_SECRETS_DIR='%s/secrets' PHR_PG_HOST='%s' PHR_PG_PORT='%s' "
-             "'%s/bin/phrctl' operator create --email '%s' --name 'IT Operator' --json",
-             it_env("PHR_TEST_VAR"), it_env("PHR_TEST_PG_HOST"), it_env("PHR_TEST_PG_PORT"),
-             build != NULL && build[0] ? build : "build", email);
-    FILE *p = popen(cmd, "r");
-    if (p == NULL) {
-        return -1;
-    }
-    if (fgets(line, sizeof(line), p) == NULL) {
-        line[0] = '\0';
-    }
-    int rc = pclose(p);
-    json_object *o = json_tokener_parse(line), *v;
-    pw[0] = '\0';
-    if (o != NULL && json_object_object_get_ex(o, "initial_password", &v)) {
-        snprintf(pw, cap, "%s", json_object_get_string(v));
-    }
-    json_object_put(o);
-    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-}
 
 /* An org made by operator |op| with its admin logged in (password changed). */
 static int
 sh_org_make(const char *op, const char *name, sh_org_t *o)
 {
-    char body[512], email[128], pw[64];
-    it_resp_t r;
+    char email[128];
 
     it_unique_email(email, sizeof(email), "shadm");
-    snprintf(body, sizeof(body),
-             "{\"name\":\"%s\",\"seat_limit\":5,\"admin_email\":\"%s\","
-             "\"admin_name\":\"Admin\",\"admin_locale\":\"en\"}",
-             name, email);
-    if (sh_req("POST", "/api/v1/admin/orgs", body, op, &r) != 201 ||
-        it_json_str(&r, "id") == NULL || it_json_str(&r, "admin_account_id") == NULL) {
-        fprintf(stderr, "  create org: %ld %.300s\n", r.status, r.body ? r.body : "");
-        it_resp_free(&r);
-        return 0;
-    }
-    snprintf(o->org_id, sizeof(o->org_id), "%s", it_json_str(&r, "id"));
-    snprintf(o->admin_id, sizeof(o->admin_id), "%s", it_json_str(&r, "admin_account_id"));
-    it_resp_free(&r);
-    return it_psql("auth", pw, sizeof(pw),
-                   "SELECT body->'params'->>'initial_password' FROM outbox WHERE topic = "
-                   "'notification' AND body->>'kind' = 'staff_onboarding' AND "
-                   "body->'to'->>'account_id' = '%s'",
-                   o->admin_id) == 0 &&
-           sh_login(email, pw, o->token) == 200 && sh_change_pw(o->token, pw);
+    return it_org_new(op, name, 5, email, "Admin", o->org_id, o->admin_id) &&
+           it_staff_login(email, o->admin_id, SH_PW, o->token);
 }
 
 static int
 sh_setup(void)
 {
-    char email[128], pw[64], op[64];
+    char op[IT_TOKEN_CAP];
 
     if (sh_ready != 0) {
         return sh_ready > 0;
     }
     sh_ready = -1;
-    it_unique_email(email, sizeof(email), "shop");
-    if (sh_phrctl(email, pw, sizeof(pw)) != 0 || sh_login(email, pw, op) != 200 ||
-        !sh_change_pw(op, pw) || !sh_org_make(op, "Share Clinic A", &sh_a) ||
+    if (!it_operator_new("shop", SH_PW, op) || !sh_org_make(op, "Share Clinic A", &sh_a) ||
         !sh_org_make(op, "Share Clinic B", &sh_b)) {
         return 0;
     }
@@ -219,7 +78,7 @@ sh_patient(const char *name, int verified, sh_patient_t *p)
     it_unique_email(p->email, sizeof(p->email), "shpat");
     snprintf(body, sizeof(body), "{\"email\":\"%s\",\"password\":\"%s\",\"name\":\"%s\"}", p->email,
              SH_PW, name);
-    if (sh_req("POST", "/api/v1/auth/register", body, NULL, &r) != 201 ||
+    if (it_gw("POST", "/api/v1/auth/register", body, NULL, &r) != 201 ||
         it_json_str(&r, "id") == NULL) {
         fprintf(stderr, "  register: %ld %.300s\n", r.status, r.body ? r.body : "");
         it_resp_free(&r);
@@ -232,7 +91,7 @@ sh_patient(const char *name, int verified, sh_patient_t *p)
                 "UPDATE accounts SET email_verified_at = now() WHERE id = '%s'", p->id) != 0) {
         return 0;
     }
-    return sh_login(p->email, SH_PW, p->token) == 200;
+    return it_login(p->email, SH_PW, p->token) == 200;
 }
 
 /* Creates an invitation of |o|; its code and id. 1 on a 201 of the right shape. */
@@ -243,7 +102,7 @@ sh_invite(const sh_org_t *o, char *code, char *id)
     it_resp_t r;
 
     snprintf(path, sizeof(path), "/api/v1/orgs/%s/invitations", o->org_id);
-    int ok = sh_req("POST", path, NULL, o->token, &r) == 201 && it_json_str(&r, "code") != NULL &&
+    int ok = it_gw("POST", path, NULL, o->token, &r) == 201 && it_json_str(&r, "code") != NULL &&
              it_json_str(&r, "id") != NULL;
     if (ok) {
         snprintf(code, 9, "%s", it_json_str(&r, "code"));
@@ -261,7 +120,7 @@ sh_accept(const sh_patient_t *p, const char *code)
 {
     char body[128];
     snprintf(body, sizeof(body), "{\"code\":\"%s\"}", code);
-    return sh_status("POST", "/api/v1/me/links", body, p->token);
+    return it_gw_status("POST", "/api/v1/me/links", body, p->token);
 }
 
 /* Invites and links |p| to |o|. */
@@ -310,7 +169,7 @@ static int
 sh_listed(const char *path, const char *token, const char *pid, int present)
 {
     it_resp_t r;
-    int ok = sh_req("GET", path, NULL, token, &r) == 200 && sh_items(&r) != NULL &&
+    int ok = it_gw("GET", path, NULL, token, &r) == 200 && sh_items(&r) != NULL &&
              (sh_find(sh_items(&r), "patient_id", pid) != NULL) == present;
     if (!ok) {
         fprintf(stderr, "  GET %s: %ld %.400s\n", path, r.status, r.body ? r.body : "");
@@ -346,7 +205,7 @@ test_invitations(void)
     snprintf(path, sizeof(path), "/api/v1/orgs/%s/invitations", sh_a.org_id);
     snprintf(path_b, sizeof(path_b), "/api/v1/orgs/%s/invitations", sh_b.org_id);
     /* shape: code of 8 unambiguous characters, 7 days, who and the note */
-    IT_CHECK(sh_req("POST", path, "{\"note\":\"Tanaka-san, 2F\"}", sh_a.token, &r) == 201);
+    IT_CHECK(it_gw("POST", path, "{\"note\":\"Tanaka-san, 2F\"}", sh_a.token, &r) == 201);
     const char *c = it_json_str(&r, "code");
     const char *exp = it_json_str(&r, "expires_at");
     const char *made = it_json_str(&r, "created_at");
@@ -377,13 +236,13 @@ test_invitations(void)
                       "'records.invitation.create' AND body->'target'->>'id' = '%s'",
                       id) == 1);
     /* listed (open ones), newest first, paged */
-    IT_CHECK(sh_req("GET", path, NULL, sh_a.token, &r) == 200);
+    IT_CHECK(it_gw("GET", path, NULL, sh_a.token, &r) == 200);
     int listed = sh_find(sh_items(&r), "id", id) != NULL;
     it_resp_free(&r);
     IT_CHECK(listed);
     char p2[900];
     snprintf(p2, sizeof(p2), "%s?limit=2", path);
-    IT_CHECK(sh_req("GET", p2, NULL, sh_a.token, &r) == 200);
+    IT_CHECK(it_gw("GET", p2, NULL, sh_a.token, &r) == 200);
     const char *next = it_json_str(&r, "next_cursor");
     char cursor[600];
     snprintf(cursor, sizeof(cursor), "%s", next != NULL ? next : "");
@@ -391,48 +250,48 @@ test_invitations(void)
     it_resp_free(&r);
     IT_CHECK(two && cursor[0] != '\0');
     snprintf(p2, sizeof(p2), "%s?limit=2&cursor=%s", path, cursor);
-    IT_CHECK(sh_status("GET", p2, NULL, sh_a.token) == 200);
+    IT_CHECK(it_gw_status("GET", p2, NULL, sh_a.token) == 200);
     /* bad input */
     char long_note[300];
     snprintf(long_note, sizeof(long_note), "{\"note\":\"%0201d\"}", 0); /* 201 characters */
-    IT_CHECK(sh_names_field("POST", path, long_note, sh_a.token, "note"));
-    IT_CHECK(sh_names_field("POST", path, "{\"color\":1}", sh_a.token, "color"));
-    IT_CHECK(sh_names_field("POST", path, "{\"note\":5}", sh_a.token, "note"));
+    IT_CHECK(it_gw_names_field("POST", path, long_note, sh_a.token, "note"));
+    IT_CHECK(it_gw_names_field("POST", path, "{\"color\":1}", sh_a.token, "color"));
+    IT_CHECK(it_gw_names_field("POST", path, "{\"note\":5}", sh_a.token, "note"));
     snprintf(p2, sizeof(p2), "%s?limit=0", path);
-    IT_CHECK(sh_names_field("GET", p2, NULL, sh_a.token, "limit"));
+    IT_CHECK(it_gw_names_field("GET", p2, NULL, sh_a.token, "limit"));
     snprintf(p2, sizeof(p2), "%s?limit=abc", path);
-    IT_CHECK(sh_names_field("GET", p2, NULL, sh_a.token, "limit"));
+    IT_CHECK(it_gw_names_field("GET", p2, NULL, sh_a.token, "limit"));
     snprintf(p2, sizeof(p2), "%s?cursor=AAAA", path);
-    IT_CHECK(sh_names_field("GET", p2, NULL, sh_a.token, "cursor"));
+    IT_CHECK(it_gw_names_field("GET", p2, NULL, sh_a.token, "cursor"));
     /* a tampered cursor: one character changed */
     cursor[3] = cursor[3] == 'A' ? 'B' : 'A';
     snprintf(p2, sizeof(p2), "%s?cursor=%s", path, cursor);
-    IT_CHECK(sh_names_field("GET", p2, NULL, sh_a.token, "cursor"));
+    IT_CHECK(it_gw_names_field("GET", p2, NULL, sh_a.token, "cursor"));
     /* other orgs and patients */
-    IT_CHECK(sh_problem("POST", path, NULL, sh_b.token, 404, "not_found"));
-    IT_CHECK(sh_problem("GET", path, NULL, sh_b.token, 404, "not_found"));
+    IT_CHECK(it_gw_problem("POST", path, NULL, sh_b.token, 404, "not_found"));
+    IT_CHECK(it_gw_problem("GET", path, NULL, sh_b.token, 404, "not_found"));
     IT_CHECK(sh_patient("Pat Inv", 1, &pat));
-    IT_CHECK(sh_problem("POST", path, NULL, pat.token, 403, "forbidden"));
-    IT_CHECK(sh_problem("GET", path, NULL, pat.token, 403, "forbidden"));
-    IT_CHECK(sh_status("GET", path, NULL, NULL) == 401);
+    IT_CHECK(it_gw_problem("POST", path, NULL, pat.token, 403, "forbidden"));
+    IT_CHECK(it_gw_problem("GET", path, NULL, pat.token, 403, "forbidden"));
+    IT_CHECK(it_gw_status("GET", path, NULL, NULL) == 401);
     /* cancel: org B cannot, org A can once; a cancelled code links nobody */
     snprintf(p2, sizeof(p2), "%s/%s", path_b, id);
-    IT_CHECK(sh_problem("DELETE", p2, NULL, sh_b.token, 404, "not_found"));
+    IT_CHECK(it_gw_problem("DELETE", p2, NULL, sh_b.token, 404, "not_found"));
     snprintf(p2, sizeof(p2), "%s/not-a-uuid", path);
-    IT_CHECK(sh_problem("DELETE", p2, NULL, sh_a.token, 404, "not_found"));
+    IT_CHECK(it_gw_problem("DELETE", p2, NULL, sh_a.token, 404, "not_found"));
     snprintf(p2, sizeof(p2), "%s/%s", path, id);
-    IT_CHECK(sh_status("DELETE", p2, NULL, sh_a.token) == 204);
-    IT_CHECK(sh_problem("DELETE", p2, NULL, sh_a.token, 404, "not_found"));
+    IT_CHECK(it_gw_status("DELETE", p2, NULL, sh_a.token) == 204);
+    IT_CHECK(it_gw_problem("DELETE", p2, NULL, sh_a.token, 404, "not_found"));
     IT_CHECK(sh_count("SELECT count(*) FROM outbox WHERE topic = 'audit' AND body->>'action' = "
                       "'records.invitation.cancel' AND body->'target'->>'id' = '%s'",
                       id) == 1);
-    IT_CHECK(sh_req("GET", path, NULL, sh_a.token, &r) == 200);
+    IT_CHECK(it_gw("GET", path, NULL, sh_a.token, &r) == 200);
     listed = sh_find(sh_items(&r), "id", id) != NULL;
     it_resp_free(&r);
     IT_CHECK(!listed);
     char body[64];
     snprintf(body, sizeof(body), "{\"code\":\"%s\"}", code);
-    IT_CHECK(sh_problem("POST", "/api/v1/me/links", body, pat.token, 422, "invalid_code"));
+    IT_CHECK(it_gw_problem("POST", "/api/v1/me/links", body, pat.token, 422, "invalid_code"));
 }
 
 /* ---- links -------------------------------------------------------------- */
@@ -449,30 +308,31 @@ test_links(void)
              sh_patient("Link Unverified", 0, &unverified));
     IT_CHECK(sh_invite(&sh_a, code, id));
     /* bad input */
-    IT_CHECK(sh_names_field("POST", "/api/v1/me/links", "{}", p1.token, "code"));
+    IT_CHECK(it_gw_names_field("POST", "/api/v1/me/links", "{}", p1.token, "code"));
     IT_CHECK(
-        sh_names_field("POST", "/api/v1/me/links", "{\"code\":\"0O1IL0O1\"}", p1.token, "code"));
-    IT_CHECK(sh_names_field("POST", "/api/v1/me/links", "{\"code\":\"ABCDEFGHJKMNPQRST\"}",
-                            p1.token, "code"));
-    IT_CHECK(sh_names_field("POST", "/api/v1/me/links", "{\"code\":12345678}", p1.token, "code"));
+        it_gw_names_field("POST", "/api/v1/me/links", "{\"code\":\"0O1IL0O1\"}", p1.token, "code"));
+    IT_CHECK(it_gw_names_field("POST", "/api/v1/me/links", "{\"code\":\"ABCDEFGHJKMNPQRST\"}",
+                               p1.token, "code"));
+    IT_CHECK(
+        it_gw_names_field("POST", "/api/v1/me/links", "{\"code\":12345678}", p1.token, "code"));
     snprintf(body, sizeof(body), "{\"code\":\"%s\",\"org\":1}", code);
-    IT_CHECK(sh_names_field("POST", "/api/v1/me/links", body, p1.token, "org"));
+    IT_CHECK(it_gw_names_field("POST", "/api/v1/me/links", body, p1.token, "org"));
     snprintf(body, sizeof(body), "{\"code\":\"%s\",\"terms_version\":\"\"}", code);
-    IT_CHECK(sh_names_field("POST", "/api/v1/me/links", body, p1.token, "terms_version"));
-    IT_CHECK(sh_problem("POST", "/api/v1/me/links", "{\"code\":\"ZZZZZZZZ\"}", p1.token, 422,
-                        "invalid_code"));
+    IT_CHECK(it_gw_names_field("POST", "/api/v1/me/links", body, p1.token, "terms_version"));
+    IT_CHECK(it_gw_problem("POST", "/api/v1/me/links", "{\"code\":\"ZZZZZZZZ\"}", p1.token, 422,
+                           "invalid_code"));
     /* staff cannot accept; an unverified e-mail cannot share */
     snprintf(body, sizeof(body), "{\"code\":\"%s\"}", code);
-    IT_CHECK(sh_problem("POST", "/api/v1/me/links", body, sh_a.token, 403, "forbidden"));
-    IT_CHECK(
-        sh_problem("POST", "/api/v1/me/links", body, unverified.token, 403, "email_not_verified"));
+    IT_CHECK(it_gw_problem("POST", "/api/v1/me/links", body, sh_a.token, 403, "forbidden"));
+    IT_CHECK(it_gw_problem("POST", "/api/v1/me/links", body, unverified.token, 403,
+                           "email_not_verified"));
     /* typed the friendly way: lower case with a hyphen and a space */
     snprintf(typed, sizeof(typed), "%.4s- %.4s", code, code + 4);
     for (char *t = typed; *t; t++) {
         *t = (char)tolower((unsigned char)*t);
     }
     snprintf(body, sizeof(body), "{\"code\":\"%s\",\"terms_version\":\"2026-04\"}", typed);
-    IT_CHECK(sh_req("POST", "/api/v1/me/links", body, p1.token, &r) == 201);
+    IT_CHECK(it_gw("POST", "/api/v1/me/links", body, p1.token, &r) == 201);
     int shape = it_json_str(&r, "org_id") != NULL &&
                 strcmp(it_json_str(&r, "org_id"), sh_a.org_id) == 0 &&
                 it_json_str(&r, "linked_at") != NULL &&
@@ -494,50 +354,50 @@ test_links(void)
                       "body->'target'->>'org_id' = '%s'",
                       p1.id, sh_a.org_id) == 1);
     /* single use */
-    IT_CHECK(sh_problem("POST", "/api/v1/me/links", body, p2.token, 422, "invalid_code"));
+    IT_CHECK(it_gw_problem("POST", "/api/v1/me/links", body, p2.token, 422, "invalid_code"));
     /* already linked: 409, and the new invitation stays usable */
     IT_CHECK(sh_invite(&sh_a, code, id));
     snprintf(body, sizeof(body), "{\"code\":\"%s\"}", code);
-    IT_CHECK(sh_problem("POST", "/api/v1/me/links", body, p1.token, 409, "already_linked"));
+    IT_CHECK(it_gw_problem("POST", "/api/v1/me/links", body, p1.token, 409, "already_linked"));
     IT_CHECK(sh_count("SELECT count(*) FROM invitations WHERE id = '%s' AND used_at IS NULL", id) ==
              1);
     /* expired */
     IT_CHECK(sh_count("WITH u AS (UPDATE invitations SET expires_at = now() - interval '1 second' "
                       "WHERE id = '%s' RETURNING 1) SELECT count(*) FROM u",
                       id) == 1);
-    IT_CHECK(sh_problem("POST", "/api/v1/me/links", body, p2.token, 422, "invalid_code"));
+    IT_CHECK(it_gw_problem("POST", "/api/v1/me/links", body, p2.token, 422, "invalid_code"));
     /* GET /me/links */
-    IT_CHECK(sh_req("GET", "/api/v1/me/links", NULL, p1.token, &r) == 200);
+    IT_CHECK(it_gw("GET", "/api/v1/me/links", NULL, p1.token, &r) == 200);
     json_object *it = sh_find(sh_items(&r), "org_id", sh_a.org_id), *v;
     int has = it != NULL && json_object_object_get_ex(it, "terms_version", &v) &&
               json_object_object_get_ex(it, "org_name", &v);
     it_resp_free(&r);
     IT_CHECK(has);
-    IT_CHECK(sh_names_field("GET", "/api/v1/me/links?limit=500", NULL, p1.token, "limit"));
-    IT_CHECK(sh_names_field("GET", "/api/v1/me/links?cursor=abc!", NULL, p1.token, "cursor"));
-    IT_CHECK(sh_problem("GET", "/api/v1/me/links", NULL, sh_a.token, 403, "forbidden"));
+    IT_CHECK(it_gw_names_field("GET", "/api/v1/me/links?limit=500", NULL, p1.token, "limit"));
+    IT_CHECK(it_gw_names_field("GET", "/api/v1/me/links?cursor=abc!", NULL, p1.token, "cursor"));
+    IT_CHECK(it_gw_problem("GET", "/api/v1/me/links", NULL, sh_a.token, 403, "forbidden"));
     /* staff see the patient */
     snprintf(path, sizeof(path), "/api/v1/orgs/%s/patients", sh_a.org_id);
     IT_CHECK(sh_listed(path, sh_a.token, p1.id, 1));
     char rec[256];
     snprintf(rec, sizeof(rec), "/api/v1/orgs/%s/patients/%s/records", sh_a.org_id, p1.id);
-    IT_CHECK(sh_status("GET", rec, NULL, sh_a.token) == 200);
+    IT_CHECK(it_gw_status("GET", rec, NULL, sh_a.token) == 200);
     /* revoke: gone at once from the list and from the staff record route */
     char del[200];
     snprintf(del, sizeof(del), "/api/v1/me/links/%s", sh_b.org_id);
-    IT_CHECK(sh_problem("DELETE", del, NULL, p1.token, 404, "not_found"));
-    IT_CHECK(sh_problem("DELETE", "/api/v1/me/links/nope", NULL, p1.token, 404, "not_found"));
+    IT_CHECK(it_gw_problem("DELETE", del, NULL, p1.token, 404, "not_found"));
+    IT_CHECK(it_gw_problem("DELETE", "/api/v1/me/links/nope", NULL, p1.token, 404, "not_found"));
     snprintf(del, sizeof(del), "/api/v1/me/links/%s", sh_a.org_id);
-    IT_CHECK(sh_problem("DELETE", del, NULL, sh_a.token, 403, "forbidden"));
-    IT_CHECK(sh_status("DELETE", del, NULL, p1.token) == 204);
+    IT_CHECK(it_gw_problem("DELETE", del, NULL, sh_a.token, 403, "forbidden"));
+    IT_CHECK(it_gw_status("DELETE", del, NULL, p1.token) == 204);
     IT_CHECK(sh_listed(path, sh_a.token, p1.id, 0));
-    IT_CHECK(sh_problem("GET", rec, NULL, sh_a.token, 404, "not_found"));
-    IT_CHECK(sh_problem("DELETE", del, NULL, p1.token, 404, "not_found"));
+    IT_CHECK(it_gw_problem("GET", rec, NULL, sh_a.token, 404, "not_found"));
+    IT_CHECK(it_gw_problem("DELETE", del, NULL, p1.token, 404, "not_found"));
     IT_CHECK(sh_count("SELECT count(*) FROM outbox WHERE topic = 'audit' AND body->>'action' = "
                       "'records.link.revoke' AND body->'target'->>'patient_id' = '%s' AND "
                       "body->'target'->>'org_id' = '%s'",
                       p1.id, sh_a.org_id) == 1);
-    IT_CHECK(sh_req("GET", "/api/v1/me/links", NULL, p1.token, &r) == 200);
+    IT_CHECK(it_gw("GET", "/api/v1/me/links", NULL, p1.token, &r) == 200);
     has = sh_find(sh_items(&r), "org_id", sh_a.org_id) != NULL;
     it_resp_free(&r);
     IT_CHECK(!has);
@@ -567,7 +427,7 @@ test_patient_list(void)
     IT_CHECK(sh_link(&sh_b, &other));
     snprintf(base, sizeof(base), "/api/v1/orgs/%s/patients", sh_a.org_id);
     /* name and e-mail from auth, linked_at, empty labels */
-    IT_CHECK(sh_req("GET", base, NULL, sh_a.token, &r) == 200);
+    IT_CHECK(it_gw("GET", base, NULL, sh_a.token, &r) == 200);
     json_object *it = sh_find(sh_items(&r), "patient_id", suzuki.id), *v;
     int shape = it != NULL && json_object_object_get_ex(it, "name", &v) &&
                 strcmp(json_object_get_string(v), "Suzuki Hanako") == 0 &&
@@ -583,8 +443,8 @@ test_patient_list(void)
     snprintf(path, sizeof(path), "/api/v1/orgs/%s/patients", sh_b.org_id);
     IT_CHECK(sh_listed(path, sh_b.token, other.id, 1));
     IT_CHECK(sh_listed(path, sh_b.token, suzuki.id, 0));
-    IT_CHECK(sh_problem("GET", base, NULL, sh_b.token, 404, "not_found"));
-    IT_CHECK(sh_problem("GET", base, NULL, yamada.token, 403, "forbidden"));
+    IT_CHECK(it_gw_problem("GET", base, NULL, sh_b.token, 404, "not_found"));
+    IT_CHECK(it_gw_problem("GET", base, NULL, yamada.token, 403, "forbidden"));
     /* name search: ASCII case-insensitive, full width folded (NFKC), Japanese */
     snprintf(path, sizeof(path), "%s?q=suzuki", base);
     IT_CHECK(sh_listed(path, sh_a.token, suzuki.id, 1) &&
@@ -602,7 +462,7 @@ test_patient_list(void)
     const char *want[] = {tanaka.id, suzuki.id, yamada.id};
     for (int i = 0; i < 3; i++) {
         snprintf(path, sizeof(path), "%s?limit=1%s%s", base, cursor[0] ? "&cursor=" : "", cursor);
-        IT_CHECK(sh_req("GET", path, NULL, sh_a.token, &r) == 200);
+        IT_CHECK(it_gw("GET", path, NULL, sh_a.token, &r) == 200);
         json_object *items = sh_items(&r);
         int ok = items != NULL && json_object_array_length(items) == 1 &&
                  sh_find(items, "patient_id", want[i]) != NULL &&
@@ -616,39 +476,39 @@ test_patient_list(void)
     }
     /* searching pages too */
     snprintf(path, sizeof(path), "%s?q=a&limit=1", base);
-    IT_CHECK(sh_req("GET", path, NULL, sh_a.token, &r) == 200);
+    IT_CHECK(it_gw("GET", path, NULL, sh_a.token, &r) == 200);
     int paged = sh_items(&r) != NULL && json_object_array_length(sh_items(&r)) == 1 &&
                 it_json_str(&r, "next_cursor") != NULL;
     it_resp_free(&r);
     IT_CHECK(paged);
     /* bad input */
     snprintf(path, sizeof(path), "%s?group=nope", base);
-    IT_CHECK(sh_names_field("GET", path, NULL, sh_a.token, "group"));
+    IT_CHECK(it_gw_names_field("GET", path, NULL, sh_a.token, "group"));
     snprintf(path, sizeof(path), "%s?category=123", base);
-    IT_CHECK(sh_names_field("GET", path, NULL, sh_a.token, "category"));
+    IT_CHECK(it_gw_names_field("GET", path, NULL, sh_a.token, "category"));
     snprintf(path, sizeof(path), "%s?q=", base);
-    IT_CHECK(sh_names_field("GET", path, NULL, sh_a.token, "q"));
+    IT_CHECK(it_gw_names_field("GET", path, NULL, sh_a.token, "q"));
     snprintf(path, sizeof(path), "%s?q=%%FF", base);
-    IT_CHECK(sh_names_field("GET", path, NULL, sh_a.token, "q"));
+    IT_CHECK(it_gw_names_field("GET", path, NULL, sh_a.token, "q"));
     snprintf(path, sizeof(path),
              "%s?q=xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
              "xxxxxxxxxxxxxxxxxxxxx",
              base);
-    IT_CHECK(sh_names_field("GET", path, NULL, sh_a.token, "q"));
+    IT_CHECK(it_gw_names_field("GET", path, NULL, sh_a.token, "q"));
     snprintf(path, sizeof(path), "%s?limit=201", base);
-    IT_CHECK(sh_names_field("GET", path, NULL, sh_a.token, "limit"));
+    IT_CHECK(it_gw_names_field("GET", path, NULL, sh_a.token, "limit"));
     snprintf(path, sizeof(path), "%s?cursor=bm90LWEtY3Vyc29y", base);
-    IT_CHECK(sh_names_field("GET", path, NULL, sh_a.token, "cursor"));
+    IT_CHECK(it_gw_names_field("GET", path, NULL, sh_a.token, "cursor"));
     /* the latest value per type, decrypted, and the read audited */
-    IT_CHECK(sh_status("POST", "/api/v1/me/records",
-                       "{\"type\":\"body_weight\",\"measured_at\":\"2026-11-20T07:30:00+09:00\","
-                       "\"values\":{\"value\":61.5}}",
-                       suzuki.token) == 201);
-    IT_CHECK(sh_status("POST", "/api/v1/me/records",
-                       "{\"type\":\"body_weight\",\"measured_at\":\"2026-11-21T07:30:00+09:00\","
-                       "\"values\":{\"value\":60.25}}",
-                       suzuki.token) == 201);
-    IT_CHECK(sh_req("GET", base, NULL, sh_a.token, &r) == 200);
+    IT_CHECK(it_gw_status("POST", "/api/v1/me/records",
+                          "{\"type\":\"body_weight\",\"measured_at\":\"2026-11-20T07:30:00+09:00\","
+                          "\"values\":{\"value\":61.5}}",
+                          suzuki.token) == 201);
+    IT_CHECK(it_gw_status("POST", "/api/v1/me/records",
+                          "{\"type\":\"body_weight\",\"measured_at\":\"2026-11-21T07:30:00+09:00\","
+                          "\"values\":{\"value\":60.25}}",
+                          suzuki.token) == 201);
+    IT_CHECK(it_gw("GET", base, NULL, sh_a.token, &r) == 200);
     it = sh_find(sh_items(&r), "patient_id", suzuki.id);
     json_object *latest, *w, *vals, *val;
     int latest_ok = it != NULL && json_object_object_get_ex(it, "latest", &latest) &&
@@ -684,7 +544,7 @@ sh_label(const sh_org_t *o, const char *kind, const char *name, char *id)
     it_resp_t r;
     snprintf(path, sizeof(path), "/api/v1/orgs/%s/%s", o->org_id, kind);
     snprintf(body, sizeof(body), "{\"name\":\"%s\",\"description\":\"d\"}", name);
-    long st = sh_req("POST", path, body, o->token, &r);
+    long st = it_gw("POST", path, body, o->token, &r);
     if (st == 201 && id != NULL && it_json_str(&r, "id") != NULL) {
         snprintf(id, 37, "%s", it_json_str(&r, "id"));
     }
@@ -715,16 +575,16 @@ sh_labels(const char *kind, const char *filter)
     IT_CHECK(sh_label(&sh_b, kind, name, bid) == 201); /* names are per org */
     char body[512];
     snprintf(body, sizeof(body), "{\"name\":\"%s\"}", name);
-    IT_CHECK(sh_problem("POST", base, body, sh_a.token, 409, "duplicate_name"));
-    IT_CHECK(sh_names_field("POST", base,
-                            "{\"name\":\"123456789012345678901234567890123456789012345678901\"}",
-                            sh_a.token, "name"));
-    IT_CHECK(sh_names_field("POST", base, "{\"name\":\"\"}", sh_a.token, "name"));
-    IT_CHECK(sh_names_field("POST", base, "{\"name\":\"   \"}", sh_a.token, "name"));
-    IT_CHECK(sh_names_field("POST", base, "{}", sh_a.token, "name"));
-    IT_CHECK(
-        sh_names_field("POST", base, "{\"name\":\"x\",\"colour\":\"red\"}", sh_a.token, "colour"));
-    IT_CHECK(sh_names_field("POST", base, "{\"name\":7}", sh_a.token, "name"));
+    IT_CHECK(it_gw_problem("POST", base, body, sh_a.token, 409, "duplicate_name"));
+    IT_CHECK(it_gw_names_field("POST", base,
+                               "{\"name\":\"123456789012345678901234567890123456789012345678901\"}",
+                               sh_a.token, "name"));
+    IT_CHECK(it_gw_names_field("POST", base, "{\"name\":\"\"}", sh_a.token, "name"));
+    IT_CHECK(it_gw_names_field("POST", base, "{\"name\":\"   \"}", sh_a.token, "name"));
+    IT_CHECK(it_gw_names_field("POST", base, "{}", sh_a.token, "name"));
+    IT_CHECK(it_gw_names_field("POST", base, "{\"name\":\"x\",\"colour\":\"red\"}", sh_a.token,
+                               "colour"));
+    IT_CHECK(it_gw_names_field("POST", base, "{\"name\":7}", sh_a.token, "name"));
     char jp[50 * 3 + 16];
     size_t o = 0;
     for (int i = 0; i < 50; i++) { /* 糖 (U+7CD6) x 50 */
@@ -737,45 +597,45 @@ sh_labels(const char *kind, const char *filter)
     /* 51 Japanese characters are too many */
     char jp51[200];
     snprintf(jp51, sizeof(jp51), "{\"name\":\"%s\\u7cd6\"}", jp);
-    IT_CHECK(sh_names_field("POST", base, jp51, sh_a.token, "name"));
+    IT_CHECK(it_gw_names_field("POST", base, jp51, sh_a.token, "name"));
     /* rename */
     char one[300];
     snprintf(one, sizeof(one), "%s/%s", base, id);
     snprintf(body, sizeof(body), "{\"name\":\"%s renamed\",\"description\":null}", name);
-    IT_CHECK(sh_req("PATCH", one, body, sh_a.token, &r) == 200);
+    IT_CHECK(it_gw("PATCH", one, body, sh_a.token, &r) == 200);
     int renamed = it_json_str(&r, "name") != NULL && strstr(it_json_str(&r, "name"), "renamed") &&
                   json_object_object_get_ex(r.json, "description", &v) && v == NULL;
     it_resp_free(&r);
     IT_CHECK(renamed);
     snprintf(body, sizeof(body), "{\"name\":\"%s\"}", jp);
-    IT_CHECK(sh_problem("PATCH", one, body, sh_a.token, 409, "duplicate_name"));
-    IT_CHECK(sh_names_field("PATCH", one, "{}", sh_a.token, ""));
-    IT_CHECK(sh_names_field("PATCH", one, "{\"name\":null}", sh_a.token, "name"));
-    IT_CHECK(sh_names_field("PATCH", one, "{\"id\":\"x\"}", sh_a.token, "id"));
+    IT_CHECK(it_gw_problem("PATCH", one, body, sh_a.token, 409, "duplicate_name"));
+    IT_CHECK(it_gw_names_field("PATCH", one, "{}", sh_a.token, ""));
+    IT_CHECK(it_gw_names_field("PATCH", one, "{\"name\":null}", sh_a.token, "name"));
+    IT_CHECK(it_gw_names_field("PATCH", one, "{\"id\":\"x\"}", sh_a.token, "id"));
     /* org A's id is 404 for org B, and a malformed id 404 */
     snprintf(path, sizeof(path), "/api/v1/orgs/%s/%s/%s", sh_b.org_id, kind, id);
-    IT_CHECK(sh_problem("PATCH", path, "{\"name\":\"mine\"}", sh_b.token, 404, "not_found"));
-    IT_CHECK(sh_problem("DELETE", path, NULL, sh_b.token, 404, "not_found"));
+    IT_CHECK(it_gw_problem("PATCH", path, "{\"name\":\"mine\"}", sh_b.token, 404, "not_found"));
+    IT_CHECK(it_gw_problem("DELETE", path, NULL, sh_b.token, 404, "not_found"));
     snprintf(path, sizeof(path), "/api/v1/orgs/%s/%s/%s/patients/%s", sh_b.org_id, kind, id, in.id);
-    IT_CHECK(sh_problem("PUT", path, NULL, sh_b.token, 404, "not_found"));
+    IT_CHECK(it_gw_problem("PUT", path, NULL, sh_b.token, 404, "not_found"));
     snprintf(path, sizeof(path), "%s/xyz", base);
-    IT_CHECK(sh_problem("PATCH", path, "{\"name\":\"x\"}", sh_a.token, 404, "not_found"));
+    IT_CHECK(it_gw_problem("PATCH", path, "{\"name\":\"x\"}", sh_a.token, 404, "not_found"));
     /* patients cannot use staff routes */
-    IT_CHECK(sh_problem("GET", base, NULL, in.token, 403, "forbidden"));
-    IT_CHECK(sh_problem("POST", base, "{\"name\":\"p\"}", in.token, 403, "forbidden"));
-    IT_CHECK(sh_problem("PATCH", one, "{\"name\":\"p\"}", in.token, 403, "forbidden"));
+    IT_CHECK(it_gw_problem("GET", base, NULL, in.token, 403, "forbidden"));
+    IT_CHECK(it_gw_problem("POST", base, "{\"name\":\"p\"}", in.token, 403, "forbidden"));
+    IT_CHECK(it_gw_problem("PATCH", one, "{\"name\":\"p\"}", in.token, 403, "forbidden"));
     /* attach (idempotent); a never-linked patient is 404 */
     char member[600];
     snprintf(member, sizeof(member), "%s/patients/%s", one, in.id);
-    IT_CHECK(sh_status("PUT", member, NULL, sh_a.token) == 204);
-    IT_CHECK(sh_status("PUT", member, NULL, sh_a.token) == 204);
+    IT_CHECK(it_gw_status("PUT", member, NULL, sh_a.token) == 204);
+    IT_CHECK(it_gw_status("PUT", member, NULL, sh_a.token) == 204);
     snprintf(path, sizeof(path), "%s/patients/%s", one, never.id);
-    IT_CHECK(sh_problem("PUT", path, NULL, sh_a.token, 404, "not_found"));
+    IT_CHECK(it_gw_problem("PUT", path, NULL, sh_a.token, 404, "not_found"));
     snprintf(path, sizeof(path), "%s/patients/bad", one);
-    IT_CHECK(sh_problem("PUT", path, NULL, sh_a.token, 404, "not_found"));
-    IT_CHECK(sh_problem("PUT", member, NULL, in.token, 403, "forbidden"));
+    IT_CHECK(it_gw_problem("PUT", path, NULL, sh_a.token, 404, "not_found"));
+    IT_CHECK(it_gw_problem("PUT", member, NULL, in.token, 403, "forbidden"));
     /* listed with its count; the patient list shows the label and filters by it */
-    IT_CHECK(sh_req("GET", base, NULL, sh_a.token, &r) == 200);
+    IT_CHECK(it_gw("GET", base, NULL, sh_a.token, &r) == 200);
     json_object *lab = sh_find(sh_items(&r), "id", id);
     int counted = lab != NULL && json_object_object_get_ex(lab, "patient_count", &v) &&
                   json_object_get_int(v) == 1 && sh_find(sh_items(&r), "id", bid) == NULL;
@@ -785,7 +645,7 @@ sh_labels(const char *kind, const char *filter)
     snprintf(plist, sizeof(plist), "/api/v1/orgs/%s/patients?%s=%s", sh_a.org_id, filter, id);
     IT_CHECK(sh_listed(plist, sh_a.token, in.id, 1) && sh_listed(plist, sh_a.token, out.id, 0));
     snprintf(path, sizeof(path), "/api/v1/orgs/%s/patients", sh_a.org_id);
-    IT_CHECK(sh_req("GET", path, NULL, sh_a.token, &r) == 200);
+    IT_CHECK(it_gw("GET", path, NULL, sh_a.token, &r) == 200);
     json_object *pi = sh_find(sh_items(&r), "patient_id", in.id), *arr;
     int shown =
         pi != NULL && json_object_object_get_ex(pi, kind, &arr) && sh_find(arr, "id", id) != NULL;
@@ -793,45 +653,45 @@ sh_labels(const char *kind, const char *filter)
     IT_CHECK(shown);
     /* org B's label as a filter on org A's list: 404 */
     snprintf(path, sizeof(path), "/api/v1/orgs/%s/patients?%s=%s", sh_a.org_id, filter, bid);
-    IT_CHECK(sh_problem("GET", path, NULL, sh_a.token, 404, "not_found"));
+    IT_CHECK(it_gw_problem("GET", path, NULL, sh_a.token, 404, "not_found"));
     /* audited */
     IT_CHECK(sh_count("SELECT count(*) FROM outbox WHERE topic = 'audit' AND body->>'action' = "
                       "'records.%s.member_add' AND body->'target'->>'id' = '%s' AND "
                       "body->'target'->>'patient_id' = '%s'",
                       filter, id, in.id) == 1); /* the idempotent repeat changed nothing */
     /* detach, then attach again */
-    IT_CHECK(sh_status("DELETE", member, NULL, sh_a.token) == 204);
+    IT_CHECK(it_gw_status("DELETE", member, NULL, sh_a.token) == 204);
     IT_CHECK(sh_listed(plist, sh_a.token, in.id, 0));
-    IT_CHECK(sh_status("PUT", member, NULL, sh_a.token) == 204);
+    IT_CHECK(it_gw_status("PUT", member, NULL, sh_a.token) == 204);
     /* a record of the member, to check deletion keeps it */
-    IT_CHECK(sh_status("POST", "/api/v1/me/records",
-                       "{\"type\":\"pulse\",\"measured_at\":\"2026-11-20T07:30:00+09:00\","
-                       "\"values\":{\"value\":64}}",
-                       in.token) == 201);
+    IT_CHECK(it_gw_status("POST", "/api/v1/me/records",
+                          "{\"type\":\"pulse\",\"measured_at\":\"2026-11-20T07:30:00+09:00\","
+                          "\"values\":{\"value\":64}}",
+                          in.token) == 201);
     long recs = sh_count("SELECT count(*) FROM records WHERE patient_id = '%s'", in.id);
     IT_CHECK(recs >= 1);
     /* delete: detached, patient and records stay */
-    IT_CHECK(sh_status("DELETE", one, NULL, sh_a.token) == 204);
-    IT_CHECK(sh_problem("DELETE", one, NULL, sh_a.token, 404, "not_found"));
-    IT_CHECK(sh_problem("PUT", member, NULL, sh_a.token, 404, "not_found"));
-    IT_CHECK(sh_problem("GET", plist, NULL, sh_a.token, 404, "not_found"));
+    IT_CHECK(it_gw_status("DELETE", one, NULL, sh_a.token) == 204);
+    IT_CHECK(it_gw_problem("DELETE", one, NULL, sh_a.token, 404, "not_found"));
+    IT_CHECK(it_gw_problem("PUT", member, NULL, sh_a.token, 404, "not_found"));
+    IT_CHECK(it_gw_problem("GET", plist, NULL, sh_a.token, 404, "not_found"));
     snprintf(path, sizeof(path), "/api/v1/orgs/%s/patients", sh_a.org_id);
     IT_CHECK(sh_listed(path, sh_a.token, in.id, 1));
     IT_CHECK(sh_count("SELECT count(*) FROM records WHERE patient_id = '%s'", in.id) == recs);
     /* org B's label still there */
     snprintf(path, sizeof(path), "/api/v1/orgs/%s/%s", sh_b.org_id, kind);
-    IT_CHECK(sh_req("GET", path, NULL, sh_b.token, &r) == 200);
+    IT_CHECK(it_gw("GET", path, NULL, sh_b.token, &r) == 200);
     int kept = sh_find(sh_items(&r), "id", bid) != NULL;
     it_resp_free(&r);
     IT_CHECK(kept);
     /* paging by name */
     snprintf(path, sizeof(path), "%s?limit=1", base);
-    IT_CHECK(sh_req("GET", path, NULL, sh_a.token, &r) == 200);
+    IT_CHECK(it_gw("GET", path, NULL, sh_a.token, &r) == 200);
     int one_item = sh_items(&r) != NULL && json_object_array_length(sh_items(&r)) == 1;
     it_resp_free(&r);
     IT_CHECK(one_item);
     snprintf(path, sizeof(path), "%s?limit=x", base);
-    IT_CHECK(sh_names_field("GET", path, NULL, sh_a.token, "limit"));
+    IT_CHECK(it_gw_names_field("GET", path, NULL, sh_a.token, "limit"));
 }
 
 static void
@@ -858,15 +718,15 @@ test_revoke_detaches(void)
     snprintf(name, sizeof(name), "Revoke %d", (int)getpid());
     IT_CHECK(sh_label(&sh_a, "groups", name, id) == 201);
     snprintf(path, sizeof(path), "/api/v1/orgs/%s/groups/%s/patients/%s", sh_a.org_id, id, p.id);
-    IT_CHECK(sh_status("PUT", path, NULL, sh_a.token) == 204);
+    IT_CHECK(it_gw_status("PUT", path, NULL, sh_a.token) == 204);
     snprintf(path, sizeof(path), "/api/v1/me/links/%s", sh_a.org_id);
-    IT_CHECK(sh_status("DELETE", path, NULL, p.token) == 204);
+    IT_CHECK(it_gw_status("DELETE", path, NULL, p.token) == 204);
     IT_CHECK(sh_count("SELECT count(*) FROM group_members WHERE group_id = '%s' AND "
                       "patient_id = '%s'",
                       id, p.id) == 0);
     snprintf(path, sizeof(path), "/api/v1/orgs/%s/groups/%s/patients/%s", sh_a.org_id, id, p.id);
-    IT_CHECK(sh_problem("PUT", path, NULL, sh_a.token, 404, "not_found"));
-    IT_CHECK(sh_problem("DELETE", path, NULL, sh_a.token, 404, "not_found"));
+    IT_CHECK(it_gw_problem("PUT", path, NULL, sh_a.token, 404, "not_found"));
+    IT_CHECK(it_gw_problem("DELETE", path, NULL, sh_a.token, 404, "not_found"));
 }
 
 const it_case_t records_share_cases[] = {

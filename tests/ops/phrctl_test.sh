@@ -14,117 +14,12 @@
 # Prints "ok - ..." / "not ok - ..." per check and "N passed, N failed"; exit 1 on failure.
 set -uo pipefail
 
-cd "$(dirname "${BASH_SOURCE[0]}")/../.." || exit 2
-ROOT=$(pwd -P)
-: "${PHR_VAR:?PHR_VAR must name the directory of the running stack}"
-case $PHR_VAR in /*) ;; *) PHR_VAR=$ROOT/$PHR_VAR ;; esac
-PHR_BUILD=${PHR_BUILD:-build}
-case $PHR_BUILD in /*) ;; *) PHR_BUILD=$ROOT/$PHR_BUILD ;; esac
-export PHR_VAR PHR_BUILD
-export PHR_SECRETS_DIR=${PHR_SECRETS_DIR:-$PHR_VAR/secrets}
-export PHR_PG_PORT=${PHR_PG_PORT:-55432}
-export PHR_PG_HOST=${PHR_PG_HOST:-127.0.0.1}
-# phrctl reads the services' settings: the same defaults as deploy/stack.sh
-export PHR_AUTH_PORT=${PHR_AUTH_PORT:-9101} PHR_RECORDS_PORT=${PHR_RECORDS_PORT:-9102}
-export PHR_NOTIFICATION_PORT=${PHR_NOTIFICATION_PORT:-9103} PHR_AUDIT_PORT=${PHR_AUDIT_PORT:-9104}
+# shellcheck source=tests/ops/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 export PHR_PUBLIC_BASE_URL=${PHR_PUBLIC_BASE_URL:-https://127.0.0.1:${PHR_GATEWAY_PORT:-8443}}
-GATEWAY=${PHR_TEST_GATEWAY:-https://127.0.0.1:${PHR_GATEWAY_PORT:-8443}}
 STANDIN=http://127.0.0.1:${PHR_STANDIN_PORT:-9199}
-PHRCTL=$PHR_BUILD/bin/phrctl
 PW='Blue7Harbor!qCtl'
-TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
 export PHR_BACKUP_DIR=$TMP/backups
-
-passed=0
-failed=0
-
-ok() {
-    passed=$((passed + 1))
-    echo "ok - $1"
-}
-
-not_ok() {
-    failed=$((failed + 1))
-    echo "not ok - $1"
-}
-
-# check NAME CMD...: CMD's exit status decides.
-check() {
-    local name=$1
-    shift
-    if "$@"; then
-        ok "$name"
-    else
-        not_ok "$name"
-        return 1
-    fi
-}
-
-# expect_rc WANT NAME CMD...: CMD exits with WANT; its stdout in $TMP/out.
-expect_rc() {
-    local want=$1 name=$2 rc
-    shift 2
-    "$@" >"$TMP/out" 2>"$TMP/err"
-    rc=$?
-    if [ "$rc" -eq "$want" ]; then
-        ok "$name (exit $rc)"
-    else
-        not_ok "$name (exit $rc, wanted $want)"
-        sed 's/^/    /' "$TMP/err" | tail -n 5
-    fi
-}
-
-finish() {
-    echo "$passed passed, $failed failed"
-    [ "$failed" -eq 0 ]
-    exit $?
-}
-
-# adm DB SQL: one statement as the PostgreSQL superuser; unaligned tuples.
-adm() {
-    local sock
-    sock=$(head -n 1 "$PHR_VAR/run/pgdata")/sock
-    if [ "$(id -u)" -eq 0 ]; then
-        runuser -u postgres -- psql -X -q -tA -v ON_ERROR_STOP=1 -h "$sock" -p "$PHR_PG_PORT" \
-            -d "$1" -c "$2"
-    else
-        psql -X -q -tA -v ON_ERROR_STOP=1 -h "$sock" -p "$PHR_PG_PORT" -U "$(id -un)" \
-            -d "$1" -c "$2"
-    fi
-}
-
-# jq_py EXPR [FILE]: a Python expression over the JSON in FILE (default $TMP/out) as `j`.
-jq_py() {
-    python3 -c 'import json,sys; j=json.load(open(sys.argv[2])); r=eval(sys.argv[1]);
-print(r if not isinstance(r, bool) else str(r).lower())' "$1" "${2:-$TMP/out}" 2>/dev/null
-}
-
-# api METHOD PATH [BODY] [TOKEN]: body to $TMP/body, status on stdout.
-api() {
-    local args=(-sk --http2 -o "$TMP/body" -w '%{http_code}' -X "$1" --max-time 20
-        -H 'content-type: application/json')
-    [ -n "${3:-}" ] && args+=(--data-binary "$3")
-    [ -n "${4:-}" ] && args+=(-H "authorization: Bearer $4")
-    curl "${args[@]}" "$GATEWAY$2"
-}
-
-# wait_ok DB SQL: wait_for without the output.
-wait_ok() { wait_for "$@" >/dev/null; }
-
-# wait_for DB SQL: polls (20 s) until SQL returns a non-empty, non-zero answer; prints it.
-wait_for() {
-    local out i
-    for ((i = 0; i < 40; i++)); do
-        out=$(adm "$1" "$2" 2>/dev/null)
-        if [ -n "$out" ] && [ "$out" != 0 ]; then
-            printf '%s\n' "$out"
-            return 0
-        fi
-        sleep 0.5
-    done
-    return 1
-}
 
 [ -x "$PHRCTL" ] || { echo "not built: $PHRCTL" >&2; exit 2; }
 TAG=$RANDOM$RANDOM

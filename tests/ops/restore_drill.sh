@@ -27,88 +27,17 @@
 # Prints "ok - ..." / "not ok - ..." per check and "N passed, N failed"; exit 1 on failure.
 set -uo pipefail
 
-cd "$(dirname "${BASH_SOURCE[0]}")/../.." || exit 2
-ROOT=$(pwd -P)
-: "${PHR_VAR:?PHR_VAR must name the directory of the running stack}"
-case $PHR_VAR in /*) ;; *) PHR_VAR=$ROOT/$PHR_VAR ;; esac
-PHR_BUILD=${PHR_BUILD:-build}
-case $PHR_BUILD in /*) ;; *) PHR_BUILD=$ROOT/$PHR_BUILD ;; esac
-export PHR_VAR PHR_BUILD
-export PHR_SECRETS_DIR=${PHR_SECRETS_DIR:-$PHR_VAR/secrets}
+# shellcheck source=tests/ops/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 export PHR_BACKUP_DIR=$PHR_VAR/drill-backups
-export PHR_PG_PORT=${PHR_PG_PORT:-55432}
-GATEWAY=${PHR_TEST_GATEWAY:-https://127.0.0.1:${PHR_GATEWAY_PORT:-8443}}
-PHRCTL=$PHR_BUILD/bin/phrctl
 DBS=(phr_auth phr_records phr_notification phr_audit)
 PW='Blue7Harbor!qDrill'
-TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
-
-passed=0
-failed=0
-
-ok() {
-    passed=$((passed + 1))
-    echo "ok - $1"
-}
-
-not_ok() {
-    failed=$((failed + 1))
-    echo "not ok - $1"
-}
-
-# check NAME CMD...: CMD's exit status decides.
-check() {
-    local name=$1
-    shift
-    if "$@"; then
-        ok "$name"
-    else
-        not_ok "$name"
-        return 1
-    fi
-}
-
-# expect_rc WANT NAME CMD...: CMD exits with WANT.
-expect_rc() {
-    local want=$1 name=$2 rc
-    shift 2
-    "$@" >"$TMP/out" 2>"$TMP/err"
-    rc=$?
-    if [ "$rc" -eq "$want" ]; then
-        ok "$name (exit $rc)"
-    else
-        not_ok "$name (exit $rc, wanted $want)"
-        sed 's/^/    /' "$TMP/err" | tail -n 5
-    fi
-}
-
-not() { ! "$@"; }
-
-finish() {
-    echo "$passed passed, $failed failed"
-    [ "$failed" -eq 0 ]
-    exit $?
-}
 
 stack() {
     bash "$ROOT/deploy/stack.sh" "$@" >"$TMP/stack.log" 2>&1 || {
         cat "$TMP/stack.log" >&2
         return 1
     }
-}
-
-# adm DB SQL: one statement as the PostgreSQL superuser; unaligned tuples.
-adm() {
-    local sock
-    sock=$(head -n 1 "$PHR_VAR/run/pgdata")/sock
-    if [ "$(id -u)" -eq 0 ]; then
-        runuser -u postgres -- psql -X -q -tA -v ON_ERROR_STOP=1 -h "$sock" -p "$PHR_PG_PORT" \
-            -d "$1" -c "$2"
-    else
-        psql -X -q -tA -v ON_ERROR_STOP=1 -h "$sock" -p "$PHR_PG_PORT" -U "$(id -un)" \
-            -d "$1" -c "$2"
-    fi
 }
 
 # Every row of every table of every service database, as "db.table count:md5".
@@ -123,29 +52,15 @@ fingerprint() {
     done
 }
 
-# api METHOD PATH [BODY] [TOKEN]: body to $TMP/body, status on stdout.
-api() {
-    local args=(-sk --http2 -o "$TMP/body" -w '%{http_code}' -X "$1" --max-time 20
-        -H 'content-type: application/json')
-    [ -n "${3:-}" ] && args+=(--data-binary "$3")
-    [ -n "${4:-}" ] && args+=(-H "authorization: Bearer $4")
-    curl "${args[@]}" "$GATEWAY$2"
-}
-
 json_get() { # KEY: from $TMP/body
     python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get(sys.argv[2], ""))' \
         "$TMP/body" "$1" 2>/dev/null
 }
 
-# login EMAIL: the token on stdout (retries while rate-limited).
+# login EMAIL: the token on stdout.
 login() {
-    local st i
-    for ((i = 0; i < 60; i++)); do
-        st=$(api POST /api/v1/auth/login "{\"email\":\"$1\",\"password\":\"$PW\"}")
-        [ "$st" = 429 ] || break
-        sleep 1
-    done
-    [ "$st" = 200 ] && json_get token
+    [ "$(api POST /api/v1/auth/login "{\"email\":\"$1\",\"password\":\"$PW\"}")" = 200 ] &&
+        json_get token
 }
 
 # patient NAME NOTE: registers a patient, logs in, posts a note; sets EMAIL_<NAME>.

@@ -25,10 +25,14 @@
 #include <event2/event.h>
 #include <libpq-fe.h>
 #include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -864,6 +868,234 @@ test_unreachable(void **state)
     assert_true(t_now_ms() - t0 < 2000);
 }
 
+/* ---- a TCP proxy in front of the server that can go silent ----------------- */
+
+#define PX_PAIRS 16
+
+typedef struct {
+    int lfd;
+    int port;
+    atomic_int hole; /* 1: nothing is accepted, read or written (a silent network) */
+    atomic_int stop;
+    int fd[PX_PAIRS][2]; /* client side, server side; -1 = free */
+    pthread_t thr;
+} px_t;
+
+static px_t g_px;
+
+/* A connection to the server g_side talks to: its numeric address, else its socket dir. */
+static int
+px_upstream(void)
+{
+    const char *host = PQhost(g_side);
+    const char *addr = PQhostaddr(g_side);
+    const char *ps = PQport(g_side);
+    int port = ps != NULL && ps[0] != '\0' ? (int)strtol(ps, NULL, 10) : 5432;
+    int fd;
+
+    if (host != NULL && host[0] == '/') {
+        struct sockaddr_un su;
+        memset(&su, 0, sizeof(su));
+        su.sun_family = AF_UNIX;
+        snprintf(su.sun_path, sizeof(su.sun_path), "%s/.s.PGSQL.%d", host, port);
+        fd = socket(AF_UNIX, SOCK_STREAM, 0);
+        if (fd >= 0 && connect(fd, (struct sockaddr *)&su, sizeof(su)) != 0) {
+            close(fd);
+            fd = -1;
+        }
+        return fd;
+    }
+    struct sockaddr_in sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)port);
+    if (addr == NULL || inet_pton(AF_INET, addr, &sa.sin_addr) != 1) {
+        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    }
+    fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+        close(fd);
+        fd = -1;
+    }
+    return fd;
+}
+
+static void
+px_close_pair(int i)
+{
+    for (int k = 0; k < 2; k++) {
+        if (g_px.fd[i][k] >= 0) {
+            close(g_px.fd[i][k]);
+            g_px.fd[i][k] = -1;
+        }
+    }
+}
+
+static void
+px_accept(void)
+{
+    int cfd = accept(g_px.lfd, NULL, NULL);
+    if (cfd < 0) {
+        return;
+    }
+    for (int i = 0; i < PX_PAIRS; i++) {
+        if (g_px.fd[i][0] < 0) {
+            g_px.fd[i][0] = cfd;
+            g_px.fd[i][1] = px_upstream();
+            if (g_px.fd[i][1] < 0) {
+                px_close_pair(i);
+            }
+            return;
+        }
+    }
+    close(cfd);
+}
+
+static void *
+px_main(void *arg)
+{
+    struct pollfd pf[1 + 2 * PX_PAIRS];
+    char buf[16384];
+
+    while (!atomic_load(&g_px.stop)) {
+        if (atomic_load(&g_px.hole)) {
+            usleep(5000);
+            continue;
+        }
+        int n = 0;
+        pf[n++] = (struct pollfd){.fd = g_px.lfd, .events = POLLIN};
+        for (int i = 0; i < PX_PAIRS; i++) {
+            for (int k = 0; k < 2; k++) {
+                pf[n++] = (struct pollfd){.fd = g_px.fd[i][k], .events = POLLIN};
+            }
+        }
+        if (poll(pf, (nfds_t)n, 5) <= 0 || atomic_load(&g_px.hole)) {
+            continue;
+        }
+        for (int i = 0; i < PX_PAIRS; i++) {
+            for (int k = 0; k < 2 && g_px.fd[i][0] >= 0; k++) {
+                if (!(pf[1 + 2 * i + k].revents & (POLLIN | POLLHUP | POLLERR))) {
+                    continue;
+                }
+                ssize_t got = read(g_px.fd[i][k], buf, sizeof(buf));
+                if (got <= 0 || write(g_px.fd[i][1 - k], buf, (size_t)got) != got) {
+                    px_close_pair(i);
+                }
+            }
+        }
+        if (pf[0].revents & POLLIN) {
+            px_accept();
+        }
+    }
+    return arg;
+}
+
+static void
+px_start(void)
+{
+    struct sockaddr_in sa;
+    socklen_t salen = sizeof(sa);
+
+    memset(&g_px, 0, sizeof(g_px));
+    memset(g_px.fd, -1, sizeof(g_px.fd));
+    g_px.lfd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(g_px.lfd >= 0);
+    memset(&sa, 0, sizeof(sa));
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(bind(g_px.lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_equal(listen(g_px.lfd, 16), 0);
+    assert_int_equal(getsockname(g_px.lfd, (struct sockaddr *)&sa, &salen), 0);
+    g_px.port = ntohs(sa.sin_port);
+    assert_int_equal(pthread_create(&g_px.thr, NULL, px_main, NULL), 0);
+}
+
+static void
+px_stop(void)
+{
+    atomic_store(&g_px.stop, 1);
+    pthread_join(g_px.thr, NULL);
+    for (int i = 0; i < PX_PAIRS; i++) {
+        px_close_pair(i);
+    }
+    close(g_px.lfd);
+}
+
+/* g_ci's settings (those of g_side plus the test schema) with the proxy as the server. */
+static void
+px_conninfo(char *out, size_t len)
+{
+    PQconninfoOption *opts = PQconninfo(g_side);
+    size_t n = (size_t)snprintf(out, len, "host=127.0.0.1 port=%d options='-csearch_path=%s'",
+                                g_px.port, g_schema);
+    assert_non_null(opts);
+    for (PQconninfoOption *o = opts; o->keyword != NULL; o++) {
+        if (o->val == NULL || o->val[0] == '\0' || strcmp(o->keyword, "host") == 0 ||
+            strcmp(o->keyword, "hostaddr") == 0 || strcmp(o->keyword, "port") == 0 ||
+            strcmp(o->keyword, "options") == 0 || strchr(o->val, '\'') != NULL ||
+            strchr(o->val, '\\') != NULL) {
+            continue;
+        }
+        n += (size_t)snprintf(out + n, n < len ? len - n : 0, " %s='%s'", o->keyword, o->val);
+    }
+    PQconninfoFree(opts);
+    assert_true(n < len);
+}
+
+static void
+test_blackhole(void **state)
+{
+    char ci[2048];
+    qres_t q;
+
+    px_start();
+    px_conninfo(ci, sizeof(ci));
+    db_config_t cfg = {.conninfo = ci,
+                       .size = 2,
+                       .statement_timeout_ms = 1000,
+                       .connect_timeout_ms = 500,
+                       .queue_max = 10,
+                       .ping_interval_ms = 200,
+                       .ping_timeout_ms = 300,
+                       .keepalive_s = 5};
+    db_pool_t *p = db_pool_create(g_base, &cfg);
+    assert_non_null(p);
+    WAIT_UNTIL(connected(p) == 2, 5000);
+    assert_int_equal(connected(p), 2);
+    assert_int_equal(run_q(p, "SELECT 1", 0, NULL, &q), PHR_OK);
+
+    /* An idle pool whose server goes silent: only the pings can tell. */
+    atomic_store(&g_px.hole, 1);
+    WAIT_UNTIL(!db_pool_ready(p), 5000);
+    assert_false(db_pool_ready(p));
+    memset(&q, 0, sizeof(q));
+    assert_int_equal(submit(p, "SELECT 1", 0, NULL, &q), PHR_EUNAVAIL);
+
+    /* Back: ready again, and it serves. */
+    atomic_store(&g_px.hole, 0);
+    WAIT_UNTIL(db_pool_ready(p), 5000);
+    assert_true(db_pool_ready(p));
+    assert_int_equal(run_q(p, "SELECT 2", 0, NULL, &q), PHR_OK);
+    WAIT_UNTIL(connected(p) == 2, 5000);
+    assert_int_equal(connected(p), 2);
+
+    /* A query in flight when the server goes silent fails; it does not hang. */
+    memset(&q, 0, sizeof(q));
+    assert_int_equal(submit(p, "SELECT pg_sleep(0.2)", 0, NULL, &q), PHR_OK);
+    spin(20);
+    atomic_store(&g_px.hole, 1);
+    WAIT_UNTIL(q.calls > 0, 5000);
+    assert_int_equal(q.calls, 1);
+    assert_true(q.rc == PHR_EUNAVAIL || q.rc == PHR_ETIMEDOUT);
+    assert_false(db_pool_ready(p));
+    atomic_store(&g_px.hole, 0);
+    WAIT_UNTIL(db_pool_ready(p), 5000);
+    assert_int_equal(run_q(p, "SELECT 3", 0, NULL, &q), PHR_OK);
+    assert_string_equal(q.val[0], "3");
+    db_pool_free(p);
+    px_stop();
+}
+
 static void
 test_free_with_pending(void **state)
 {
@@ -924,6 +1156,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_prepared_statements, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unreachable, setup, teardown),
         cmocka_unit_test_setup_teardown(test_free_with_pending, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_blackhole, setup, teardown),
     };
 
     g_base_ci = getenv("PHR_TEST_PG_CONNINFO");
@@ -942,6 +1175,9 @@ main(void)
     PQclear(PQexec(g_side, "SET client_min_messages = warning"));
     log_init("test_db",
              getenv("PHR_TEST_LOG_LEVEL") != NULL ? getenv("PHR_TEST_LOG_LEVEL") : "error");
+    if (getenv("PHR_TEST_FILTER") != NULL) { /* e.g. "test_blackhole" */
+        cmocka_set_test_filter(getenv("PHR_TEST_FILTER"));
+    }
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     PQfinish(g_side);
     return rc == 0 ? 0 : 1;

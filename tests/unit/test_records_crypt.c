@@ -216,7 +216,7 @@ test_row_json(void **state)
     int k;
 
     assert_int_equal(rcrypt_add_key(rc, 1, key1), PHR_OK);
-    rec_aad(aad, sizeof(aad), id, pid, "blood_pressure");
+    rcrypt_aad(aad, sizeof(aad), id, pid, "blood_pressure");
     assert_int_equal(rcrypt_seal(rc, aad, plain, strlen(plain), &k, &hex), PHR_OK);
     snprintf(kid, sizeof(kid), "%d", k);
     const char *vals[REC_NCOLUMNS] = {id,  pid, "blood_pressure", "1763937000000", "self", "", kid,

@@ -436,6 +436,70 @@ test_store_lookup_roundtrip(void **state)
     assert_int_equal(sess_delete_hash(f->kv, "not-a-hash", done_cb, &d), PHR_EINVAL);
 }
 
+/* A token whose hash starts with the same byte as |hash| modulo 64 (the lookup cache's slot). */
+static void
+same_slot_token(const char *hash, char *token)
+{
+    char h[SESS_HASH_LEN + 1];
+    unsigned want = (unsigned)strtoul((char[]){hash[0], hash[1], '\0'}, NULL, 16) % 64;
+
+    for (int i = 0; i < 100000; i++) {
+        assert_int_equal(sess_token_new(token), PHR_OK);
+        sess_token_hash(token, h);
+        if ((unsigned)strtoul((char[]){h[0], h[1], '\0'}, NULL, 16) % 64 == want &&
+            strcmp(h, hash) != 0) {
+            return;
+        }
+    }
+    fail_msg("no token in the same slot");
+}
+
+/* Lookups parse a record once; whatever changes in Redis is seen by the next lookup. */
+static void
+test_lookup_follows_record(void **state)
+{
+    fix_t *f = *state;
+    char t1[SESS_TOKEN_LEN + 1], t2[SESS_TOKEN_LEN + 1], h1[SESS_HASH_LEN + 1], key[96];
+    sess_t s1, s2;
+    int64_t now = tu_now_ms();
+
+    assert_int_equal(sess_token_new(t1), PHR_OK);
+    sess_token_hash(t1, h1);
+    same_slot_token(h1, t2);
+    sample(&s1, now, 600, 3600);
+    store(f, t1, &s1);
+    for (int i = 0; i < 2; i++) {
+        look_t l = lookup(f, t1, 600);
+        assert_int_equal(l.rc, PHR_OK);
+        assert_string_equal(l.s.role, "admin");
+        assert_string_equal(l.s.token_hash, h1);
+    }
+    /* another session in the same slot, then the first again */
+    sample(&s2, now, 600, 3600);
+    snprintf(s2.kind, sizeof(s2.kind), "patient");
+    s2.role[0] = s2.org_id[0] = '\0';
+    store(f, t2, &s2);
+    look_t l = lookup(f, t2, 600);
+    assert_int_equal(l.rc, PHR_OK);
+    assert_string_equal(l.s.kind, "patient");
+    l = lookup(f, t1, 600);
+    assert_string_equal(l.s.kind, "staff");
+    assert_string_equal(l.s.role, "admin");
+    /* the record changed behind the cache: the new text is parsed */
+    snprintf(s1.role, sizeof(s1.role), "staff");
+    char *json = sess_to_json(&s1);
+    assert_non_null(json);
+    key_of(t1, key, sizeof(key));
+    adm_set(f, key, json);
+    free(json);
+    l = lookup(f, t1, 600);
+    assert_int_equal(l.rc, PHR_OK);
+    assert_string_equal(l.s.role, "staff");
+    /* and a record corrupted since is refused, not answered from the cache */
+    adm_set(f, key, "{}");
+    assert_int_equal(lookup(f, t1, 600).rc, PHR_ENOTFOUND);
+}
+
 static void
 test_idle_slide(void **state)
 {
@@ -849,6 +913,7 @@ main(void)
         cmocka_unit_test(test_json_new_fields),
         cmocka_unit_test_setup_teardown(test_account_index, setup, teardown),
         cmocka_unit_test_setup_teardown(test_store_lookup_roundtrip, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lookup_follows_record, setup, teardown),
         cmocka_unit_test_setup_teardown(test_idle_slide, setup, teardown),
         cmocka_unit_test_setup_teardown(test_absolute_cap, setup, teardown),
         cmocka_unit_test_setup_teardown(test_absolutely_expired_deleted, setup, teardown),

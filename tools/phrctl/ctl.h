@@ -71,5 +71,7 @@ int ctl_org_main(int argc, char **argv);
 int ctl_status_main(int argc, char **argv);
 int ctl_retention_main(int argc, char **argv);
 int ctl_keys_main(int argc, char **argv); /* keys.c; argv starts at status|rotate|... */
+/* migrate.c; argv starts at the service */
+int ctl_migrate_main(int argc, char **argv);
 
 #endif

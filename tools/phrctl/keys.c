@@ -38,7 +38,6 @@
 
 #define KEYS_PASSES 3
 #define KEYS_BATCH_DEFAULT 100
-#define KEYS_AAD_FMT "rec1|%s|%s|%s" /* as rec_aad, services/records/record.c */
 #define KEYS_META "keys.rekey"
 
 /* A table of sealed rows: its progress cursor, the columns the AAD binds, the update. */
@@ -273,8 +272,8 @@ keys_reseal_row(keys_ctx_t *k, const keys_table_t *t, PGresult *res, int i, int 
     int kid = 0;
     const char *old_kid = PQgetvalue(res, i, 4);
 
-    snprintf(aad, sizeof(aad), KEYS_AAD_FMT, PQgetvalue(res, i, 1), PQgetvalue(res, i, 2),
-             PQgetvalue(res, i, 3));
+    rcrypt_aad(aad, sizeof(aad), PQgetvalue(res, i, 1), PQgetvalue(res, i, 2),
+               PQgetvalue(res, i, 3));
     if (rcrypt_open(k->ring, aad, (int)strtol(old_kid, NULL, 10), PQgetvalue(res, i, 5), &plain,
                     &len) != PHR_OK) {
         fprintf(stderr, "phrctl: %s row %s does not open under key %s: left as it is\n", t->name,

@@ -44,7 +44,8 @@ phrctl_usage(void)
                     "       phrctl org create|list|set-seats ... (phrctl org for help)\n"
                     "       phrctl status [--json]\n"
                     "       phrctl retention run --yes [--json]\n"
-                    "       phrctl keys status|rotate|rekey|retire ... (phrctl keys for help)\n");
+                    "       phrctl keys status|rotate|rekey|retire ... (phrctl keys for help)\n"
+                    "       phrctl migrate auth|records|notification|audit [--json]\n");
     return PHRCTL_USAGE;
 }
 
@@ -161,6 +162,9 @@ main(int argc, char **argv)
     }
     if (argc >= 2 && strcmp(argv[1], "keys") == 0) {
         return ctl_keys_main(argc - 2, argv + 2);
+    }
+    if (argc >= 2 && strcmp(argv[1], "migrate") == 0) {
+        return ctl_migrate_main(argc - 2, argv + 2);
     }
     if (argc >= 2 && strcmp(argv[1], "audit") == 0) {
         return phrctl_audit(argc - 2, argv + 2);

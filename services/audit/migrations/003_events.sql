@@ -52,18 +52,12 @@ CREATE TABLE checkpoints (
 );
 
 -- Retention: a monthly partition may be dropped only once it has been exported and the
--- export verified (a row here, written by services/audit/archive.c after re-hashing the file);
--- the drop itself is recorded in audit_partition_drops. last_hash links the chain across the
--- dropped range (the verifiers accept a seq gap only where such an archive ends).
+-- export verified (a row here); the drop itself is recorded in dropped_at.
 CREATE TABLE audit_archives (
     partition_name text PRIMARY KEY,
     from_seq bigint NOT NULL,
     to_seq bigint NOT NULL,
-    events bigint NOT NULL,
-    archive_file text NOT NULL,
     export_sha256 text NOT NULL,
-    first_prev_hash bytea,
-    last_hash bytea,
     exported_at timestamptz NOT NULL,
     verified_at timestamptz NOT NULL
 );
@@ -120,17 +114,14 @@ END;
 $$;
 
 -- Drops the monthly partitions that ended more than |retention_days| ago and whose export was
--- recorded and verified in audit_archives: exactly the partition's seq range, event count and
--- last hash (an empty partition: an archive of 0 events). Checkpoints and event ids are kept.
--- Returns the names dropped.
+-- recorded and verified in audit_archives (covering every seq the partition holds).
+-- Checkpoints and event ids are kept. Returns the names dropped.
 CREATE FUNCTION audit_drop_expired(retention_days int) RETURNS SETOF text
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
 DECLARE
     p record;
     lo bigint;
     hi bigint;
-    n bigint;
-    last bytea;
 BEGIN
     IF retention_days < 1 THEN
         RAISE EXCEPTION 'retention_days must be >= 1';
@@ -143,12 +134,11 @@ BEGIN
         WHERE i.inhparent = 'audit_events'::regclass
     LOOP
         CONTINUE WHEN p.upper_bound > now() - make_interval(days => retention_days);
-        EXECUTE format('SELECT min(seq), max(seq), count(*) FROM %I', p.name) INTO lo, hi, n;
-        EXECUTE format('SELECT hash FROM %I WHERE seq = $1 LIMIT 1', p.name) INTO last USING hi;
+        EXECUTE format('SELECT min(seq), max(seq) FROM %I', p.name) INTO lo, hi;
         CONTINUE WHEN NOT EXISTS (
             SELECT 1 FROM audit_archives a
-            WHERE a.partition_name = p.name AND a.events = n
-              AND (n = 0 OR (a.from_seq = lo AND a.to_seq = hi AND a.last_hash = last)));
+            WHERE a.partition_name = p.name
+              AND (lo IS NULL OR (a.from_seq <= lo AND a.to_seq >= hi)));
         EXECUTE format('DROP TABLE %I', p.name);
         INSERT INTO audit_partition_drops (partition_name) VALUES (p.name);
         RETURN NEXT p.name;

@@ -50,6 +50,12 @@ export function onExpired(fn: (() => void) | null): void {
     expired = fn;
 }
 
+interface Problem {
+    code?: string;
+    errors?: FieldError[];
+    detail?: string;
+}
+
 type Query = Record<string, string | number | undefined | null>;
 
 export function withQuery(path: string, q: Query): string {
@@ -63,7 +69,8 @@ export function withQuery(path: string, q: Query): string {
     return s ? `${path}?${s}` : path;
 }
 
-export async function api<T>(method: string, path: string, body?: unknown): Promise<T> {
+/** One request; a non-2xx answer is thrown as ApiError. */
+async function send(method: string, path: string, body?: unknown): Promise<Response> {
     const headers: Record<string, string> = { Accept: 'application/json' };
     if (token) {
         headers.Authorization = `Bearer ${token}`;
@@ -86,22 +93,31 @@ export async function api<T>(method: string, path: string, body?: unknown): Prom
     if (token && res.status !== 401 && activity) {
         activity();
     }
-    const text = await res.text();
-    let data: unknown = null;
-    if (text) {
-        try {
-            data = JSON.parse(text);
-        } catch {
-            data = null;
-        }
-    }
     if (!res.ok) {
-        const p = (data ?? {}) as { code?: string; errors?: FieldError[]; detail?: string };
+        const p = (parse(await res.text()) ?? {}) as Problem;
         const sent = headers.Authorization !== undefined;
         if (sent && res.status === 401 && /^(unauthenticated|session_expired)$/.test(p.code ?? '')) {
             expired?.();
         }
         throw new ApiError(res.status, p.code ?? `http_${res.status}`, p.errors ?? [], p.detail);
     }
-    return data as T;
+    return res;
+}
+
+function parse(text: string): unknown {
+    try {
+        return text ? JSON.parse(text) : null;
+    } catch {
+        return null;
+    }
+}
+
+export async function api<T>(method: string, path: string, body?: unknown): Promise<T> {
+    const res = await send(method, path, body);
+    return parse(await res.text()) as T;
+}
+
+/** A GET whose body is a file (e.g. JSON Lines), read whole with the bearer header. */
+export async function apiBlob(path: string): Promise<Blob> {
+    return (await send('GET', path)).blob();
 }

@@ -9,10 +9,12 @@ import { go, path } from './router';
 import type { SessionInfo } from './types';
 import { Link } from './ui';
 import { Account } from './views/account';
+import { Audit } from './views/audit';
 import { Invitations } from './views/invitations';
 import { Labels } from './views/labels';
 import { PatientPage } from './views/patient';
 import { Patients } from './views/patients';
+import { Review } from './views/review';
 import { ForcedChange, SignIn } from './views/signin';
 import { Staff } from './views/staff';
 
@@ -97,11 +99,16 @@ export function App() {
     const orgId = session.org_id as string;
     const enrolOnly = session.mfa_enrollment_required === true;
     const route = enrolOnly ? '/account' : path.value;
+    const adminNav: [string, string][] = [
+        ['/staff', t('nav_staff')],
+        ['/audit', t('nav_audit')],
+        ['/review', t('nav_review')],
+    ];
     const nav: [string, string][] = [
         ['/', t('nav_patients')],
         ['/invitations', t('nav_invitations')],
         ['/labels', t('nav_labels')],
-        ...(admin ? ([['/staff', t('nav_staff')]] as [string, string][]) : []),
+        ...(admin ? adminNav : []),
         ['/account', t('nav_account')],
     ];
     let page;
@@ -114,6 +121,10 @@ export function App() {
         page = <Labels orgId={orgId} />;
     } else if (route === '/staff' && admin) {
         page = <Staff orgId={orgId} selfId={session.account.id} />;
+    } else if (route === '/audit' && admin) {
+        page = <Audit orgId={orgId} />;
+    } else if (route === '/review' && admin) {
+        page = <Review orgId={orgId} />;
     } else if (route === '/account') {
         page = <Account session={session} onChanged={() => void load()} />;
     } else {

@@ -38,3 +38,14 @@ export function jstInput(d: Date): string {
 export function fromJstInput(v: string): string {
     return `${v}:00+09:00`;
 }
+
+/** The current JST month, "YYYY-MM" (for month inputs). */
+export function jstMonthNow(): string {
+    return jstInput(new Date()).slice(0, 7);
+}
+
+/** A date input's "YYYY-MM-DD" as the start of that JST day, or of the day after (|next|). */
+export function jstDayBound(v: string, next = false): string {
+    const d = new Date(`${v}T00:00:00+09:00`);
+    return next ? new Date(d.getTime() + 86400e3).toISOString() : d.toISOString();
+}

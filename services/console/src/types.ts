@@ -122,3 +122,45 @@ export interface SessionSummary {
     ip?: string | null;
     user_agent?: string | null;
 }
+
+// proto/audit.yaml
+
+export interface AuditEvent {
+    event_id: string;
+    seq: number;
+    occurred_at: string;
+    recorded_at: string;
+    actor: { account_id?: string | null; kind: string; org_id?: string | null; role?: Role | null };
+    action: string;
+    target: { type: string; id: string; patient_id?: string | null; org_id?: string | null };
+    outcome: { result: 'success' | 'failure' | 'denied'; reason?: string | null };
+    details?: Record<string, unknown>;
+}
+
+export type Decision = 'keep' | 'change' | 'remove';
+
+export interface Attestation {
+    account_id: string;
+    decision: Decision;
+    comment: string | null;
+    by: string;
+    at: string;
+}
+
+export interface ReviewLine {
+    account_id: string;
+    email: string;
+    name: string;
+    role: Role | 'operator' | null;
+    created_at: string;
+    last_login_at: string | null;
+    mfa_enabled: boolean;
+    role_changes: { at: string; from: string | null; to: string | null; by: string | null }[];
+    flags: string[];
+    attestation: Attestation | null;
+}
+
+export interface AccessReview extends Page<ReviewLine> {
+    month: string;
+    snapshot_at: string | null;
+}

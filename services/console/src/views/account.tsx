@@ -102,7 +102,7 @@ function Sessions() {
     }, [tick]);
 
     return (
-        <div aria-labelledby="sessions-title">
+        <section aria-labelledby="sessions-title">
             <h2 id="sessions-title">{t('sessions')}</h2>
             <ErrorBox error={error} />
             <table class="sessions">
@@ -139,6 +139,6 @@ function Sessions() {
                     ))}
                 </tbody>
             </table>
-        </div>
+        </section>
     );
 }

@@ -45,7 +45,7 @@ function LabelList(p: { orgId: string; kind: 'groups' | 'categories'; title: str
     };
 
     return (
-        <div class="labels" aria-labelledby={`${p.kind}-title`}>
+        <section class="labels" aria-labelledby={`${p.kind}-title`}>
             <h2 id={`${p.kind}-title`}>{p.title}</h2>
             <form class="inline" onSubmit={async (e) => {
                 e.preventDefault();
@@ -99,6 +99,6 @@ function LabelList(p: { orgId: string; kind: 'groups' | 'categories'; title: str
                     ))}
                 </tbody>
             </table>
-        </div>
+        </section>
     );
 }

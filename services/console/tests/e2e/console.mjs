@@ -7,10 +7,13 @@
 // five days; the staff member signs in, sees the patient, filters by group, opens the chart
 // (point count checked), adds a clinic record; the admin changes a role and sees the seats;
 // TOTP enrolment and sign-in with a recovery code; own sessions; forgot password; the idle
-// timeout; English and 768 px. Screenshots go to ARTIFACTS.
+// timeout; English and 768 px; the admin's audit log (filters, export) and the month's access
+// review with an attestation; axe-core over the main pages at 1280 and 768 px. Screenshots
+// go to ARTIFACTS.
 
+import fs from 'node:fs';
 import {
-    api, assert, check, eventually, GATEWAY, http, INITIAL_PW, launch, mailed, newPage,
+    api, assert, axeViolations, check, eventually, GATEWAY, http, INITIAL_PW, launch, mailed, newPage,
     phrctlOperator, psql, shot, summary, totp, uniqueEmail,
 } from './lib.mjs';
 
@@ -354,6 +357,7 @@ try {
             token: await admin.evaluate(() => sessionStorage.getItem('phr.console.token')),
         });
         const m = list.items.find((s) => s.email === ctx.staffEmail);
+        ctx.staffId = m?.id;
         assert(m && m.role === 'admin' && m.last_login_at, 'role or last login not on the server');
         await shot(admin, 'staff');
     });
@@ -454,6 +458,156 @@ try {
         const r = await http('GET', '/api/v1/auth/session', { token: other.token });
         assert(r.status === 401, `the revoked session answers ${r.status}`);
         noProblems(admin);
+    });
+
+    await check('admin: the audit log lists the earlier actions in JST; filters narrow it; export', async () => {
+        const token = await admin.evaluate(() => sessionStorage.getItem('phr.console.token'));
+        const events = (q) => api('GET', `/orgs/${ctx.orgId}/audit-events?limit=200&${q}`, 200, { token });
+        // the services' outbox relays deliver the events: wait for them on the API first
+        const staffNew = await eventually(async () => (await events('action=auth.staff.create')).items
+            .find((e) => e.outcome.result === 'success' && e.target.id === ctx.staffId), 'auth.staff.create');
+        await eventually(async () => (await events('action=records.group.create')).items.length === 2,
+            'two records.group.create');
+        await admin.getByRole('link', { name: '監査ログ' }).click();
+        await admin.getByRole('heading', { name: '監査ログ' }).waitFor();
+        const rows = admin.locator('table.audit tbody tr');
+        const row = admin.locator(`tr[data-event="${staffNew.event_id}"]`);
+        await row.filter({ hasText: '管理 花子' }).filter({ hasText: 'account: 看護 太郎' }).waitFor();
+        const at = new Date(Date.parse(staffNew.occurred_at) + 9 * 3600e3).toISOString();
+        const want = `${at.slice(0, 10).replaceAll('-', '/')} ${at.slice(11, 16)} JST`;
+        const cells = await row.locator('td').allTextContents();
+        assert(cells[0] === want && cells[2] === 'auth.staff.create' && cells[4] === '成功',
+            `row ${cells.join(' | ')} (want ${want})`);
+        const all = await rows.count();
+        // the action prefix: only the group events, the same as the API's
+        await admin.getByLabel('操作', { exact: true }).fill('records.group.');
+        await admin.getByRole('button', { name: '検索' }).click();
+        const grp = await events('action=records.group.');
+        await eventually(async () => (await rows.count()) === grp.items.length, 'the group rows', 5000);
+        const acts = await rows.evaluateAll((rs) => rs.map((r) => r.dataset.action));
+        assert(acts.every((a) => a.startsWith('records.group.')) && acts.includes('records.group.create') &&
+            acts.includes('records.group.delete') && acts.length < all, `${acts} of ${all}`);
+        const groups = await api('GET', `/orgs/${ctx.orgId}/groups`, 200, { token });
+        await admin.locator('tr[data-action="records.group.create"]')
+            .filter({ hasText: `group: ${groups.items[0].id}` }).waitFor();
+        // the actor: the staff member's own events only
+        await admin.getByLabel('操作', { exact: true }).fill('');
+        await admin.getByLabel('操作者').selectOption({ label: '看護 太郎' });
+        await admin.getByRole('button', { name: '検索' }).click();
+        const mine = await events(`actor=${ctx.staffId}`);
+        await eventually(async () => (await rows.count()) === Math.min(mine.items.length, 50) &&
+            (await rows.first().getAttribute('data-event')) === mine.items[0].event_id, 'the actor\'s rows', 5000);
+        assert(await rows.filter({ hasText: '管理 花子' }).count() === 0, 'another actor\'s row');
+        // a bad action is the API's error in words, naming the field
+        await admin.getByLabel('操作', { exact: true }).fill('Not An Action');
+        await admin.getByRole('button', { name: '検索' }).click();
+        await admin.getByRole('alert').filter({ hasText: '入力内容を確認' }).filter({ hasText: 'action' }).waitFor();
+        // all again: paged by cursor (50 a page), the next page holds other events
+        await admin.getByLabel('操作', { exact: true }).fill('');
+        await admin.getByLabel('操作者').selectOption({ label: 'すべて' });
+        await admin.getByRole('button', { name: '検索' }).click();
+        await eventually(async () => (await rows.count()) === 50, 'a full page', 5000);
+        const first = await rows.evaluateAll((rs) => rs.map((r) => r.dataset.event));
+        await admin.getByRole('button', { name: '次へ' }).click();
+        await admin.getByRole('button', { name: '最初のページ' }).waitFor();
+        await eventually(async () => !first.includes(await rows.first().getAttribute('data-event')), 'page 2', 5000);
+        const second = await rows.evaluateAll((rs) => rs.map((r) => r.dataset.event));
+        assert(second.length > 0 && second.every((id) => !first.includes(id)), 'page 2 repeats page 1');
+        await admin.getByLabel('操作', { exact: true }).fill('auth.staff.');
+        await admin.getByRole('button', { name: '検索' }).click();
+        await row.waitFor();
+        await shot(admin, 'audit');
+        // the export: fetched with the bearer header, saved from a Blob (no token in a URL)
+        const [dl] = await Promise.all([
+            admin.waitForEvent('download'),
+            admin.getByRole('button', { name: 'エクスポート（JSON Lines）' }).click(),
+        ]);
+        assert(dl.url().startsWith('blob:') && /^audit-.*\.jsonl$/.test(dl.suggestedFilename()), dl.url());
+        const lines = fs.readFileSync(await dl.path(), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+        const ev = lines.find((l) => l.record === 'event' && l.event_id === staffNew.event_id);
+        assert(ev && ev.hash && ev.prev_hash && lines.every((l) => l.record !== 'event' ||
+            l.actor.org_id === ctx.orgId || l.target.org_id === ctx.orgId), 'export content');
+        noProblems(admin);
+    });
+
+    await check('admin: the month\'s access review (who read which patient), attested, errors in words', async () => {
+        const token = await admin.evaluate(() => sessionStorage.getItem('phr.console.token'));
+        await admin.getByRole('link', { name: 'アクセス権レビュー' }).click();
+        const staffRow = admin.locator(`tr[data-review="${ctx.staffEmail}"]`);
+        await staffRow.filter({ hasText: '今月昇格' }).waitFor();
+        await eventually(async () => Number(await staffRow.locator('td.reads').getAttribute('data-count')) >= 1,
+            'the staff member\'s reads', 5000);
+        await staffRow.locator('td.reads').filter({ hasText: '山田 一郎' }).waitFor();
+        assert(await staffRow.locator('td.attestation').textContent() === '未確認', 'attested already');
+        // a month that has not begun: the API's 400, in words with the field
+        const month = await admin.getByLabel('対象月').inputValue();
+        await admin.getByLabel('対象月').fill('2099-01');
+        await admin.getByRole('button', { name: '表示' }).click();
+        await admin.getByRole('alert').filter({ hasText: '入力内容を確認' }).filter({ hasText: 'month' }).waitFor();
+        await admin.getByLabel('対象月').fill(month);
+        await admin.getByRole('button', { name: '表示' }).click();
+        await staffRow.waitFor();
+        await staffRow.getByLabel(/^判断:/).selectOption({ label: '変更' });
+        await staffRow.getByLabel(/^コメント:/).fill('管理者は1名で十分');
+        await admin.getByRole('button', { name: '確認結果を記録' }).click();
+        await admin.getByRole('status').filter({ hasText: '確認結果を記録しました' }).waitFor();
+        await staffRow.locator('td.attestation').filter({ hasText: '変更' }).filter({ hasText: '管理者は1名で十分' })
+            .filter({ hasText: '管理 花子' }).waitFor();
+        await shot(admin, 'access-review');
+        const rv = await api('GET', `/orgs/${ctx.orgId}/access-review?month=${month}`, 200, { token });
+        const line = rv.items.find((l) => l.email === ctx.staffEmail);
+        const self = rv.items.find((l) => l.account_id === ctx.adminId);
+        assert(line.attestation?.decision === 'change' && line.attestation.by === ctx.adminId &&
+            self.attestation?.decision === 'keep', 'attestations on the server differ');
+        noProblems(admin);
+    });
+
+    await check('accessibility: axe-core finds no serious/critical WCAG 2.1 A/AA violation (1280, 768 px)', async () => {
+        const found = [];
+        const signin = await newPage(browser);
+        const pages = [ // name, route, heading, what shows the page has loaded
+            ['patients', '/', '患者', 'table.patients'],
+            ['patient', `/patients/${ctx.patientId}`, '血圧（収縮期・拡張期）', '.chart-box canvas'],
+            ['invitations', '/invitations', '招待コード', 'text=有効な招待コードはありません。'],
+            ['labels', '/labels', 'グループ・カテゴリ', 'tr[data-label]'],
+            ['staff', '/staff', 'スタッフ', 'tr[data-staff]'],
+            ['account', '/account', 'アカウント', 'tr[data-session]'],
+            ['audit', '/audit', '監査ログ', 'tr[data-event]'],
+            ['review', '/review', 'アクセス権レビュー', 'td.reads[data-count="1"]'],
+        ];
+        for (const [width, height] of [[1280, 800], [768, 1024]]) {
+            await signin.setViewportSize({ width, height });
+            await signin.goto(`${GATEWAY}/`);
+            await signin.getByRole('button', { name: 'ログイン' }).waitFor();
+            found.push(...await axeViolations(signin, `sign-in ${width}`));
+            if (width === 1280) {
+                // the scan itself works under the CSP: an unlabelled field is reported
+                await signin.evaluate(() => document.querySelector('form').append(document.createElement('input')));
+                const probe = await axeViolations(signin, 'probe');
+                assert(probe.length === 1 && /^probe: label \(critical\)/.test(probe[0]), `probe: ${probe}`);
+                await signin.reload();
+                await signin.getByRole('button', { name: 'ログイン' }).waitFor();
+            }
+            await admin.setViewportSize({ width, height });
+            for (const [name, to, heading, loaded] of pages) {
+                await admin.goto(`${GATEWAY}${to}`);
+                await admin.getByRole('heading', { name: heading, exact: true }).waitFor();
+                await admin.locator(loaded).first().waitFor();
+                found.push(...await axeViolations(admin, `${name} ${width}`));
+                const wide = await admin.evaluate(() => document.documentElement.scrollWidth);
+                if (wide > width) {
+                    found.push(`${name} ${width}: the page is ${wide}px wide (horizontal scrolling)`);
+                }
+                if (width === 768 && (name === 'audit' || name === 'review')) {
+                    await shot(admin, `${name}-768`);
+                }
+            }
+        }
+        await admin.setViewportSize({ width: 1280, height: 800 });
+        noProblems(signin);
+        await signin.context().close();
+        noProblems(admin);
+        assert(found.length === 0, `\n  ${found.join('\n  ')}`);
     });
 
     await check('forgot password: the request form, the e-mail goes out', async () => {

@@ -12,6 +12,8 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import https from 'node:https';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createRequire } from 'node:module';
 import { chromium } from 'playwright-core';
 
 function need(name) {
@@ -134,7 +136,7 @@ export function psql(db, sql) {
 export function phrctlOperator() {
     const email = uniqueEmail('op');
     const build = process.env.PHR_BUILD || 'build';
-    const root = path.resolve(import.meta.dirname, '../../../..');
+    const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../..');
     const bin = path.isAbsolute(build) ? `${build}/bin/phrctl` : path.join(root, build, 'bin/phrctl');
     const out = execFileSync(bin, ['operator', 'create', '--email', email, '--name', 'IT Operator', '--json'], {
         env: {
@@ -197,6 +199,26 @@ export async function shot(page, name) {
     const file = path.join(ARTIFACTS, `${name}.png`);
     await page.screenshot({ path: file, fullPage: false });
     return file;
+}
+
+const AXE = fs.readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
+
+/**
+ * axe-core over |page| as it is now: the WCAG 2.1 A/AA rules' violations of impact serious
+ * or critical, one line each. axe.min.js goes in with page.evaluate (DevTools evaluation,
+ * which the page's CSP does not govern; addScriptTag would add an inline script the CSP
+ * blocks), so the scan runs under the console's real CSP, bypassCSP off.
+ */
+export async function axeViolations(page, label) {
+    await page.evaluate(AXE);
+    const res = await page.evaluate(() => globalThis.axe.run(document, {
+        runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa'] },
+        resultTypes: ['violations'],
+    }));
+    return res.violations
+        .filter((v) => v.impact === 'serious' || v.impact === 'critical')
+        .map((v) => `${label}: ${v.id} (${v.impact}) ${v.nodes.length}x ` +
+            v.nodes.slice(0, 3).map((n) => n.target.join(' ')).join(', '));
 }
 
 // ---- counting ----------------------------------------------------------------------
