@@ -97,6 +97,10 @@ if not isinstance(mdeps, dict) or "postgres" not in mdeps:
 adeps = svcs.get("audit", {}).get("depends_on", {})
 if not isinstance(adeps, dict) or "migrate" not in adeps:
     errs.append("audit does not wait for migrate")
+adir = svcs.get("audit", {}).get("environment", {}).get("PHR_AUDIT_ARCHIVE_DIR")
+avols = [v.split(":")[:2] for v in svcs.get("audit", {}).get("volumes", []) if isinstance(v, str)]
+if not adir or [n for n, t in avols if t == adir and n in (cfg.get("volumes") or {})] == []:
+    errs.append("audit: PHR_AUDIT_ARCHIVE_DIR is not on a named volume")
 for name, s in svcs.items():
     if name != "gateway" and s.get("ports"):
         errs.append("%s publishes ports" % name)
