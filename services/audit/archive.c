@@ -25,6 +25,7 @@
 
 #include "audit.h"
 #include "err.h"
+#include "hex.h"
 #include "log.h"
 #include "timeutil.h"
 
@@ -156,7 +157,7 @@ arch_report(arch_job_t *j, const char *status, const char *reason)
     json_object_object_add(o, "file", j->path[0] ? json_object_new_string(j->path) : NULL);
     if (strcmp(status, "archived") == 0) {
         char hex[2 * CHAIN_HASH_LEN + 1];
-        chain_hex(j->chk.sha256, CHAIN_HASH_LEN, hex);
+        hex_encode(j->chk.sha256, CHAIN_HASH_LEN, hex);
         json_object_object_add(o, "sha256", json_object_new_string(hex));
     }
     json_object_object_add(o, "reason", reason != NULL ? json_object_new_string(reason) : NULL);
@@ -234,9 +235,9 @@ arch_verify_done(int rc, void *arg)
     snprintf(from, sizeof(from), "%" PRId64, j->from);
     snprintf(to, sizeof(to), "%" PRId64, j->to);
     snprintf(n, sizeof(n), "%" PRId64, j->events);
-    chain_hex(j->chk.sha256, CHAIN_HASH_LEN, sha);
-    chain_hex(j->chk.first_prev, CHAIN_HASH_LEN, first);
-    chain_hex(j->chk.last_hash, CHAIN_HASH_LEN, last);
+    hex_encode(j->chk.sha256, CHAIN_HASH_LEN, sha);
+    hex_encode(j->chk.first_prev, CHAIN_HASH_LEN, first);
+    hex_encode(j->chk.last_hash, CHAIN_HASH_LEN, last);
     const char *p[9] = {j->name,
                         from,
                         to,
@@ -357,9 +358,9 @@ arch_span_cb(int rc, PGresult *res, void *ud)
     j->from = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
     j->to = strtoll(PQgetvalue(res, 0, 2), NULL, 10);
     j->has_prev =
-        !PQgetisnull(res, 0, 3) && chain_unhex(PQgetvalue(res, 0, 3), j->prev, CHAIN_HASH_LEN) == 0;
+        !PQgetisnull(res, 0, 3) && hex_decode(PQgetvalue(res, 0, 3), j->prev, CHAIN_HASH_LEN) == 0;
     j->has_next = !PQgetisnull(res, 0, 4) &&
-                  chain_unhex(PQgetvalue(res, 0, 4), j->next_prev, CHAIN_HASH_LEN) == 0;
+                  hex_decode(PQgetvalue(res, 0, 4), j->next_prev, CHAIN_HASH_LEN) == 0;
     if (j->events > 0 && j->to - j->from + 1 != j->events) {
         /* seqs of another month in between (clock set back): not one range, kept */
         log_error("audit retention: %s holds %" PRId64 " events in seq %" PRId64 "..%" PRId64

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "chain.h"
+#include "hex.h"
 
 static void
 archive_bad(chain_archive_check_t *c, const char *reason)
@@ -77,8 +78,8 @@ archive_event(chain_archive_check_t *c, json_object *o, unsigned char *prev, int
     if (archive_seq(o, &ev.seq) != 0 || ev.event_id == NULL ||
         chain_parse_jst(archive_str(o, NULL, "occurred_at"), &ev.occurred_us) != 0 ||
         chain_parse_jst(archive_str(o, NULL, "recorded_at"), &ev.recorded_us) != 0 ||
-        chain_unhex(archive_str(o, NULL, "prev_hash"), line_prev, CHAIN_HASH_LEN) != 0 ||
-        chain_unhex(archive_str(o, NULL, "hash"), stored, CHAIN_HASH_LEN) != 0) {
+        hex_decode(archive_str(o, NULL, "prev_hash"), line_prev, CHAIN_HASH_LEN) != 0 ||
+        hex_decode(archive_str(o, NULL, "hash"), stored, CHAIN_HASH_LEN) != 0) {
         archive_bad(c, "malformed_event");
         return -1;
     }
@@ -119,7 +120,7 @@ archive_checkpoint(chain_archive_check_t *c, json_object *o, const unsigned char
     const char *b64 = archive_str(o, NULL, "signature");
     int64_t seq = 0, at = 0;
 
-    if (archive_seq(o, &seq) != 0 || chain_unhex(archive_str(o, NULL, "hash"), hash, 32) != 0 ||
+    if (archive_seq(o, &seq) != 0 || hex_decode(archive_str(o, NULL, "hash"), hash, 32) != 0 ||
         chain_parse_jst(archive_str(o, NULL, "signed_at"), &at) != 0 || b64 == NULL ||
         strlen(b64) != 88 || EVP_DecodeBlock(sig, (const unsigned char *)b64, 88) != 66) {
         archive_bad(c, "malformed_checkpoint");

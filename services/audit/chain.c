@@ -3,6 +3,7 @@
  * streaming verifier (see chain.h).
  */
 #include "chain.h"
+#include "hex.h"
 
 #include <inttypes.h>
 #include <openssl/crypto.h>
@@ -177,48 +178,6 @@ chain_checkpoint_check(EVP_PKEY *pub, int64_t seq, const unsigned char hash[CHAI
     return ok ? 1 : 0;
 }
 
-void
-chain_hex(const unsigned char *in, size_t n, char *out)
-{
-    static const char hex[] = "0123456789abcdef";
-
-    for (size_t i = 0; i < n; i++) {
-        out[2 * i] = hex[in[i] >> 4];
-        out[2 * i + 1] = hex[in[i] & 15];
-    }
-    out[2 * n] = '\0';
-}
-
-static int
-chain_nibble(char c)
-{
-    if (c >= '0' && c <= '9') {
-        return c - '0';
-    }
-    if (c >= 'a' && c <= 'f') {
-        return c - 'a' + 10;
-    }
-    if (c >= 'A' && c <= 'F') {
-        return c - 'A' + 10;
-    }
-    return -1;
-}
-
-int
-chain_unhex(const char *hex, unsigned char *out, size_t n)
-{
-    if (hex == NULL || strlen(hex) != 2 * n) {
-        return -1;
-    }
-    for (size_t i = 0; i < n; i++) {
-        int hi = chain_nibble(hex[2 * i]), lo = chain_nibble(hex[2 * i + 1]);
-        if (hi < 0 || lo < 0) {
-            return -1;
-        }
-        out[i] = (unsigned char)(hi << 4 | lo);
-    }
-    return 0;
-}
 
 void
 chain_format_utc(int64_t us, char *out, size_t cap)
@@ -383,7 +342,7 @@ chain_check_row(chain_verifier_t *v, const PGresult *res, int r)
         const char *afrom = chain_col(res, r, CHAIN_COL_ARCH_FROM);
         int at_start = !v->prev_known && v->checked == 0;
         if (afrom != NULL && (at_start || strtoll(afrom, NULL, 10) == v->next_seq)) {
-            if (chain_unhex(chain_col(res, r, CHAIN_COL_ARCH_HASH), v->prev, CHAIN_HASH_LEN) != 0) {
+            if (hex_decode(chain_col(res, r, CHAIN_COL_ARCH_HASH), v->prev, CHAIN_HASH_LEN) != 0) {
                 chain_bad(v, ev.seq, "malformed_hash");
                 return -1;
             }
@@ -394,8 +353,8 @@ chain_check_row(chain_verifier_t *v, const PGresult *res, int r)
             return -1;
         }
     }
-    if (chain_unhex(chain_col(res, r, 21), prev, CHAIN_HASH_LEN) != 0 ||
-        chain_unhex(chain_col(res, r, 22), stored, CHAIN_HASH_LEN) != 0) {
+    if (hex_decode(chain_col(res, r, 21), prev, CHAIN_HASH_LEN) != 0 ||
+        hex_decode(chain_col(res, r, 22), stored, CHAIN_HASH_LEN) != 0) {
         chain_bad(v, ev.seq, "malformed_hash");
         return -1;
     }
@@ -421,12 +380,12 @@ chain_check_row(chain_verifier_t *v, const PGresult *res, int r)
     }
     if (chain_col(res, r, CHAIN_COL_CKPT_HASH) != NULL) {
         unsigned char ch[CHAIN_HASH_LEN], sig[CHAIN_SIG_LEN];
-        if (chain_unhex(chain_col(res, r, CHAIN_COL_CKPT_HASH), ch, CHAIN_HASH_LEN) != 0 ||
+        if (hex_decode(chain_col(res, r, CHAIN_COL_CKPT_HASH), ch, CHAIN_HASH_LEN) != 0 ||
             CRYPTO_memcmp(ch, calc, CHAIN_HASH_LEN) != 0) {
             chain_bad(v, ev.seq, "checkpoint_mismatch");
             return -1;
         }
-        if (chain_unhex(chain_col(res, r, CHAIN_COL_CKPT_SIG), sig, CHAIN_SIG_LEN) != 0 ||
+        if (hex_decode(chain_col(res, r, CHAIN_COL_CKPT_SIG), sig, CHAIN_SIG_LEN) != 0 ||
             !chain_checkpoint_check(v->pub, ev.seq, ch, chain_col_int(res, r, CHAIN_COL_CKPT_AT),
                                     sig, CHAIN_SIG_LEN)) {
             chain_bad(v, ev.seq, "bad_signature");

@@ -56,12 +56,6 @@ int chain_checkpoint_sign(EVP_PKEY *key, int64_t seq, const unsigned char hash[C
 int chain_checkpoint_check(EVP_PKEY *pub, int64_t seq, const unsigned char hash[CHAIN_HASH_LEN],
                            int64_t signed_us, const unsigned char *sig, size_t siglen);
 
-/* Lower-case hex of |n| bytes into |out| (2n+1). */
-void chain_hex(const unsigned char *in, size_t n, char *out);
-
-/* Decodes exactly |n| bytes of hex. 0, or -1 when |hex| is not 2n hex digits. */
-int chain_unhex(const char *hex, unsigned char *out, size_t n);
-
 /* Microseconds since the epoch as UTC text PostgreSQL reads exactly ("...+00"). */
 void chain_format_utc(int64_t us, char *out, size_t cap);
 

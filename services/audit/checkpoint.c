@@ -13,6 +13,7 @@
 
 #include "audit.h"
 #include "err.h"
+#include "hex.h"
 #include "log.h"
 
 static const char ckpt_sql_insert[] =
@@ -66,7 +67,7 @@ audit_keys_load(audit_t *a)
         return PHR_EGENERIC;
     }
     OPENSSL_free(der);
-    chain_hex(md, 8, a->key_id);
+    hex_encode(md, 8, a->key_id);
     /* the two halves must belong together, or no checkpoint would ever verify */
     unsigned char h[CHAIN_HASH_LEN] = {0}, sig[CHAIN_SIG_LEN];
     if (chain_checkpoint_sign(a->sign_key, 1, h, 0, sig) != 0 ||
@@ -92,8 +93,8 @@ audit_checkpoint_add(audit_t *a, db_txn_t *txn, int64_t seq,
         return PHR_EGENERIC;
     }
     snprintf(seqs, sizeof(seqs), "%" PRId64, seq);
-    chain_hex(hash, CHAIN_HASH_LEN, hashhex);
-    chain_hex(sig, CHAIN_SIG_LEN, sighex);
+    hex_encode(hash, CHAIN_HASH_LEN, hashhex);
+    hex_encode(sig, CHAIN_SIG_LEN, sighex);
     chain_format_utc(now_us, at, sizeof(at));
     const char *params[5] = {seqs, hashhex, at, sighex, a->key_id};
     return db_txn_query(txn, ckpt_sql_insert, 5, params, cb, ud);

@@ -20,6 +20,7 @@
 
 #include "audit.h"
 #include "err.h"
+#include "hex.h"
 #include "log.h"
 #include "timeutil.h"
 #include "uuid.h"
@@ -676,9 +677,9 @@ ingest_write(ingest_job_t *job)
             json_object_object_get_ex(it->obj, "details", &d);
             json_object_object_add(row, "details", json_object_get(d));
         }
-        chain_hex(prev, CHAIN_HASH_LEN, hex);
+        hex_encode(prev, CHAIN_HASH_LEN, hex);
         ingest_put_str(row, "prev_hash", hex);
-        chain_hex(hash, CHAIN_HASH_LEN, hex);
+        hex_encode(hash, CHAIN_HASH_LEN, hex);
         ingest_put_str(row, "hash", hex);
         json_object_array_add(rows, row);
         ingest_put_str(idr, "event_id", it->event_id);
@@ -773,7 +774,7 @@ ingest_head_cb(int rc, PGresult *res, void *ud)
         memset(job->head_hash, 0, CHAIN_HASH_LEN);
     } else {
         job->head_seq = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
-        if (chain_unhex(PQgetvalue(res, 0, 1), job->head_hash, CHAIN_HASH_LEN) != 0) {
+        if (hex_decode(PQgetvalue(res, 0, 1), job->head_hash, CHAIN_HASH_LEN) != 0) {
             job->rc = PHR_EGENERIC;
         }
     }

@@ -20,6 +20,7 @@
 #include "aev.h"
 #include "audit.h"
 #include "err.h"
+#include "hex.h"
 #include "log.h"
 #include "svc.h"
 #include "timeutil.h"
@@ -103,20 +104,6 @@ aq_id_ok(const char *id)
     return id != NULL && strlen(id) == 36 && uuid_valid(id);
 }
 
-static int
-aq_hex(char c)
-{
-    if (c >= '0' && c <= '9') {
-        return c - '0';
-    }
-    if (c >= 'a' && c <= 'f') {
-        return c - 'a' + 10;
-    }
-    if (c >= 'A' && c <= 'F') {
-        return c - 'A' + 10;
-    }
-    return -1;
-}
 
 /*
  * Query parameter |name|, percent-decoded into |out| ('+' stays '+': RFC 3339
@@ -135,8 +122,8 @@ aq_param(h2s_req_t *req, const char *name, char *out, size_t cap)
             for (size_t i = nlen + 1; i < len; i++) {
                 char c = q[i];
                 if (c == '%') {
-                    int hi = i + 2 < len ? aq_hex(q[i + 1]) : -1;
-                    int lo = i + 2 < len ? aq_hex(q[i + 2]) : -1;
+                    int hi = i + 2 < len ? hex_val((unsigned char)q[i + 1]) : -1;
+                    int lo = i + 2 < len ? hex_val((unsigned char)q[i + 2]) : -1;
                     if (hi < 0 || lo < 0) {
                         return -1;
                     }

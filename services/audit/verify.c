@@ -12,6 +12,7 @@
 
 #include "audit.h"
 #include "err.h"
+#include "hex.h"
 #include "log.h"
 
 #define VERIFY_PAGE 2000
@@ -128,7 +129,7 @@ verify_prev_cb(int rc, PGresult *res, void *ud)
     /* the genesis (32 zero bytes), else the stored hash before from_seq if there is one */
     if ((c->from_seq == 1 && !c->dropped) ||
         (res != NULL && PQntuples(res) == 1 &&
-         chain_unhex(PQgetvalue(res, 0, 0), prev, CHAIN_HASH_LEN) == 0)) {
+         hex_decode(PQgetvalue(res, 0, 0), prev, CHAIN_HASH_LEN) == 0)) {
         pp = prev;
     }
     if (chain_verifier_init(&c->v, c->from_seq, c->to_seq, pp, audit_get(c->svc)->pub_key) != 0) {

@@ -15,6 +15,7 @@
 #include "err.h"
 #include "log.h"
 #include "org.h"
+#include "query.h"
 #include "timeutil.h"
 #include "uuid.h"
 
@@ -1362,38 +1363,6 @@ org_staff_reset_mfa(svc_t *svc, h2s_req_t *req, const sess_t *sess)
 
 /* ---- internal routes (peer services) ------------------------------------ */
 
-/*
- * The value of query parameter |key| (not decoded: the values read here are
- * ids and enum words) into |out|. 1 found, 0 absent, -1 too long.
- */
-static int
-org_query_get(h2s_req_t *req, const char *key, char *out, size_t cap)
-{
-    const char *q = h2s_req_query(req);
-    size_t kl = strlen(key);
-
-    out[0] = '\0';
-    while (q != NULL && *q != '\0') {
-        size_t len = strcspn(q, "&");
-        const char *eq = memchr(q, '=', len);
-        size_t klen = eq != NULL ? (size_t)(eq - q) : len;
-        if (klen == kl && strncmp(q, key, kl) == 0) {
-            const char *v = eq != NULL ? eq + 1 : q + len;
-            size_t vlen = (size_t)(q + len - v);
-            if (vlen >= cap) {
-                return -1;
-            }
-            memcpy(out, v, vlen);
-            out[vlen] = '\0';
-            return 1;
-        }
-        q += len;
-        if (*q == '&') {
-            q++;
-        }
-    }
-    return 0;
-}
 
 /* Reads limit and an id cursor (base64url of the last id) into |o|. 1 when valid, else 400. */
 static int
@@ -1739,12 +1708,12 @@ org_internal_accounts(svc_t *svc, h2s_req_t *req, const sess_t *sess)
     if (o == NULL) {
         return;
     }
-    int has_org = org_query_get(req, "org_id", o->org_id, sizeof(o->org_id));
+    int has_org = qry_get(h2s_req_query(req), "org_id", o->org_id, sizeof(o->org_id));
     if (has_org != 0 && (has_org < 0 || !org_id_ok(o->org_id))) {
         org_field_error(req, "org_id", "an organization id (UUID)");
         return;
     }
-    int has_kind = org_query_get(req, "kind", kind, sizeof(kind));
+    int has_kind = qry_get(h2s_req_query(req), "kind", kind, sizeof(kind));
     int kind_ok = 0;
     for (size_t i = 0; has_kind > 0 && kinds[i] != NULL; i++) {
         kind_ok |= strcmp(kind, kinds[i]) == 0;
@@ -1779,7 +1748,7 @@ org_internal_contacts(svc_t *svc, h2s_req_t *req, const sess_t *sess)
     if (o == NULL) {
         return;
     }
-    int has = org_query_get(req, "audience", audience, sizeof(audience));
+    int has = qry_get(h2s_req_query(req), "audience", audience, sizeof(audience));
     if (has == 0) {
         snprintf(audience, sizeof(audience), "all");
     } else if (has < 0 || (strcmp(audience, "all") != 0 && strcmp(audience, "org_admins") != 0)) {

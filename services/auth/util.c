@@ -10,6 +10,7 @@
 #include "aev.h"
 #include "auth.h"
 #include "err.h"
+#include "hex.h"
 #include "log.h"
 #include "outbox.h"
 #include "timeutil.h"
@@ -258,20 +259,6 @@ static pwhash_pepper_t auth_pepper_set[1];
 static size_t auth_npeppers;
 static int auth_peppers_loaded;
 
-static int
-auth_hex_nibble(char c)
-{
-    if (c >= '0' && c <= '9') {
-        return c - '0';
-    }
-    if (c >= 'a' && c <= 'f') {
-        return c - 'a' + 10;
-    }
-    if (c >= 'A' && c <= 'F') {
-        return c - 'A' + 10;
-    }
-    return -1;
-}
 
 static void
 auth_peppers_load(const svc_t *svc)
@@ -294,15 +281,10 @@ auth_peppers_load(const svc_t *svc)
         explicit_bzero(hex, sizeof(hex));
         return; /* keylen 0: pwhash refuses the pepper */
     }
-    for (size_t i = 0; i < 32; i++) {
-        int hi = auth_hex_nibble(hex[2 * i]), lo = auth_hex_nibble(hex[2 * i + 1]);
-        if (hi < 0 || lo < 0) {
-            log_error("auth: auth_pepper_v1 is not hex; password hashing will fail");
-            explicit_bzero(hex, sizeof(hex));
-            explicit_bzero(pp->key, sizeof(pp->key));
-            return;
-        }
-        pp->key[i] = (unsigned char)(hi << 4 | lo);
+    if (hex_decode(hex, pp->key, 32) != PHR_OK) {
+        log_error("auth: auth_pepper_v1 is not hex; password hashing will fail");
+        explicit_bzero(hex, sizeof(hex));
+        return;
     }
     pp->keylen = 32;
     explicit_bzero(hex, sizeof(hex));

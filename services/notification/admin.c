@@ -10,7 +10,9 @@
 #include <string.h>
 
 #include "err.h"
+#include "hex.h"
 #include "jsonx.h"
+#include "query.h"
 #include "svc.h"
 #include "timeutil.h"
 #include "uuid.h"
@@ -76,43 +78,9 @@ nadm_body_sha256(h2s_req_t *req, char out[NADM_SHA_HEX_LEN])
     const char *raw = h2s_req_body(req, &len);
 
     SHA256((const unsigned char *)(raw != NULL ? raw : ""), raw != NULL ? len : 0, d);
-    for (int i = 0; i < SHA256_DIGEST_LENGTH; i++) {
-        snprintf(out + (size_t)2 * i, 3, "%02x", d[i]);
-    }
+    hex_encode(d, sizeof(d), out);
 }
 
-/*
- * Reads query parameter |key| into |out|: 1 found, 0 absent, -1 too long. Values are used
- * as they are (the callers accept only characters that need no decoding).
- */
-static int
-nadm_query_get(h2s_req_t *req, const char *key, char *out, size_t cap)
-{
-    const char *q = h2s_req_query(req);
-    size_t kl = strlen(key);
-
-    out[0] = '\0';
-    while (q != NULL && *q != '\0') {
-        size_t len = strcspn(q, "&");
-        const char *eq = memchr(q, '=', len);
-        size_t klen = eq != NULL ? (size_t)(eq - q) : len;
-        if (klen == kl && strncmp(q, key, kl) == 0) {
-            const char *v = eq != NULL ? eq + 1 : q + len;
-            size_t vlen = (size_t)(q + len - v);
-            if (vlen >= cap) {
-                return -1;
-            }
-            memcpy(out, v, vlen);
-            out[vlen] = '\0';
-            return 1;
-        }
-        q += len;
-        if (*q == '&') {
-            q++;
-        }
-    }
-    return 0;
-}
 
 int
 nadm_page_params(h2s_req_t *req, nadm_page_t *p)
@@ -121,7 +89,7 @@ nadm_page_params(h2s_req_t *req, nadm_page_t *p)
 
     memset(p, 0, sizeof(*p));
     p->limit = NADM_LIMIT_DEFAULT;
-    int has = nadm_query_get(req, "limit", buf, sizeof(buf));
+    int has = qry_get(h2s_req_query(req), "limit", buf, sizeof(buf));
     if (has != 0) {
         char *end = NULL;
         long v = has > 0 && buf[0] != '\0' ? strtol(buf, &end, 10) : -1;
@@ -131,7 +99,7 @@ nadm_page_params(h2s_req_t *req, nadm_page_t *p)
         }
         p->limit = (int)v;
     }
-    has = nadm_query_get(req, "cursor", buf, sizeof(buf));
+    has = qry_get(h2s_req_query(req), "cursor", buf, sizeof(buf));
     if (has != 0) {
         char *us = has > 0 ? strchr(buf, '_') : NULL;
         char *end = NULL;

@@ -17,6 +17,7 @@
 #include "aev.h"
 #include "deliver.h"
 #include "err.h"
+#include "hex.h"
 #include "kind.h"
 #include "log.h"
 #include "notify.h"
@@ -661,9 +662,7 @@ sub_post(svc_t *svc, h2s_req_t *req, const sess_t *sess)
     unsigned char md[SHA256_DIGEST_LENGTH];
     raw = h2s_req_body(req, &len);
     SHA256((const unsigned char *)raw, len, md);
-    for (size_t i = 0; i < sizeof(md); i++) {
-        snprintf(c->sha + 2 * i, 3, "%02x", md[i]);
-    }
+    hex_encode(md, sizeof(md), c->sha);
     const char *p[] = {c->key};
     int rc = db_query(svc_db(svc), sub_existing_sql, 1, p, sub_existing_done, c);
     if (rc != PHR_OK) {

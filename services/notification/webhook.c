@@ -24,6 +24,7 @@
 
 #include "aev.h"
 #include "err.h"
+#include "hex.h"
 #include "jsonx.h"
 #include "log.h"
 #include "notify.h"
@@ -441,20 +442,6 @@ typedef struct {
     char *val;
 } wh_param_t;
 
-static int
-wh_hex(int ch)
-{
-    if (ch >= '0' && ch <= '9') {
-        return ch - '0';
-    }
-    if (ch >= 'a' && ch <= 'f') {
-        return ch - 'a' + 10;
-    }
-    if (ch >= 'A' && ch <= 'F') {
-        return ch - 'A' + 10;
-    }
-    return -1;
-}
 
 /* Form-decodes |in| (|len| bytes) into a new string; NULL on bad escapes. */
 static char *
@@ -470,8 +457,8 @@ wh_form_decode(const char *in, size_t len)
         if (in[i] == '+') {
             out[o++] = ' ';
         } else if (in[i] == '%') {
-            int hi = i + 2 < len ? wh_hex((unsigned char)in[i + 1]) : -1;
-            int lo = i + 2 < len ? wh_hex((unsigned char)in[i + 2]) : -1;
+            int hi = i + 2 < len ? hex_val((unsigned char)in[i + 1]) : -1;
+            int lo = i + 2 < len ? hex_val((unsigned char)in[i + 2]) : -1;
             if (hi < 0 || lo < 0) {
                 free(out);
                 return NULL;

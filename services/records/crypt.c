@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "err.h"
+#include "hex.h"
 
 #define RCRYPT_NONCE_LEN 12
 #define RCRYPT_TAG_LEN 16
@@ -87,38 +88,6 @@ rcrypt_add_key(rcrypt_t *rc, int key_id, const unsigned char key[RCRYPT_KEY_LEN]
     return rc != NULL ? rcrypt_put_key(rc->k, key_id, key) : PHR_EINVAL;
 }
 
-static int
-rcrypt_hexval(int c)
-{
-    if (c >= '0' && c <= '9') {
-        return c - '0';
-    }
-    if (c >= 'a' && c <= 'f') {
-        return c - 'a' + 10;
-    }
-    if (c >= 'A' && c <= 'F') {
-        return c - 'A' + 10;
-    }
-    return -1;
-}
-
-/* Decodes exactly |n| bytes from |hex| (2n digits, then the end). */
-static int
-rcrypt_unhex(const char *hex, unsigned char *out, size_t n)
-{
-    if (strlen(hex) != 2 * n) {
-        return PHR_EINVAL;
-    }
-    for (size_t i = 0; i < n; i++) {
-        int hi = rcrypt_hexval((unsigned char)hex[2 * i]);
-        int lo = rcrypt_hexval((unsigned char)hex[2 * i + 1]);
-        if (hi < 0 || lo < 0) {
-            return PHR_EINVAL;
-        }
-        out[i] = (unsigned char)(hi << 4 | lo);
-    }
-    return PHR_OK;
-}
 
 /* Reads secret data_key_v<id> into |k|: PHR_OK, PHR_ENOTFOUND, PHR_EINVAL (malformed). */
 static int
@@ -132,7 +101,7 @@ rcrypt_read_key(rcrypt_keys_t *k, const cfg_t *cfg, int id)
     if (rc != PHR_OK) {
         return rc;
     }
-    rc = rcrypt_unhex(buf, key, sizeof(key));
+    rc = hex_decode(buf, key, sizeof(key));
     OPENSSL_cleanse(buf, sizeof(buf));
     if (rc == PHR_OK) {
         rc = rcrypt_put_key(k, id, key);
@@ -257,7 +226,7 @@ rcrypt_open(const rcrypt_t *rc, const char *aad, int key_id, const char *hex, ch
         ret = PHR_ENOMEM;
         goto done;
     }
-    if (rcrypt_unhex(hex + 2, buf, total) != PHR_OK) {
+    if (hex_decode(hex + 2, buf, total) != PHR_OK) {
         goto done;
     }
     if (EVP_DecryptInit_ex(ctx, rc->k->gcm, NULL, NULL, NULL) != 1 ||

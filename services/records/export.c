@@ -26,6 +26,7 @@
 #include "aev.h"
 #include "err.h"
 #include "fhir.h"
+#include "hex.h"
 #include "log.h"
 #include "records.h"
 #include "timeutil.h"
@@ -738,9 +739,7 @@ imp_read_key(imp_ctx_t *m, const char *body, size_t len)
         svc_respond_error(m->req, rc, NULL);
         return 0;
     }
-    for (size_t i = 0; i < sizeof(mac); i++) {
-        snprintf(m->hash + 2 * i, 3, "%02x", mac[i]);
-    }
+    hex_encode(mac, sizeof(mac), m->hash);
     return 1;
 }
 

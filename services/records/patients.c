@@ -18,6 +18,7 @@
 
 #include "err.h"
 #include "log.h"
+#include "query.h"
 #include "records.h"
 #include "share.h"
 
@@ -444,7 +445,7 @@ static int
 pat_uuid_param(h2s_req_t *req, const char *key, char *out)
 {
     char buf[64];
-    int rc = rsh_query_get(req, key, buf, sizeof(buf));
+    int rc = qry_get(h2s_req_query(req), key, buf, sizeof(buf));
 
     out[0] = '\0';
     if (rc == 0) {
@@ -481,7 +482,7 @@ pat_list(svc_t *svc, h2s_req_t *req, const sess_t *sess)
     if (!pat_uuid_param(req, "group", p->group) || !pat_uuid_param(req, "category", p->category)) {
         return;
     }
-    int rc = rsh_query_get(req, "q", q, sizeof(q));
+    int rc = qry_get(h2s_req_query(req), "q", q, sizeof(q));
     if (rc < 0 || (rc > 0 && (q[0] == '\0' || jx_utf8_len(q) > PAT_Q_MAX))) {
         rsh_field_error(req, "q", "1 to 100 characters");
         return;

@@ -13,7 +13,9 @@
 
 #include "aev.h"
 #include "err.h"
+#include "hex.h"
 #include "log.h"
+#include "query.h"
 #include "records.h"
 #include "timeutil.h"
 #include "uuid.h"
@@ -584,63 +586,6 @@ rec_insert(svc_t *svc, db_txn_t *txn, const char *patient_id, const rec_input_t 
 
 /* ---- request plumbing ------------------------------------------------------------ */
 
-static int
-rec_hexval(int c)
-{
-    if (c >= '0' && c <= '9') {
-        return c - '0';
-    }
-    if (c >= 'a' && c <= 'f') {
-        return c - 'a' + 10;
-    }
-    if (c >= 'A' && c <= 'F') {
-        return c - 'A' + 10;
-    }
-    return -1;
-}
-
-int
-rec_query_param(h2s_req_t *req, const char *name, char *out, size_t cap)
-{
-    const char *q = h2s_req_query(req);
-    size_t nlen = strlen(name);
-
-    while (q != NULL && *q != '\0') {
-        size_t len = strcspn(q, "&");
-        const char *eq = memchr(q, '=', len);
-        size_t klen = eq != NULL ? (size_t)(eq - q) : len;
-        if (klen == nlen && strncmp(q, name, nlen) == 0) {
-            const char *v = eq != NULL ? eq + 1 : q + len;
-            const char *end = q + len;
-            size_t j = 0;
-            for (; v < end; v++) {
-                int c = (unsigned char)*v;
-                if (c == '%') {
-                    int hi = v + 2 < end ? rec_hexval((unsigned char)v[1]) : -1;
-                    int lo = hi >= 0 ? rec_hexval((unsigned char)v[2]) : -1;
-                    if (lo < 0) {
-                        return -1;
-                    }
-                    c = hi << 4 | lo;
-                    v += 2;
-                } else if (c == '+') {
-                    c = ' ';
-                }
-                if (c == 0 || j + 1 >= cap) {
-                    return -1;
-                }
-                out[j++] = (char)c;
-            }
-            out[j] = '\0';
-            return jx_utf8_valid(out, j) ? 1 : -1;
-        }
-        q += len;
-        if (*q == '&') {
-            q++;
-        }
-    }
-    return 0;
-}
 
 void
 rec_field_error(h2s_req_t *req, const char *field, const char *message)
@@ -977,8 +922,8 @@ rec_uuid_bytes(const char *id, unsigned char out[16])
         if (*p == '-') {
             continue;
         }
-        int hi = rec_hexval((unsigned char)p[0]);
-        int lo = p[1] != '\0' ? rec_hexval((unsigned char)p[1]) : -1;
+        int hi = hex_val((unsigned char)p[0]);
+        int lo = p[1] != '\0' ? hex_val((unsigned char)p[1]) : -1;
         if (hi < 0 || lo < 0 || j >= 16) {
             return PHR_EINVAL;
         }
@@ -1053,7 +998,7 @@ rec_filters(rec_req_t *r, const char **type, int64_t *from, int64_t *to, int *ha
 
     *type = NULL;
     *has_from = *has_to = 0;
-    got = rec_query_param(r->req, "type", buf, sizeof(buf));
+    got = qry_get(h2s_req_query(r->req), "type", buf, sizeof(buf));
     if (got != 0) {
         const rectype_t *t = got > 0 ? rectype_find(buf) : NULL;
         if (t == NULL) {
@@ -1062,13 +1007,13 @@ rec_filters(rec_req_t *r, const char **type, int64_t *from, int64_t *to, int *ha
         }
         *type = t->type;
     }
-    got = rec_query_param(r->req, "from", buf, sizeof(buf));
+    got = qry_get(h2s_req_query(r->req), "from", buf, sizeof(buf));
     if (got < 0 || (got > 0 && tu_parse_rfc3339(buf, from) != PHR_OK)) {
         rec_field_error(r->req, "from", "must be an RFC 3339 date-time with an offset");
         return PHR_EINVAL;
     }
     *has_from = got > 0;
-    got = rec_query_param(r->req, "to", buf, sizeof(buf));
+    got = qry_get(h2s_req_query(r->req), "to", buf, sizeof(buf));
     if (got < 0 || (got > 0 && tu_parse_rfc3339(buf, to) != PHR_OK)) {
         rec_field_error(r->req, "to", "must be an RFC 3339 date-time with an offset");
         return PHR_EINVAL;
@@ -1165,7 +1110,7 @@ rec_list(svc_t *svc, h2s_req_t *req, const sess_t *sess, int staff)
     r->priv = l;
     r->priv_free = free;
     l->limit = REC_PAGE_DEFAULT;
-    got = rec_query_param(req, "limit", buf, sizeof(buf));
+    got = qry_get(h2s_req_query(req), "limit", buf, sizeof(buf));
     if (got != 0) {
         char *end;
         long n = got > 0 ? strtol(buf, &end, 10) : 0;
@@ -1175,7 +1120,7 @@ rec_list(svc_t *svc, h2s_req_t *req, const sess_t *sess, int staff)
         }
         l->limit = (int)n;
     }
-    got = rec_query_param(req, "cursor", buf, sizeof(buf));
+    got = qry_get(h2s_req_query(req), "cursor", buf, sizeof(buf));
     if (got < 0 || (got > 0 && rec_cursor_read(rec_crypt(svc), r->patient_id, buf, &cur_ms,
                                                cur_id) != PHR_OK)) {
         rec_field_error(req, "cursor", "not a cursor of this list");
@@ -1655,9 +1600,7 @@ rec_post_key(rec_req_t *r, rec_write_t *w)
         svc_respond_error(r->req, rc, NULL);
         return 0;
     }
-    for (size_t i = 0; i < sizeof(mac); i++) {
-        snprintf(w->hash + 2 * i, 3, "%02x", mac[i]);
-    }
+    hex_encode(mac, sizeof(mac), w->hash);
     return 1;
 }
 

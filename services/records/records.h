@@ -153,12 +153,6 @@ int64_t rec_bucket_start(int64_t ms, int bucket);
 typedef struct rec_req rec_req_t;
 
 /*
- * Query parameter |name| of |req|, percent-decoded into |out|. 1 when present,
- * 0 when absent, -1 when too long for |cap|, malformed or not valid UTF-8.
- */
-int rec_query_param(h2s_req_t *req, const char *name, char *out, size_t cap);
-
-/*
  * The type/from/to query filters of a list or summary ("to" exclusive).
  * PHR_OK, or PHR_EINVAL after answering 400 naming the parameter.
  */

@@ -15,6 +15,7 @@
 #include "err.h"
 #include "log.h"
 #include "outbox.h"
+#include "query.h"
 #include "records.h"
 #include "timeutil.h"
 #include "uuid.h"
@@ -116,68 +117,6 @@ rsh_path_id(rsh_ctx_t *c, const char *name, char *out, const char *what)
     return 1;
 }
 
-static int
-rsh_hex(char ch)
-{
-    if (ch >= '0' && ch <= '9') {
-        return ch - '0';
-    }
-    if (ch >= 'a' && ch <= 'f') {
-        return ch - 'a' + 10;
-    }
-    if (ch >= 'A' && ch <= 'F') {
-        return ch - 'A' + 10;
-    }
-    return -1;
-}
-
-int
-rsh_query_get(h2s_req_t *req, const char *key, char *out, size_t cap)
-{
-    const char *q = h2s_req_query(req);
-    size_t kl = strlen(key);
-
-    out[0] = '\0';
-    while (q != NULL && *q != '\0') {
-        size_t len = strcspn(q, "&");
-        const char *eq = memchr(q, '=', len);
-        size_t klen = eq != NULL ? (size_t)(eq - q) : len;
-        if (klen == kl && strncmp(q, key, kl) == 0) {
-            const char *v = eq != NULL ? eq + 1 : q + len;
-            const char *end = q + len;
-            size_t o = 0;
-            while (v < end) {
-                int ch = (unsigned char)*v;
-                if (ch == '%') {
-                    if (end - v < 3) {
-                        return -1;
-                    }
-                    int hi = rsh_hex(v[1]);
-                    int lo = rsh_hex(v[2]);
-                    if (hi < 0 || lo < 0) {
-                        return -1;
-                    }
-                    ch = hi << 4 | lo;
-                    v += 3;
-                } else {
-                    ch = ch == '+' ? ' ' : ch;
-                    v++;
-                }
-                if (ch == 0 || o + 1 >= cap) {
-                    return -1;
-                }
-                out[o++] = (char)ch;
-            }
-            out[o] = '\0';
-            return jx_utf8_valid(out, o) ? 1 : -1;
-        }
-        q += len;
-        if (*q == '&') {
-            q++;
-        }
-    }
-    return 0;
-}
 
 /* ---- cursors: base64url of "<key>|<uuid>" -------------------------------- */
 
@@ -250,7 +189,7 @@ int
 rsh_page(rsh_ctx_t *c, int int_key)
 {
     char num[16] = {0}, cursor[SHARE_CURSOR_MAX + 2] = {0};
-    int rc = rsh_query_get(c->req, "limit", num, sizeof(num));
+    int rc = qry_get(h2s_req_query(c->req), "limit", num, sizeof(num));
 
     c->page_limit = RSH_PAGE_DEFAULT;
     if (rc != 0) {
@@ -262,7 +201,7 @@ rsh_page(rsh_ctx_t *c, int int_key)
         }
         c->page_limit = (int)n;
     }
-    rc = rsh_query_get(c->req, "cursor", cursor, sizeof(cursor));
+    rc = qry_get(h2s_req_query(c->req), "cursor", cursor, sizeof(cursor));
     if (rc != 0 && (rc < 0 || rsh_cursor_parse(cursor, int_key, c->cur_key, c->cur_id) != 0)) {
         rsh_field_error(c->req, "cursor", "not a cursor of this list");
         return 0;

@@ -68,12 +68,6 @@ int rsh_patient_ok(rsh_ctx_t *c);
 int rsh_path_id(rsh_ctx_t *c, const char *name, char *out, const char *what);
 
 /*
- * Query parameter |key|, percent-decoded ('+' is a space) into |out|.
- * 1 found, 0 absent, -1 malformed (bad escape, too long, NUL, invalid UTF-8).
- */
-int rsh_query_get(h2s_req_t *req, const char *key, char *out, size_t cap);
-
-/*
  * ?limit= (1-200, default 50) and ?cursor= (decoded into c->cur_key and
  * c->cur_id). |int_key|: the cursor's key must be a decimal integer. 1 when
  * valid, else answered 400 naming the parameter.

@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "err.h"
+#include "query.h"
 #include "records.h"
 #include "timeutil.h"
 
@@ -185,7 +186,7 @@ sum_run(svc_t *svc, h2s_req_t *req, const sess_t *sess, int staff)
     r->priv_free = free;
     s->type = rectype_find(type);
     s->bucket = SUM_DAY;
-    int got = rec_query_param(req, "bucket", buf, sizeof(buf));
+    int got = qry_get(h2s_req_query(req), "bucket", buf, sizeof(buf));
     if (got != 0) {
         if (got > 0 && strcmp(buf, "week") == 0) {
             s->bucket = SUM_WEEK;

@@ -32,45 +32,19 @@
 #
 # Environment: PHR_FAULTS_VAR, FAULTS_ONLY (space-separated phase names to run, e.g.
 # "pg_blackhole records_sigterm"), FAULTS_SETTLE, FAULTS_RATE (record writes per second,
-# default 6), and the ports (defaults in brackets): PHR_GATEWAY_PORT [35443], PHR_PG_PORT
-# [35432], FAULTS_PROXY_PORT [PG + 1], FAULTS_PROXY_CTL_PORT [PG + 2], PHR_REDIS_PORT [35479],
-# PHR_AUTH_PORT [35101], PHR_RECORDS_PORT [35102; the second instance listens 10 above],
-# PHR_NOTIFICATION_PORT [35103], PHR_AUDIT_PORT [35104], PHR_STANDIN_PORT [35199].
+# default 6), and the ports (defaults in brackets): PHR_GATEWAY_PORT [22443], PHR_PG_PORT
+# [22432], FAULTS_PROXY_PORT [PG + 1], FAULTS_PROXY_CTL_PORT [PG + 2], PHR_REDIS_PORT [22479],
+# PHR_AUTH_PORT [22101], PHR_RECORDS_PORT [22102; the second instance listens 10 above],
+# PHR_NOTIFICATION_PORT [22103], PHR_AUDIT_PORT [22104], PHR_STANDIN_PORT [22199].
 set -uo pipefail
 
-if [ $# -ne 1 ]; then
-    echo "usage: $0 BUILD_DIR" >&2
-    exit 2
-fi
-cd "$(dirname "${BASH_SOURCE[0]}")/../.." || exit 2
-root=$(pwd -P)
-case $1 in
-    /*) build=$1 ;;
-    *) build=$root/$1 ;;
-esac
+# shellcheck source=tests/lib/loadstack.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../lib/loadstack.sh"
+loadstack_env faults 22000 "$@"
 here=$root/tests/faults
-PY=/usr/bin/python3
-
-export PHR_VAR=${PHR_FAULTS_VAR:-$root/var/faults}
-export PHR_BUILD=$build
-export PHR_GATEWAY_PORT=${PHR_GATEWAY_PORT:-35443}
-pg_port=${PHR_PG_PORT:-35432}
 proxy_port=${FAULTS_PROXY_PORT:-$((pg_port + 1))}
 proxy_ctl=${FAULTS_PROXY_CTL_PORT:-$((pg_port + 2))}
-export PHR_REDIS_PORT=${PHR_REDIS_PORT:-35479}
-export PHR_AUTH_PORT=${PHR_AUTH_PORT:-35101}
-export PHR_RECORDS_PORT=${PHR_RECORDS_PORT:-35102}
-export PHR_NOTIFICATION_PORT=${PHR_NOTIFICATION_PORT:-35103}
-export PHR_AUDIT_PORT=${PHR_AUDIT_PORT:-35104}
-export PHR_STANDIN_PORT=${PHR_STANDIN_PORT:-35199}
-export PHR_RECORDS_INSTANCES=2 PHR_AUTH_INSTANCES=1 PHR_NOTIFICATION_INSTANCES=1
-export PHR_AUDIT_INSTANCES=1
-export PHR_PG_HOST=127.0.0.1 PHR_REDIS_HOST=127.0.0.1
-export PHR_SECRETS_DIR=$PHR_VAR/secrets
-# One client address for the whole load: the gateway's per-address limits must not be the
-# fault under test. Faster retries for the notification worker (as tests/run.sh).
-export NGINX_API_RATE=${NGINX_API_RATE:-100000r/s} NGINX_API_BURST=${NGINX_API_BURST:-100000}
-export NGINX_LOGIN_RATE=${NGINX_LOGIN_RATE:-6000r/m} NGINX_LOGIN_BURST=${NGINX_LOGIN_BURST:-1000}
+# Faster retries for the notification worker (as tests/run.sh).
 export PHR_NOTIFY_CLAIM_TIMEOUT_S=${PHR_NOTIFY_CLAIM_TIMEOUT_S:-8}
 export PHR_NOTIFY_BACKOFF_BASE_MS=${PHR_NOTIFY_BACKOFF_BASE_MS:-100}
 export PHR_NOTIFY_BACKOFF_MAX_MS=${PHR_NOTIFY_BACKOFF_MAX_MS:-1000}

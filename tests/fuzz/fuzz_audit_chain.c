@@ -28,6 +28,8 @@
 #include <string.h>
 
 #include "../../services/audit/chain.h"
+#include "err.h"
+#include "hex.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -242,8 +244,8 @@ fuzz_page(const fuzz_event_t *e, const unsigned char prev[CHAIN_HASH_LEN],
     snprintf(num[0], sizeof(num[0]), "%lld", (long long)e->seq);
     snprintf(num[1], sizeof(num[1]), "%lld", (long long)e->occurred_us);
     snprintf(num[2], sizeof(num[2]), "%lld", (long long)e->recorded_us);
-    chain_hex(prev, CHAIN_HASH_LEN, hp);
-    chain_hex(stored, CHAIN_HASH_LEN, hs);
+    hex_encode(prev, CHAIN_HASH_LEN, hp);
+    hex_encode(stored, CHAIN_HASH_LEN, hs);
     const char *cols[CHAIN_COL_COUNT] = {
         num[0],   e->s[0],  num[1],   num[2],   e->s[1],  e->s[2],
         e->s[3],  e->s[4],  e->s[5],  e->s[6],  e->s[7],  e->s[8],
@@ -321,9 +323,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
 
     /* hex round trip, upper case accepted, odd input refused */
-    chain_hex(h1, CHAIN_HASH_LEN, hex);
-    if (strlen(hex) != 2 * CHAIN_HASH_LEN || chain_unhex(hex, h2, CHAIN_HASH_LEN) != 0 ||
-        memcmp(h1, h2, CHAIN_HASH_LEN) != 0 || chain_unhex(hex, h2, CHAIN_HASH_LEN - 1) == 0) {
+    hex_encode(h1, CHAIN_HASH_LEN, hex);
+    if (strlen(hex) != 2 * CHAIN_HASH_LEN || hex_decode(hex, h2, CHAIN_HASH_LEN) != 0 ||
+        memcmp(h1, h2, CHAIN_HASH_LEN) != 0 || hex_decode(hex, h2, CHAIN_HASH_LEN - 1) == 0) {
         __builtin_trap();
     }
 

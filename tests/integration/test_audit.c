@@ -769,11 +769,22 @@ audit_concurrent(void)
     IT_CHECK(strtoll(out, NULL, 10) == head1 - head0 + 1);
 }
 
-/* POST /internal/v1/retention/archive (the retention run) with |body|; 200 or the status. */
+/*
+ * POST /internal/v1/retention/archive (the retention run) with |body|; 200 or the status.
+ * The service's own hourly run (first at start-up) answers 409 while it lasts: waited out.
+ */
 static long
 at_retention_run(const char *body, it_resp_t *r)
 {
-    long st = it_internal("audit", "audit", "POST", "/internal/v1/retention/archive", body, r);
+    long st = 0;
+    for (int i = 0; i < 120; i++) {
+        st = it_internal("audit", "audit", "POST", "/internal/v1/retention/archive", body, r);
+        if (st != 409) {
+            break;
+        }
+        it_resp_free(r);
+        usleep(250 * 1000);
+    }
     if (st != 200) {
         fprintf(stderr, "  retention run: %ld %.300s\n", st, r->body ? r->body : "");
     }
@@ -957,8 +968,10 @@ audit_retention(void)
              strcmp(out, "t") == 0);
     IT_CHECK(it_psql("audit", ck1, sizeof(ck1), "SELECT count(*) FROM checkpoints") == 0);
     IT_CHECK(strtoll(ck1, NULL, 10) >= strtoll(ck0, NULL, 10));
-    /* both verifiers cross the archived range: linked through its recorded last hash */
-    IT_CHECK(at_both_say(lo - 3, b, 0, NULL, b - (lo - 3) + 1 - 5));
+    /* both verifiers cross the archived range: linked through its recorded last hash, from
+     * up to 3 events before it (the log's first event on a fresh stack) */
+    int64_t from = lo > 3 ? lo - 3 : 1;
+    IT_CHECK(at_both_say(from, b, 0, NULL, b - from + 1 - 5));
     /* a tampered link after the gap is still caught */
     char sql[300];
     snprintf(sql, sizeof(sql),
@@ -966,7 +979,7 @@ audit_retention(void)
              "FROM audit_events WHERE seq = %" PRId64 "; UPDATE audit_events SET prev_hash = "
              "decode(repeat('cd', 32), 'hex') WHERE seq = %" PRId64,
              hi + 1, hi + 1);
-    int tampered = at_super(sql) == 0 && at_both_say(lo - 3, b, hi + 1, "prev_hash_mismatch", 0);
+    int tampered = at_super(sql) == 0 && at_both_say(from, b, hi + 1, "prev_hash_mismatch", 0);
     IT_CHECK(at_restore(hi + 1, hi + 1));
     IT_CHECK(tampered);
     /* the current month is never expired */

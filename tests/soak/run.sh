@@ -17,40 +17,15 @@
 # Environment: PHR_SOAK_VAR, SOAK_SECONDS, SOAK_RAMP_SECONDS (per level; default 20, 10 in runs
 # shorter than 10 minutes), SOAK_LEVELS (concurrencies of the ramp, "1 2 4 8 12 16"),
 # SOAK_PATIENTS (40), SOAK_NOTICE_EVERY, and the ports (defaults in brackets): PHR_GATEWAY_PORT
-# [36443], PHR_PG_PORT [36432], PHR_REDIS_PORT [36479], PHR_AUTH_PORT [36101],
-# PHR_RECORDS_PORT [36102; the second instance listens 10 above], PHR_NOTIFICATION_PORT
-# [36103], PHR_AUDIT_PORT [36104], PHR_STANDIN_PORT [36199].
+# [23443], PHR_PG_PORT [23432], PHR_REDIS_PORT [23479], PHR_AUTH_PORT [23101],
+# PHR_RECORDS_PORT [23102; the second instance listens 10 above], PHR_NOTIFICATION_PORT
+# [23103], PHR_AUDIT_PORT [23104], PHR_STANDIN_PORT [23199].
 set -uo pipefail
 
-if [ $# -ne 1 ]; then
-    echo "usage: $0 BUILD_DIR" >&2
-    exit 2
-fi
-cd "$(dirname "${BASH_SOURCE[0]}")/../.." || exit 2
-root=$(pwd -P)
-case $1 in
-    /*) build=$1 ;;
-    *) build=$root/$1 ;;
-esac
-PY=/usr/bin/python3
-
-export PHR_VAR=${PHR_SOAK_VAR:-$root/var/soak}
-export PHR_BUILD=$build
-export PHR_GATEWAY_PORT=${PHR_GATEWAY_PORT:-36443}
-export PHR_PG_PORT=${PHR_PG_PORT:-36432}
-export PHR_REDIS_PORT=${PHR_REDIS_PORT:-36479}
-export PHR_AUTH_PORT=${PHR_AUTH_PORT:-36101}
-export PHR_RECORDS_PORT=${PHR_RECORDS_PORT:-36102}
-export PHR_NOTIFICATION_PORT=${PHR_NOTIFICATION_PORT:-36103}
-export PHR_AUDIT_PORT=${PHR_AUDIT_PORT:-36104}
-export PHR_STANDIN_PORT=${PHR_STANDIN_PORT:-36199}
-export PHR_RECORDS_INSTANCES=2 PHR_AUTH_INSTANCES=1 PHR_NOTIFICATION_INSTANCES=1
-export PHR_AUDIT_INSTANCES=1
-export PHR_PG_HOST=127.0.0.1 PHR_REDIS_HOST=127.0.0.1
-export PHR_SECRETS_DIR=$PHR_VAR/secrets
-# One client address for the whole load: the gateway's per-address limits are not under test.
-export NGINX_API_RATE=${NGINX_API_RATE:-100000r/s} NGINX_API_BURST=${NGINX_API_BURST:-100000}
-export NGINX_LOGIN_RATE=${NGINX_LOGIN_RATE:-6000r/m} NGINX_LOGIN_BURST=${NGINX_LOGIN_BURST:-1000}
+# shellcheck source=tests/lib/loadstack.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../lib/loadstack.sh"
+loadstack_env soak 23000 "$@"
+export PHR_PG_PORT=$pg_port
 seconds=${SOAK_SECONDS:-1800}
 if [ "${seconds%.*}" -lt 600 ]; then
     ramp=${SOAK_RAMP_SECONDS:-10}

@@ -16,6 +16,8 @@
 #include <openssl/evp.h>
 
 #include "../../services/audit/chain.h"
+#include "err.h"
+#include "hex.h"
 
 /* ---- an independent rendering of the encoding ------------------------------ */
 
@@ -162,12 +164,12 @@ test_hex_and_time(void **state)
     char hex[9], t[48];
 
     (void)state;
-    chain_hex(in, 4, hex);
+    hex_encode(in, 4, hex);
     assert_string_equal(hex, "00ab10ff");
-    assert_int_equal(chain_unhex("00AB10ff", out, 4), 0);
+    assert_int_equal(hex_decode("00AB10ff", out, 4), 0);
     assert_memory_equal(in, out, 4);
-    assert_int_equal(chain_unhex("00ab10f", out, 4), -1);
-    assert_int_equal(chain_unhex("00ab10fg", out, 4), -1);
+    assert_int_equal(hex_decode("00ab10f", out, 4), PHR_EINVAL);
+    assert_int_equal(hex_decode("00ab10fg", out, 4), PHR_EINVAL);
     chain_format_utc(1764158400123456LL, t, sizeof(t));
     assert_string_equal(t, "2025-11-26 12:00:00.123456+00");
     chain_format_utc(5, t, sizeof(t));
@@ -292,9 +294,9 @@ page(const rows_t *r, const int *order, EVP_PKEY *key)
         for (int k = 0; k < 17; k++) {
             set_str(res, row, 4 + k, s[k]);
         }
-        chain_hex(r->prev[i], 32, hex);
+        hex_encode(r->prev[i], 32, hex);
         set_str(res, row, 21, hex);
-        chain_hex(r->hash[i], 32, hex);
+        hex_encode(r->hash[i], 32, hex);
         set_str(res, row, 22, hex);
         set_str(res, row, CHAIN_COL_RECORDED_TEXT, "2026-01-01 00:00:00+00");
         if (r->id_seq[i] != 0) {
@@ -308,8 +310,8 @@ page(const rows_t *r, const int *order, EVP_PKEY *key)
             if (r->bad_sig[i]) {
                 sig[5] ^= 1;
             }
-            chain_hex(sig, 64, sighex);
-            chain_hex(r->hash[i], 32, hex);
+            hex_encode(sig, 64, sighex);
+            hex_encode(r->hash[i], 32, hex);
             set_str(res, row, CHAIN_COL_CKPT_HASH, hex);
             set_int(res, row, CHAIN_COL_CKPT_AT, 77);
             set_str(res, row, CHAIN_COL_CKPT_SIG, sighex);

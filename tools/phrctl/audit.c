@@ -20,6 +20,7 @@
 #include "../../services/audit/chain.h"
 #include "config.h"
 #include "err.h"
+#include "hex.h"
 #include "phrctl_audit.h"
 
 #define PHRCTL_AUDIT_PAGE 5000
@@ -135,7 +136,7 @@ phrctl_audit_walk(PGconn *conn, chain_verifier_t *v, int64_t from, int64_t to, E
         return -1;
     }
     if ((from == 1 && !dropped) ||
-        (PQntuples(res) == 1 && chain_unhex(PQgetvalue(res, 0, 0), prev, CHAIN_HASH_LEN) == 0)) {
+        (PQntuples(res) == 1 && hex_decode(PQgetvalue(res, 0, 0), prev, CHAIN_HASH_LEN) == 0)) {
         pp = prev;
     }
     PQclear(res);

@@ -19,6 +19,7 @@
 
 #include "backup.h"
 #include "err.h"
+#include "hex.h"
 
 const char *const bk_databases[BK_NDB] = {"phr_auth", "phr_records", "phr_notification",
                                           "phr_audit"};
@@ -132,20 +133,6 @@ bk_env_load(bk_env_t *env)
     return PHR_OK;
 }
 
-static int
-bk_hex_nibble(char c)
-{
-    if (c >= '0' && c <= '9') {
-        return c - '0';
-    }
-    if (c >= 'a' && c <= 'f') {
-        return c - 'a' + 10;
-    }
-    if (c >= 'A' && c <= 'F') {
-        return c - 'A' + 10;
-    }
-    return -1;
-}
 
 int
 bk_key_load(const bk_env_t *env, const char *key_id, unsigned char key[32])
@@ -178,15 +165,8 @@ bk_key_load(const bk_env_t *env, const char *key_id, unsigned char key[32])
     while (n > 0 && (hex[n - 1] == '\n' || hex[n - 1] == '\r')) {
         n--;
     }
-    int rc = n == 64 ? PHR_OK : PHR_EINVAL;
-    for (size_t i = 0; rc == PHR_OK && i < 32; i++) {
-        int hi = bk_hex_nibble(hex[2 * i]), lo = bk_hex_nibble(hex[2 * i + 1]);
-        if (hi < 0 || lo < 0) {
-            rc = PHR_EINVAL;
-            break;
-        }
-        key[i] = (unsigned char)(hi << 4 | lo);
-    }
+    hex[n > 0 ? n : 0] = '\0';
+    int rc = hex_decode(hex, key, 32);
     explicit_bzero(hex, sizeof(hex));
     if (rc != PHR_OK) {
         explicit_bzero(key, 32);
@@ -391,17 +371,6 @@ bk_read_full(int fd, unsigned char *p, size_t n)
     return (ssize_t)got;
 }
 
-static void
-bk_hex(const unsigned char *d, size_t n, char *out)
-{
-    static const char digits[] = "0123456789abcdef";
-    for (size_t i = 0; i < n; i++) {
-        out[2 * i] = digits[d[i] >> 4];
-        out[2 * i + 1] = digits[d[i] & 15];
-    }
-    out[2 * n] = '\0';
-}
-
 /* Sets up |c| for AES-256-GCM with |nonce| and the AAD of |key_id| and |label|. */
 static int
 bk_gcm_init(EVP_CIPHER_CTX *c, int enc, const unsigned char key[32], const unsigned char *nonce,
@@ -482,7 +451,7 @@ bk_encrypt(int in_fd, const char *path, const unsigned char key[32], const char 
     EVP_DigestUpdate(h, tag, sizeof(tag));
     info->size += (uint64_t)n + BK_TAG_LEN;
     EVP_DigestFinal_ex(h, md, NULL);
-    bk_hex(md, sizeof(md), info->sha256);
+    hex_encode(md, sizeof(md), info->sha256);
     if (fsync(fd) != 0) {
         goto werr;
     }
@@ -557,7 +526,7 @@ bk_decrypt(const char *path, int out_fd, const unsigned char key[32], const char
     }
     EVP_DigestUpdate(h, tag, sizeof(tag));
     EVP_DigestFinal_ex(h, md, NULL);
-    bk_hex(md, sizeof(md), info->sha256);
+    hex_encode(md, sizeof(md), info->sha256);
     if (EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_TAG, BK_TAG_LEN, tag) != 1 ||
         EVP_DecryptFinal_ex(c, out, &n) != 1) {
         fprintf(stderr, "phrctl: %s: authentication failed (wrong key or altered file)\n", path);

@@ -11,6 +11,7 @@
 #include "aev.h"
 #include "ctl.h"
 #include "err.h"
+#include "hex.h"
 #include "jsonx.h"
 
 #define CTL_KEY_MAX 512
@@ -77,20 +78,6 @@ ctl_exec(PGconn *conn, const char *sql, int n, const char *const *params, PGresu
     return rc;
 }
 
-static int
-ctl_nibble(char c)
-{
-    if (c >= '0' && c <= '9') {
-        return c - '0';
-    }
-    if (c >= 'a' && c <= 'f') {
-        return c - 'a' + 10;
-    }
-    if (c >= 'A' && c <= 'F') {
-        return c - 'A' + 10;
-    }
-    return -1;
-}
 
 int
 ctl_pepper(const cfg_t *cfg, pwhash_pepper_t *pp)
@@ -108,15 +95,11 @@ ctl_pepper(const cfg_t *cfg, pwhash_pepper_t *pp)
                 rc != PHR_OK ? phr_err_str(rc) : "not 64 hex characters");
         return rc != PHR_OK ? rc : PHR_EINVAL;
     }
-    for (size_t i = 0; i < 32; i++) {
-        int hi = ctl_nibble(hex[2 * i]), lo = ctl_nibble(hex[2 * i + 1]);
-        if (hi < 0 || lo < 0) {
-            explicit_bzero(hex, sizeof(hex));
-            explicit_bzero(pp, sizeof(*pp));
-            fprintf(stderr, "phrctl: secret auth_pepper_v1: not hex\n");
-            return PHR_EINVAL;
-        }
-        pp->key[i] = (unsigned char)(hi << 4 | lo);
+    if (hex_decode(hex, pp->key, 32) != PHR_OK) {
+        explicit_bzero(hex, sizeof(hex));
+        explicit_bzero(pp, sizeof(*pp));
+        fprintf(stderr, "phrctl: secret auth_pepper_v1: not hex\n");
+        return PHR_EINVAL;
     }
     explicit_bzero(hex, sizeof(hex));
     pp->keylen = 32;

@@ -1,9 +1,10 @@
 #!/usr/bin/python3
 """standin.py - local stand-in for the SendGrid v3 Mail Send and Twilio Messages APIs.
 
-Listens on 127.0.0.1:$PHR_STANDIN_PORT (default 9199). Checks credentials and request
-shape as the real APIs do, answers with the real response shapes, sends real signed status
-webhooks back to the service and lists what it accepted.
+Listens on $PHR_STANDIN_HOST (default 127.0.0.1; 0.0.0.0 in the compose test's container)
+port $PHR_STANDIN_PORT (default 9199); SIGTERM ends it with status 0. Checks credentials and
+request shape as the real APIs do, answers with the real response shapes, sends real signed
+status webhooks back to the service and lists what it accepted.
 
   POST /v3/mail/send                                   SendGrid (Bearer = secret sendgrid_api_key)
   POST /2010-04-01/Accounts/{sid}/Messages.json        Twilio (Basic sid:twilio_auth_token)
@@ -59,6 +60,7 @@ import os
 import queue
 import re
 import secrets
+import signal
 import ssl
 import sys
 import threading
@@ -71,6 +73,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+HOST = os.environ.get("PHR_STANDIN_HOST", "127.0.0.1")
 PORT = int(os.environ.get("PHR_STANDIN_PORT", "9199"))
 SECRETS_DIR = os.environ.get("PHR_SECRETS_DIR", "var/secrets")
 WEBHOOK_BASE = os.environ.get(
@@ -908,10 +911,11 @@ class Server(ThreadingHTTPServer):
 
 
 def main():
-    srv = Server(("127.0.0.1", PORT), Handler)
+    srv = Server((HOST, PORT), Handler)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     for _ in range(WEBHOOK_WORKERS):
         threading.Thread(target=job_worker, daemon=True).start()
-    log("listening on http://127.0.0.1:%d (webhooks to %s)" % (PORT, WEBHOOK_BASE))
+    log("listening on http://%s:%d (webhooks to %s)" % (HOST, PORT, WEBHOOK_BASE))
     try:
         srv.serve_forever()
     except KeyboardInterrupt:
