@@ -18,7 +18,9 @@
  *
  * Reachability: an idle socket says nothing about a server behind a silent
  * network, so idle connections are pinged, and a ping or query past its
- * deadline makes the pool unreachable (not ready) until the next reply.
+ * deadline, or a request waiting ping_timeout while no connection hears
+ * anything and none is idle, makes the pool unreachable (not ready) until the
+ * next reply. Requests in flight then keep their own deadlines.
  */
 #include "db.h"
 
@@ -122,7 +124,7 @@ struct db_conn {
     int nstmt;
     int preparing;    /* c->cur waits for the PREPARE of slot preparing - 1 */
     int64_t sent_us;  /* when the request or ping in flight was sent */
-    int64_t reply_us; /* when the last reply arrived */
+    int64_t reply_us; /* when the last bytes from the server arrived */
 };
 
 struct db_txn {
@@ -835,7 +837,7 @@ db_conn_ping(db_conn_t *c)
     db_timer_ms(c->tmr, c->pool->ping_timeout_ms);
 }
 
-/* A reply arrived on |c|: the server answers. */
+/* A complete result arrived on |c|: the server answers. */
 static void
 db_conn_replied(db_conn_t *c)
 {
@@ -848,16 +850,15 @@ db_conn_replied(db_conn_t *c)
 }
 
 /*
- * A deadline passed without a reply: not ready until the next one. Requests
- * that waited as long as a ping fail now instead of at their own deadline,
- * queued ones too, and idle connections are pinged at once.
+ * A deadline passed without a reply: not ready until the next one. Queued
+ * requests fail now and idle connections are pinged at once. A request in
+ * flight keeps its own deadline (statement_timeout + slack), which bounds its
+ * wait when the server is gone: a late ping does not tell a silent network
+ * from a slow server, and a long query on a slow one must not be killed.
  */
 static void
 db_pool_unreachable(db_pool_t *pool, const char *why)
 {
-    int64_t now = tu_mono_us();
-    int64_t limit = (int64_t)pool->ping_timeout_ms * 1000;
-
     if (pool->closing) {
         return;
     }
@@ -867,13 +868,29 @@ db_pool_unreachable(db_pool_t *pool, const char *why)
     pool->unreachable = 1;
     db_pool_fail_queue(pool, PHR_EUNAVAIL);
     for (int i = 0; i < pool->size; i++) {
-        db_conn_t *c = &pool->conns[i];
-        if ((c->state == DBC_BUSY || c->state == DBC_PING) && now - c->sent_us >= limit) {
-            db_conn_broken(c, PHR_EUNAVAIL, "no reply while PostgreSQL is unreachable");
-        } else if (c->state == DBC_IDLE) {
-            db_conn_ping(c);
+        if (pool->conns[i].state == DBC_IDLE) {
+            db_conn_ping(&pool->conns[i]);
         }
     }
+}
+
+/*
+ * 1 when a request has waited |limit| us on a busy connection and no byte came
+ * from the server on any connection for as long.
+ */
+static int
+db_pool_silent(const db_pool_t *pool, int64_t now, int64_t limit)
+{
+    int waiting = 0;
+
+    for (int i = 0; i < pool->size; i++) {
+        const db_conn_t *c = &pool->conns[i];
+        if (now - c->reply_us < limit) {
+            return 0;
+        }
+        waiting |= c->state == DBC_BUSY && now - c->sent_us >= limit;
+    }
+    return waiting;
 }
 
 static void
@@ -882,13 +899,22 @@ db_pool_on_ping_timer(evutil_socket_t fd, short what, void *arg)
     db_pool_t *pool = arg;
     int64_t now = tu_mono_us();
     int64_t limit = (int64_t)pool->ping_interval_ms * 1000;
+    int64_t timeout = (int64_t)pool->ping_timeout_ms * 1000;
+    int early = db_pool_silent(pool, now, timeout / 2); /* ping idle ones before their time */
+    int silent = early && db_pool_silent(pool, now, timeout);
+    int pinging = 0;
 
     pool->depth++;
     for (int i = 0; i < pool->size && !pool->closing; i++) {
         db_conn_t *c = &pool->conns[i];
-        if (c->state == DBC_IDLE && now - c->reply_us >= limit) {
+        if (c->state == DBC_IDLE && (early || now - c->reply_us >= limit)) {
             db_conn_ping(c);
         }
+        pinging |= c->state == DBC_PING;
+    }
+    /* every connection busy: no ping can answer for the server */
+    if (silent && !pinging && !pool->unreachable) {
+        db_pool_unreachable(pool, "no reply on any connection, none idle to ping");
     }
     db_pool_leave(pool);
 }
@@ -1231,9 +1257,12 @@ db_conn_collect(db_conn_t *c, PGresult *r)
 static void
 db_conn_io_busy(db_conn_t *c, short what)
 {
-    if ((what & EV_READ) && !PQconsumeInput(c->pg)) {
-        db_conn_broken(c, PHR_EUNAVAIL, "connection lost");
-        return;
+    if (what & EV_READ) {
+        if (!PQconsumeInput(c->pg)) {
+            db_conn_broken(c, PHR_EUNAVAIL, "connection lost");
+            return;
+        }
+        c->reply_us = tu_mono_us(); /* bytes of a long answer: the server is there */
     }
     if (c->flushing) {
         int f = PQflush(c->pg);

@@ -46,10 +46,14 @@ typedef void (*db_cb)(int rc, PGresult *res, void *ud);
  *
  * Reachability: a connection with no reply for ping_interval_ms is sent an
  * empty query. When a ping outlives ping_timeout_ms, or a query its client
- * deadline, the server is taken as unreachable: that connection is closed,
- * so is every other whose request has waited ping_timeout_ms, queued requests
- * fail with PHR_EUNAVAIL, and db_pool_ready is 0 until a reply arrives on any
- * connection (the others are pinged at once). keepalive_s > 0 turns on TCP
+ * deadline, or a request has waited ping_timeout_ms on a busy connection while
+ * no connection received a byte and none was idle to ping, the server is taken
+ * as unreachable: the timed-out connection is closed, queued requests fail
+ * with PHR_EUNAVAIL, idle connections are pinged at once, and db_pool_ready is
+ * 0 until a reply arrives on any connection. Requests in flight keep their
+ * client deadline (a long query on a slow server is not killed; a pool busy
+ * with queries longer than ping_timeout_ms reads as not ready until one
+ * answers). keepalive_s > 0 turns on TCP
  * keepalives (probes every keepalive_s / 3 s, 3 unanswered ones drop the
  * socket) for partitions where even the kernel stays silent.
  */

@@ -876,8 +876,10 @@ typedef struct {
     int lfd;
     int port;
     atomic_int hole; /* 1: nothing is accepted, read or written (a silent network) */
+    atomic_int mute; /* pair index + 1: that connection alone goes silent; 0: none */
     atomic_int stop;
-    int fd[PX_PAIRS][2]; /* client side, server side; -1 = free */
+    int fd[PX_PAIRS][2];         /* client side, server side; -1 = free */
+    atomic_int upport[PX_PAIRS]; /* local TCP port of the server side (its client_port); 0 */
     pthread_t thr;
 } px_t;
 
@@ -929,6 +931,7 @@ px_close_pair(int i)
             g_px.fd[i][k] = -1;
         }
     }
+    atomic_store(&g_px.upport[i], 0);
 }
 
 static void
@@ -944,6 +947,13 @@ px_accept(void)
             g_px.fd[i][1] = px_upstream();
             if (g_px.fd[i][1] < 0) {
                 px_close_pair(i);
+                return;
+            }
+            struct sockaddr_in sa;
+            socklen_t salen = sizeof(sa);
+            if (getsockname(g_px.fd[i][1], (struct sockaddr *)&sa, &salen) == 0 &&
+                sa.sin_family == AF_INET) {
+                atomic_store(&g_px.upport[i], ntohs(sa.sin_port));
             }
             return;
         }
@@ -965,8 +975,9 @@ px_main(void *arg)
         int n = 0;
         pf[n++] = (struct pollfd){.fd = g_px.lfd, .events = POLLIN};
         for (int i = 0; i < PX_PAIRS; i++) {
+            int muted = atomic_load(&g_px.mute) == i + 1; /* poll ignores fd -1 */
             for (int k = 0; k < 2; k++) {
-                pf[n++] = (struct pollfd){.fd = g_px.fd[i][k], .events = POLLIN};
+                pf[n++] = (struct pollfd){.fd = muted ? -1 : g_px.fd[i][k], .events = POLLIN};
             }
         }
         if (poll(pf, (nfds_t)n, 5) <= 0 || atomic_load(&g_px.hole)) {
@@ -1096,6 +1107,145 @@ test_blackhole(void **state)
     px_stop();
 }
 
+/* The proxy pair carrying the pool's session that runs a statement containing |marker|. */
+static int
+px_pair_of(const char *marker)
+{
+    long port = side_long("SELECT coalesce(max(client_port), -1) FROM pg_stat_activity "
+                          "WHERE pid <> pg_backend_pid() AND query LIKE '%%%s%%'",
+                          marker);
+    for (int i = 0; i < PX_PAIRS && port > 0; i++) {
+        if (atomic_load(&g_px.upport[i]) == port) {
+            return i;
+        }
+    }
+    fprintf(stderr, "test_db: no proxy pair carries '%s' (the server must be reached over TCP)\n",
+            marker);
+    return -1;
+}
+
+static db_pool_t *
+px_pool(int size, int stmt_ms)
+{
+    char ci[2048];
+    px_conninfo(ci, sizeof(ci));
+    db_config_t cfg = {.conninfo = ci,
+                       .size = size,
+                       .statement_timeout_ms = stmt_ms,
+                       .connect_timeout_ms = 500,
+                       .queue_max = 10,
+                       .ping_interval_ms = 200,
+                       .ping_timeout_ms = 300,
+                       .keepalive_s = 5};
+    db_pool_t *p = db_pool_create(g_base, &cfg);
+    assert_non_null(p);
+    WAIT_UNTIL(connected(p) == size && db_pool_ready(p), 5000);
+    assert_int_equal(connected(p), size);
+    return p;
+}
+
+/*
+ * Every connection busy with a query longer than ping_timeout when the server goes silent: no
+ * idle connection can be pinged, yet the pool is unready within about ping_timeout +
+ * ping_interval, queued requests fail at once, and the queries in flight end by their deadline.
+ */
+static void
+test_blackhole_busy(void **state)
+{
+    qres_t q[4];
+    db_stats_t st;
+
+    px_start();
+    db_pool_t *p = px_pool(2, 2000); /* client deadline of a query: 2 s + 2 s of slack */
+    memset(q, 0, sizeof(q));
+    int64_t sent = t_now_ms();
+    assert_int_equal(submit(p, "SELECT pg_sleep(1.5)", 0, NULL, &q[0]), PHR_OK);
+    assert_int_equal(submit(p, "SELECT pg_sleep(1.5)", 0, NULL, &q[1]), PHR_OK);
+    assert_int_equal(submit(p, "SELECT 3", 0, NULL, &q[2]), PHR_OK);
+    spin(50);
+    db_pool_stats(p, &st);
+    assert_int_equal(st.busy, 2);
+    assert_int_equal(st.waiting, 1);
+
+    atomic_store(&g_px.hole, 1);
+    int64_t t0 = t_now_ms();
+    WAIT_UNTIL(!db_pool_ready(p), 5000);
+    int64_t unready_ms = t_now_ms() - t0;
+    assert_false(db_pool_ready(p));
+    fprintf(stderr, "test_blackhole_busy: unready %lld ms after the silence\n",
+            (long long)unready_ms);
+    assert_true(unready_ms <= 300 + 200 + 300);
+    WAIT_UNTIL(q[2].calls > 0, 200);
+    assert_int_equal(q[2].calls, 1);
+    assert_int_equal(q[2].rc, PHR_EUNAVAIL);
+    assert_int_equal(submit(p, "SELECT 4", 0, NULL, &q[3]), PHR_EUNAVAIL);
+
+    /* The queries in flight do not hang past their own deadline. */
+    WAIT_UNTIL(q[0].calls > 0 && q[1].calls > 0, 6000);
+    assert_true(t_now_ms() - sent <= 4000 + 500);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(q[i].calls, 1);
+        assert_true(q[i].rc == PHR_ETIMEDOUT || q[i].rc == PHR_EUNAVAIL);
+    }
+
+    atomic_store(&g_px.hole, 0);
+    WAIT_UNTIL(db_pool_ready(p), 5000);
+    assert_true(db_pool_ready(p));
+    assert_int_equal(run_q(p, "SELECT 5", 0, NULL, &q[0]), PHR_OK);
+    assert_string_equal(q[0].val[0], "5");
+    assert_int_equal(q[3].calls, 0);
+    db_pool_free(p);
+    px_stop();
+}
+
+/*
+ * A ping that times out on one connection (that connection alone goes silent, as on a
+ * starved server) while another runs a healthy query longer than ping_timeout: the pool is
+ * briefly unready, the third connection's ping answers, and the long query completes.
+ */
+static void
+test_long_query_survives(void **state)
+{
+    qres_t q;
+    int mute = -1, saw_unready = 0, ready_again = 0;
+
+    px_start();
+    db_pool_t *p = px_pool(3, 3000);
+    memset(&q, 0, sizeof(q));
+    int64_t sent = t_now_ms();
+    assert_int_equal(submit(p, "SELECT pg_sleep(1.0), 'd5_long_query'", 0, NULL, &q), PHR_OK);
+    spin(50);
+    int busy = px_pair_of("d5_long_query");
+    assert_true(busy >= 0);
+    for (int i = 0; i < PX_PAIRS && mute < 0; i++) {
+        if (i != busy && atomic_load(&g_px.upport[i]) != 0) {
+            mute = i;
+        }
+    }
+    assert_true(mute >= 0);
+    atomic_store(&g_px.mute, mute + 1);
+    while (q.calls == 0 && t_now_ms() - sent < 5000) {
+        event_base_loop(g_base, EVLOOP_ONCE);
+        saw_unready |= !db_pool_ready(p);
+        ready_again |= saw_unready && db_pool_ready(p) && q.calls == 0;
+    }
+    assert_true(saw_unready); /* the muted connection's ping did time out */
+    assert_int_equal(q.calls, 1);
+    assert_int_equal(q.rc, PHR_OK);
+    assert_true(ready_again); /* the other idle one answered while the query ran */
+    assert_int_equal(q.ntuples, 1);
+    assert_string_equal(q.val[1], "d5_long_query");
+    assert_true(t_now_ms() - sent >= 1000);
+
+    atomic_store(&g_px.mute, 0);
+    WAIT_UNTIL(db_pool_ready(p) && connected(p) == 3, 5000);
+    assert_true(db_pool_ready(p));
+    assert_int_equal(run_q(p, "SELECT 6", 0, NULL, &q), PHR_OK);
+    assert_string_equal(q.val[0], "6");
+    db_pool_free(p);
+    px_stop();
+}
+
 static void
 test_free_with_pending(void **state)
 {
@@ -1157,6 +1307,8 @@ main(void)
         cmocka_unit_test_setup_teardown(test_unreachable, setup, teardown),
         cmocka_unit_test_setup_teardown(test_free_with_pending, setup, teardown),
         cmocka_unit_test_setup_teardown(test_blackhole, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_blackhole_busy, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_long_query_survives, setup, teardown),
     };
 
     g_base_ci = getenv("PHR_TEST_PG_CONNINFO");
