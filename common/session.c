@@ -16,6 +16,7 @@
 #include <json-c/json.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,6 +67,16 @@ static const char *const sess_kinds[] = {"patient", "staff", "operator", NULL};
 static const char *const sess_roles[] = {"", "staff", "admin", NULL};
 static const char *const sess_mfas[] = {"none", "totp", "sms", "recovery_code", NULL};
 
+/* SHA-256 fetched once: EVP_sha256() makes every EVP_Digest look the algorithm up again. */
+static EVP_MD *sess_sha256;
+static pthread_once_t sess_sha256_once = PTHREAD_ONCE_INIT;
+
+static void
+sess_sha256_fetch(void)
+{
+    sess_sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+}
+
 void
 sess_token_hash(const char *token, char *out)
 {
@@ -73,7 +84,9 @@ sess_token_hash(const char *token, char *out)
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int mdlen = 0;
 
-    if (EVP_Digest(token, strlen(token), md, &mdlen, EVP_sha256(), NULL) != 1 || mdlen != 32) {
+    pthread_once(&sess_sha256_once, sess_sha256_fetch);
+    if (sess_sha256 == NULL ||
+        EVP_Digest(token, strlen(token), md, &mdlen, sess_sha256, NULL) != 1 || mdlen != 32) {
         /* Cannot happen with the default provider; never yield a usable key. */
         memset(out, '0', SESS_HASH_LEN);
         out[SESS_HASH_LEN] = '\0';

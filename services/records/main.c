@@ -125,6 +125,10 @@ records_init(svc_t *svc)
     }
     log_info("records: data keys loaded, sealing with version %d",
              rcrypt_current(records_ctx.crypt));
+    records_ctx.gets = rgb_create(svc);
+    if (records_ctx.gets == NULL) {
+        return PHR_ENOMEM;
+    }
     svc_set_data(svc, &records_ctx);
     records_sighup = evsignal_new(svc_base(svc), SIGHUP, records_on_sighup, svc);
     if (records_sighup == NULL || evsignal_add(records_sighup, NULL) != 0) {
@@ -142,6 +146,8 @@ records_fini(svc_t *svc)
         records_sighup = NULL;
     }
     svc_set_data(svc, NULL);
+    rgb_free(records_ctx.gets);
+    records_ctx.gets = NULL;
     rcrypt_free(records_ctx.crypt);
     records_ctx.crypt = NULL;
 }

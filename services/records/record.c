@@ -346,6 +346,27 @@ rec_seal(const rcrypt_t *rc, const char *id, const char *patient_id, const char 
     return ret;
 }
 
+/*
+ * json_tokener_parse of an opened payload with one tokener kept for the process (the
+ * service is single-threaded): a new tokener per record was a large allocation each time.
+ */
+static json_object *
+rec_plain_parse(const char *plain)
+{
+    static json_tokener *tok;
+
+    if (tok == NULL && (tok = json_tokener_new()) == NULL) {
+        return NULL;
+    }
+    json_tokener_reset(tok);
+    json_object *o = json_tokener_parse_ex(tok, plain, -1);
+    if (json_tokener_get_error(tok) != json_tokener_success) {
+        json_object_put(o);
+        return NULL;
+    }
+    return o;
+}
+
 int
 rec_row_open(const rcrypt_t *rc, const PGresult *res, int row, json_object **values,
              json_object **note)
@@ -368,7 +389,7 @@ rec_row_open(const rcrypt_t *rc, const PGresult *res, int row, json_object **val
                   PQgetvalue(res, row, REC_COL_ID), (int)key_id);
         return PHR_EINVAL;
     }
-    json_object *o = json_tokener_parse(plain);
+    json_object *o = rec_plain_parse(plain);
     OPENSSL_cleanse(plain, len);
     free(plain);
     json_object *v = NULL, *n = NULL;
@@ -1162,15 +1183,18 @@ rec_org_list(svc_t *svc, h2s_req_t *req, const sess_t *sess)
 static const char rec_get_sql[] =
     "SELECT " REC_COLUMNS " FROM records r WHERE r.id = $1::uuid AND r.patient_id = $2::uuid";
 
-static json_object *
-rec_one_build(rec_req_t *r, const PGresult *res, int *status)
+static void
+rec_one_done(int rc, const PGresult *res, int row, void *ud)
 {
-    if (PQntuples(res) == 0) {
+    rec_req_t *r = ud;
+
+    if (rc == PHR_OK && row < 0) {
         rec_problem(r, 404, "not_found", "no such record");
-        return NULL;
+    } else if (rc == PHR_OK) {
+        r->answer = rec_row_json(r->svc, res, row);
+        rc = r->answer != NULL ? PHR_OK : PHR_EGENERIC;
     }
-    *status = 200;
-    return rec_row_json(r->svc, res, 0);
+    rec_answer(r, rc, "the records could not be read; retry later");
 }
 
 /* The {record_id} of the path into r->record_id; 404 when malformed. */
@@ -1194,12 +1218,8 @@ rec_me_get(svc_t *svc, h2s_req_t *req, const sess_t *sess)
     if (r == NULL || rec_path_record(r) != PHR_OK) {
         return;
     }
-    r->sql = rec_get_sql;
-    r->nparams = 2;
-    r->params[0] = r->record_id;
-    r->params[1] = r->patient_id;
-    r->build = rec_one_build;
-    rec_read_run(r);
+    const rec_ctx_t *ctx = svc_data(svc);
+    rgb_get(ctx->gets, r->record_id, r->patient_id, rec_one_done, r);
 }
 
 /* ---- writes: a transaction with the change, its history and its audit event ------------ */

@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "crypt.h"
+#include "getbatch.h"
 #include "jsonx.h"
 #include "rectype.h"
 #include "svc.h"
@@ -34,6 +35,7 @@ extern const svc_routes_t rec_purge_routes;   /* purge.c (r3): deletion, withdra
 
 typedef struct {
     rcrypt_t *crypt; /* data keys, loaded at start */
+    rgb_t *gets;     /* GET of one record: coalesced SELECTs */
 } rec_ctx_t;
 
 /* The data-key ring of the running service. */

@@ -147,6 +147,7 @@ extern const it_case_t auth_hygiene_cases[];
 extern const it_case_t records_cases[];
 extern const it_case_t records_share_cases[];
 extern const it_case_t records_export_cases[];
+extern const it_case_t records_batch_cases[];
 extern const it_case_t notify_cases[];
 extern const it_case_t notify_notice_cases[];
 extern const it_case_t audit_cases[];

@@ -10,7 +10,8 @@
  *                         FAILS (exit 1): it never passes silently without a server.
  *
  * Every test runs in its own schema phrtest_db_<pid>_<n> (selected with
- * options=-csearch_path=...), dropped afterwards, so parallel runs do not collide.
+ * options=-csearch_path=...), dropped afterwards, so parallel runs do not collide
+ * (the fixture of pgtest.h).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -19,7 +20,7 @@
 
 #include <cmocka.h>
 
-#include "testutil.h"
+#include "pgtest.h"
 
 #include <arpa/inet.h>
 #include <event2/event.h>
@@ -38,75 +39,10 @@
 
 #include "db.h"
 #include "err.h"
-#include "log.h"
 
-static const char *g_base_ci;
-static PGconn *g_side;
-static struct event_base *g_base;
-static struct event *g_tick;
-static char g_schema[64];
-static char g_ci[1024];
-static int g_seq;
 static int g_in_api; /* set around db_* calls: callbacks must never run inside them */
 
 /* ---- helpers ------------------------------------------------------------- */
-
-#define WAIT_UNTIL(cond, ms)                                                                       \
-    do {                                                                                           \
-        int64_t dl_ = t_now_ms() + (ms);                                                           \
-        while (!(cond) && t_now_ms() < dl_) {                                                      \
-            event_base_loop(g_base, EVLOOP_ONCE);                                                  \
-        }                                                                                          \
-    } while (0)
-
-/* Runs the loop for |ms| regardless of progress. */
-static void
-spin(int ms)
-{
-    int64_t dl = t_now_ms() + ms;
-    while (t_now_ms() < dl) {
-        event_base_loop(g_base, EVLOOP_ONCE);
-    }
-}
-
-static void
-tick_cb(evutil_socket_t fd, short what, void *arg)
-{
-}
-
-static void
-side_exec(const char *sql)
-{
-    PGresult *r = PQexec(g_side, sql);
-    ExecStatusType st = PQresultStatus(r);
-    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
-        fprintf(stderr, "side query failed: %s: %s\n", sql, PQerrorMessage(g_side));
-    }
-    assert_true(st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK);
-    PQclear(r);
-}
-
-/* First cell of |sql| (run on the side connection in the test schema) as a long. */
-static long side_long(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static long
-side_long(const char *fmt, ...)
-{
-    char sql[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(sql, sizeof(sql), fmt, ap);
-    va_end(ap);
-    PGresult *r = PQexec(g_side, sql);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        fprintf(stderr, "side query failed: %s: %s\n", sql, PQerrorMessage(g_side));
-    }
-    assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
-    assert_int_equal(PQntuples(r), 1);
-    long v = strtol(PQgetvalue(r, 0, 0), NULL, 10);
-    PQclear(r);
-    return v;
-}
 
 typedef struct {
     int calls;
@@ -159,7 +95,7 @@ run_q(db_pool_t *p, const char *sql, int n, const char *const *params, qres_t *q
 {
     memset(q, 0, sizeof(*q));
     assert_int_equal(submit(p, sql, n, params, q), PHR_OK);
-    WAIT_UNTIL(q->calls > 0, 10000);
+    PGT_WAIT_UNTIL(q->calls > 0, 10000);
     assert_int_equal(q->calls, 1);
     return q->rc;
 }
@@ -188,70 +124,6 @@ ncalled(const qres_t *q, int n)
         k += q[i].calls > 0;
     }
     return k;
-}
-
-static db_pool_t *
-make_pool(const char *ci, int size, int stmt_ms, int queue_max, const db_migration_t *m)
-{
-    db_config_t cfg = {
-        .conninfo = ci,
-        .size = size,
-        .statement_timeout_ms = stmt_ms,
-        .connect_timeout_ms = 3000,
-        .queue_max = queue_max,
-        .migrations = m,
-        .lock_name = "test_db",
-    };
-    db_pool_t *p = db_pool_create(g_base, &cfg);
-    assert_non_null(p);
-    return p;
-}
-
-static db_pool_t *
-ready_pool(int size, int stmt_ms, int queue_max)
-{
-    db_pool_t *p = make_pool(g_ci, size, stmt_ms, queue_max, NULL);
-    WAIT_UNTIL(db_pool_ready(p), 5000);
-    assert_true(db_pool_ready(p));
-    return p;
-}
-
-static int
-setup(void **state)
-{
-    char sql[256];
-    g_base = event_base_new();
-    assert_non_null(g_base);
-    g_tick = event_new(g_base, -1, EV_PERSIST, tick_cb, NULL);
-    struct timeval tv = {0, 10000};
-    event_add(g_tick, &tv);
-
-    snprintf(g_schema, sizeof(g_schema), "phrtest_db_%ld_%d", (long)getpid(), ++g_seq);
-    snprintf(sql, sizeof(sql), "DROP SCHEMA IF EXISTS %s CASCADE; CREATE SCHEMA %s", g_schema,
-             g_schema);
-    side_exec(sql);
-    snprintf(sql, sizeof(sql), "SET search_path = %s", g_schema);
-    side_exec(sql);
-    if (strncmp(g_base_ci, "postgres", 8) == 0) {
-        snprintf(g_ci, sizeof(g_ci), "%s%soptions=-csearch_path%%3D%s", g_base_ci,
-                 strchr(g_base_ci, '?') != NULL ? "&" : "?", g_schema);
-    } else {
-        snprintf(g_ci, sizeof(g_ci), "%s options='-csearch_path=%s'", g_base_ci, g_schema);
-    }
-    return 0;
-}
-
-static int
-teardown(void **state)
-{
-    char sql[256];
-    side_exec("RESET search_path");
-    snprintf(sql, sizeof(sql), "DROP SCHEMA IF EXISTS %s CASCADE", g_schema);
-    side_exec(sql);
-    event_free(g_tick);
-    event_base_free(g_base);
-    g_base = NULL;
-    return 0;
 }
 
 /* ---- tests ---------------------------------------------------------------- */
@@ -322,7 +194,7 @@ test_params_null_utf8(void **state)
     const char *utf8 = "日本語テキスト✓ é";
     const char *params[3] = {"hello", NULL, utf8};
 
-    db_pool_t *p = ready_pool(1, 5000, 10);
+    db_pool_t *p = pgt_ready_pool(1, 5000, 10);
     db_pool_stats(p, &st);
     assert_int_equal(st.size, 1);
     assert_int_equal(st.connected, 1);
@@ -352,11 +224,11 @@ test_params_null_utf8(void **state)
                      PHR_OK);
     assert_string_equal(q.val[0], "1");
     assert_string_equal(q.val[1], evil[0]);
-    assert_int_equal(side_long("SELECT count(*) FROM inj"), 1);
+    assert_int_equal(pgt_side_long("SELECT count(*) FROM inj"), 1);
 
     /* The extended protocol refuses stacked statements. */
     assert_int_not_equal(run_q(p, "SELECT 1; DROP TABLE inj", 0, NULL, &q), PHR_OK);
-    assert_int_equal(side_long("SELECT count(*) FROM inj"), 1);
+    assert_int_equal(pgt_side_long("SELECT count(*) FROM inj"), 1);
 
     /* Bad arguments are refused synchronously. */
     assert_int_equal(db_query(p, NULL, 0, NULL, q_cb, &q), PHR_EINVAL);
@@ -376,8 +248,8 @@ test_concurrent_50_on_2(void **state)
     char num[N][16];
     db_stats_t st;
 
-    db_pool_t *p = ready_pool(2, 5000, N);
-    WAIT_UNTIL(connected(p) == 2, 5000);
+    db_pool_t *p = pgt_ready_pool(2, 5000, N);
+    PGT_WAIT_UNTIL(connected(p) == 2, 5000);
     memset(q, 0, sizeof(q));
     for (int i = 0; i < N; i++) {
         snprintf(num[i], sizeof(num[i]), "%d", i);
@@ -389,9 +261,9 @@ test_concurrent_50_on_2(void **state)
     assert_int_equal(st.busy, 2);
     assert_int_equal(st.waiting, N - 2);
 
-    WAIT_UNTIL(ncalled(q, N) == N, 20000);
+    PGT_WAIT_UNTIL(ncalled(q, N) == N, 20000);
     assert_int_equal(ncalled(q, N), N);
-    spin(50);
+    pgt_spin(50);
     for (int i = 0; i < N; i++) {
         char want[16];
         snprintf(want, sizeof(want), "%d", i * 2);
@@ -411,13 +283,13 @@ test_queue_full_and_wait_timeout(void **state)
     qres_t q[4];
     memset(q, 0, sizeof(q));
 
-    db_pool_t *p = ready_pool(1, 5000, 2);
+    db_pool_t *p = pgt_ready_pool(1, 5000, 2);
     assert_int_equal(submit(p, "SELECT pg_sleep(0.3)", 0, NULL, &q[0]), PHR_OK);
     assert_int_equal(submit(p, "SELECT 2", 0, NULL, &q[1]), PHR_OK);
     assert_int_equal(submit(p, "SELECT 3", 0, NULL, &q[2]), PHR_OK);
     assert_int_equal(submit(p, "SELECT 4", 0, NULL, &q[3]), PHR_EFULL);
-    WAIT_UNTIL(q[0].calls && q[1].calls && q[2].calls, 5000);
-    spin(50);
+    PGT_WAIT_UNTIL(q[0].calls && q[1].calls && q[2].calls, 5000);
+    pgt_spin(50);
     for (int i = 0; i < 3; i++) {
         assert_int_equal(q[i].calls, 1);
         assert_int_equal(q[i].rc, PHR_OK);
@@ -433,19 +305,19 @@ test_queue_full_and_wait_timeout(void **state)
     txs_t t;
     memset(&t, 0, sizeof(t));
     memset(q, 0, sizeof(q));
-    p = ready_pool(1, 300, 5);
+    p = pgt_ready_pool(1, 300, 5);
     assert_int_equal(db_txn_begin(p, tx_begin_cb, &t), PHR_OK);
-    WAIT_UNTIL(t.begin_calls > 0, 5000);
+    PGT_WAIT_UNTIL(t.begin_calls > 0, 5000);
     assert_int_equal(t.begin_rc, PHR_OK);
     int64_t t0 = t_now_ms();
     assert_int_equal(submit(p, "SELECT 1", 0, NULL, &q[0]), PHR_OK);
-    WAIT_UNTIL(q[0].calls > 0, 3000);
+    PGT_WAIT_UNTIL(q[0].calls > 0, 3000);
     assert_int_equal(q[0].calls, 1);
     assert_int_equal(q[0].rc, PHR_ETIMEDOUT);
     assert_true(t_now_ms() - t0 >= 250);
     assert_true(t_now_ms() - t0 < 1500);
     assert_int_equal(db_txn_end(t.txn, 0, tx_end_cb, &t), PHR_OK);
-    WAIT_UNTIL(t.end_calls > 0, 3000);
+    PGT_WAIT_UNTIL(t.end_calls > 0, 3000);
     assert_int_equal(t.end_rc, PHR_OK);
     assert_int_equal(run_q(p, "SELECT 5", 0, NULL, &q[1]), PHR_OK);
     db_pool_free(p);
@@ -458,7 +330,7 @@ test_error_mapping(void **state)
     const char *a[1] = {"alice@example.org"};
     const char *bad[1] = {"not-a-number"};
 
-    db_pool_t *p = ready_pool(1, 5000, 10);
+    db_pool_t *p = pgt_ready_pool(1, 5000, 10);
     assert_int_equal(
         run_q(p, "CREATE TABLE acct (email text PRIMARY KEY, n int NOT NULL)", 0, NULL, &q),
         PHR_OK);
@@ -479,7 +351,7 @@ test_statement_timeout(void **state)
     qres_t q;
     db_stats_t st;
 
-    db_pool_t *p = ready_pool(1, 200, 10);
+    db_pool_t *p = pgt_ready_pool(1, 200, 10);
     int64_t t0 = t_now_ms();
     assert_int_equal(run_q(p, "SELECT pg_sleep(2)", 0, NULL, &q), PHR_ETIMEDOUT);
     assert_true(t_now_ms() - t0 < 1500);
@@ -507,39 +379,40 @@ static void
 test_migrations_once(void **state)
 {
     qres_t q;
-    db_pool_t *p = make_pool(g_ci, 2, 5000, 10, mig_v2);
-    WAIT_UNTIL(db_pool_ready(p), 5000);
+    db_pool_t *p = pgt_pool(g_pgt.ci, 2, 5000, 10, mig_v2);
+    PGT_WAIT_UNTIL(db_pool_ready(p), 5000);
     assert_true(db_pool_ready(p));
     assert_int_equal(run_q(p, "SELECT count(*) FROM mig_b", 0, NULL, &q), PHR_OK);
     db_pool_free(p);
-    assert_int_equal(side_long("SELECT count(*) FROM schema_migrations"), 2);
-    assert_int_equal(side_long("SELECT count(*) FROM mig_a"), 1);
+    assert_int_equal(pgt_side_long("SELECT count(*) FROM schema_migrations"), 2);
+    assert_int_equal(pgt_side_long("SELECT count(*) FROM mig_a"), 1);
 
     /* Second run: nothing to apply. */
-    p = make_pool(g_ci, 1, 5000, 10, mig_v2);
-    WAIT_UNTIL(db_pool_ready(p), 5000);
+    p = pgt_pool(g_pgt.ci, 1, 5000, 10, mig_v2);
+    PGT_WAIT_UNTIL(db_pool_ready(p), 5000);
     assert_true(db_pool_ready(p));
     db_pool_free(p);
-    assert_int_equal(side_long("SELECT count(*) FROM schema_migrations"), 2);
-    assert_int_equal(side_long("SELECT count(*) FROM mig_a"), 1);
+    assert_int_equal(pgt_side_long("SELECT count(*) FROM schema_migrations"), 2);
+    assert_int_equal(pgt_side_long("SELECT count(*) FROM mig_a"), 1);
 
     /* A new version applies only itself. */
-    p = make_pool(g_ci, 1, 5000, 10, mig_v3);
-    WAIT_UNTIL(db_pool_ready(p), 5000);
+    p = pgt_pool(g_pgt.ci, 1, 5000, 10, mig_v3);
+    PGT_WAIT_UNTIL(db_pool_ready(p), 5000);
     assert_true(db_pool_ready(p));
     db_pool_free(p);
-    assert_int_equal(side_long("SELECT count(*) FROM schema_migrations"), 3);
-    assert_int_equal(side_long("SELECT sum(version) FROM schema_migrations"), 8);
-    assert_int_equal(side_long("SELECT count(*) FROM schema_migrations WHERE version = 5 AND "
-                               "name = 'add_col' AND applied_at <= now()"),
+    assert_int_equal(pgt_side_long("SELECT count(*) FROM schema_migrations"), 3);
+    assert_int_equal(pgt_side_long("SELECT sum(version) FROM schema_migrations"), 8);
+    assert_int_equal(pgt_side_long("SELECT count(*) FROM schema_migrations WHERE version = 5 AND "
+                                   "name = 'add_col' AND applied_at <= now()"),
                      1);
-    assert_int_equal(side_long("SELECT count(*) FROM mig_a"), 2);
+    assert_int_equal(pgt_side_long("SELECT count(*) FROM mig_a"), 2);
 }
 
 static long
 advisory_waiters(void)
 {
-    return side_long("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted");
+    return pgt_side_long(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted");
 }
 
 static void
@@ -553,20 +426,20 @@ test_migrations_concurrent(void **state)
         {5, "add_col", "ALTER TABLE mig_b ADD COLUMN note text; INSERT INTO mig_a VALUES (5)"},
         {0, NULL, NULL},
     };
-    db_pool_t *p1 = make_pool(g_ci, 2, 5000, 10, slow);
-    db_pool_t *p2 = make_pool(g_ci, 2, 5000, 10, slow);
+    db_pool_t *p1 = pgt_pool(g_pgt.ci, 2, 5000, 10, slow);
+    db_pool_t *p2 = pgt_pool(g_pgt.ci, 2, 5000, 10, slow);
 
     /* While one pool migrates, the other waits on the advisory lock. */
-    WAIT_UNTIL(advisory_waiters() > 0, 3000);
+    PGT_WAIT_UNTIL(advisory_waiters() > 0, 3000);
     assert_true(advisory_waiters() > 0);
     assert_false(db_pool_ready(p1) || db_pool_ready(p2));
-    WAIT_UNTIL(db_pool_ready(p1) && db_pool_ready(p2), 10000);
+    PGT_WAIT_UNTIL(db_pool_ready(p1) && db_pool_ready(p2), 10000);
     assert_true(db_pool_ready(p1));
     assert_true(db_pool_ready(p2));
     db_pool_free(p1);
     db_pool_free(p2);
-    assert_int_equal(side_long("SELECT count(*) FROM schema_migrations"), 3);
-    assert_int_equal(side_long("SELECT count(*) FROM mig_a"), 2);
+    assert_int_equal(pgt_side_long("SELECT count(*) FROM schema_migrations"), 3);
+    assert_int_equal(pgt_side_long("SELECT count(*) FROM mig_a"), 2);
 }
 
 static void
@@ -584,9 +457,9 @@ test_migration_failure(void **state)
     };
     qres_t q;
 
-    db_pool_t *p = make_pool(g_ci, 2, 5000, 10, bad);
-    WAIT_UNTIL(connected(p) == 2, 5000);
-    spin(1200); /* several attempts with backoff */
+    db_pool_t *p = pgt_pool(g_pgt.ci, 2, 5000, 10, bad);
+    PGT_WAIT_UNTIL(connected(p) == 2, 5000);
+    pgt_spin(1200); /* several attempts with backoff */
     assert_false(db_pool_ready(p));
     memset(&q, 0, sizeof(q));
     assert_int_equal(submit(p, "SELECT 1", 0, NULL, &q), PHR_EUNAVAIL);
@@ -595,12 +468,12 @@ test_migration_failure(void **state)
     g_in_api = 0;
     db_pool_free(p);
     assert_int_equal(q.calls, 0);
-    assert_int_equal(side_long("SELECT count(*) FROM pg_tables WHERE schemaname = '%s'", g_schema),
-                     0);
+    assert_int_equal(
+        pgt_side_long("SELECT count(*) FROM pg_tables WHERE schemaname = '%s'", g_pgt.schema), 0);
 
     /* Versions must increase strictly. */
-    db_config_t cfg = {.conninfo = g_ci, .size = 1, .migrations = unordered};
-    assert_null(db_pool_create(g_base, &cfg));
+    db_config_t cfg = {.conninfo = g_pgt.ci, .size = 1, .migrations = unordered};
+    assert_null(db_pool_create(g_pgt.base, &cfg));
 }
 
 static void
@@ -611,7 +484,7 @@ test_txn_commit_rollback(void **state)
     db_stats_t st;
     const char *v[1] = {"rolled-back"};
 
-    db_pool_t *p = ready_pool(2, 5000, 10);
+    db_pool_t *p = pgt_ready_pool(2, 5000, 10);
     assert_int_equal(run_q(p, "CREATE TABLE tx (v text)", 0, NULL, &q), PHR_OK);
 
     /* Commit, driven from callbacks. */
@@ -619,7 +492,7 @@ test_txn_commit_rollback(void **state)
     g_in_api = 1;
     assert_int_equal(db_txn_begin(p, tx_begin_chain_cb, &t), PHR_OK);
     g_in_api = 0;
-    WAIT_UNTIL(t.end_calls > 0, 5000);
+    PGT_WAIT_UNTIL(t.end_calls > 0, 5000);
     assert_int_equal(t.begin_calls, 1);
     assert_int_equal(t.begin_rc, PHR_OK);
     assert_int_equal(t.ins_rc, PHR_OK);
@@ -633,7 +506,7 @@ test_txn_commit_rollback(void **state)
     /* Rollback, driven step by step; the row is invisible outside before and after. */
     memset(&t, 0, sizeof(t));
     assert_int_equal(db_txn_begin(p, tx_begin_cb, &t), PHR_OK);
-    WAIT_UNTIL(t.begin_calls > 0, 5000);
+    PGT_WAIT_UNTIL(t.begin_calls > 0, 5000);
     assert_int_equal(t.begin_rc, PHR_OK);
     assert_non_null(t.txn);
     db_pool_stats(p, &st);
@@ -642,13 +515,13 @@ test_txn_commit_rollback(void **state)
     memset(&q2, 0, sizeof(q2));
     assert_int_equal(db_txn_query(t.txn, "INSERT INTO tx (v) VALUES ($1)", 1, v, q_cb, &q), PHR_OK);
     assert_int_equal(db_txn_query(t.txn, "SELECT count(*) FROM tx", 0, NULL, q_cb, &q2), PHR_OK);
-    WAIT_UNTIL(q2.calls > 0, 5000);
+    PGT_WAIT_UNTIL(q2.calls > 0, 5000);
     assert_int_equal(q.rc, PHR_OK);
     assert_int_equal(q2.rc, PHR_OK);
     assert_string_equal(q2.val[0], "2"); /* visible inside */
-    assert_int_equal(side_long("SELECT count(*) FROM tx"), 1);
+    assert_int_equal(pgt_side_long("SELECT count(*) FROM tx"), 1);
     assert_int_equal(db_txn_end(t.txn, 0, tx_end_cb, &t), PHR_OK);
-    WAIT_UNTIL(t.end_calls > 0, 5000);
+    PGT_WAIT_UNTIL(t.end_calls > 0, 5000);
     assert_int_equal(t.end_rc, PHR_OK);
     assert_int_equal(run_q(p, "SELECT count(*) FROM tx", 0, NULL, &q), PHR_OK);
     assert_string_equal(q.val[0], "1");
@@ -656,11 +529,11 @@ test_txn_commit_rollback(void **state)
     /* A failed statement makes COMMIT report an error. */
     memset(&t, 0, sizeof(t));
     assert_int_equal(db_txn_begin(p, tx_begin_cb, &t), PHR_OK);
-    WAIT_UNTIL(t.begin_calls > 0, 5000);
+    PGT_WAIT_UNTIL(t.begin_calls > 0, 5000);
     memset(&q, 0, sizeof(q));
     assert_int_equal(db_txn_query(t.txn, "SELECT * FROM missing", 0, NULL, q_cb, &q), PHR_OK);
     assert_int_equal(db_txn_end(t.txn, 1, tx_end_cb, &t), PHR_OK);
-    WAIT_UNTIL(t.end_calls > 0, 5000);
+    PGT_WAIT_UNTIL(t.end_calls > 0, 5000);
     assert_int_equal(q.rc, PHR_EGENERIC);
     assert_int_not_equal(t.end_rc, PHR_OK);
 
@@ -674,7 +547,7 @@ terminate(const char *pid)
 {
     char sql[128];
     snprintf(sql, sizeof(sql), "SELECT pg_terminate_backend(%s)", pid);
-    assert_int_equal(side_long("%s::int", sql), 1);
+    assert_int_equal(pgt_side_long("%s::int", sql), 1);
 }
 
 /* Statements run as named prepared statements: prepared once per session, then executed. */
@@ -690,7 +563,7 @@ test_prepared_statements(void **state)
     static const char count[] = "SELECT count(*) FROM pg_prepared_statements "
                                 "WHERE statement = 'SELECT v FROM ps WHERE id = $1::int'";
 
-    db_pool_t *p = ready_pool(1, 5000, 10);
+    db_pool_t *p = pgt_ready_pool(1, 5000, 10);
     assert_int_equal(run_q(p, "CREATE TABLE ps (id int PRIMARY KEY, v text)", 0, NULL, &q), PHR_OK);
     assert_int_equal(run_q(p, "INSERT INTO ps VALUES (1, 'one'), (2, 'two')", 0, NULL, &q), PHR_OK);
     assert_int_equal(run_q(p, sel, 1, one, &q), PHR_OK);
@@ -711,17 +584,17 @@ test_prepared_statements(void **state)
     /* Inside a transaction; a failed PREPARE there fails the statement and the COMMIT. */
     memset(&t, 0, sizeof(t));
     assert_int_equal(db_txn_begin(p, tx_begin_cb, &t), PHR_OK);
-    WAIT_UNTIL(t.begin_calls > 0, 5000);
+    PGT_WAIT_UNTIL(t.begin_calls > 0, 5000);
     assert_int_equal(t.begin_rc, PHR_OK);
     memset(&q, 0, sizeof(q));
     assert_int_equal(db_txn_query(t.txn, sel, 1, two, q_cb, &q), PHR_OK);
-    WAIT_UNTIL(q.calls > 0, 5000);
+    PGT_WAIT_UNTIL(q.calls > 0, 5000);
     assert_int_equal(q.rc, PHR_OK);
     assert_string_equal(q.val[0], "two");
     memset(&q, 0, sizeof(q));
     assert_int_equal(db_txn_query(t.txn, "SELECT nope FROM ps", 0, NULL, q_cb, &q), PHR_OK);
     assert_int_equal(db_txn_end(t.txn, 1, tx_end_cb, &t), PHR_OK);
-    WAIT_UNTIL(t.end_calls > 0, 5000);
+    PGT_WAIT_UNTIL(t.end_calls > 0, 5000);
     assert_int_equal(q.rc, PHR_EGENERIC);
     assert_int_not_equal(t.end_rc, PHR_OK);
 
@@ -742,8 +615,8 @@ test_prepared_statements(void **state)
     assert_int_equal(run_q(p, "SELECT pg_backend_pid()", 0, NULL, &q), PHR_OK);
     snprintf(pid, sizeof(pid), "%.31s", q.val[0]);
     terminate(pid);
-    spin(400);
-    WAIT_UNTIL(db_pool_ready(p), 5000);
+    pgt_spin(400);
+    PGT_WAIT_UNTIL(db_pool_ready(p), 5000);
     assert_int_equal(run_q(p, sel, 1, one, &q), PHR_OK);
     assert_string_equal(q.val[0], "one");
     assert_int_equal(run_q(p, count, 0, NULL, &q), PHR_OK);
@@ -759,22 +632,22 @@ test_terminated_connection(void **state)
     db_stats_t st;
     char pid[32];
 
-    db_pool_t *p = ready_pool(1, 5000, 10);
+    db_pool_t *p = pgt_ready_pool(1, 5000, 10);
     assert_int_equal(run_q(p, "SELECT pg_backend_pid()", 0, NULL, &q), PHR_OK);
     snprintf(pid, sizeof(pid), "%.31s", q.val[0]);
 
     memset(&q, 0, sizeof(q));
     assert_int_equal(submit(p, "SELECT pg_sleep(3)", 0, NULL, &q), PHR_OK);
-    spin(100);
+    pgt_spin(100);
     terminate(pid);
     int64_t t0 = t_now_ms();
-    WAIT_UNTIL(q.calls > 0, 5000);
+    PGT_WAIT_UNTIL(q.calls > 0, 5000);
     assert_int_equal(q.calls, 1);
     assert_int_equal(q.rc, PHR_EUNAVAIL);
     assert_true(t_now_ms() - t0 < 2000);
 
     /* Reconnects by itself and serves again. */
-    WAIT_UNTIL(db_pool_ready(p), 5000);
+    PGT_WAIT_UNTIL(db_pool_ready(p), 5000);
     assert_true(db_pool_ready(p));
     assert_int_equal(run_q(p, "SELECT pg_backend_pid()", 0, NULL, &q), PHR_OK);
     assert_string_not_equal(q.val[0], pid);
@@ -785,15 +658,15 @@ test_terminated_connection(void **state)
     /* A transaction whose connection dies: pending statement fails, end still works. */
     memset(&t, 0, sizeof(t));
     assert_int_equal(db_txn_begin(p, tx_begin_cb, &t), PHR_OK);
-    WAIT_UNTIL(t.begin_calls > 0, 5000);
+    PGT_WAIT_UNTIL(t.begin_calls > 0, 5000);
     assert_int_equal(t.begin_rc, PHR_OK);
     memset(&q, 0, sizeof(q));
     memset(&q2, 0, sizeof(q2));
     assert_int_equal(db_txn_query(t.txn, "SELECT pg_sleep(3)", 0, NULL, q_cb, &q), PHR_OK);
     assert_int_equal(db_txn_query(t.txn, "SELECT 1", 0, NULL, q_cb, &q2), PHR_OK);
-    spin(100);
+    pgt_spin(100);
     terminate(pid);
-    WAIT_UNTIL(q.calls > 0 && q2.calls > 0, 5000);
+    PGT_WAIT_UNTIL(q.calls > 0 && q2.calls > 0, 5000);
     assert_int_equal(q.rc, PHR_EUNAVAIL);
     assert_int_equal(q2.rc, PHR_EUNAVAIL);
     assert_int_equal(db_txn_query(t.txn, "SELECT 1", 0, NULL, q_cb, &q), PHR_EUNAVAIL);
@@ -801,12 +674,12 @@ test_terminated_connection(void **state)
     assert_int_equal(t.end_calls, 0);
 
     /* An idle connection killed behind our back is replaced too. */
-    WAIT_UNTIL(db_pool_ready(p), 5000);
+    PGT_WAIT_UNTIL(db_pool_ready(p), 5000);
     assert_int_equal(run_q(p, "SELECT pg_backend_pid()", 0, NULL, &q), PHR_OK);
     snprintf(pid, sizeof(pid), "%.31s", q.val[0]);
     terminate(pid);
-    spin(400);
-    WAIT_UNTIL(db_pool_ready(p), 5000);
+    pgt_spin(400);
+    PGT_WAIT_UNTIL(db_pool_ready(p), 5000);
     assert_int_equal(run_q(p, "SELECT 7", 0, NULL, &q), PHR_OK);
     assert_string_equal(q.val[0], "7");
     db_pool_free(p);
@@ -821,8 +694,8 @@ test_unreachable(void **state)
 
     int64_t t0 = t_now_ms();
     db_pool_t *p =
-        make_pool("host=127.0.0.1 port=1 dbname=postgres user=postgres", 2, 1000, 10, mig_v2);
-    spin(700);
+        pgt_pool("host=127.0.0.1 port=1 dbname=postgres user=postgres", 2, 1000, 10, mig_v2);
+    pgt_spin(700);
     assert_false(db_pool_ready(p));
     assert_int_equal(submit(p, "SELECT 1", 0, NULL, &q), PHR_EUNAVAIL);
     assert_int_equal(db_txn_begin(p, tx_begin_cb, NULL), PHR_EUNAVAIL);
@@ -831,7 +704,7 @@ test_unreachable(void **state)
     assert_true(st.reconnects >= 2); /* retrying with backoff */
     assert_true(st.reconnects < 20);
     db_pool_free(p);
-    spin(50);
+    pgt_spin(50);
     assert_int_equal(q.calls, 0);
     assert_true(t_now_ms() - t0 < 2000);
 
@@ -855,9 +728,9 @@ test_unreachable(void **state)
                        .connect_timeout_ms = 200,
                        .queue_max = 1};
     t0 = t_now_ms();
-    p = db_pool_create(g_base, &cfg);
+    p = db_pool_create(g_pgt.base, &cfg);
     assert_non_null(p);
-    WAIT_UNTIL(reconnects(p) >= 1, 3000);
+    PGT_WAIT_UNTIL(reconnects(p) >= 1, 3000);
     db_pool_stats(p, &st);
     assert_true(st.reconnects >= 1);
     assert_true(t_now_ms() - t0 >= 150);
@@ -885,13 +758,13 @@ typedef struct {
 
 static px_t g_px;
 
-/* A connection to the server g_side talks to: its numeric address, else its socket dir. */
+/* A connection to the server g_pgt.side talks to: its numeric address, else its socket dir. */
 static int
 px_upstream(void)
 {
-    const char *host = PQhost(g_side);
-    const char *addr = PQhostaddr(g_side);
-    const char *ps = PQport(g_side);
+    const char *host = PQhost(g_pgt.side);
+    const char *addr = PQhostaddr(g_pgt.side);
+    const char *ps = PQport(g_pgt.side);
     int port = ps != NULL && ps[0] != '\0' ? (int)strtol(ps, NULL, 10) : 5432;
     int fd;
 
@@ -1032,13 +905,13 @@ px_stop(void)
     close(g_px.lfd);
 }
 
-/* g_ci's settings (those of g_side plus the test schema) with the proxy as the server. */
+/* g_pgt.ci's settings (those of g_pgt.side plus the test schema) with the proxy as the server. */
 static void
 px_conninfo(char *out, size_t len)
 {
-    PQconninfoOption *opts = PQconninfo(g_side);
+    PQconninfoOption *opts = PQconninfo(g_pgt.side);
     size_t n = (size_t)snprintf(out, len, "host=127.0.0.1 port=%d options='-csearch_path=%s'",
-                                g_px.port, g_schema);
+                                g_px.port, g_pgt.schema);
     assert_non_null(opts);
     for (PQconninfoOption *o = opts; o->keyword != NULL; o++) {
         if (o->val == NULL || o->val[0] == '\0' || strcmp(o->keyword, "host") == 0 ||
@@ -1069,38 +942,38 @@ test_blackhole(void **state)
                        .ping_interval_ms = 200,
                        .ping_timeout_ms = 300,
                        .keepalive_s = 5};
-    db_pool_t *p = db_pool_create(g_base, &cfg);
+    db_pool_t *p = db_pool_create(g_pgt.base, &cfg);
     assert_non_null(p);
-    WAIT_UNTIL(connected(p) == 2, 5000);
+    PGT_WAIT_UNTIL(connected(p) == 2, 5000);
     assert_int_equal(connected(p), 2);
     assert_int_equal(run_q(p, "SELECT 1", 0, NULL, &q), PHR_OK);
 
     /* An idle pool whose server goes silent: only the pings can tell. */
     atomic_store(&g_px.hole, 1);
-    WAIT_UNTIL(!db_pool_ready(p), 5000);
+    PGT_WAIT_UNTIL(!db_pool_ready(p), 5000);
     assert_false(db_pool_ready(p));
     memset(&q, 0, sizeof(q));
     assert_int_equal(submit(p, "SELECT 1", 0, NULL, &q), PHR_EUNAVAIL);
 
     /* Back: ready again, and it serves. */
     atomic_store(&g_px.hole, 0);
-    WAIT_UNTIL(db_pool_ready(p), 5000);
+    PGT_WAIT_UNTIL(db_pool_ready(p), 5000);
     assert_true(db_pool_ready(p));
     assert_int_equal(run_q(p, "SELECT 2", 0, NULL, &q), PHR_OK);
-    WAIT_UNTIL(connected(p) == 2, 5000);
+    PGT_WAIT_UNTIL(connected(p) == 2, 5000);
     assert_int_equal(connected(p), 2);
 
     /* A query in flight when the server goes silent fails; it does not hang. */
     memset(&q, 0, sizeof(q));
     assert_int_equal(submit(p, "SELECT pg_sleep(0.2)", 0, NULL, &q), PHR_OK);
-    spin(20);
+    pgt_spin(20);
     atomic_store(&g_px.hole, 1);
-    WAIT_UNTIL(q.calls > 0, 5000);
+    PGT_WAIT_UNTIL(q.calls > 0, 5000);
     assert_int_equal(q.calls, 1);
     assert_true(q.rc == PHR_EUNAVAIL || q.rc == PHR_ETIMEDOUT);
     assert_false(db_pool_ready(p));
     atomic_store(&g_px.hole, 0);
-    WAIT_UNTIL(db_pool_ready(p), 5000);
+    PGT_WAIT_UNTIL(db_pool_ready(p), 5000);
     assert_int_equal(run_q(p, "SELECT 3", 0, NULL, &q), PHR_OK);
     assert_string_equal(q.val[0], "3");
     db_pool_free(p);
@@ -1111,9 +984,9 @@ test_blackhole(void **state)
 static int
 px_pair_of(const char *marker)
 {
-    long port = side_long("SELECT coalesce(max(client_port), -1) FROM pg_stat_activity "
-                          "WHERE pid <> pg_backend_pid() AND query LIKE '%%%s%%'",
-                          marker);
+    long port = pgt_side_long("SELECT coalesce(max(client_port), -1) FROM pg_stat_activity "
+                              "WHERE pid <> pg_backend_pid() AND query LIKE '%%%s%%'",
+                              marker);
     for (int i = 0; i < PX_PAIRS && port > 0; i++) {
         if (atomic_load(&g_px.upport[i]) == port) {
             return i;
@@ -1137,9 +1010,9 @@ px_pool(int size, int stmt_ms)
                        .ping_interval_ms = 200,
                        .ping_timeout_ms = 300,
                        .keepalive_s = 5};
-    db_pool_t *p = db_pool_create(g_base, &cfg);
+    db_pool_t *p = db_pool_create(g_pgt.base, &cfg);
     assert_non_null(p);
-    WAIT_UNTIL(connected(p) == size && db_pool_ready(p), 5000);
+    PGT_WAIT_UNTIL(connected(p) == size && db_pool_ready(p), 5000);
     assert_int_equal(connected(p), size);
     return p;
 }
@@ -1162,26 +1035,26 @@ test_blackhole_busy(void **state)
     assert_int_equal(submit(p, "SELECT pg_sleep(1.5)", 0, NULL, &q[0]), PHR_OK);
     assert_int_equal(submit(p, "SELECT pg_sleep(1.5)", 0, NULL, &q[1]), PHR_OK);
     assert_int_equal(submit(p, "SELECT 3", 0, NULL, &q[2]), PHR_OK);
-    spin(50);
+    pgt_spin(50);
     db_pool_stats(p, &st);
     assert_int_equal(st.busy, 2);
     assert_int_equal(st.waiting, 1);
 
     atomic_store(&g_px.hole, 1);
     int64_t t0 = t_now_ms();
-    WAIT_UNTIL(!db_pool_ready(p), 5000);
+    PGT_WAIT_UNTIL(!db_pool_ready(p), 5000);
     int64_t unready_ms = t_now_ms() - t0;
     assert_false(db_pool_ready(p));
     fprintf(stderr, "test_blackhole_busy: unready %lld ms after the silence\n",
             (long long)unready_ms);
     assert_true(unready_ms <= 300 + 200 + 300);
-    WAIT_UNTIL(q[2].calls > 0, 200);
+    PGT_WAIT_UNTIL(q[2].calls > 0, 200);
     assert_int_equal(q[2].calls, 1);
     assert_int_equal(q[2].rc, PHR_EUNAVAIL);
     assert_int_equal(submit(p, "SELECT 4", 0, NULL, &q[3]), PHR_EUNAVAIL);
 
     /* The queries in flight do not hang past their own deadline. */
-    WAIT_UNTIL(q[0].calls > 0 && q[1].calls > 0, 6000);
+    PGT_WAIT_UNTIL(q[0].calls > 0 && q[1].calls > 0, 6000);
     assert_true(t_now_ms() - sent <= 4000 + 500);
     for (int i = 0; i < 2; i++) {
         assert_int_equal(q[i].calls, 1);
@@ -1189,7 +1062,7 @@ test_blackhole_busy(void **state)
     }
 
     atomic_store(&g_px.hole, 0);
-    WAIT_UNTIL(db_pool_ready(p), 5000);
+    PGT_WAIT_UNTIL(db_pool_ready(p), 5000);
     assert_true(db_pool_ready(p));
     assert_int_equal(run_q(p, "SELECT 5", 0, NULL, &q[0]), PHR_OK);
     assert_string_equal(q[0].val[0], "5");
@@ -1214,7 +1087,7 @@ test_long_query_survives(void **state)
     memset(&q, 0, sizeof(q));
     int64_t sent = t_now_ms();
     assert_int_equal(submit(p, "SELECT pg_sleep(1.0), 'd5_long_query'", 0, NULL, &q), PHR_OK);
-    spin(50);
+    pgt_spin(50);
     int busy = px_pair_of("d5_long_query");
     assert_true(busy >= 0);
     for (int i = 0; i < PX_PAIRS && mute < 0; i++) {
@@ -1225,7 +1098,7 @@ test_long_query_survives(void **state)
     assert_true(mute >= 0);
     atomic_store(&g_px.mute, mute + 1);
     while (q.calls == 0 && t_now_ms() - sent < 5000) {
-        event_base_loop(g_base, EVLOOP_ONCE);
+        event_base_loop(g_pgt.base, EVLOOP_ONCE);
         saw_unready |= !db_pool_ready(p);
         ready_again |= saw_unready && db_pool_ready(p) && q.calls == 0;
     }
@@ -1238,7 +1111,7 @@ test_long_query_survives(void **state)
     assert_true(t_now_ms() - sent >= 1000);
 
     atomic_store(&g_px.mute, 0);
-    WAIT_UNTIL(db_pool_ready(p) && connected(p) == 3, 5000);
+    PGT_WAIT_UNTIL(db_pool_ready(p) && connected(p) == 3, 5000);
     assert_true(db_pool_ready(p));
     assert_int_equal(run_q(p, "SELECT 6", 0, NULL, &q), PHR_OK);
     assert_string_equal(q.val[0], "6");
@@ -1252,85 +1125,70 @@ test_free_with_pending(void **state)
     qres_t q[4];
     memset(q, 0, sizeof(q));
 
-    db_pool_t *p = ready_pool(1, 5000, 10);
+    db_pool_t *p = pgt_ready_pool(1, 5000, 10);
     assert_int_equal(submit(p, "SELECT pg_sleep(5)", 0, NULL, &q[0]), PHR_OK);
     q[1].pool = p; /* its callback calls db_query on the freeing pool */
     assert_int_equal(submit(p, "SELECT 2", 0, NULL, &q[1]), PHR_OK);
     assert_int_equal(submit(p, "SELECT 3", 0, NULL, &q[2]), PHR_OK);
-    spin(50);
+    pgt_spin(50);
     db_pool_free(p);
     for (int i = 0; i < 3; i++) {
         assert_int_equal(q[i].calls, 1);
         assert_int_equal(q[i].rc, PHR_ECLOSED);
     }
     assert_int_equal(q[1].requery_rc, PHR_ECLOSED);
-    spin(50);
+    pgt_spin(50);
 
     /* db_pool_free from inside a result callback, with queued work and an open txn. */
     txs_t t;
     memset(q, 0, sizeof(q));
     memset(&t, 0, sizeof(t));
-    p = ready_pool(2, 5000, 10);
+    p = pgt_ready_pool(2, 5000, 10);
     assert_int_equal(db_txn_begin(p, tx_begin_cb, &t), PHR_OK);
-    WAIT_UNTIL(t.begin_calls > 0, 5000);
+    PGT_WAIT_UNTIL(t.begin_calls > 0, 5000);
     assert_int_equal(t.begin_rc, PHR_OK);
     assert_int_equal(db_txn_query(t.txn, "SELECT pg_sleep(5)", 0, NULL, q_cb, &q[3]), PHR_OK);
     q[0].pool = p;
     q[0].free_pool = 1;
     assert_int_equal(submit(p, "SELECT 1", 0, NULL, &q[0]), PHR_OK);
     assert_int_equal(submit(p, "SELECT 2", 0, NULL, &q[1]), PHR_OK);
-    WAIT_UNTIL(q[0].calls > 0, 5000);
+    PGT_WAIT_UNTIL(q[0].calls > 0, 5000);
     assert_int_equal(q[0].rc, PHR_OK);
     assert_int_equal(q[0].requery_rc, PHR_OK);
     assert_int_equal(q[1].calls, 1);
     assert_int_equal(q[1].rc, PHR_ECLOSED);
     assert_int_equal(q[3].calls, 1);
     assert_int_equal(q[3].rc, PHR_ECLOSED);
-    spin(100);
+    pgt_spin(100);
 }
 
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_params_null_utf8, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_concurrent_50_on_2, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_queue_full_and_wait_timeout, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_error_mapping, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_statement_timeout, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_migrations_once, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_migrations_concurrent, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_migration_failure, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_txn_commit_rollback, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_terminated_connection, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_prepared_statements, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_unreachable, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_free_with_pending, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_blackhole, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_blackhole_busy, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_long_query_survives, setup, teardown),
+        PGT_TEST(test_params_null_utf8),
+        PGT_TEST(test_concurrent_50_on_2),
+        PGT_TEST(test_queue_full_and_wait_timeout),
+        PGT_TEST(test_error_mapping),
+        PGT_TEST(test_statement_timeout),
+        PGT_TEST(test_migrations_once),
+        PGT_TEST(test_migrations_concurrent),
+        PGT_TEST(test_migration_failure),
+        PGT_TEST(test_txn_commit_rollback),
+        PGT_TEST(test_terminated_connection),
+        PGT_TEST(test_prepared_statements),
+        PGT_TEST(test_unreachable),
+        PGT_TEST(test_free_with_pending),
+        PGT_TEST(test_blackhole),
+        PGT_TEST(test_blackhole_busy),
+        PGT_TEST(test_long_query_survives),
     };
 
-    g_base_ci = getenv("PHR_TEST_PG_CONNINFO");
-    if (g_base_ci == NULL || g_base_ci[0] == '\0') {
-        fprintf(stderr, "test_db: FAIL: PHR_TEST_PG_CONNINFO is not set; this test needs a "
-                        "running PostgreSQL (see the top of tests/unit/test_db.c)\n");
-        return 1;
-    }
-    g_side = PQconnectdb(g_base_ci);
-    if (PQstatus(g_side) != CONNECTION_OK) {
-        fprintf(stderr, "test_db: FAIL: cannot connect with PHR_TEST_PG_CONNINFO: %s\n",
-                PQerrorMessage(g_side));
-        PQfinish(g_side);
-        return 1;
-    }
-    PQclear(PQexec(g_side, "SET client_min_messages = warning"));
-    log_init("test_db",
-             getenv("PHR_TEST_LOG_LEVEL") != NULL ? getenv("PHR_TEST_LOG_LEVEL") : "error");
+    pgt_open("test_db", "db");
     if (getenv("PHR_TEST_FILTER") != NULL) { /* e.g. "test_blackhole" */
         cmocka_set_test_filter(getenv("PHR_TEST_FILTER"));
     }
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
-    PQfinish(g_side);
+    pgt_close();
     return rc == 0 ? 0 : 1;
 }

@@ -3,8 +3,8 @@
  * the pool of common/db.c applies them against a real PostgreSQL.
  *
  * Environment: PHR_TEST_PG_CONNINFO (as test_db.c; the test FAILS without it). Each pool test
- * runs in its own schema phrtest_mig_<pid>_<n>, dropped afterwards. The three ways a pool meets
- * an owner migration, with roles every cluster has:
+ * runs in its own schema phrtest_mig_<pid>_<n>, dropped afterwards (the fixture of pgtest.h).
+ * The three ways a pool meets an owner migration, with roles every cluster has:
  *   the role does not exist          applied as the service role
  *   the service role is that role    applied under SET LOCAL ROLE (membership)
  *   pg_monitor (not a member)        not applied: not ready, pending named, the migrations
@@ -17,7 +17,7 @@
 
 #include <cmocka.h>
 
-#include "testutil.h"
+#include "pgtest.h"
 
 #include <event2/event.h>
 #include <libpq-fe.h>
@@ -28,34 +28,15 @@
 
 #include "db.h"
 #include "err.h"
-#include "log.h"
 
-static const char *g_base_ci;
-static PGconn *g_side;
-static struct event_base *g_base;
-static char g_schema[64];
-static char g_ci[1024];
 static char g_me[64]; /* the test's role */
-static int g_seq;
-
-static void
-side_exec(const char *sql)
-{
-    PGresult *res = PQexec(g_side, sql);
-    ExecStatusType st = PQresultStatus(res);
-    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
-        fail_msg("side query failed: %s: %s", sql, PQresultErrorMessage(res));
-    }
-    PQclear(res);
-}
-
 static char g_val[256];
 
 /* The first value of |sql| ("" when no row). */
 static const char *
 side_val(const char *sql)
 {
-    PGresult *res = PQexec(g_side, sql);
+    PGresult *res = PQexec(g_pgt.side, sql);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         fail_msg("side query failed: %s: %s", sql, PQresultErrorMessage(res));
     }
@@ -64,77 +45,10 @@ side_val(const char *sql)
     return g_val;
 }
 
-static void
-wait_until_ready(db_pool_t *p, int ms)
-{
-    int64_t dl = t_now_ms() + ms;
-    while (!db_pool_ready(p) && t_now_ms() < dl) {
-        event_base_loop(g_base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
-        t_sleep_ms(5);
-    }
-}
-
-/* Runs the loop for |ms| (the pool gets every chance to apply what it may). */
-static void
-spin(int ms)
-{
-    int64_t dl = t_now_ms() + ms;
-    while (t_now_ms() < dl) {
-        event_base_loop(g_base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
-        t_sleep_ms(5);
-    }
-}
-
 static db_pool_t *
 make_pool(const db_migration_t *m)
 {
-    db_config_t cfg = {
-        .conninfo = g_ci,
-        .size = 2,
-        .statement_timeout_ms = 5000,
-        .connect_timeout_ms = 3000,
-        .queue_max = 10,
-        .migrations = m,
-        .lock_name = "test_db_migrate",
-    };
-    db_pool_t *p = db_pool_create(g_base, &cfg);
-    assert_non_null(p);
-    return p;
-}
-
-static int
-setup(void **state)
-{
-    char sql[256];
-
-    g_base = event_base_new();
-    assert_non_null(g_base);
-    snprintf(g_schema, sizeof(g_schema), "phrtest_mig_%ld_%d", (long)getpid(), ++g_seq);
-    snprintf(sql, sizeof(sql), "DROP SCHEMA IF EXISTS %s CASCADE; CREATE SCHEMA %s", g_schema,
-             g_schema);
-    side_exec(sql);
-    snprintf(sql, sizeof(sql), "SET search_path = %s", g_schema);
-    side_exec(sql);
-    if (strncmp(g_base_ci, "postgres", 8) == 0) {
-        snprintf(g_ci, sizeof(g_ci), "%s%soptions=-csearch_path%%3D%s", g_base_ci,
-                 strchr(g_base_ci, '?') != NULL ? "&" : "?", g_schema);
-    } else {
-        snprintf(g_ci, sizeof(g_ci), "%s options='-csearch_path=%s'", g_base_ci, g_schema);
-    }
-    return 0;
-}
-
-static int
-teardown(void **state)
-{
-    char sql[256];
-
-    side_exec("RESET search_path");
-    snprintf(sql, sizeof(sql), "DROP SCHEMA IF EXISTS %s CASCADE", g_schema);
-    side_exec(sql);
-    event_base_free(g_base);
-    g_base = NULL;
-    return 0;
+    return pgt_pool(g_pgt.ci, 2, 5000, 10, m);
 }
 
 /* ---- the marker --------------------------------------------------------------------- */
@@ -187,7 +101,7 @@ test_owner_absent_applied_as_self(void **state)
     };
     db_pool_t *p = make_pool(m);
 
-    wait_until_ready(p, 5000);
+    PGT_WAIT_UNTIL(db_pool_ready(p), 5000);
     assert_true(db_pool_ready(p));
     assert_null(db_pool_pending_migration(p));
     db_pool_free(p);
@@ -215,7 +129,7 @@ test_owner_member_applied_under_set_role(void **state)
              g_me);
     db_pool_t *p = make_pool(m);
 
-    wait_until_ready(p, 5000);
+    PGT_WAIT_UNTIL(db_pool_ready(p), 5000);
     assert_true(db_pool_ready(p));
     db_pool_free(p);
     assert_string_equal(side_val("SELECT r FROM who"), g_me); /* SET ROLE was in effect */
@@ -236,7 +150,7 @@ test_owner_not_member_waits(void **state)
     }
     db_pool_t *p = make_pool(m);
 
-    spin(1500);
+    pgt_spin(1500);
     assert_false(db_pool_ready(p));
     assert_non_null(db_pool_pending_migration(p));
     assert_string_equal(db_pool_pending_migration(p), "own");
@@ -247,9 +161,9 @@ test_owner_not_member_waits(void **state)
     assert_string_equal(side_val("SELECT to_regclass('after_own') IS NULL"), "t");
 
     /* the operator's step (phrctl migrate), here by hand: the pool notices and goes on */
-    side_exec("BEGIN; ALTER TABLE t ADD COLUMN j int; "
-              "INSERT INTO schema_migrations (version, name) VALUES (2, 'own'); COMMIT");
-    wait_until_ready(p, 8000);
+    pgt_side_exec("BEGIN; ALTER TABLE t ADD COLUMN j int; "
+                  "INSERT INTO schema_migrations (version, name) VALUES (2, 'own'); COMMIT");
+    PGT_WAIT_UNTIL(db_pool_ready(p), 8000);
     assert_true(db_pool_ready(p));
     assert_null(db_pool_pending_migration(p));
     db_pool_free(p);
@@ -264,28 +178,14 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_marker),
-        cmocka_unit_test_setup_teardown(test_owner_absent_applied_as_self, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_owner_member_applied_under_set_role, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_owner_not_member_waits, setup, teardown),
+        PGT_TEST(test_owner_absent_applied_as_self),
+        PGT_TEST(test_owner_member_applied_under_set_role),
+        PGT_TEST(test_owner_not_member_waits),
     };
 
-    g_base_ci = getenv("PHR_TEST_PG_CONNINFO");
-    if (g_base_ci == NULL || g_base_ci[0] == '\0') {
-        fprintf(stderr, "test_db_migrate: FAIL: PHR_TEST_PG_CONNINFO is not set\n");
-        return 1;
-    }
-    g_side = PQconnectdb(g_base_ci);
-    if (PQstatus(g_side) != CONNECTION_OK) {
-        fprintf(stderr, "test_db_migrate: FAIL: cannot connect with PHR_TEST_PG_CONNINFO: %s\n",
-                PQerrorMessage(g_side));
-        PQfinish(g_side);
-        return 1;
-    }
-    PQclear(PQexec(g_side, "SET client_min_messages = warning"));
+    pgt_open("test_db_migrate", "mig");
     snprintf(g_me, sizeof(g_me), "%s", side_val("SELECT current_user"));
-    log_init("test_db_migrate",
-             getenv("PHR_TEST_LOG_LEVEL") != NULL ? getenv("PHR_TEST_LOG_LEVEL") : "error");
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
-    PQfinish(g_side);
+    pgt_close();
     return rc == 0 ? 0 : 1;
 }

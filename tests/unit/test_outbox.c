@@ -11,7 +11,8 @@
  *
  * Every test runs in its own schema phrtest_outbox_<pid>_<n> (selected with
  * options=-csearch_path=...), created from services/records/migrations/002_outbox.sql
- * (read from the working directory, the repository root) and dropped afterwards.
+ * (read from the working directory, the repository root) and dropped afterwards (the
+ * fixture of pgtest.h).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -20,7 +21,7 @@
 
 #include <cmocka.h>
 
-#include "testutil.h"
+#include "pgtest.h"
 
 #include <event2/event.h>
 #include <json-c/json.h>
@@ -34,7 +35,6 @@
 #include "err.h"
 #include "h2s.h"
 #include "hcli.h"
-#include "log.h"
 #include "outbox.h"
 
 #define T_EVENTS "/internal/v1/events"
@@ -53,14 +53,7 @@ static const char *const t_migration_files[] = {
     "services/auth/migrations/005_outbox.sql",
 };
 
-static const char *g_base_ci;
-static PGconn *g_side;
 static char *g_migration;
-static struct event_base *g_base;
-static struct event *g_tick;
-static char g_schema[64];
-static char g_ci[1024];
-static int g_seq;
 
 /* ---- the peer -------------------------------------------------------------- */
 
@@ -205,7 +198,7 @@ peer_start(int port)
         .idle_timeout_ms = 30000,
         .request_timeout_ms = 5000,
     };
-    h2s_server_t *srv = h2s_server_create(g_base, &lim);
+    h2s_server_t *srv = h2s_server_create(g_pgt.base, &lim);
     assert_non_null(srv);
     assert_int_equal(h2s_route(srv, "POST", T_EVENTS, h_peer, (void *)1, 0), PHR_OK);
     assert_int_equal(h2s_route(srv, "POST", T_NOTIF, h_peer, NULL, 0), PHR_OK);
@@ -225,94 +218,24 @@ peer_release(int status)
 
 /* ---- helpers --------------------------------------------------------------- */
 
-static void
-tick_cb(evutil_socket_t fd, short what, void *arg)
-{
-}
-
-/* Runs the loop for |ms| regardless of progress. */
-static void
-spin(int ms)
-{
-    int64_t dl = t_now_ms() + ms;
-    while (t_now_ms() < dl) {
-        event_base_loop(g_base, EVLOOP_ONCE);
-    }
-}
-
-/* Runs the loop in 20 ms slices until |cond| holds or |ms| passed. */
-#define WAIT_UNTIL(cond, ms)                                                                       \
-    do {                                                                                           \
-        int64_t dl_ = t_now_ms() + (ms);                                                           \
-        while (!(cond) && t_now_ms() < dl_) {                                                      \
-            spin(20);                                                                              \
-        }                                                                                          \
-    } while (0)
-
-static void
-side_exec(const char *sql)
-{
-    PGresult *r = PQexec(g_side, sql);
-    ExecStatusType st = PQresultStatus(r);
-    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
-        fprintf(stderr, "side query failed: %s: %s\n", sql, PQerrorMessage(g_side));
-    }
-    assert_true(st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK);
-    PQclear(r);
-}
-
-/* First cell of |sql| (in the test schema) as a long; NULL reads as -1. */
-static long side_long(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static long
-side_long(const char *fmt, ...)
-{
-    char sql[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(sql, sizeof(sql), fmt, ap);
-    va_end(ap);
-    PGresult *r = PQexec(g_side, sql);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        fprintf(stderr, "side query failed: %s: %s\n", sql, PQerrorMessage(g_side));
-    }
-    assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
-    assert_int_equal(PQntuples(r), 1);
-    long v = PQgetisnull(r, 0, 0) ? -1 : strtol(PQgetvalue(r, 0, 0), NULL, 10);
-    PQclear(r);
-    return v;
-}
-
 static long
 n_sent(void)
 {
-    return side_long("SELECT count(*) FROM outbox WHERE sent_at IS NOT NULL");
+    return pgt_side_long("SELECT count(*) FROM outbox WHERE sent_at IS NOT NULL");
 }
 
+/* A ready pool in the test schema. */
 static db_pool_t *
 make_pool(void)
 {
-    db_config_t cfg = {
-        .conninfo = g_ci,
-        .size = 3,
-        .statement_timeout_ms = 5000,
-        .connect_timeout_ms = 3000,
-        .queue_max = 1000,
-        .migrations = NULL,
-        .lock_name = "test_outbox",
-    };
-    db_pool_t *p = db_pool_create(g_base, &cfg);
-    assert_non_null(p);
-    WAIT_UNTIL(db_pool_ready(p), 5000);
-    assert_true(db_pool_ready(p));
-    return p;
+    return pgt_ready_pool(3, 5000, 1000);
 }
 
 static hcli_t *
 make_cli(int port)
 {
     hcli_config_t cfg = {"127.0.0.1", port, "records", "test-secret", 1000};
-    hcli_t *cli = hcli_create(g_base, &cfg);
+    hcli_t *cli = hcli_create(g_pgt.base, &cfg);
     assert_non_null(cli);
     return cli;
 }
@@ -325,7 +248,7 @@ make_outbox(db_pool_t *db, hcli_t *cli, int poll_ms, int batch_max, int backoff_
     g_routes[0] = (outbox_route_t){"audit", cli, T_EVENTS, 1};
     g_routes[1] = (outbox_route_t){"notification", cli, T_NOTIF, 0};
     outbox_config_t cfg = {g_routes, 2, poll_ms, batch_max, backoff_max_ms, batch_max};
-    outbox_t *ob = outbox_create(g_base, db, &cfg);
+    outbox_t *ob = outbox_create(g_pgt.base, db, &cfg);
     assert_non_null(ob);
     return ob;
 }
@@ -360,7 +283,7 @@ txn_begin(db_pool_t *p)
 {
     tcb_t b = {0};
     assert_int_equal(db_txn_begin(p, t_txn_cb, &b), PHR_OK);
-    WAIT_UNTIL(b.calls > 0, 5000);
+    PGT_WAIT_UNTIL(b.calls > 0, 5000);
     assert_int_equal(b.calls, 1);
     assert_int_equal(b.rc, PHR_OK);
     assert_non_null(b.txn);
@@ -372,7 +295,7 @@ txn_end(db_txn_t *txn, int commit)
 {
     tcb_t e = {0};
     assert_int_equal(db_txn_end(txn, commit, t_q_cb, &e), PHR_OK);
-    WAIT_UNTIL(e.calls > 0, 5000);
+    PGT_WAIT_UNTIL(e.calls > 0, 5000);
     assert_int_equal(e.calls, 1);
     assert_int_equal(e.rc, PHR_OK);
 }
@@ -390,7 +313,7 @@ add_rows(db_pool_t *p, const char *topic, int from, int to, int commit)
         snprintf(body, sizeof(body), "{\"n\": %d, \"event_id\": \"%s\"}", n, key);
         assert_int_equal(outbox_add(txn, topic, key, body, t_q_cb, &q), PHR_OK);
     }
-    WAIT_UNTIL(q.calls == to - from, 5000);
+    PGT_WAIT_UNTIL(q.calls == to - from, 5000);
     assert_int_equal(q.calls, to - from);
     assert_int_equal(q.rc, PHR_OK);
     txn_end(txn, commit);
@@ -443,28 +366,9 @@ in_order(void)
 static int
 setup(void **state)
 {
-    char sql[256];
-
     memset(&g_peer, 0, sizeof(g_peer));
-    g_base = event_base_new();
-    assert_non_null(g_base);
-    g_tick = event_new(g_base, -1, EV_PERSIST, tick_cb, NULL);
-    struct timeval tv = {0, 10000};
-    event_add(g_tick, &tv);
-
-    snprintf(g_schema, sizeof(g_schema), "phrtest_outbox_%ld_%d", (long)getpid(), ++g_seq);
-    snprintf(sql, sizeof(sql), "DROP SCHEMA IF EXISTS %s CASCADE; CREATE SCHEMA %s", g_schema,
-             g_schema);
-    side_exec(sql);
-    snprintf(sql, sizeof(sql), "SET search_path = %s", g_schema);
-    side_exec(sql);
-    side_exec(g_migration);
-    if (strncmp(g_base_ci, "postgres", 8) == 0) {
-        snprintf(g_ci, sizeof(g_ci), "%s%soptions=-csearch_path%%3D%s", g_base_ci,
-                 strchr(g_base_ci, '?') != NULL ? "&" : "?", g_schema);
-    } else {
-        snprintf(g_ci, sizeof(g_ci), "%s options='-csearch_path=%s'", g_base_ci, g_schema);
-    }
+    pgt_setup(state);
+    pgt_side_exec(g_migration);
     g_srv = peer_start(0);
     g_port = h2s_port(g_srv);
     assert_true(g_port > 0);
@@ -475,21 +379,13 @@ setup(void **state)
 static int
 teardown(void **state)
 {
-    char sql[256];
-
     hcli_free(g_cli);
     g_cli = NULL;
     peer_release(503);
-    spin(50);
+    pgt_spin(50);
     h2s_server_free(g_srv);
     g_srv = NULL;
-    side_exec("RESET search_path");
-    snprintf(sql, sizeof(sql), "DROP SCHEMA IF EXISTS %s CASCADE", g_schema);
-    side_exec(sql);
-    event_free(g_tick);
-    event_base_free(g_base);
-    g_base = NULL;
-    return 0;
+    return pgt_teardown(state);
 }
 
 /* ---- tests ----------------------------------------------------------------- */
@@ -517,12 +413,12 @@ test_commit_delivered_once(void **state)
     add_rows(db, "notification", T_NOTIF_BASE, T_NOTIF_BASE + 3, 1);
     add_rows(db, "audit", 100, 103, 0);                                      /* rolled back */
     add_rows(db, "notification", T_NOTIF_BASE + 100, T_NOTIF_BASE + 102, 0); /* rolled back */
-    assert_int_equal(side_long("SELECT count(*) FROM outbox"), 8);
+    assert_int_equal(pgt_side_long("SELECT count(*) FROM outbox"), 8);
 
     outbox_t *ob = make_outbox(db, g_cli, 200, 100, 1000);
-    WAIT_UNTIL(n_sent() == 8, 5000);
+    PGT_WAIT_UNTIL(n_sent() == 8, 5000);
     assert_int_equal(n_sent(), 8);
-    spin(600); /* a few more polls: nothing goes out twice */
+    pgt_spin(600); /* a few more polls: nothing goes out twice */
 
     assert_int_equal(g_peer.bad_shape, 0);
     assert_int_equal(not_once(0, 5), 0);
@@ -531,16 +427,16 @@ test_commit_delivered_once(void **state)
     assert_int_equal(g_peer.nreq_events, 1); /* one batch */
     assert_int_equal(g_peer.nreq_notif, 3);  /* one POST per row */
     assert_true(in_order());
-    assert_int_equal(side_long("SELECT count(*) FROM outbox WHERE attempts <> 0 OR "
-                               "last_error IS NOT NULL OR dead_at IS NOT NULL"),
+    assert_int_equal(pgt_side_long("SELECT count(*) FROM outbox WHERE attempts <> 0 OR "
+                                   "last_error IS NOT NULL OR dead_at IS NOT NULL"),
                      0);
-    WAIT_UNTIL((outbox_stats(ob, &st), st.backlog == 0), 2000);
+    PGT_WAIT_UNTIL((outbox_stats(ob, &st), st.backlog == 0), 2000);
     outbox_stats(ob, &st);
     assert_int_equal(st.sent, 8);
     assert_int_equal(st.failures, 0);
     assert_int_equal(st.backlog, 0);
     outbox_free(ob);
-    spin(50);
+    pgt_spin(50);
     db_pool_free(db);
 }
 
@@ -555,14 +451,14 @@ test_rollback_never_delivered(void **state)
     add_rows(db, "notification", T_NOTIF_BASE, T_NOTIF_BASE + 2, 0);
     add_rows(db, "audit", 10, 11, 1);
     outbox_kick(ob);
-    WAIT_UNTIL(g_peer.seen[10] == 1, 5000);
-    spin(500);
+    PGT_WAIT_UNTIL(g_peer.seen[10] == 1, 5000);
+    pgt_spin(500);
     assert_int_equal(g_peer.seen[10], 1);
     assert_int_equal(g_peer.norder, 1);
     assert_int_equal(g_peer.nreq, 1);
-    assert_int_equal(side_long("SELECT count(*) FROM outbox"), 1);
+    assert_int_equal(pgt_side_long("SELECT count(*) FROM outbox"), 1);
     outbox_free(ob);
-    spin(50);
+    pgt_spin(50);
     db_pool_free(db);
 }
 
@@ -580,38 +476,38 @@ test_peer_down_then_back(void **state)
     add_rows(db, "notification", T_NOTIF_BASE, T_NOTIF_BASE + 3, 1);
     outbox_t *ob = make_outbox(db, g_cli, 100, 100, 400);
 
-    WAIT_UNTIL(side_long("SELECT min(attempts) FROM outbox") >= 2, 5000);
-    assert_true(side_long("SELECT min(attempts) FROM outbox") >= 2);
+    PGT_WAIT_UNTIL(pgt_side_long("SELECT min(attempts) FROM outbox") >= 2, 5000);
+    assert_true(pgt_side_long("SELECT min(attempts) FROM outbox") >= 2);
     assert_int_equal(n_sent(), 0);
-    assert_int_equal(side_long("SELECT count(*) FROM outbox WHERE last_error IS NULL OR "
-                               "dead_at IS NOT NULL"),
+    assert_int_equal(pgt_side_long("SELECT count(*) FROM outbox WHERE last_error IS NULL OR "
+                                   "dead_at IS NOT NULL"),
                      0);
     /*
      * Backed off: never later than the cap (400 ms) after the last failure, plus slack.
      * Rows claimed by a pass still in flight carry the 30 s lease instead: not a backoff.
      */
-    assert_int_equal(side_long("SELECT count(*) FROM outbox WHERE next_attempt_at > now() + "
-                               "interval '1 second' AND next_attempt_at < now() + "
-                               "interval '20 seconds'"),
+    assert_int_equal(pgt_side_long("SELECT count(*) FROM outbox WHERE next_attempt_at > now() + "
+                                   "interval '1 second' AND next_attempt_at < now() + "
+                                   "interval '20 seconds'"),
                      0);
     /* Rows added during the outage wait behind the failed ones. */
     add_rows(db, "audit", 6, 9, 1);
     add_rows(db, "notification", T_NOTIF_BASE + 3, T_NOTIF_BASE + 5, 1);
-    spin(700);
-    long a1 = side_long("SELECT sum(attempts) FROM outbox");
-    spin(700);
-    assert_true(side_long("SELECT sum(attempts) FROM outbox") > a1); /* still trying */
+    pgt_spin(700);
+    long a1 = pgt_side_long("SELECT sum(attempts) FROM outbox");
+    pgt_spin(700);
+    assert_true(pgt_side_long("SELECT sum(attempts) FROM outbox") > a1); /* still trying */
     assert_int_equal(n_sent(), 0);
-    WAIT_UNTIL((outbox_stats(ob, &st), st.backlog == 14), 2000);
+    PGT_WAIT_UNTIL((outbox_stats(ob, &st), st.backlog == 14), 2000);
     outbox_stats(ob, &st);
     assert_int_equal(st.backlog, 14);
     assert_true(st.failures > 0);
     assert_int_equal(st.sent, 0);
 
     g_srv = peer_start(port);
-    WAIT_UNTIL(n_sent() == 14, 10000);
+    PGT_WAIT_UNTIL(n_sent() == 14, 10000);
     assert_int_equal(n_sent(), 14);
-    spin(500);
+    pgt_spin(500);
     assert_int_equal(g_peer.bad_shape, 0);
     assert_int_equal(not_once(0, 9), 0);
     assert_int_equal(not_once(T_NOTIF_BASE, T_NOTIF_BASE + 5), 0);
@@ -620,7 +516,7 @@ test_peer_down_then_back(void **state)
     outbox_stats(ob, &st);
     assert_int_equal(st.sent, 14);
     outbox_free(ob);
-    spin(50);
+    pgt_spin(50);
     db_pool_free(db);
 }
 
@@ -634,20 +530,20 @@ test_503_then_202(void **state)
     g_peer.fail_left = 2;
     add_rows(db, "audit", 0, 3, 1);
     outbox_t *ob = make_outbox(db, g_cli, 50, 100, 200);
-    WAIT_UNTIL(n_sent() == 3, 5000);
+    PGT_WAIT_UNTIL(n_sent() == 3, 5000);
     assert_int_equal(n_sent(), 3);
-    spin(300);
+    pgt_spin(300);
     assert_int_equal(g_peer.nreq, 3);
     assert_int_equal(not_once(0, 3), 0);
     assert_int_equal(g_peer.bad_shape, 0);
-    assert_int_equal(side_long("SELECT count(*) FROM outbox WHERE attempts = 2 AND "
-                               "sent_at IS NOT NULL AND last_error IS NULL"),
+    assert_int_equal(pgt_side_long("SELECT count(*) FROM outbox WHERE attempts = 2 AND "
+                                   "sent_at IS NOT NULL AND last_error IS NULL"),
                      3);
     outbox_stats(ob, &st);
     assert_int_equal(st.sent, 3);
     assert_int_equal(st.failures, 6);
     outbox_free(ob);
-    spin(50);
+    pgt_spin(50);
     db_pool_free(db);
 }
 
@@ -660,24 +556,25 @@ test_400_dead(void **state)
     g_peer.mode_notif = M_400;
     add_rows(db, "notification", T_NOTIF_BASE, T_NOTIF_BASE + 1, 1);
     outbox_t *ob = make_outbox(db, g_cli, 50, 100, 200);
-    WAIT_UNTIL(side_long("SELECT count(*) FROM outbox WHERE dead_at IS NOT NULL") == 1, 5000);
-    spin(800);
+    PGT_WAIT_UNTIL(pgt_side_long("SELECT count(*) FROM outbox WHERE dead_at IS NOT NULL") == 1,
+                   5000);
+    pgt_spin(800);
     assert_int_equal(g_peer.nreq, 1);
-    assert_int_equal(side_long("SELECT count(*) FROM outbox WHERE dead_at IS NOT NULL AND "
-                               "sent_at IS NULL AND attempts = 1 AND last_error = 'http 400'"),
+    assert_int_equal(pgt_side_long("SELECT count(*) FROM outbox WHERE dead_at IS NOT NULL AND "
+                                   "sent_at IS NULL AND attempts = 1 AND last_error = 'http 400'"),
                      1);
 
     g_peer.mode_notif = M_202;
     add_rows(db, "notification", T_NOTIF_BASE + 1, T_NOTIF_BASE + 2, 1);
     outbox_kick(ob);
-    WAIT_UNTIL(g_peer.seen[T_NOTIF_BASE + 1] == 1, 5000);
-    spin(300);
+    PGT_WAIT_UNTIL(g_peer.seen[T_NOTIF_BASE + 1] == 1, 5000);
+    pgt_spin(300);
     assert_int_equal(g_peer.seen[T_NOTIF_BASE + 1], 1);
     assert_int_equal(g_peer.seen[T_NOTIF_BASE], 0);
     assert_int_equal(g_peer.nreq, 2);
-    assert_int_equal(side_long("SELECT count(*) FROM outbox"), 2);
+    assert_int_equal(pgt_side_long("SELECT count(*) FROM outbox"), 2);
     outbox_free(ob);
-    spin(50);
+    pgt_spin(50);
     db_pool_free(db);
 }
 
@@ -690,22 +587,23 @@ test_batch_rejects_items(void **state)
     g_peer.mode_events = M_REJECT_ODD;
     add_rows(db, "audit", 0, 6, 1);
     outbox_t *ob = make_outbox(db, g_cli, 50, 100, 200);
-    WAIT_UNTIL(side_long("SELECT count(*) FROM outbox WHERE dead_at IS NOT NULL OR "
-                         "sent_at IS NOT NULL") == 6,
-               5000);
-    spin(500);
+    PGT_WAIT_UNTIL(pgt_side_long("SELECT count(*) FROM outbox WHERE dead_at IS NOT NULL OR "
+                                 "sent_at IS NOT NULL") == 6,
+                   5000);
+    pgt_spin(500);
     assert_int_equal(g_peer.nreq, 1);
-    assert_int_equal(side_long("SELECT count(*) FROM outbox WHERE sent_at IS NOT NULL AND "
-                               "dead_at IS NULL AND idempotency_key IN "
-                               "('audit-0', 'audit-2', 'audit-4')"),
+    assert_int_equal(pgt_side_long("SELECT count(*) FROM outbox WHERE sent_at IS NOT NULL AND "
+                                   "dead_at IS NULL AND idempotency_key IN "
+                                   "('audit-0', 'audit-2', 'audit-4')"),
                      3);
     assert_int_equal(
-        side_long("SELECT count(*) FROM outbox WHERE dead_at IS NOT NULL AND "
-                  "sent_at IS NULL AND last_error = 'rejected by the peer' AND idempotency_key IN "
-                  "('audit-1', 'audit-3', 'audit-5')"),
+        pgt_side_long(
+            "SELECT count(*) FROM outbox WHERE dead_at IS NOT NULL AND "
+            "sent_at IS NULL AND last_error = 'rejected by the peer' AND idempotency_key IN "
+            "('audit-1', 'audit-3', 'audit-5')"),
         3);
     outbox_free(ob);
-    spin(50);
+    pgt_spin(50);
     db_pool_free(db);
 }
 
@@ -722,9 +620,9 @@ test_two_relays(void **state)
     add_rows(db1, "notification", T_NOTIF_BASE, T_NOTIF_BASE + 80, 1);
     outbox_t *ob1 = make_outbox(db1, g_cli, 30, 10, 200);
     outbox_t *ob2 = make_outbox(db2, cli2, 30, 10, 200);
-    WAIT_UNTIL(n_sent() == 380, 20000);
+    PGT_WAIT_UNTIL(n_sent() == 380, 20000);
     assert_int_equal(n_sent(), 380);
-    spin(300);
+    pgt_spin(300);
     assert_int_equal(g_peer.bad_shape, 0);
     assert_int_equal(not_once(0, 300), 0);
     assert_int_equal(not_once(T_NOTIF_BASE, T_NOTIF_BASE + 80), 0);
@@ -734,7 +632,7 @@ test_two_relays(void **state)
     assert_int_equal(s1.sent + s2.sent, 380);
     outbox_free(ob1);
     outbox_free(ob2);
-    spin(50);
+    pgt_spin(50);
     hcli_free(cli2);
     db_pool_free(db1);
     db_pool_free(db2);
@@ -747,20 +645,20 @@ test_kick(void **state)
     db_pool_t *db = make_pool();
     outbox_t *ob = make_outbox(db, g_cli, 60000, 100, 1000);
 
-    spin(300); /* the first pass at start found nothing */
+    pgt_spin(300); /* the first pass at start found nothing */
     add_rows(db, "audit", 0, 2, 1);
-    spin(300);
+    pgt_spin(300);
     assert_int_equal(g_peer.norder, 0); /* no poll in between */
     int64_t t0 = t_now_ms();
     outbox_kick(ob);
     outbox_kick(ob); /* coalesced */
-    WAIT_UNTIL(n_sent() == 2, 3000);
+    PGT_WAIT_UNTIL(n_sent() == 2, 3000);
     assert_int_equal(n_sent(), 2);
     assert_true(t_now_ms() - t0 < 2000);
     assert_int_equal(not_once(0, 2), 0);
     assert_int_equal(g_peer.nreq, 1);
     outbox_free(ob);
-    spin(50);
+    pgt_spin(50);
     db_pool_free(db);
 }
 
@@ -774,15 +672,15 @@ test_duplicate_key(void **state)
     db_txn_t *txn = txn_begin(db);
     assert_int_equal(outbox_add(txn, "audit", "evt-1", "{\"n\": 1}", t_q_cb, &q), PHR_OK);
     assert_int_equal(outbox_add(txn, "audit", "evt-1", "{\"n\": 2}", t_q_cb, &q), PHR_OK);
-    WAIT_UNTIL(q.calls == 2, 5000);
+    PGT_WAIT_UNTIL(q.calls == 2, 5000);
     assert_int_equal(q.rc, PHR_OK);
     txn_end(txn, 1);
     txn = txn_begin(db);
     assert_int_equal(outbox_add(txn, "audit", "evt-1", "{\"n\": 3}", t_q_cb, &q), PHR_OK);
-    WAIT_UNTIL(q.calls == 3, 5000);
+    PGT_WAIT_UNTIL(q.calls == 3, 5000);
     assert_int_equal(q.rc, PHR_OK);
     txn_end(txn, 1);
-    assert_int_equal(side_long("SELECT count(*) FROM outbox"), 1);
+    assert_int_equal(pgt_side_long("SELECT count(*) FROM outbox"), 1);
 
     /* Bad arguments never reach the database. */
     txn = txn_begin(db);
@@ -793,13 +691,13 @@ test_duplicate_key(void **state)
     txn_end(txn, 1);
 
     outbox_t *ob = make_outbox(db, g_cli, 100, 100, 1000);
-    WAIT_UNTIL(n_sent() == 1, 5000);
-    spin(300);
+    PGT_WAIT_UNTIL(n_sent() == 1, 5000);
+    pgt_spin(300);
     assert_int_equal(g_peer.norder, 1);
     assert_int_equal(g_peer.seen[1], 1);
     assert_int_equal(g_peer.seen[2] + g_peer.seen[3], 0);
     outbox_free(ob);
-    spin(50);
+    pgt_spin(50);
     db_pool_free(db);
 }
 
@@ -811,44 +709,44 @@ test_free_inflight(void **state)
 
     /* 1: freed while its first claim query is in flight. */
     outbox_t *ob = make_outbox(db, g_cli, 100, 100, 1000);
-    spin(1); /* the pass starts, the claim is sent */
+    pgt_spin(1); /* the pass starts, the claim is sent */
     outbox_free(ob);
-    spin(200);
+    pgt_spin(200);
 
     /* 2: freed with a POST in flight; the peer answers afterwards. */
     g_peer.mode_notif = M_HANG;
     add_rows(db, "notification", T_NOTIF_BASE, T_NOTIF_BASE + 1, 1);
     ob = make_outbox(db, g_cli, 100, 100, 1000);
-    WAIT_UNTIL(g_peer.nhung == 1, 5000);
+    PGT_WAIT_UNTIL(g_peer.nhung == 1, 5000);
     assert_int_equal(g_peer.nhung, 1);
     outbox_free(ob);
     outbox_free(NULL);
-    spin(50);
+    pgt_spin(50);
     peer_release(202);
-    spin(300);
+    pgt_spin(300);
     /* The answer arrived after free: not recorded (the lease expires, the peer dedups). */
     assert_int_equal(n_sent(), 0);
 
     /* 3: freed with a POST in flight, then the client is freed (PHR_ECLOSED). */
-    side_exec("UPDATE outbox SET next_attempt_at = now()");
+    pgt_side_exec("UPDATE outbox SET next_attempt_at = now()");
     hcli_t *cli2 = make_cli(g_port);
     ob = make_outbox(db, cli2, 100, 100, 1000);
-    WAIT_UNTIL(g_peer.nhung == 1, 5000);
+    PGT_WAIT_UNTIL(g_peer.nhung == 1, 5000);
     assert_int_equal(g_peer.nhung, 1);
     outbox_free(ob);
     hcli_free(cli2);
-    spin(100);
+    pgt_spin(100);
     peer_release(202);
-    spin(100);
+    pgt_spin(100);
 
     /* 4: the pool is freed right after the outbox, with a claim in flight. */
-    side_exec("UPDATE outbox SET next_attempt_at = now()");
+    pgt_side_exec("UPDATE outbox SET next_attempt_at = now()");
     g_peer.mode_notif = M_202;
     ob = make_outbox(db, g_cli, 100, 100, 1000);
-    spin(1);
+    pgt_spin(1);
     outbox_free(ob);
     db_pool_free(db);
-    spin(100);
+    pgt_spin(100);
 }
 
 static void
@@ -867,18 +765,18 @@ test_invalid_args(void **state)
     outbox_stats_t st = {5, 5, 5};
 
     assert_null(outbox_create(NULL, db, &cfg));
-    assert_null(outbox_create(g_base, NULL, &cfg));
+    assert_null(outbox_create(g_pgt.base, NULL, &cfg));
     cfg.nroutes = 2; /* two routes for one topic */
-    assert_null(outbox_create(g_base, db, &cfg));
+    assert_null(outbox_create(g_pgt.base, db, &cfg));
     cfg.nroutes = 1;
     r[0].peer = NULL;
-    assert_null(outbox_create(g_base, db, &cfg));
+    assert_null(outbox_create(g_pgt.base, db, &cfg));
     r[0].peer = g_cli;
     r[0].path = "internal";
-    assert_null(outbox_create(g_base, db, &cfg));
+    assert_null(outbox_create(g_pgt.base, db, &cfg));
     r[0].path = T_EVENTS;
     r[0].topic = "a b";
-    assert_null(outbox_create(g_base, db, &cfg));
+    assert_null(outbox_create(g_pgt.base, db, &cfg));
     outbox_kick(NULL);
     outbox_stats(NULL, &st);
     assert_int_equal(st.sent, 5);
@@ -900,7 +798,7 @@ test_invalid_args(void **state)
                                            2, NULL, never_cb, NULL),
                          PHR_EINVAL);
     }
-    spin(50);
+    pgt_spin(50);
     db_pool_free(db);
 }
 
@@ -922,31 +820,17 @@ main(void)
         cmocka_unit_test_setup_teardown(test_invalid_args, setup, teardown),
     };
 
-    g_base_ci = getenv("PHR_TEST_PG_CONNINFO");
-    if (g_base_ci == NULL || g_base_ci[0] == '\0') {
-        fprintf(stderr, "test_outbox: FAIL: PHR_TEST_PG_CONNINFO is not set; this test needs a "
-                        "running PostgreSQL (see the top of tests/unit/test_outbox.c)\n");
-        return 1;
-    }
+    pgt_open("test_outbox", "outbox");
     g_migration = read_file(t_migration_files[0]);
     if (g_migration == NULL) {
         fprintf(stderr, "test_outbox: FAIL: cannot read %s (run from the repository root)\n",
                 t_migration_files[0]);
+        pgt_close();
         return 1;
     }
-    g_side = PQconnectdb(g_base_ci);
-    if (PQstatus(g_side) != CONNECTION_OK) {
-        fprintf(stderr, "test_outbox: FAIL: cannot connect with PHR_TEST_PG_CONNINFO: %s\n",
-                PQerrorMessage(g_side));
-        PQfinish(g_side);
-        free(g_migration);
-        return 1;
-    }
-    PQclear(PQexec(g_side, "SET client_min_messages = warning"));
-    log_init("test_outbox",
-             getenv("PHR_TEST_LOG_LEVEL") != NULL ? getenv("PHR_TEST_LOG_LEVEL") : "error");
+    g_pgt.slice_ms = 20; /* conditions here query the database: test them every 20 ms */
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
-    PQfinish(g_side);
+    pgt_close();
     free(g_migration);
     return rc == 0 ? 0 : 1;
 }

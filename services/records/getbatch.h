@@ -1,0 +1,45 @@
+/*
+ * getbatch.h - reads of one record by id, coalesced into one SELECT.
+ *
+ * Under load a single-record read costs PostgreSQL a wake-up and a round trip
+ * far dearer than its index lookup. Reads that arrive while as many batches as
+ * the pool has connections are in flight wait together and leave as one
+ * statement over arrays of (record id, patient id) keys; a lone read leaves at
+ * once, so latency at low load is unchanged. Each key is still matched against
+ * its patient in SQL: a reader sees only its own patient's record.
+ */
+#ifndef PHR_RECORDS_GETBATCH_H
+#define PHR_RECORDS_GETBATCH_H
+
+#include <libpq-fe.h>
+
+#include "svc.h"
+
+typedef struct rgb rgb_t;
+
+/*
+ * Outcome of one read: |rc| PHR_OK with the reader's |row| of |res|
+ * (REC_COLUMNS), or -1 (|res| then maybe NULL) when that patient has no such
+ * record; else an error
+ * (db.h codes, PHR_EFULL when too many reads wait). |res| is only valid during
+ * the call.
+ */
+typedef void (*rgb_cb)(int rc, const PGresult *res, int row, void *ud);
+
+/* A batcher on |svc|'s pool (as many batches in flight as the pool has connections). */
+rgb_t *rgb_create(svc_t *svc);
+
+/*
+ * Waiting reads fail with PHR_ECLOSED now; batches in flight finish with the
+ * pool (their readers are answered) and then free the batcher. NULL is a no-op.
+ */
+void rgb_free(rgb_t *b);
+
+/*
+ * Reads record |id| of |patient_id| (uuids; anything else is no record).
+ * |cb| runs exactly once; from inside this call only for such a key or when
+ * the read could not be queued or sent.
+ */
+void rgb_get(rgb_t *b, const char *id, const char *patient_id, rgb_cb cb, void *ud);
+
+#endif
