@@ -35,6 +35,7 @@ int
 hex_decode(const char *hex, unsigned char *out, size_t n)
 {
     if (hex == NULL || strlen(hex) != 2 * n) {
+        explicit_bzero(out, n);
         return PHR_EINVAL;
     }
     for (size_t i = 0; i < n; i++) {

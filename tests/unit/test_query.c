@@ -83,7 +83,9 @@ test_hex(void **state)
     assert_int_equal(hex_decode("00AB10ff", b, 4), PHR_OK);
     hex_encode(b, 4, text);
     assert_string_equal(text, "00ab10ff");
+    memset(b, 0xa5, sizeof(b));
     assert_int_equal(hex_decode("00ab10f", b, 4), PHR_EINVAL);
+    assert_true(b[0] == 0 && b[3] == 0); /* zeroed on a wrong length too */
     assert_int_equal(hex_decode("00ab10ff0", b, 4), PHR_EINVAL);
     assert_int_equal(hex_decode("00ab10fg", b, 4), PHR_EINVAL);
     assert_true(b[0] == 0 && b[1] == 0 && b[2] == 0 && b[3] == 0); /* zeroed on failure */
