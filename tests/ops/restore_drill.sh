@@ -344,10 +344,12 @@ wait "$LOOP"
 rc=$?
 took=$(($(date +%s) - t0))
 check "  SIGTERM stops it at once (exit $rc after $took s)" test "$rc:$((took < 3))" = 0:1
-gone() { # PID: the process ends within 2 s (killed, then reaped by init)
-    local i
-    for ((i = 0; i < 20; i++)); do
-        kill -0 "$1" 2>/dev/null || return 0
+gone() { # PID: the process ends within 5 s (a zombie waiting for init to reap it has ended)
+    local i stat
+    for ((i = 0; i < 50; i++)); do
+        stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 0
+        stat=${stat##*) }
+        [ "${stat:0:1}" != Z ] || return 0
         sleep 0.1
     done
     return 1
