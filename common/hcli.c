@@ -3,8 +3,9 @@
  *
  * Ownership:
  *   hcli_t owns its connections (|conns|: live, |dead|: waiting to be
- *   freed) and the queue of finished requests waiting for their callback.
- *   A connection owns the requests attached to its nghttp2 streams.
+ *   freed), the queue of finished requests waiting for their callback and
+ *   the queue of requests to send again (|resend|). A connection owns the
+ *   requests attached to its nghttp2 streams.
  *
  * A request is freed when both (a) its callback ran and (b) nghttp2 no
  * longer refers to it (its stream closed, or the session was deleted).
@@ -15,6 +16,11 @@
  * hcli_request, never inside nghttp2 or bufferevent callbacks), so a
  * caller may submit or free from its callback. Dead connections are
  * freed from there as well, never inside their own callbacks.
+ *
+ * A request the peer did not process (RFC 9113 6.8: a stream above the
+ * last_stream_id of its GOAWAY, or closed with REFUSED_STREAM) is sent once
+ * more from |defer_ev|, on the current or a new connection, with the same
+ * headers, body and deadline; refused again, it fails with PHR_EUNAVAIL.
  */
 #include "hcli.h"
 
@@ -46,6 +52,7 @@
 #define HCLI_CONN_WINDOW (16 << 20)
 #define HCLI_MAX_CTYPE 256
 #define HCLI_MAX_NV 12
+#define HCLI_NO_GOAWAY INT32_MAX /* hcli_conn.last_sid before a GOAWAY */
 
 typedef struct hcli_conn hcli_conn_t;
 typedef struct hcli_req hcli_req_t;
@@ -57,11 +64,16 @@ struct hcli_req {
     int attached;  /* nghttp2 stream user data points at us */
     int completed; /* rc decided, callback queued */
     int delivered; /* callback returned */
+    int queued;    /* on cli->resend */
+    int resent;    /* already queued once: a second refusal fails it */
     int rc;
     struct event *timer;
     hcli_cb cb;
     void *ud;
 
+    char *hbuf; /* our copies of the header values nva points at */
+    nghttp2_nv nva[HCLI_MAX_NV + HCLI_MAX_EXTRA_HEADERS];
+    size_t nvlen;
     char *body; /* request body copy */
     size_t body_len;
     size_t body_off;
@@ -74,6 +86,7 @@ struct hcli_req {
 
     hcli_req_t *cprev, *cnext; /* conn->reqs */
     hcli_req_t *dnext;         /* cli->done queue */
+    hcli_req_t *rnext;         /* cli->resend queue */
 };
 
 struct hcli_conn {
@@ -83,6 +96,7 @@ struct hcli_conn {
     int connected;
     int got_settings; /* the peer spoke HTTP/2: resets the backoff */
     int goaway;
+    int32_t last_sid; /* the peer's GOAWAY last_stream_id, or HCLI_NO_GOAWAY */
     int dead;
     int deleting; /* inside nghttp2_session_del: ignore callbacks */
     hcli_req_t *reqs;
@@ -103,6 +117,7 @@ struct hcli {
     hcli_conn_t *dead;  /* failed, to be freed from defer_ev */
 
     hcli_req_t *done_head, *done_tail;
+    hcli_req_t *resend_head, *resend_tail;
     struct event *defer_ev;
 
     int backoff_ms;      /* last backoff step; 0 when the last attempt worked */
@@ -147,6 +162,7 @@ hcli_req_free(hcli_req_t *r)
     if (r->timer != NULL) {
         event_free(r->timer);
     }
+    free(r->hbuf);
     free(r->body);
     free(r->ctype);
     free(r->rbody);
@@ -174,6 +190,34 @@ hcli_req_complete(hcli_req_t *r, int rc)
         cli->done_head = r;
     }
     cli->done_tail = r;
+    event_active(cli->defer_ev, EV_TIMEOUT, 0);
+}
+
+/*
+ * The peer did not process |r|: queues it to be sent again from defer_ev,
+ * once; the second time it completes with PHR_EUNAVAIL.
+ */
+static void
+hcli_req_refused(hcli_req_t *r)
+{
+    hcli_t *cli = r->cli;
+
+    if (r->completed || r->queued) {
+        return;
+    }
+    if (r->resent || cli->closing) {
+        hcli_req_complete(r, PHR_EUNAVAIL);
+        return;
+    }
+    r->queued = 1;
+    r->resent = 1;
+    r->rnext = NULL;
+    if (cli->resend_tail != NULL) {
+        cli->resend_tail->rnext = r;
+    } else {
+        cli->resend_head = r;
+    }
+    cli->resend_tail = r;
     event_active(cli->defer_ev, EV_TIMEOUT, 0);
 }
 
@@ -323,7 +367,11 @@ hcli_conn_fail(hcli_conn_t *c, int rc, const char *why)
         log_info("hcli: connection to %s closed (%s)", cli->authority, why);
     }
     for (r = c->reqs; r != NULL; r = r->cnext) {
-        hcli_req_complete(r, rc);
+        if (r->stream_id > c->last_sid) {
+            hcli_req_refused(r); /* above the GOAWAY's last_stream_id */
+        } else {
+            hcli_req_complete(r, rc);
+        }
     }
     hcli_conns_unlink(cli, c);
     c->next = cli->dead;
@@ -460,16 +508,13 @@ hcli_on_frame_recv_cb(nghttp2_session *session, const nghttp2_frame *frame, void
         }
         break;
     case NGHTTP2_GOAWAY:
-        /* New requests go to a new connection; streams the peer will not
-         * process are closed by nghttp2 with REFUSED_STREAM (-> EUNAVAIL). */
+        /* New requests go to a new connection. Right after this callback
+         * (or at the next send, for requests not sent yet) nghttp2 closes
+         * the streams above last_stream_id with REFUSED_STREAM. */
         c->goaway = 1;
+        c->last_sid = frame->goaway.last_stream_id;
         if (cli->conn == c) {
             cli->conn = NULL;
-        }
-        for (r = c->reqs; r != NULL; r = r->cnext) {
-            if (r->stream_id > frame->goaway.last_stream_id) {
-                hcli_req_complete(r, PHR_EUNAVAIL);
-            }
         }
         break;
     case NGHTTP2_HEADERS:
@@ -500,9 +545,10 @@ hcli_on_stream_close_cb(nghttp2_session *session, int32_t stream_id, uint32_t er
     if (r == NULL) {
         return 0;
     }
-    if (!r->completed) {
-        /* REFUSED_STREAM: the peer did not process it (GOAWAY, limits). */
-        hcli_req_complete(r, error_code == NGHTTP2_REFUSED_STREAM ? PHR_EUNAVAIL : PHR_EPROTO);
+    if (error_code == NGHTTP2_REFUSED_STREAM) {
+        hcli_req_refused(r); /* the peer did not process it (GOAWAY, limits) */
+    } else {
+        hcli_req_complete(r, PHR_EPROTO); /* no-op when completed */
     }
     hcli_req_detach(r);
     return 0;
@@ -628,6 +674,7 @@ hcli_conn_new(hcli_t *cli)
         return NULL;
     }
     c->cli = cli;
+    c->last_sid = HCLI_NO_GOAWAY;
     if (nghttp2_session_callbacks_new(&cbs) != 0) {
         free(c);
         return NULL;
@@ -674,6 +721,88 @@ hcli_conn_new(hcli_t *cli)
     return c;
 }
 
+/*
+ * Opens a stream for |r| on the current connection (made when needed).
+ * Returns PHR_OK (|r| attached, or completed with PHR_EUNAVAIL) or
+ * PHR_ENOMEM (|r| untouched).
+ */
+static int
+hcli_req_submit(hcli_t *cli, hcli_req_t *r)
+{
+    hcli_conn_t *c = cli->conn;
+    nghttp2_data_provider prd;
+    int32_t sid;
+
+    if (c == NULL) {
+        if (cli->retry_at_us != 0 && hcli_mono_us() < cli->retry_at_us) {
+            hcli_req_complete(r, PHR_EUNAVAIL); /* backing off: fail fast */
+            return PHR_OK;
+        }
+        c = hcli_conn_new(cli);
+        if (c == NULL) {
+            return PHR_ENOMEM;
+        }
+    }
+    if (c->dead) {
+        hcli_req_complete(r, PHR_EUNAVAIL);
+        return PHR_OK;
+    }
+    prd.source.ptr = r;
+    prd.read_callback = hcli_body_read_cb;
+    sid = nghttp2_submit_request(c->session, NULL, r->nva, r->nvlen, r->body != NULL ? &prd : NULL,
+                                 r);
+    if (sid < 0) {
+        if (sid == NGHTTP2_ERR_NOMEM) {
+            return PHR_ENOMEM;
+        }
+        /* Stream ids exhausted or the session is going away: retire it. */
+        c->goaway = 1;
+        if (cli->conn == c) {
+            cli->conn = NULL;
+        }
+        if (c->reqs == NULL) {
+            hcli_conn_fail(c, PHR_EUNAVAIL, "cannot open a stream");
+        }
+        hcli_req_complete(r, PHR_EUNAVAIL);
+        return PHR_OK;
+    }
+    r->stream_id = sid;
+    hcli_req_attach(c, r);
+    hcli_conn_send(c);
+    return PHR_OK;
+}
+
+/* Sends the queued requests again; hcli_reap has detached them. */
+static void
+hcli_resend(hcli_t *cli)
+{
+    hcli_req_t *r;
+
+    while ((r = cli->resend_head) != NULL) {
+        cli->resend_head = r->rnext;
+        if (cli->resend_head == NULL) {
+            cli->resend_tail = NULL;
+        }
+        r->rnext = NULL;
+        r->queued = 0;
+        if (r->completed) {
+            continue; /* its deadline passed while queued */
+        }
+        if (r->attached) {
+            hcli_req_complete(r, PHR_EUNAVAIL); /* not expected: hcli_reap detached it */
+            continue;
+        }
+        r->status = 0;
+        free(r->ctype);
+        r->ctype = NULL;
+        r->rlen = 0;
+        r->body_off = 0;
+        if (hcli_req_submit(cli, r) != PHR_OK) {
+            hcli_req_complete(r, PHR_EUNAVAIL);
+        }
+    }
+}
+
 /* ---- public API ------------------------------------------------------- */
 
 static void
@@ -683,6 +812,7 @@ hcli_defer_cb(evutil_socket_t fd, short what, void *arg)
 
     cli->delivering = 1;
     hcli_reap(cli);
+    hcli_resend(cli);
     hcli_deliver(cli);
     cli->delivering = 0;
     if (cli->free_pending) {
@@ -765,13 +895,21 @@ void
 hcli_free(hcli_t *cli)
 {
     hcli_conn_t *c;
+    hcli_req_t *r;
 
     if (cli == NULL || cli->closing) {
         return;
     }
     cli->closing = 1;
+    while ((r = cli->resend_head) != NULL) {
+        cli->resend_head = r->rnext;
+        r->rnext = NULL;
+        r->queued = 0;
+        hcli_req_complete(r, PHR_ECLOSED);
+    }
+    cli->resend_tail = NULL;
     while ((c = cli->conns) != NULL) {
-        for (hcli_req_t *r = c->reqs; r != NULL; r = r->cnext) {
+        for (r = c->reqs; r != NULL; r = r->cnext) {
             hcli_req_complete(r, PHR_ECLOSED);
         }
         hcli_conns_unlink(cli, c);
@@ -867,19 +1005,83 @@ hcli_request(hcli_t *cli, const char *method, const char *path, const char *cont
                              ud);
 }
 
+/* Copies |s| (with its NUL) to *pos and moves *pos past it. */
+static const char *
+hcli_hput(char **pos, const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *dst = *pos;
+
+    memcpy(dst, s, n);
+    *pos += n;
+    return dst;
+}
+
+/*
+ * Fills r->nva, kept for a resend: values the caller passed are copied to
+ * r->hbuf, the others point into |cli| (alive while requests are sent).
+ */
+static int
+hcli_req_headers(hcli_req_t *r, const char *method, const char *path, const char *const *headers,
+                 size_t nextra, const char *content_type, const char *request_id)
+{
+    hcli_t *cli = r->cli;
+    char clen[24];
+    size_t size = strlen(method) + strlen(path) + 2;
+    size_t n = 0;
+    char *p;
+
+    snprintf(clen, sizeof(clen), "%zu", r->body_len);
+    if (r->body != NULL) {
+        size += strlen(clen) + 1 + (content_type != NULL ? strlen(content_type) + 1 : 0);
+    }
+    if (request_id != NULL) {
+        size += strlen(request_id) + 1;
+    }
+    for (size_t i = 0; i < 2 * nextra; i++) {
+        size += strlen(headers[i]) + 1;
+    }
+    p = r->hbuf = malloc(size);
+    if (p == NULL) {
+        return PHR_ENOMEM;
+    }
+    hcli_nv(&r->nva[n++], ":method", hcli_hput(&p, method), NGHTTP2_NV_FLAG_NONE);
+    hcli_nv(&r->nva[n++], ":scheme", "http", NGHTTP2_NV_FLAG_NONE);
+    hcli_nv(&r->nva[n++], ":authority", cli->authority, NGHTTP2_NV_FLAG_NONE);
+    hcli_nv(&r->nva[n++], ":path", hcli_hput(&p, path), NGHTTP2_NV_FLAG_NONE);
+    if (r->body != NULL) {
+        if (content_type != NULL) {
+            hcli_nv(&r->nva[n++], "content-type", hcli_hput(&p, content_type),
+                    NGHTTP2_NV_FLAG_NONE);
+        }
+        hcli_nv(&r->nva[n++], "content-length", hcli_hput(&p, clen), NGHTTP2_NV_FLAG_NONE);
+    }
+    if (cli->caller != NULL) {
+        hcli_nv(&r->nva[n++], "x-phr-caller", cli->caller, NGHTTP2_NV_FLAG_NONE);
+    }
+    if (cli->credential != NULL) {
+        /* Never put the secret into the HPACK dynamic table. */
+        hcli_nv(&r->nva[n++], "x-phr-credential", cli->credential, NGHTTP2_NV_FLAG_NO_INDEX);
+    }
+    if (request_id != NULL) {
+        hcli_nv(&r->nva[n++], "x-request-id", hcli_hput(&p, request_id), NGHTTP2_NV_FLAG_NONE);
+    }
+    hcli_nv(&r->nva[n++], "accept", "application/json", NGHTTP2_NV_FLAG_NONE);
+    for (size_t i = 0; i < nextra; i++) {
+        const char *name = hcli_hput(&p, headers[2 * i]);
+        hcli_nv(&r->nva[n++], name, hcli_hput(&p, headers[2 * i + 1]), NGHTTP2_NV_FLAG_NONE);
+    }
+    r->nvlen = n;
+    return PHR_OK;
+}
+
 int
 hcli_request_hdrs(hcli_t *cli, const char *method, const char *path, const char *const *headers,
                   const char *content_type, const char *body, size_t body_len,
                   const char *request_id, hcli_cb cb, void *ud)
 {
-    nghttp2_nv nva[HCLI_MAX_NV + HCLI_MAX_EXTRA_HEADERS];
-    size_t n = 0;
     size_t nextra = 0;
-    char clen[24];
-    nghttp2_data_provider prd;
-    hcli_conn_t *c;
     hcli_req_t *r;
-    int32_t sid;
 
     if (cli == NULL || method == NULL || path == NULL || cb == NULL) {
         return PHR_EINVAL;
@@ -913,77 +1115,16 @@ hcli_request_hdrs(hcli_t *cli, const char *method, const char *path, const char 
         r->body_len = body_len;
     }
     r->timer = evtimer_new(cli->base, hcli_timeout_cb, r);
-    if (r->timer == NULL) {
+    if (r->timer == NULL ||
+        hcli_req_headers(r, method, path, headers, nextra, content_type, request_id) != PHR_OK) {
         hcli_req_free(r);
         return PHR_ENOMEM;
     }
     struct timeval tv = {cli->timeout_ms / 1000, (suseconds_t)(cli->timeout_ms % 1000) * 1000};
     evtimer_add(r->timer, &tv);
-
-    c = cli->conn;
-    if (c == NULL) {
-        if (cli->retry_at_us != 0 && hcli_mono_us() < cli->retry_at_us) {
-            hcli_req_complete(r, PHR_EUNAVAIL); /* backing off: fail fast */
-            return PHR_OK;
-        }
-        c = hcli_conn_new(cli);
-        if (c == NULL) {
-            hcli_req_free(r);
-            return PHR_ENOMEM;
-        }
+    if (hcli_req_submit(cli, r) != PHR_OK) {
+        hcli_req_free(r);
+        return PHR_ENOMEM;
     }
-    if (c->dead) {
-        hcli_req_complete(r, PHR_EUNAVAIL);
-        return PHR_OK;
-    }
-
-    hcli_nv(&nva[n++], ":method", method, NGHTTP2_NV_FLAG_NONE);
-    hcli_nv(&nva[n++], ":scheme", "http", NGHTTP2_NV_FLAG_NONE);
-    hcli_nv(&nva[n++], ":authority", cli->authority, NGHTTP2_NV_FLAG_NONE);
-    hcli_nv(&nva[n++], ":path", path, NGHTTP2_NV_FLAG_NONE);
-    if (body != NULL) {
-        if (content_type != NULL) {
-            hcli_nv(&nva[n++], "content-type", content_type, NGHTTP2_NV_FLAG_NONE);
-        }
-        snprintf(clen, sizeof(clen), "%zu", body_len);
-        hcli_nv(&nva[n++], "content-length", clen, NGHTTP2_NV_FLAG_NONE);
-    }
-    if (cli->caller != NULL) {
-        hcli_nv(&nva[n++], "x-phr-caller", cli->caller, NGHTTP2_NV_FLAG_NONE);
-    }
-    if (cli->credential != NULL) {
-        /* Never put the secret into the HPACK dynamic table. */
-        hcli_nv(&nva[n++], "x-phr-credential", cli->credential, NGHTTP2_NV_FLAG_NO_INDEX);
-    }
-    if (request_id != NULL) {
-        hcli_nv(&nva[n++], "x-request-id", request_id, NGHTTP2_NV_FLAG_NONE);
-    }
-    hcli_nv(&nva[n++], "accept", "application/json", NGHTTP2_NV_FLAG_NONE);
-    for (size_t i = 0; i < nextra; i++) {
-        hcli_nv(&nva[n++], headers[2 * i], headers[2 * i + 1], NGHTTP2_NV_FLAG_NONE);
-    }
-
-    prd.source.ptr = r;
-    prd.read_callback = hcli_body_read_cb;
-    sid = nghttp2_submit_request(c->session, NULL, nva, n, body != NULL ? &prd : NULL, r);
-    if (sid < 0) {
-        if (sid == NGHTTP2_ERR_NOMEM) {
-            hcli_req_free(r);
-            return PHR_ENOMEM;
-        }
-        /* Stream ids exhausted or the session is going away: retire it. */
-        c->goaway = 1;
-        if (cli->conn == c) {
-            cli->conn = NULL;
-        }
-        if (c->reqs == NULL) {
-            hcli_conn_fail(c, PHR_EUNAVAIL, "cannot open a stream");
-        }
-        hcli_req_complete(r, PHR_EUNAVAIL);
-        return PHR_OK;
-    }
-    r->stream_id = sid;
-    hcli_req_attach(c, r);
-    hcli_conn_send(c);
     return PHR_OK;
 }

@@ -23,10 +23,12 @@ typedef struct {
 
 /*
  * |rc| is PHR_OK with |resp| (any HTTP status), PHR_ETIMEDOUT (deadline),
- * PHR_EUNAVAIL (cannot connect / connection lost / GOAWAY before the stream
- * was processed), PHR_EPROTO, or PHR_ECLOSED (client freed). |resp| is valid
- * only during the callback. Called exactly once, never from inside the
- * submitting call.
+ * PHR_EUNAVAIL (cannot connect / connection lost / not processed by the peer
+ * twice), PHR_EPROTO, or PHR_ECLOSED (client freed). |resp| is valid only
+ * during the callback. Called exactly once, never from inside the submitting
+ * call. A request the peer did not process (above its GOAWAY's
+ * last_stream_id, or REFUSED_STREAM) is sent once more, on a new connection
+ * after a GOAWAY, within the same deadline.
  */
 typedef void (*hcli_cb)(int rc, const hcli_resp_t *resp, void *ud);
 

@@ -276,6 +276,7 @@ typedef enum { TSRV_ECHO, TSRV_HOLD, TSRV_BIG } tsrv_mode_t;
 #define TSRV_MAX_CONNS 16
 #define TSRV_MAX_HDRS 32
 #define TSRV_MAX_HELD 256
+#define TSRV_MAX_LOG 64
 
 typedef struct tsrv tsrv_t;
 typedef struct tsrv_conn tsrv_conn_t;
@@ -283,6 +284,7 @@ typedef struct tsrv_conn tsrv_conn_t;
 typedef struct tsrv_stream {
     int32_t id;
     tsrv_conn_t *conn;
+    char path[32];
     char body[4096];
     size_t len;
     size_t off;
@@ -294,6 +296,8 @@ struct tsrv_conn {
     struct bufferevent *bev;
     nghttp2_session *session;
     int deleting;
+    int idx;     /* 1 for the first accepted connection, ... */
+    int shut_wr; /* close the sending side once the output is written */
 };
 
 struct tsrv {
@@ -305,6 +309,10 @@ struct tsrv {
     int accepted;
     int requests;
     int cancels; /* RST_STREAM(CANCEL) received */
+    int nlog;    /* complete requests received, in order: */
+    int log_conn[TSRV_MAX_LOG];
+    char log_path[TSRV_MAX_LOG][32];
+    char log_body[TSRV_MAX_LOG][32];
     tsrv_conn_t *conns[TSRV_MAX_CONNS];
     tsrv_stream_t *streams;
     tsrv_stream_t *held[TSRV_MAX_HELD];
@@ -441,6 +449,10 @@ tsrv_header_cb(nghttp2_session *s, const nghttp2_frame *frame, const uint8_t *na
                const uint8_t *value, size_t valuelen, uint8_t flags, void *ud)
 {
     tsrv_t *srv = ((tsrv_conn_t *)ud)->srv;
+    tsrv_stream_t *st = nghttp2_session_get_stream_user_data(s, frame->hd.stream_id);
+    if (st != NULL && namelen == 5 && memcmp(name, ":path", 5) == 0) {
+        snprintf(st->path, sizeof(st->path), "%.*s", (int)valuelen, (const char *)value);
+    }
     if (srv->nhdr < TSRV_MAX_HDRS) {
         snprintf(srv->hname[srv->nhdr], sizeof(srv->hname[0]), "%.*s", (int)namelen,
                  (const char *)name);
@@ -481,6 +493,13 @@ tsrv_frame_recv_cb(nghttp2_session *s, const nghttp2_frame *frame, void *ud)
         return 0;
     }
     srv->requests++;
+    if (srv->nlog < TSRV_MAX_LOG) {
+        srv->log_conn[srv->nlog] = st->conn->idx;
+        snprintf(srv->log_path[srv->nlog], sizeof(srv->log_path[0]), "%s", st->path);
+        snprintf(srv->log_body[srv->nlog], sizeof(srv->log_body[0]), "%.*s", (int)st->len,
+                 st->body);
+        srv->nlog++;
+    }
     if (srv->mode == TSRV_HOLD && srv->nheld < TSRV_MAX_HELD) {
         srv->held[srv->nheld++] = st;
     } else {
@@ -523,7 +542,12 @@ tsrv_readcb(struct bufferevent *bev, void *ud)
 static void
 tsrv_writecb(struct bufferevent *bev, void *ud)
 {
-    tsrv_send(ud);
+    tsrv_conn_t *c = ud;
+    if (c->shut_wr) {
+        shutdown(bufferevent_getfd(bev), SHUT_WR);
+        return;
+    }
+    tsrv_send(c);
 }
 
 static void
@@ -564,6 +588,7 @@ tsrv_accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct sockaddr *
         }
     }
     srv->accepted++;
+    c->idx = srv->accepted;
     tsrv_send(c);
 }
 
@@ -907,6 +932,170 @@ tsrv_held_id(const tsrv_t *srv, int rank)
     return ids[rank];
 }
 
+/* The |rank|-th lowest id held on connection |idx|, or -1. */
+static int32_t
+tsrv_held_on(const tsrv_t *srv, int idx, int rank)
+{
+    int32_t best = -1;
+    for (int k = 0; k <= rank; k++) {
+        int32_t floor = best;
+        best = -1;
+        for (int i = 0; i < srv->nheld; i++) {
+            int32_t id = srv->held[i]->id;
+            if (srv->held[i]->conn->idx == idx && id > floor && (best < 0 || id < best)) {
+                best = id;
+            }
+        }
+    }
+    return best;
+}
+
+static tsrv_conn_t *
+tsrv_conn_at(const tsrv_t *srv, int idx)
+{
+    for (int i = 0; i < TSRV_MAX_CONNS; i++) {
+        if (srv->conns[i] != NULL && srv->conns[i]->idx == idx) {
+            return srv->conns[i];
+        }
+    }
+    fail_msg("no server connection %d", idx);
+    return NULL;
+}
+
+/* Requests received on connection |idx| with |path| and |body| (NULL: any). */
+static int
+tsrv_log_count(const tsrv_t *srv, int idx, const char *path, const char *body)
+{
+    int n = 0;
+    for (int i = 0; i < srv->nlog; i++) {
+        n += srv->log_conn[i] == idx && (path == NULL || strcmp(srv->log_path[i], path) == 0) &&
+             (body == NULL || strcmp(srv->log_body[i], body) == 0);
+    }
+    return n;
+}
+
+/* GOAWAY(|last|) on |c|, then its sending side closed: the client reads the GOAWAY, then EOF. */
+static void
+tsrv_goaway_close(tsrv_conn_t *c, int32_t last)
+{
+    nghttp2_submit_goaway(c->session, NGHTTP2_FLAG_NONE, last, NGHTTP2_NO_ERROR, NULL, 0);
+    assert_int_equal(nghttp2_session_send(c->session), 0);
+    assert_true(evbuffer_get_length(bufferevent_get_output(c->bev)) > 0);
+    c->shut_wr = 1; /* tsrv_writecb, once the GOAWAY is written */
+}
+
+#define T_GOAWAY_N 6
+
+/*
+ * A GOAWAY with requests above its last_stream_id, then the connection
+ * closes: those (POSTs) go once, body and all, to a new connection; those
+ * at or below it fail (they may have been processed). A second GOAWAY on
+ * the new connection fails the rest: no third connection.
+ */
+static void
+test_hcli_goaway_resends_unprocessed(void **state)
+{
+    struct event_base *base = event_base_new();
+    tsrv_t *srv = tsrv_new(base, TSRV_HOLD);
+    t_res_t res[T_GOAWAY_N];
+    char path[T_GOAWAY_N][24], body[T_GOAWAY_N][24];
+    memset(res, 0, sizeof(res));
+
+    hcli_t *cli = t_client(base, srv->port, 10000);
+    for (int i = 0; i < T_GOAWAY_N; i++) {
+        snprintf(path[i], sizeof(path[i]), "/r%d", i);
+        snprintf(body[i], sizeof(body[i]), "body-%d", i);
+        assert_int_equal(t_req(cli, "POST", path[i], "text/plain", body[i], NULL, &res[i]), PHR_OK);
+    }
+    t_run_until(base, &srv->nheld, T_GOAWAY_N, 5000);
+    assert_int_equal(srv->nheld, T_GOAWAY_N);
+
+    /* Streams are opened in submit order: last_stream_id = /r1's stream. */
+    tsrv_goaway_close(tsrv_conn_at(srv, 1), tsrv_held_on(srv, 1, 1));
+    t_run_until(base, &srv->requests, T_GOAWAY_N + 4, 5000);
+    t_run_until(base, &t_done, 2, 5000);
+    t_run_for(base, 50);
+    assert_int_equal(srv->accepted, 2);
+    assert_int_equal(srv->requests, T_GOAWAY_N + 4);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(res[i].calls, 1);
+        assert_int_equal(res[i].rc, PHR_EUNAVAIL);
+        assert_int_equal(tsrv_log_count(srv, 2, path[i], NULL), 0);
+    }
+    for (int i = 2; i < T_GOAWAY_N; i++) {
+        assert_int_equal(res[i].calls, 0);
+        assert_int_equal(tsrv_log_count(srv, 2, path[i], body[i]), 1);
+    }
+    assert_int_equal(tsrv_log_count(srv, 2, NULL, NULL), T_GOAWAY_N - 2);
+
+    /* Connection 2 answers its two lowest streams, then GOAWAY(the second
+     * of them) and closes: the other two were refused twice and fail. */
+    int32_t a = tsrv_held_on(srv, 2, 0), b = tsrv_held_on(srv, 2, 1);
+    srv->mode = TSRV_ECHO;
+    tsrv_release(srv, a);
+    tsrv_release(srv, b);
+    t_run_until(base, &t_done, 4, 5000);
+    assert_int_equal(t_done, 4);
+    tsrv_goaway_close(tsrv_conn_at(srv, 2), b);
+    t_run_until(base, &t_done, T_GOAWAY_N, 5000);
+    t_run_for(base, 100);
+    int ok = 0, unavail = 0;
+    for (int i = 2; i < T_GOAWAY_N; i++) {
+        assert_int_equal(res[i].calls, 1);
+        if (res[i].rc == PHR_OK) {
+            assert_string_equal(res[i].body, body[i]); /* the echo of its own body */
+            ok++;
+        } else {
+            assert_int_equal(res[i].rc, PHR_EUNAVAIL);
+            unavail++;
+        }
+    }
+    assert_int_equal(ok, 2);
+    assert_int_equal(unavail, 2);
+    assert_int_equal(t_done, T_GOAWAY_N);
+    assert_int_equal(srv->accepted, 2);
+    assert_int_equal(srv->requests, T_GOAWAY_N + 4);
+
+    hcli_free(cli);
+    t_res_reset(res, T_GOAWAY_N);
+    tsrv_free(srv);
+    event_base_free(base);
+}
+
+/* The resent request keeps its first deadline. */
+static void
+test_hcli_goaway_resend_keeps_deadline(void **state)
+{
+    struct event_base *base = event_base_new();
+    tsrv_t *srv = tsrv_new(base, TSRV_HOLD);
+    t_res_t res[2];
+    memset(res, 0, sizeof(res));
+
+    hcli_t *cli = t_client(base, srv->port, 600);
+    int64_t t0 = t_now_ms();
+    assert_int_equal(t_req(cli, "GET", "/a", NULL, NULL, NULL, &res[0]), PHR_OK);
+    assert_int_equal(t_req(cli, "GET", "/b", NULL, NULL, NULL, &res[1]), PHR_OK);
+    t_run_until(base, &srv->nheld, 2, 5000);
+    t_run_for(base, 300);
+    tsrv_conn_t *sc = tsrv_conn_at(srv, 1);
+    nghttp2_submit_goaway(sc->session, NGHTTP2_FLAG_NONE, tsrv_held_on(srv, 1, 0), NGHTTP2_NO_ERROR,
+                          NULL, 0);
+    tsrv_send(sc);
+    t_run_until(base, &t_done, 2, 3000);
+    assert_int_equal(srv->accepted, 2);
+    assert_int_equal(tsrv_log_count(srv, 2, "/b", NULL), 1);
+    assert_int_equal(res[1].calls, 1);
+    assert_int_equal(res[1].rc, PHR_ETIMEDOUT);
+    assert_true(res[1].at_ms - t0 >= 590);
+    assert_true(res[1].at_ms - t0 < 850); /* a new deadline would end after 900 ms */
+    assert_int_equal(res[0].rc, PHR_ETIMEDOUT);
+
+    hcli_free(cli);
+    t_res_reset(res, 2);
+    tsrv_free(srv);
+    event_base_free(base);
+}
+
 static void
 test_hcli_goaway(void **state)
 {
@@ -922,8 +1111,9 @@ test_hcli_goaway(void **state)
     t_run_until(base, &srv->nheld, 3, 5000);
     assert_int_equal(srv->nheld, 3);
 
-    /* GOAWAY(last_stream_id = second stream): the third was not processed.
-     * Answer the second; the first stays open on the old connection. */
+    /* GOAWAY(last_stream_id = second stream): the third was not processed
+     * and is sent again on a new connection. Answer the second; the first
+     * stays open on the old connection. */
     tsrv_conn_t *sc = srv->held[0]->conn;
     int32_t first = tsrv_held_id(srv, 0), second = tsrv_held_id(srv, 1);
     srv->mode = TSRV_ECHO;
@@ -935,9 +1125,13 @@ test_hcli_goaway(void **state)
     assert_int_equal(res[1].rc, PHR_OK);
     assert_int_equal(res[1].status, 200);
     assert_int_equal(res[2].calls, 1);
-    assert_int_equal(res[2].rc, PHR_EUNAVAIL);
+    assert_int_equal(res[2].rc, PHR_OK);
+    assert_int_equal(res[2].status, 200);
+    assert_int_equal(srv->accepted, 2);
+    assert_int_equal(tsrv_log_count(srv, 2, "/d", NULL), 1);
+    assert_int_equal(tsrv_log_count(srv, 2, NULL, NULL), 1);
 
-    /* A new request goes to a new connection while the old one drains. */
+    /* A new request goes to the new connection while the old one drains. */
     assert_int_equal(t_req(cli, "GET", "/c", NULL, NULL, NULL, &res[3]), PHR_OK);
     t_run_until(base, &t_done, 3, 5000);
     assert_int_equal(res[3].calls, 1);
@@ -1125,6 +1319,8 @@ main(void)
         cmocka_unit_test(test_hcli_headers_and_body),
         cmocka_unit_test(test_hcli_multiplexed_one_connection),
         cmocka_unit_test(test_hcli_goaway),
+        cmocka_unit_test(test_hcli_goaway_resends_unprocessed),
+        cmocka_unit_test(test_hcli_goaway_resend_keeps_deadline),
         cmocka_unit_test(test_hcli_body_limit),
         cmocka_unit_test(test_hcli_deadline_resets_stream),
         cmocka_unit_test(test_hcli_free_with_pending),
