@@ -94,7 +94,7 @@ static const cfg_def_t cfg_table[] = {
          "deadline of one service-to-service call"),
     CINT("PHR_RETENTION_DAYS", retention_days, "30", 0, 3650,
          "records: days a withdrawn patient's data is kept before the purge"),
-    CINT("PHR_RECORDS_GET_BATCH", records_get_batch, "32", 1, 64,
+    CINT("PHR_RECORDS_GET_BATCH", records_get_batch, "32", 1, CFG_RECORDS_GET_BATCH_MAX,
          "records: reads by id coalesced into one SELECT while the pool is busy (1: none)"),
     CINT("PHR_RECORDS_GET_WAITING", records_get_waiting, "4096", 16, 65536,
          "records: reads by id waiting for a free connection before 503"),

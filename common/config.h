@@ -12,6 +12,9 @@
 
 enum { CFG_SVC_AUTH, CFG_SVC_RECORDS, CFG_SVC_NOTIFICATION, CFG_SVC_AUDIT, CFG_SVC_COUNT };
 
+/* Upper bound of PHR_RECORDS_GET_BATCH: also the capacity of a batch (records getbatch.c). */
+#define CFG_RECORDS_GET_BATCH_MAX 64
+
 typedef struct cfg {
     int service;              /* CFG_SVC_* of the running binary */
     const char *service_name; /* "auth", ... */

@@ -16,7 +16,6 @@
 #include <json-c/json.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,7 +33,7 @@
 #define SESS_ACCT_KEY_MAX 64
 
 typedef struct {
-    kv_t *kv;
+    sess_reader_t *reader;
     sess_cb cb;
     void *ud;
     int idle_s;
@@ -51,7 +50,7 @@ typedef struct {
  * The last records read, parsed: a record whose text is byte for byte the one
  * parsed before (the usual case: only auth rewrites it, and GETEX reads the
  * text each time) is not parsed again. Slots by the first hex digits of the
- * token hash, made on first use; the event loop's thread only.
+ * token hash, made on first use.
  */
 #define SESS_CACHE_SLOTS 64
 
@@ -61,32 +60,65 @@ typedef struct {
     sess_t s; /* its parse */
 } sess_cached_t;
 
-static sess_cached_t *sess_cache[SESS_CACHE_SLOTS];
+struct sess_reader {
+    kv_t *kv;
+    EVP_MD *sha256; /* fetched once: EVP_sha256() makes every EVP_Digest look it up again */
+    sess_cached_t *cache[SESS_CACHE_SLOTS];
+};
 
 static const char *const sess_kinds[] = {"patient", "staff", "operator", NULL};
 static const char *const sess_roles[] = {"", "staff", "admin", NULL};
 static const char *const sess_mfas[] = {"none", "totp", "sms", "recovery_code", NULL};
 
-/* SHA-256 fetched once: EVP_sha256() makes every EVP_Digest look the algorithm up again. */
-static EVP_MD *sess_sha256;
-static pthread_once_t sess_sha256_once = PTHREAD_ONCE_INIT;
-
-static void
-sess_sha256_fetch(void)
+sess_reader_t *
+sess_reader_create(kv_t *kv)
 {
-    sess_sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+    sess_reader_t *r = calloc(1, sizeof(*r));
+
+    if (r == NULL) {
+        return NULL;
+    }
+    r->kv = kv;
+    r->sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+    if (r->sha256 == NULL) {
+        free(r);
+        return NULL;
+    }
+    return r;
 }
 
 void
-sess_token_hash(const char *token, char *out)
+sess_reader_free(sess_reader_t *r)
+{
+    if (r == NULL) {
+        return;
+    }
+    for (size_t i = 0; i < SESS_CACHE_SLOTS; i++) {
+        sess_cached_t *c = r->cache[i];
+        if (c == NULL) {
+            continue;
+        }
+        if (c->json != NULL) {
+            OPENSSL_cleanse(c->json, c->len);
+            free(c->json);
+        }
+        OPENSSL_cleanse(c, sizeof(*c));
+        free(c);
+    }
+    EVP_MD_free(r->sha256);
+    free(r);
+}
+
+/* sess_token_hash with digest |sha256|. */
+static void
+sess_hash_with(const EVP_MD *sha256, const char *token, char *out)
 {
     static const char hex[] = "0123456789abcdef";
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int mdlen = 0;
 
-    pthread_once(&sess_sha256_once, sess_sha256_fetch);
-    if (sess_sha256 == NULL ||
-        EVP_Digest(token, strlen(token), md, &mdlen, sess_sha256, NULL) != 1 || mdlen != 32) {
+    if (sha256 == NULL || EVP_Digest(token, strlen(token), md, &mdlen, sha256, NULL) != 1 ||
+        mdlen != 32) {
         /* Cannot happen with the default provider; never yield a usable key. */
         memset(out, '0', SESS_HASH_LEN);
         out[SESS_HASH_LEN] = '\0';
@@ -98,6 +130,12 @@ sess_token_hash(const char *token, char *out)
     }
     out[SESS_HASH_LEN] = '\0';
     OPENSSL_cleanse(md, sizeof(md));
+}
+
+void
+sess_token_hash(const char *token, char *out)
+{
+    sess_hash_with(EVP_sha256(), token, out);
 }
 
 int
@@ -384,14 +422,14 @@ sess_fire(kv_t *kv, int argc, const char **argv, const size_t *argvlen)
 
 /* Parses record |json| (|len| bytes) of token hash |hash| into |s|, through the cache. */
 static int
-sess_parse_cached(const char *hash, const char *json, size_t len, sess_t *s)
+sess_parse_cached(sess_reader_t *r, const char *hash, const char *json, size_t len, sess_t *s)
 {
     size_t slot = 0;
     for (int i = 0; i < 2; i++) { /* lowercase hex digits (sess_token_hash) */
         slot = slot << 4 | (size_t)(hash[i] <= '9' ? hash[i] - '0' : hash[i] - 'a' + 10);
     }
     slot %= SESS_CACHE_SLOTS;
-    sess_cached_t *c = sess_cache[slot];
+    sess_cached_t *c = r->cache[slot];
 
     if (c != NULL && c->json != NULL && c->len == len && memcmp(c->json, json, len) == 0 &&
         strcmp(c->s.token_hash, hash) == 0) {
@@ -402,7 +440,7 @@ sess_parse_cached(const char *hash, const char *json, size_t len, sess_t *s)
     if (rc != PHR_OK) {
         return rc;
     }
-    if (c == NULL && (c = sess_cache[slot] = calloc(1, sizeof(*c))) == NULL) {
+    if (c == NULL && (c = r->cache[slot] = calloc(1, sizeof(*c))) == NULL) {
         return PHR_OK;
     }
     if (c->json != NULL) {
@@ -445,7 +483,7 @@ sess_lookup_done(int rc, redisReply *reply, void *ud)
     }
     if (reply->type != REDIS_REPLY_STRING || reply->str == NULL ||
         strlen(reply->str) != reply->len ||
-        sess_parse_cached(lk->hash, reply->str, reply->len, &s) != PHR_OK) {
+        sess_parse_cached(lk->reader, lk->hash, reply->str, reply->len, &s) != PHR_OK) {
         log_warn("session: corrupt session record; treated as absent");
         lk->cb(PHR_ENOTFOUND, NULL, lk->ud);
         goto out;
@@ -461,7 +499,7 @@ sess_lookup_done(int rc, redisReply *reply, void *ud)
         argvlen[0] = 3;
         argv[1] = lk->key;
         argvlen[1] = SESS_KEY_LEN;
-        sess_fire(lk->kv, 2, argv, argvlen);
+        sess_fire(lk->reader->kv, 2, argv, argvlen);
         lk->cb(PHR_ENOTFOUND, NULL, lk->ud);
         goto out;
     }
@@ -475,7 +513,7 @@ sess_lookup_done(int rc, redisReply *reply, void *ud)
         argvlen[1] = SESS_KEY_LEN;
         argv[2] = num;
         argvlen[2] = (size_t)n;
-        sess_fire(lk->kv, 3, argv, argvlen);
+        sess_fire(lk->reader->kv, 3, argv, argvlen);
         idle = s.absolute_expires_ms;
     }
     s.idle_expires_ms = idle;
@@ -486,7 +524,7 @@ out:
 }
 
 int
-sess_lookup(kv_t *kv, const char *token, int idle_s, sess_cb cb, void *ud)
+sess_lookup(sess_reader_t *r, const char *token, int idle_s, sess_cb cb, void *ud)
 {
     sess_lookup_t *lk;
     char hash[SESS_HASH_LEN + 1];
@@ -495,21 +533,21 @@ sess_lookup(kv_t *kv, const char *token, int idle_s, sess_cb cb, void *ud)
     size_t argvlen[4];
     int rc;
 
-    if (token == NULL || cb == NULL || idle_s <= 0) {
+    if (r == NULL || token == NULL || cb == NULL || idle_s <= 0) {
         return PHR_EINVAL;
     }
-    if (!kv_ready(kv)) {
+    if (!kv_ready(r->kv)) {
         return PHR_EUNAVAIL;
     }
     lk = calloc(1, sizeof(*lk));
     if (lk == NULL) {
         return PHR_ENOMEM;
     }
-    lk->kv = kv;
+    lk->reader = r;
     lk->cb = cb;
     lk->ud = ud;
     lk->idle_s = idle_s;
-    sess_token_hash(token, hash);
+    sess_hash_with(r->sha256, token, hash);
     sess_key(hash, lk->key);
     memcpy(lk->hash, hash, sizeof(lk->hash));
 
@@ -522,7 +560,7 @@ sess_lookup(kv_t *kv, const char *token, int idle_s, sess_cb cb, void *ud)
     argvlen[2] = 2;
     argv[3] = num;
     argvlen[3] = (size_t)n;
-    rc = kv_command_argv(kv, sess_lookup_done, lk, 4, argv, argvlen);
+    rc = kv_command_argv(r->kv, sess_lookup_done, lk, 4, argv, argvlen);
     if (rc != PHR_OK) {
         free(lk);
     }

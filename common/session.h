@@ -59,13 +59,23 @@ char *sess_to_json(const sess_t *s);
 int sess_from_json(const char *json, sess_t *s);
 
 /*
- * Looks up the session of bearer |token|, slides its idle expiry by |idle_s|
- * (capped at the absolute expiry) and calls |cb| with PHR_OK and the record,
- * PHR_ENOTFOUND (no such session or expired), PHR_EUNAVAIL/PHR_ETIMEDOUT
+ * The reading side of the sessions in |kv| (every service authenticates through
+ * one): SHA-256 fetched once, and the parses of the records last read, so that a
+ * record read again unchanged is not parsed again. The event loop's thread only.
+ * Free it after |kv| (kv_free answers the lookups in flight).
+ */
+typedef struct sess_reader sess_reader_t;
+sess_reader_t *sess_reader_create(kv_t *kv);
+void sess_reader_free(sess_reader_t *r);
+
+/*
+ * Looks up the session of bearer |token| through |r|, slides its idle expiry by
+ * |idle_s| (capped at the absolute expiry) and calls |cb| with PHR_OK and the
+ * record, PHR_ENOTFOUND (no such session or expired), PHR_EUNAVAIL/PHR_ETIMEDOUT
  * (Redis trouble). Returns PHR_OK or PHR_EUNAVAIL (callback not called).
  */
 typedef void (*sess_cb)(int rc, const sess_t *s, void *ud);
-int sess_lookup(kv_t *kv, const char *token, int idle_s, sess_cb cb, void *ud);
+int sess_lookup(sess_reader_t *r, const char *token, int idle_s, sess_cb cb, void *ud);
 
 /*
  * Stores |s| under the hash of |token| with TTL = idle expiry, and adds the

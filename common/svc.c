@@ -22,6 +22,7 @@ struct svc {
     h2s_server_t *srv;
     db_pool_t *db;
     kv_t *kv;
+    sess_reader_t *sessions; /* session lookups on |kv| */
     workq_t *wq;
     hcli_t *peers[CFG_SVC_COUNT];
     outbox_t *outbox;
@@ -399,7 +400,7 @@ svc_route_handler(h2s_req_t *req, void *ud)
     }
     *call = *tmpl;
     call->req = req;
-    int rc = sess_lookup(svc->kv, auth + 7, svc->cfg.session_idle_s, svc_session_done, call);
+    int rc = sess_lookup(svc->sessions, auth + 7, svc->cfg.session_idle_s, svc_session_done, call);
     if (rc != PHR_OK) {
         metrics_dependency_error("redis");
         svc_respond_error(req, PHR_EUNAVAIL, "the session store is unavailable");
@@ -562,12 +563,14 @@ svc_start(svc_t *svc, svc_call_t *tmpls)
     };
     svc->db = db_pool_create(svc->base, &dbc);
     svc->kv = kv_create(svc->base, &kvc);
+    svc->sessions = svc->kv != NULL ? sess_reader_create(svc->kv) : NULL;
     svc->wq = workq_create(svc->base, c->workers, c->worker_queue);
     svc->srv = h2s_server_create(svc->base, &lim);
     explicit_bzero(pg_password, sizeof(pg_password));
     explicit_bzero(conninfo, sizeof(conninfo));
     explicit_bzero(redis_password, sizeof(redis_password));
-    if (svc->db == NULL || svc->kv == NULL || svc->wq == NULL || svc->srv == NULL) {
+    if (svc->db == NULL || svc->kv == NULL || svc->sessions == NULL || svc->wq == NULL ||
+        svc->srv == NULL) {
         log_error("out of memory at start-up");
         return PHR_ENOMEM;
     }
@@ -644,6 +647,7 @@ svc_stop(svc_t *svc)
     }
     workq_free(svc->wq);
     kv_free(svc->kv);
+    sess_reader_free(svc->sessions); /* after kv_free: it answers the lookups in flight */
     db_pool_free(svc->db);
     h2s_server_free(svc->srv);
     explicit_bzero(svc->keys, sizeof(svc->keys));

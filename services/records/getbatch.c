@@ -13,8 +13,8 @@
 #include "records.h"
 #include "uuid.h"
 
-#define RGB_MAX 64    /* reads per statement at most (PHR_RECORDS_GET_BATCH <= 64) */
-#define RGB_ID_LEN 36 /* canonical uuid text */
+#define RGB_MAX CFG_RECORDS_GET_BATCH_MAX /* reads per statement at most */
+#define RGB_ID_LEN 36                     /* canonical uuid text */
 #define RGB_ARRAY_LEN (RGB_MAX * (RGB_ID_LEN + 1) + 2)
 
 typedef struct {
@@ -32,7 +32,8 @@ typedef struct rgb_batch {
 } rgb_batch_t;
 
 struct rgb {
-    svc_t *svc;
+    db_pool_t *db;
+    const cfg_t *cfg;
     rgb_batch_t *head, *tail; /* waiting, oldest first */
     int pending;              /* reads waiting */
     int inflight;             /* batches sent */
@@ -45,12 +46,13 @@ static const char rgb_sql[] =
     "AS k(id, patient_id, n) JOIN records r ON r.id = k.id AND r.patient_id = k.patient_id";
 
 rgb_t *
-rgb_create(svc_t *svc)
+rgb_create(db_pool_t *db, const cfg_t *cfg)
 {
     rgb_t *b = calloc(1, sizeof(*b));
 
     if (b != NULL) {
-        b->svc = svc;
+        b->db = db;
+        b->cfg = cfg;
     }
     return b;
 }
@@ -120,7 +122,7 @@ rgb_done(int rc, PGresult *res, void *ud)
 static void
 rgb_pump(rgb_t *b)
 {
-    int slots = svc_cfg(b->svc)->pg_pool_size;
+    int slots = b->cfg->pg_pool_size;
 
     while (b->head != NULL && b->inflight < (slots > 0 ? slots : 1)) {
         rgb_batch_t *bt = b->head;
@@ -135,7 +137,7 @@ rgb_pump(rgb_t *b)
         rgb_array(bt, 0, ids);
         rgb_array(bt, 1, patients);
         b->inflight++;
-        int rc = db_query(svc_db(b->svc), rgb_sql, 2, params, rgb_done, bt);
+        int rc = db_query(b->db, rgb_sql, 2, params, rgb_done, bt);
         if (rc != PHR_OK) {
             b->inflight--;
             rgb_finish(bt, rc, NULL);
@@ -152,7 +154,7 @@ rgb_get(rgb_t *b, const char *id, const char *patient_id, rgb_cb cb, void *ud)
         cb(PHR_OK, NULL, -1, ud); /* no record has such a key */
         return;
     }
-    const cfg_t *cfg = svc_cfg(b->svc);
+    const cfg_t *cfg = b->cfg;
     int per_batch = cfg->records_get_batch > 0 && cfg->records_get_batch <= RGB_MAX
                         ? cfg->records_get_batch
                         : RGB_MAX;

@@ -13,7 +13,8 @@
 
 #include <libpq-fe.h>
 
-#include "svc.h"
+#include "config.h"
+#include "db.h"
 
 typedef struct rgb rgb_t;
 
@@ -26,8 +27,11 @@ typedef struct rgb rgb_t;
  */
 typedef void (*rgb_cb)(int rc, const PGresult *res, int row, void *ud);
 
-/* A batcher on |svc|'s pool (as many batches in flight as the pool has connections). */
-rgb_t *rgb_create(svc_t *svc);
+/*
+ * A batcher on |db| (as many batches in flight as cfg->pg_pool_size) with the limits
+ * records_get_batch and records_get_waiting of |cfg|; both must outlive it.
+ */
+rgb_t *rgb_create(db_pool_t *db, const cfg_t *cfg);
 
 /*
  * Waiting reads fail with PHR_ECLOSED now; batches in flight finish with the

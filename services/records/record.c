@@ -36,6 +36,13 @@ rec_crypt(const svc_t *svc)
     return ctx != NULL ? ctx->crypt : NULL;
 }
 
+json_tokener *
+rec_tokener(const svc_t *svc)
+{
+    const rec_ctx_t *ctx = svc_data(svc);
+    return ctx != NULL ? ctx->tok : NULL;
+}
+
 static int64_t
 rec_floor_div(int64_t a, int64_t b)
 {
@@ -347,16 +354,14 @@ rec_seal(const rcrypt_t *rc, const char *id, const char *patient_id, const char 
 }
 
 /*
- * json_tokener_parse of an opened payload with one tokener kept for the process (the
- * service is single-threaded): a new tokener per record was a large allocation each time.
+ * json_tokener_parse of an opened payload with |tok| reset and reused (the service's: a new
+ * tokener per record was a large allocation each time), or one made for this call.
  */
 static json_object *
-rec_plain_parse(const char *plain)
+rec_plain_parse(json_tokener *tok, const char *plain)
 {
-    static json_tokener *tok;
-
-    if (tok == NULL && (tok = json_tokener_new()) == NULL) {
-        return NULL;
+    if (tok == NULL) {
+        return json_tokener_parse(plain);
     }
     json_tokener_reset(tok);
     json_object *o = json_tokener_parse_ex(tok, plain, -1);
@@ -368,8 +373,8 @@ rec_plain_parse(const char *plain)
 }
 
 int
-rec_row_open(const rcrypt_t *rc, const PGresult *res, int row, json_object **values,
-             json_object **note)
+rec_row_open(const rcrypt_t *rc, json_tokener *tok, const PGresult *res, int row,
+             json_object **values, json_object **note)
 {
     char aad[REC_AAD_LEN];
     char *plain = NULL;
@@ -389,7 +394,7 @@ rec_row_open(const rcrypt_t *rc, const PGresult *res, int row, json_object **val
                   PQgetvalue(res, row, REC_COL_ID), (int)key_id);
         return PHR_EINVAL;
     }
-    json_object *o = rec_plain_parse(plain);
+    json_object *o = rec_plain_parse(tok, plain);
     OPENSSL_cleanse(plain, len);
     free(plain);
     json_object *v = NULL, *n = NULL;
@@ -447,11 +452,12 @@ rec_row_json_with(const PGresult *res, int row, json_object *values, json_object
 }
 
 json_object *
-rec_row_json_keys(const rcrypt_t *rc, const PGresult *res, int row)
+rec_row_json_keys(const rcrypt_t *rc, json_tokener *tok, const PGresult *res, int row)
 {
     json_object *values, *note;
 
-    if (PQnfields(res) < REC_NCOLUMNS || rec_row_open(rc, res, row, &values, &note) != PHR_OK) {
+    if (PQnfields(res) < REC_NCOLUMNS ||
+        rec_row_open(rc, tok, res, row, &values, &note) != PHR_OK) {
         return NULL;
     }
     return rec_row_json_with(res, row, values, note);
@@ -460,7 +466,7 @@ rec_row_json_keys(const rcrypt_t *rc, const PGresult *res, int row)
 json_object *
 rec_row_json(const svc_t *svc, const PGresult *res, int row)
 {
-    return rec_row_json_keys(rec_crypt(svc), res, row);
+    return rec_row_json_keys(rec_crypt(svc), rec_tokener(svc), res, row);
 }
 
 /* ---- insert -------------------------------------------------------------------- */
@@ -1079,6 +1085,7 @@ rec_list_build(rec_req_t *r, const PGresult *res, int *status)
 {
     rec_list_t *l = r->priv;
     const rcrypt_t *rc = rec_crypt(r->svc);
+    json_tokener *tok = rec_tokener(r->svc);
     int n = PQntuples(res);
     int more = n > l->limit;
     json_object *o = json_object_new_object();
@@ -1090,7 +1097,7 @@ rec_list_build(rec_req_t *r, const PGresult *res, int *status)
         n = l->limit;
     }
     for (int i = 0; i < n; i++) {
-        json_object *it = rec_row_json_keys(rc, res, i);
+        json_object *it = rec_row_json_keys(rc, tok, res, i);
         if (it == NULL) {
             json_object_put(o);
             return NULL;
@@ -1720,7 +1727,8 @@ rec_patch_apply(rec_req_t *r, const PGresult *res)
     int key_id;
     const rectype_t *type = rectype_find(PQgetvalue(res, 0, REC_COL_TYPE));
 
-    if (type == NULL || rec_row_open(rec_crypt(r->svc), res, 0, &values, &note) != PHR_OK ||
+    if (type == NULL ||
+        rec_row_open(rec_crypt(r->svc), rec_tokener(r->svc), res, 0, &values, &note) != PHR_OK ||
         rec_parse_i64(PQgetvalue(res, 0, REC_COL_MEASURED_MS), &ms) != PHR_OK) {
         json_object_put(values);
         json_object_put(note);

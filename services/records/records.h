@@ -34,12 +34,16 @@ extern const svc_routes_t rec_purge_routes;   /* purge.c (r3): deletion, withdra
 /* ---- service context ------------------------------------------------------ */
 
 typedef struct {
-    rcrypt_t *crypt; /* data keys, loaded at start */
-    rgb_t *gets;     /* GET of one record: coalesced SELECTs */
+    rcrypt_t *crypt;   /* data keys, loaded at start */
+    rgb_t *gets;       /* GET of one record: coalesced SELECTs */
+    json_tokener *tok; /* parses every opened payload (the event loop's thread only) */
 } rec_ctx_t;
 
 /* The data-key ring of the running service. */
 const rcrypt_t *rec_crypt(const svc_t *svc);
+
+/* The running service's tokener for opened payloads (rec_row_open). */
+json_tokener *rec_tokener(const svc_t *svc);
 
 /* ---- records --------------------------------------------------------------- */
 
@@ -80,16 +84,20 @@ enum {
  */
 json_object *rec_row_json(const svc_t *svc, const PGresult *res, int row);
 
-/* Same with an explicit key ring (unit tests, tools). */
-json_object *rec_row_json_keys(const rcrypt_t *rc, const PGresult *res, int row);
+/*
+ * Same with an explicit key ring (unit tests, tools) and tokener |tok| (reset and reused;
+ * NULL: one made for this call).
+ */
+json_object *rec_row_json_keys(const rcrypt_t *rc, json_tokener *tok, const PGresult *res, int row);
 
 /*
  * Decrypts row |row| (REC_COLUMNS) into |*values| and |*note| (each a new
- * reference the caller puts; *note NULL when there is none). PHR_OK or
- * PHR_EINVAL. For exports that shape records their own way (FHIR, CSV).
+ * reference the caller puts; *note NULL when there is none), parsing with |tok|
+ * as rec_row_json_keys does. PHR_OK or PHR_EINVAL. For exports that shape
+ * records their own way (FHIR, CSV).
  */
-int rec_row_open(const rcrypt_t *rc, const PGresult *res, int row, json_object **values,
-                 json_object **note);
+int rec_row_open(const rcrypt_t *rc, json_tokener *tok, const PGresult *res, int row,
+                 json_object **values, json_object **note);
 
 /* A validated record body. */
 typedef struct {

@@ -111,6 +111,7 @@ sum_build(rec_req_t *r, const PGresult *res, int *status)
 {
     const sum_t *s = r->priv;
     const rcrypt_t *rc = rec_crypt(r->svc);
+    json_tokener *tok = rec_tokener(r->svc);
     int n = PQntuples(res);
     sum_acc_t acc;
 
@@ -132,7 +133,7 @@ sum_build(rec_req_t *r, const PGresult *res, int *status)
         json_object *values, *note;
         char *end;
         long long ms = strtoll(PQgetvalue(res, i, REC_COL_MEASURED_MS), &end, 10);
-        if (rec_row_open(rc, res, i, &values, &note) != PHR_OK) {
+        if (rec_row_open(rc, tok, res, i, &values, &note) != PHR_OK) {
             json_object_put(o);
             return NULL;
         }

@@ -222,7 +222,7 @@ test_row_json(void **state)
     const char *vals[REC_NCOLUMNS] = {id,  pid, "blood_pressure", "1763937000000", "self", "", kid,
                                       hex, pid, "1763937000123",  "1763937000123", "1"};
     PGresult *res = row_result(vals);
-    json_object *o = rec_row_json_keys(rc, res, 0);
+    json_object *o = rec_row_json_keys(rc, NULL, res, 0);
     assert_non_null(o);
     assert_string_equal(jx_to_string(o, NULL),
                         "{\"id\":\"01890a5d-ac96-774b-bcce-b302099a8057\","
@@ -238,7 +238,7 @@ test_row_json(void **state)
     /* the same blob under another type (a moved ciphertext) does not open */
     vals[REC_COL_TYPE] = "pulse";
     res = row_result(vals);
-    assert_null(rec_row_json_keys(rc, res, 0));
+    assert_null(rec_row_json_keys(rc, NULL, res, 0));
     PQclear(res);
     free(hex);
     rcrypt_free(rc);

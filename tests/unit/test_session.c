@@ -43,6 +43,7 @@ typedef struct {
     struct event_base *base;
     struct event *tick;
     kv_t *kv;
+    sess_reader_t *reader; /* on kv */
     redisContext *adm;
 } fix_t;
 
@@ -81,6 +82,10 @@ setup(void **state)
         fprintf(stderr, "test_session: redis %s:%d not ready\n", g_host, g_port);
         return -1;
     }
+    f->reader = sess_reader_create(f->kv);
+    if (f->reader == NULL) {
+        return -1;
+    }
     f->adm = redisConnectWithTimeout(g_host, g_port, ctv);
     if (f->adm == NULL || f->adm->err) {
         return -1;
@@ -102,6 +107,7 @@ teardown(void **state)
     fix_t *f = *state;
     if (f != NULL) {
         kv_free(f->kv);
+        sess_reader_free(f->reader);
         redisFree(f->adm);
         event_free(f->tick);
         event_base_free(f->base);
@@ -229,7 +235,7 @@ lookup(fix_t *f, const char *token, int idle_s)
 {
     look_t l;
     memset(&l, 0, sizeof(l));
-    assert_int_equal(sess_lookup(f->kv, token, idle_s, look_cb, &l), PHR_OK);
+    assert_int_equal(sess_lookup(f->reader, token, idle_s, look_cb, &l), PHR_OK);
     assert_int_equal(l.calls, 0);
     run_until(f, &l.calls, 2000);
     int extra = 0;
@@ -634,15 +640,18 @@ test_redis_down(void **state)
     kv_config_t cfg = {.host = "127.0.0.1", .port = 1, .password = NULL, .timeout_ms = 200};
     kv_t *down = kv_create(f->base, &cfg);
     assert_non_null(down);
+    sess_reader_t *down_reader = sess_reader_create(down);
+    assert_non_null(down_reader);
     run_until(f, &never, 100);
     assert_int_equal(sess_token_new(token), PHR_OK);
     sample(&s, tu_now_ms(), 60, 120);
-    assert_int_equal(sess_lookup(down, token, 600, look_cb, &l), PHR_EUNAVAIL);
+    assert_int_equal(sess_lookup(down_reader, token, 600, look_cb, &l), PHR_EUNAVAIL);
     assert_int_equal(sess_store(down, token, &s, done_cb, &d), PHR_EUNAVAIL);
     run_until(f, &never, 50);
     assert_int_equal(l.calls, 0);
     assert_int_equal(d.calls, 0);
     kv_free(down);
+    sess_reader_free(down_reader);
 
     /*
      * Connection lost while the lookup is in flight: park our connection in a
@@ -660,7 +669,7 @@ test_redis_down(void **state)
     size_t blen[3] = {5, strlen(key), 1};
     assert_int_equal(kv_command_argv(f->kv, capture_cb, &blk, 3, bargv, blen), PHR_OK);
     memset(&l, 0, sizeof(l));
-    assert_int_equal(sess_lookup(f->kv, token, 600, look_cb, &l), PHR_OK);
+    assert_int_equal(sess_lookup(f->reader, token, 600, look_cb, &l), PHR_OK);
     run_until(f, &never, 100);
     assert_int_equal(l.calls, 0);
     snprintf(idstr, sizeof(idstr), "%lld", id.integer);
@@ -681,7 +690,7 @@ test_redis_down(void **state)
     assert_true(kv_ready(f->kv));
     assert_int_equal(kv_command_argv(f->kv, capture_cb, &blk, 3, bargv, blen), PHR_OK);
     memset(&l, 0, sizeof(l));
-    assert_int_equal(sess_lookup(f->kv, token, 600, look_cb, &l), PHR_OK);
+    assert_int_equal(sess_lookup(f->reader, token, 600, look_cb, &l), PHR_OK);
     kv_free(f->kv);
     assert_int_equal(l.calls, 1);
     assert_int_equal(l.rc, PHR_ECLOSED);
