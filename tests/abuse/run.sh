@@ -15,16 +15,9 @@
 # Needs python3-h2, python3-yaml, testssl.sh, sqlmap and ffuf (deploy/deps.sh).
 set -uo pipefail
 
-if [ $# -ne 1 ]; then
-    echo "usage: $0 BUILD_DIR" >&2
-    exit 2
-fi
-cd "$(dirname "${BASH_SOURCE[0]}")/../.." || exit 2
-root=$(pwd -P)
-case $1 in
-    /*) build=$1 ;;
-    *) build=$root/$1 ;;
-esac
+# shellcheck source=tests/lib/buildarg.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../lib/buildarg.sh"
+buildarg "$@"
 
 export PHR_VAR=$root/var/abuse
 export PHR_BUILD=$build
@@ -79,7 +72,7 @@ mkdir -p "$logdir"
 
 echo "=== h2_abuse.py"
 # shellcheck disable=SC2086 # H2_ABUSE_ARGS is a list of arguments
-/usr/bin/python3 "$root/tests/abuse/h2_abuse.py" --var "$PHR_VAR" \
+"$PY" "$root/tests/abuse/h2_abuse.py" --var "$PHR_VAR" \
     --gateway "127.0.0.1:$PHR_GATEWAY_PORT" --service "records=127.0.0.1:$PHR_RECORDS_PORT" \
     ${H2_ABUSE_ARGS:-} 2>&1 | tee "$logdir/h2_abuse.log"
 count "$logdir/h2_abuse.log"
@@ -99,7 +92,7 @@ if [ "${PHR_ABUSE_SKIP_SCAN:-0}" != 1 ]; then
         PHR_TEST_PG_HOST=127.0.0.1 PHR_TEST_PG_PORT=$PHR_PG_PORT PHR_TEST_REDIS_HOST=127.0.0.1 \
         PHR_TEST_REDIS_PORT=$PHR_REDIS_PORT \
         PHR_TEST_REDIS_PASSWORD="$(cat "$PHR_SECRETS_DIR/redis.password")" \
-        /usr/bin/python3 "$root/tests/abuse/scan_api.py" --log-dir "$logdir" \
+        "$PY" "$root/tests/abuse/scan_api.py" --log-dir "$logdir" \
         ${SCAN_API_ARGS:-} 2>&1 | tee "$logdir/scan_api.log"
     count "$logdir/scan_api.log"
 fi

@@ -65,16 +65,9 @@
 # asserted); 1 when it could not run (stack down, h2load error, any non-2xx response).
 set -uo pipefail
 
-if [ $# -ne 1 ]; then
-    echo "usage: $0 BUILD_DIR" >&2
-    exit 2
-fi
-cd "$(dirname "${BASH_SOURCE[0]}")/../.." || exit 2
-root=$(pwd -P)
-case $1 in
-    /*) build=$1 ;;
-    *) build=$root/$1 ;;
-esac
+# shellcheck source=tests/lib/buildarg.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../lib/buildarg.sh"
+buildarg "$@"
 
 # A second bench beside this one (development): BENCH_PORT_BASE moves every port (24000:
 # gateway base+443, PostgreSQL base+432, ..., baselines base+81 and base+444), BENCH_VAR the

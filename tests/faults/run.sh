@@ -41,6 +41,8 @@ set -uo pipefail
 # shellcheck source=tests/lib/loadstack.sh
 . "$(dirname "${BASH_SOURCE[0]}")/../lib/loadstack.sh"
 loadstack_env faults 22000 "$@"
+# shellcheck source=tests/lib/proc.sh
+. "$root/tests/lib/proc.sh"
 here=$root/tests/faults
 proxy_port=${FAULTS_PROXY_PORT:-$((pg_port + 1))}
 proxy_ctl=${FAULTS_PROXY_CTL_PORT:-$((pg_port + 2))}
@@ -104,14 +106,6 @@ check() {
 
 pid_of() {
     head -n 1 "$PHR_VAR/run/$1.pid" 2>/dev/null
-}
-
-alive() {
-    local stat
-    [ -n "$1" ] || return 1
-    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-    stat=${stat##*) }
-    [ "${stat:0:1}" != Z ]
 }
 
 # proc_start PID: the process' start time (epoch seconds).
@@ -257,7 +251,7 @@ records_sigterm_inject() {
     victim=$(pid_of records-2)
     kill -TERM "$victim"
     for ((i = 0; i < 150; i++)); do
-        alive "$victim" || break
+        proc_alive "$victim" || break
         sleep 0.1
     done
     sleep 2
@@ -291,7 +285,7 @@ phase() {
     t_rest=$(now)
     running=()
     for i in "${insts[@]}"; do
-        alive "$(pid_of "$i")" && running+=("$i")
+        proc_alive "$(pid_of "$i")" && running+=("$i")
     done
     ok=1
     wait_all_ready 30 "${running[@]}" || ok=0
@@ -309,7 +303,7 @@ phase() {
         awk -v a="$t_fixing" -v b="$t_rest" 'BEGIN { printf "%.1f", b - a }') s)" \
         awk -v ok="$ok" -v s="$ready_s" 'BEGIN { exit !(ok && s <= 5.0) }'
     # a restarted instance: from its process start to its first /readyz 200
-    if [ "$killed" != - ] && alive "$(pid_of "$killed")"; then
+    if [ "$killed" != - ] && proc_alive "$(pid_of "$killed")"; then
         local t_start_proc first_ok
         t_start_proc=$(proc_start "$(pid_of "$killed")")
         first_ok=$(awk -v a="$t_start_proc" -v k="$killed" '$1 >= a && $2 == k && $3 == "200" {
@@ -342,7 +336,7 @@ phase() {
     local restarted="" n=0
     for i in "${insts[@]}"; do
         if [ "$i" != "$killed" ]; then
-            if [ "$(pid_of "$i")" != "${before_pid[$n]}" ] || ! alive "${before_pid[$n]}"; then
+            if [ "$(pid_of "$i")" != "${before_pid[$n]}" ] || ! proc_alive "${before_pid[$n]}"; then
                 restarted+="$i "
             fi
         fi
@@ -354,7 +348,7 @@ phase() {
     local grown="" rss_line=""
     n=0
     for i in "${insts[@]}"; do
-        if [ "$i" != "$killed" ] && alive "${before_pid[$n]}"; then
+        if [ "$i" != "$killed" ] && proc_alive "${before_pid[$n]}"; then
             local r
             r=$(rss_kb "${before_pid[$n]}")
             rss_line+="$i ${before_rss[$n]}->${r} kB, "
@@ -414,7 +408,7 @@ rm -f "$work/load.ready"
 load_pid=$!
 for ((i = 0; i < 600; i++)); do
     [ -f "$work/load.ready" ] && break
-    alive "$load_pid" || break
+    proc_alive "$load_pid" || break
     sleep 0.1
 done
 if [ ! -f "$work/load.ready" ]; then
@@ -437,7 +431,7 @@ phase pg_blackhole deps -
 phase audit_kill part audit
 phase notification_kill part notification
 phase records2_kill part records-2
-if ! alive "$(pid_of records-2)"; then
+if ! proc_alive "$(pid_of records-2)"; then
     restart_only records-2 || echo "    (records-2 did not come back)"
     sleep 11 # nginx rests a failed server for fail_timeout before it tries it again
 fi
@@ -448,7 +442,7 @@ phase records_sigterm part records-2 --no-failures
 kill -TERM "$load_pid" 2>/dev/null
 wait "$load_pid" 2>/dev/null
 load_pid=""
-if ! alive "$(pid_of records-2)"; then
+if ! proc_alive "$(pid_of records-2)"; then
     restart_only records-2 > /dev/null 2>&1 || true
 fi
 echo "=== final ($((SECONDS - started)) s)"

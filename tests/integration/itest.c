@@ -70,12 +70,7 @@ it_port(const char *service)
     return (int)strtol(it_env(name), NULL, 10);
 }
 
-typedef struct {
-    char *buf;
-    size_t len;
-} it_buf_t;
-
-static size_t
+size_t
 it_collect(char *data, size_t size, size_t nmemb, void *ud)
 {
     it_buf_t *b = ud;
@@ -90,6 +85,14 @@ it_collect(char *data, size_t size, size_t nmemb, void *ud)
     p[b->len] = '\0';
     b->buf = p;
     return n;
+}
+
+void
+it_buf_free(it_buf_t *b)
+{
+    free(b->buf);
+    b->buf = NULL;
+    b->len = 0;
 }
 
 static int
@@ -619,6 +622,7 @@ main(int argc, char **argv)
     it_run(records_share_cases, filter, &passed, &failed);
     it_run(records_export_cases, filter, &passed, &failed);
     it_run(records_batch_cases, filter, &passed, &failed);
+    it_run(records_getwait_cases, filter, &passed, &failed);
     it_run(notify_cases, filter, &passed, &failed);
     it_run(notify_notice_cases, filter, &passed, &failed);
     it_run(audit_cases, filter, &passed, &failed);

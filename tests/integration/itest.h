@@ -42,6 +42,18 @@ void it_fail(const char *file, int line, const char *what);
         }                                                                                          \
     } while (0)
 
+/* Bytes received by libcurl, NUL-terminated; buf stays NULL until something arrives. */
+typedef struct {
+    char *buf;
+    size_t len;
+} it_buf_t;
+
+/* libcurl write (or header) callback appending to the it_buf_t |ud|. */
+size_t it_collect(char *data, size_t size, size_t nmemb, void *ud);
+
+/* Frees |b|'s bytes and empties it. */
+void it_buf_free(it_buf_t *b);
+
 /* Environment of the test stack. */
 const char *it_env(const char *name);
 int it_port(const char *service); /* "auth" → PHR_AUTH_PORT */
@@ -148,6 +160,7 @@ extern const it_case_t records_cases[];
 extern const it_case_t records_share_cases[];
 extern const it_case_t records_export_cases[];
 extern const it_case_t records_batch_cases[];
+extern const it_case_t records_getwait_cases[];
 extern const it_case_t notify_cases[];
 extern const it_case_t notify_notice_cases[];
 extern const it_case_t audit_cases[];

@@ -22,33 +22,13 @@
 
 #define NN_PW "Blue7Harbor!qLong"
 
-typedef struct {
-    char *buf;
-    size_t len;
-} nn_buf_t;
-
-static size_t
-nn_write(char *p, size_t sz, size_t n, void *ud)
-{
-    nn_buf_t *b = ud;
-    char *nb = realloc(b->buf, b->len + sz * n + 1);
-    if (nb == NULL) {
-        return 0;
-    }
-    memcpy(nb + b->len, p, sz * n);
-    b->buf = nb;
-    b->len += sz * n;
-    b->buf[b->len] = '\0';
-    return sz * n;
-}
-
 /* HTTP/1.1 to the stand-in; the parsed JSON answer (caller puts) or NULL. */
 static json_object *
 nn_standin(const char *method, const char *path, const char *body)
 {
     char url[256];
     const char *port = getenv("PHR_STANDIN_PORT");
-    nn_buf_t b = {NULL, 0};
+    it_buf_t b = {NULL, 0};
     struct curl_slist *h = NULL;
 
     snprintf(url, sizeof(url), "http://127.0.0.1:%s%s", port != NULL && port[0] ? port : "9199",
@@ -62,7 +42,7 @@ nn_standin(const char *method, const char *path, const char *body)
     curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
     curl_easy_setopt(c, CURLOPT_TIMEOUT, 30L);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, nn_write);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, it_collect);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
     if (body != NULL) {
         curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
@@ -71,7 +51,7 @@ nn_standin(const char *method, const char *path, const char *body)
     curl_slist_free_all(h);
     curl_easy_cleanup(c);
     json_object *o = rc == CURLE_OK && b.buf != NULL ? json_tokener_parse(b.buf) : NULL;
-    free(b.buf);
+    it_buf_free(&b);
     return o;
 }
 

@@ -29,8 +29,7 @@ typedef struct {
 typedef struct {
     CURL *c;
     struct curl_slist *hdrs;
-    char *body;
-    size_t len;
+    it_buf_t body;
     int reader;   /* patient index */
     int owner;    /* patient index, -1: an id nobody has */
     int rec;      /* record index */
@@ -75,28 +74,12 @@ rb_patient(rb_patient_t *p, int base)
     return 1;
 }
 
-static size_t
-rb_collect(char *data, size_t size, size_t n, void *ud)
-{
-    rb_read_t *rd = ud;
-    char *b = realloc(rd->body, rd->len + size * n + 1);
-
-    if (b == NULL) {
-        return 0;
-    }
-    memcpy(b + rd->len, data, size * n);
-    rd->len += size * n;
-    b[rd->len] = '\0';
-    rd->body = b;
-    return size * n;
-}
-
 /* 1 when |rd|'s answer is the expected record of its reader, or the 404 problem. */
 static int
 rb_check(const rb_read_t *rd, const rb_patient_t *pt)
 {
     long status = rd->status;
-    json_object *o = rd->body != NULL ? json_tokener_parse(rd->body) : NULL, *v, *s;
+    json_object *o = rd->body.buf != NULL ? json_tokener_parse(rd->body.buf) : NULL, *v, *s;
     int ok;
 
     if (rd->owner == rd->reader) {
@@ -113,7 +96,7 @@ rb_check(const rb_read_t *rd, const rb_patient_t *pt)
     }
     if (!ok) {
         printf("    reader %d, owner %d, record %d: %ld %.200s\n", rd->reader, rd->owner, rd->rec,
-               status, rd->body != NULL ? rd->body : "");
+               status, rd->body.buf != NULL ? rd->body.buf : "");
     }
     json_object_put(o);
     return ok;
@@ -138,9 +121,7 @@ rb_round(rb_read_t *reads, const char auth[2][128])
         if (rd->status != 0 && rd->status != 429) {
             continue;
         }
-        free(rd->body);
-        rd->body = NULL;
-        rd->len = 0;
+        it_buf_free(&rd->body);
         rd->status = 0;
         /* an id of nobody: a patient's record id with its last digit changed */
         snprintf(id, sizeof(id), "%s", rd->id);
@@ -156,8 +137,8 @@ rb_round(rb_read_t *reads, const char auth[2][128])
         curl_easy_setopt(rd->c, CURLOPT_PIPEWAIT, 1L);
         curl_easy_setopt(rd->c, CURLOPT_TIMEOUT, 20L);
         curl_easy_setopt(rd->c, CURLOPT_HTTPHEADER, rd->hdrs);
-        curl_easy_setopt(rd->c, CURLOPT_WRITEFUNCTION, rb_collect);
-        curl_easy_setopt(rd->c, CURLOPT_WRITEDATA, rd);
+        curl_easy_setopt(rd->c, CURLOPT_WRITEFUNCTION, it_collect);
+        curl_easy_setopt(rd->c, CURLOPT_WRITEDATA, &rd->body);
         curl_multi_add_handle(m, rd->c);
     }
     int running = 1;
@@ -213,8 +194,7 @@ t_get_coalesced(void)
     }
     for (int i = 0; i < RB_READS; i++) {
         bad += left == 0 && !rb_check(&reads[i], pt);
-        free(reads[i].body);
-        reads[i].body = NULL;
+        it_buf_free(&reads[i].body);
     }
     printf("    %d reads in %d rounds, %d unanswered, %d wrong\n", RB_READS, rounds, left, bad);
     IT_CHECK(left == 0);

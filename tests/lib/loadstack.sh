@@ -2,28 +2,22 @@
 # tests/lib/loadstack.sh - the environment of a private stack with two records instances that
 # a suite drives under load (tests/faults/run.sh, tests/soak/run.sh); sourced, never run.
 #
-# loadstack_env NAME BASE "$@" (the suite's arguments: BUILD_DIR): exits 2 with the usage
-# unless there is exactly one; changes to the repository root and sets root, build (absolute)
-# and PY (Debian's python3, with python3-h2); exports PHR_VAR (PHR_<NAME>_VAR, default
-# var/<name>), PHR_BUILD, PHR_SECRETS_DIR, the ports unless set (PHR_GATEWAY_PORT BASE+443,
-# PHR_REDIS_PORT BASE+479, PHR_AUTH_PORT..PHR_AUDIT_PORT BASE+101..104, PHR_STANDIN_PORT
-# BASE+199; PostgreSQL's, BASE+432 or PHR_PG_PORT, only in pg_port: the faults suite puts
-# its proxy in between), two records instances, and gateway limits high enough that one
-# client address can carry the whole load (the per-address limits are not under test).
+# loadstack_env NAME BASE "$@" (the suite's arguments: BUILD_DIR): buildarg "$@" (the usage,
+# the repository root, root, build and PY: tests/lib/buildarg.sh), then exports PHR_VAR
+# (PHR_<NAME>_VAR, default var/<name>), PHR_BUILD, PHR_SECRETS_DIR, the ports unless set
+# (PHR_GATEWAY_PORT BASE+443, PHR_REDIS_PORT BASE+479, PHR_AUTH_PORT..PHR_AUDIT_PORT
+# BASE+101..104, PHR_STANDIN_PORT BASE+199; PostgreSQL's, BASE+432 or PHR_PG_PORT, only in
+# pg_port: the faults suite puts its proxy in between), two records instances, and gateway
+# limits high enough that one client address can carry the whole load (the per-address
+# limits are not under test).
+
+# shellcheck source=tests/lib/buildarg.sh
+. "$(dirname "${BASH_SOURCE[0]}")/buildarg.sh"
+
 loadstack_env() {
     local name=$1 base=$2 var
     shift 2
-    if [ $# -ne 1 ]; then
-        echo "usage: $0 BUILD_DIR" >&2
-        exit 2
-    fi
-    cd "$(dirname "${BASH_SOURCE[0]}")/../.." || exit 2
-    root=$(pwd -P)
-    case $1 in
-        /*) build=$1 ;;
-        *) build=$root/$1 ;;
-    esac
-    PY=/usr/bin/python3
+    buildarg "$@"
     var=PHR_${name^^}_VAR
     export PHR_VAR=${!var:-$root/var/$name}
     export PHR_BUILD=$build

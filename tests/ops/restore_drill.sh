@@ -29,6 +29,8 @@ set -uo pipefail
 
 # shellcheck source=tests/ops/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck source=tests/lib/proc.sh
+. "$ROOT/tests/lib/proc.sh"
 export PHR_BACKUP_DIR=$PHR_VAR/drill-backups
 DBS=(phr_auth phr_records phr_notification phr_audit)
 PW='Blue7Harbor!qDrill'
@@ -345,11 +347,9 @@ rc=$?
 took=$(($(date +%s) - t0))
 check "  SIGTERM stops it at once (exit $rc after $took s)" test "$rc:$((took < 3))" = 0:1
 gone() { # PID: the process ends within 5 s (a zombie waiting for init to reap it has ended)
-    local i stat
+    local i
     for ((i = 0; i < 50; i++)); do
-        stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 0
-        stat=${stat##*) }
-        [ "${stat:0:1}" != Z ] || return 0
+        proc_alive "$1" || return 0
         sleep 0.1
     done
     return 1

@@ -28,16 +28,11 @@
 # this script's checks); exit status 1 if anything failed.
 set -uo pipefail
 
-if [ $# -ne 1 ]; then
-    echo "usage: $0 BUILD_DIR" >&2
-    exit 2
-fi
-cd "$(dirname "${BASH_SOURCE[0]}")/../.." || exit 2
-root=$(pwd -P)
-case $1 in
-    /*) build=$1 ;;
-    *) build=$root/$1 ;;
-esac
+# shellcheck source=tests/lib/buildarg.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../lib/buildarg.sh"
+buildarg "$@"
+# shellcheck source=tests/lib/proc.sh
+. "$root/tests/lib/proc.sh"
 
 export PHR_VAR=${PHR_SCALE_VAR:-$root/var/scale}
 export PHR_BUILD=$build
@@ -223,10 +218,7 @@ fi
 
 # dead PID: the process is gone (or a zombie nobody reaped yet).
 dead() {
-    local stat
-    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 0
-    stat=${stat##*) }
-    [ "${stat:0:1}" = Z ]
+    ! proc_alive "$1"
 }
 
 # final_upstreams FIRST_LINE PATH_REGEX: how many matching requests after FIRST_LINE were

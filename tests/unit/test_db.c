@@ -926,17 +926,16 @@ px_conninfo(char *out, size_t len)
     assert_true(n < len);
 }
 
-static void
-test_blackhole(void **state)
+/* A pool of |size| through the proxy, connected and ready; its pings (every 200 ms, 300 ms to
+ * answer) find a silent server. */
+static db_pool_t *
+px_pool(int size, int stmt_ms)
 {
     char ci[2048];
-    qres_t q;
-
-    px_start();
     px_conninfo(ci, sizeof(ci));
     db_config_t cfg = {.conninfo = ci,
-                       .size = 2,
-                       .statement_timeout_ms = 1000,
+                       .size = size,
+                       .statement_timeout_ms = stmt_ms,
                        .connect_timeout_ms = 500,
                        .queue_max = 10,
                        .ping_interval_ms = 200,
@@ -944,8 +943,18 @@ test_blackhole(void **state)
                        .keepalive_s = 5};
     db_pool_t *p = db_pool_create(g_pgt.base, &cfg);
     assert_non_null(p);
-    PGT_WAIT_UNTIL(connected(p) == 2, 5000);
-    assert_int_equal(connected(p), 2);
+    PGT_WAIT_UNTIL(connected(p) == size && db_pool_ready(p), 5000);
+    assert_int_equal(connected(p), size);
+    return p;
+}
+
+static void
+test_blackhole(void **state)
+{
+    qres_t q;
+
+    px_start();
+    db_pool_t *p = px_pool(2, 1000);
     assert_int_equal(run_q(p, "SELECT 1", 0, NULL, &q), PHR_OK);
 
     /* An idle pool whose server goes silent: only the pings can tell. */
@@ -995,26 +1004,6 @@ px_pair_of(const char *marker)
     fprintf(stderr, "test_db: no proxy pair carries '%s' (the server must be reached over TCP)\n",
             marker);
     return -1;
-}
-
-static db_pool_t *
-px_pool(int size, int stmt_ms)
-{
-    char ci[2048];
-    px_conninfo(ci, sizeof(ci));
-    db_config_t cfg = {.conninfo = ci,
-                       .size = size,
-                       .statement_timeout_ms = stmt_ms,
-                       .connect_timeout_ms = 500,
-                       .queue_max = 10,
-                       .ping_interval_ms = 200,
-                       .ping_timeout_ms = 300,
-                       .keepalive_s = 5};
-    db_pool_t *p = db_pool_create(g_pgt.base, &cfg);
-    assert_non_null(p);
-    PGT_WAIT_UNTIL(connected(p) == size && db_pool_ready(p), 5000);
-    assert_int_equal(connected(p), size);
-    return p;
 }
 
 /*
