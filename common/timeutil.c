@@ -24,19 +24,58 @@ tu_mono_us(void)
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
+/* Writes |v| as |n| decimal digits, zero-padded, at |out|. */
+static void
+tu_put_digits(char *out, int v, int n)
+{
+    while (n-- > 0) {
+        out[n] = (char)('0' + v % 10);
+        v /= 10;
+    }
+}
+
+/* The proleptic Gregorian date of |days| since 1970-01-01 (Howard Hinnant's algorithm). */
+static void
+tu_civil_from_days(int64_t days, int *y, int *m, int *d)
+{
+    days += 719468;
+    int64_t era = (days >= 0 ? days : days - 146096) / 146097;
+    int64_t doe = days - era * 146097;
+    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    int64_t mp = (5 * doy + 2) / 153;
+
+    *d = (int)(doy - (153 * mp + 2) / 5 + 1);
+    *m = (int)(mp < 10 ? mp + 3 : mp - 9);
+    *y = (int)(yoe + era * 400 + (*m <= 2));
+}
+
 size_t
 tu_format_jst(int64_t epoch_ms, char *out, size_t outlen)
 {
+    static const char pattern[] = "0000-00-00T00:00:00.000+09:00";
     int64_t local = epoch_ms + TU_JST_OFFSET_MS;
     int64_t secs = local >= 0 ? local / 1000 : (local - 999) / 1000;
+    int64_t days = secs >= 0 ? secs / 86400 : (secs - 86399) / 86400;
+    int sod = (int)(secs - days * 86400);
     int ms = (int)(local - secs * 1000);
-    time_t t = (time_t)secs;
-    struct tm tm;
+    int y, m, d;
 
-    gmtime_r(&t, &tm);
-    int n = snprintf(out, outlen, "%04d-%02d-%02dT%02d:%02d:%02d.%03d+09:00", tm.tm_year + 1900,
-                     tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms);
-    return n < 0 ? 0 : (size_t)n;
+    tu_civil_from_days(days, &y, &m, &d);
+    if (y < 0 || y > 9999 || outlen < sizeof(pattern)) {
+        int n = snprintf(out, outlen, "%04d-%02d-%02dT%02d:%02d:%02d.%03d+09:00", y, m, d,
+                         sod / 3600, sod / 60 % 60, sod % 60, ms);
+        return n < 0 ? 0 : (size_t)n;
+    }
+    memcpy(out, pattern, sizeof(pattern));
+    tu_put_digits(out, y, 4);
+    tu_put_digits(out + 5, m, 2);
+    tu_put_digits(out + 8, d, 2);
+    tu_put_digits(out + 11, sod / 3600, 2);
+    tu_put_digits(out + 14, sod / 60 % 60, 2);
+    tu_put_digits(out + 17, sod % 60, 2);
+    tu_put_digits(out + 20, ms, 3);
+    return sizeof(pattern) - 1;
 }
 
 static int

@@ -25,6 +25,8 @@ typedef struct rcrypt_keys {
     unsigned char mac_key[RCRYPT_MAC_LEN];
     int current;
     EVP_CIPHER *gcm; /* AES-256-GCM fetched once (EVP_aes_256_gcm() looks it up on every init) */
+    /* per key: a context with the key schedule made (made on first open, reused per record) */
+    EVP_CIPHER_CTX *open_ctx[RCRYPT_MAX_KEYS + 1];
 } rcrypt_keys_t;
 
 struct rcrypt {
@@ -56,6 +58,9 @@ rcrypt_free(rcrypt_t *rc)
 {
     if (rc != NULL) {
         EVP_CIPHER_free(rc->k->gcm);
+        for (int i = 0; i <= RCRYPT_MAX_KEYS; i++) {
+            EVP_CIPHER_CTX_free(rc->k->open_ctx[i]);
+        }
         OPENSSL_cleanse(rc->k, sizeof(*rc->k));
         free(rc->k);
         free(rc);
@@ -72,6 +77,8 @@ rcrypt_put_key(rcrypt_keys_t *k, int key_id, const unsigned char key[RCRYPT_KEY_
     }
     memcpy(k->keys[key_id], key, RCRYPT_KEY_LEN);
     k->present[key_id] = 1;
+    EVP_CIPHER_CTX_free(k->open_ctx[key_id]);
+    k->open_ctx[key_id] = NULL;
     if (key_id > k->current) {
         k->current = key_id;
         if (HMAC(EVP_sha256(), key, RCRYPT_KEY_LEN, (const unsigned char *)rcrypt_mac_label,
@@ -194,6 +201,24 @@ fail:
     return ret;
 }
 
+/* The decryption context of key |key_id| (present), its key schedule made once. NULL: no memory. */
+static EVP_CIPHER_CTX *
+rcrypt_open_ctx(rcrypt_keys_t *k, int key_id)
+{
+    EVP_CIPHER_CTX *ctx = k->open_ctx[key_id];
+
+    if (ctx == NULL && (ctx = EVP_CIPHER_CTX_new()) != NULL) {
+        if (EVP_DecryptInit_ex(ctx, k->gcm, NULL, NULL, NULL) != 1 ||
+            EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_IVLEN, RCRYPT_NONCE_LEN, NULL) != 1 ||
+            EVP_DecryptInit_ex(ctx, NULL, NULL, k->keys[key_id], NULL) != 1) {
+            EVP_CIPHER_CTX_free(ctx);
+            return NULL;
+        }
+        k->open_ctx[key_id] = ctx;
+    }
+    return ctx;
+}
+
 int
 rcrypt_open(const rcrypt_t *rc, const char *aad, int key_id, const char *hex, char **plain,
             size_t *len)
@@ -221,7 +246,7 @@ rcrypt_open(const rcrypt_t *rc, const char *aad, int key_id, const char *hex, ch
     size_t clen = total - RCRYPT_NONCE_LEN - RCRYPT_TAG_LEN;
     buf = malloc(total);
     out = malloc(clen + 1);
-    ctx = EVP_CIPHER_CTX_new();
+    ctx = rcrypt_open_ctx(rc->k, key_id);
     if (buf == NULL || out == NULL || ctx == NULL) {
         ret = PHR_ENOMEM;
         goto done;
@@ -229,9 +254,7 @@ rcrypt_open(const rcrypt_t *rc, const char *aad, int key_id, const char *hex, ch
     if (hex_decode(hex + 2, buf, total) != PHR_OK) {
         goto done;
     }
-    if (EVP_DecryptInit_ex(ctx, rc->k->gcm, NULL, NULL, NULL) != 1 ||
-        EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_IVLEN, RCRYPT_NONCE_LEN, NULL) != 1 ||
-        EVP_DecryptInit_ex(ctx, NULL, NULL, rc->k->keys[key_id], buf) != 1 ||
+    if (EVP_DecryptInit_ex(ctx, NULL, NULL, NULL, buf) != 1 ||
         EVP_DecryptUpdate(ctx, NULL, &outl, (const unsigned char *)aad, (int)strlen(aad)) != 1 ||
         EVP_DecryptUpdate(ctx, (unsigned char *)out, &outl, buf + RCRYPT_NONCE_LEN, (int)clen) !=
             1 ||
@@ -248,7 +271,6 @@ rcrypt_open(const rcrypt_t *rc, const char *aad, int key_id, const char *hex, ch
     out = NULL;
     ret = PHR_OK;
 done:
-    EVP_CIPHER_CTX_free(ctx);
     free(buf);
     if (out != NULL) {
         OPENSSL_cleanse(out, clen + 1);

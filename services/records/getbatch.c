@@ -1,8 +1,9 @@
 /*
  * getbatch.c - reads of one record by id, coalesced into one SELECT (see
  * getbatch.h). Pending reads sit in batches of at most PHR_RECORDS_GET_BATCH,
- * oldest first; a batch leaves when fewer batches than the pool's connections
- * are in flight. More than PHR_RECORDS_GET_WAITING waiting reads: PHR_EFULL.
+ * oldest first; while fewer batches than the pool's connections are in flight,
+ * a full batch leaves at once and a partial one when no batch is in flight.
+ * More than PHR_RECORDS_GET_WAITING waiting reads: PHR_EFULL.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -118,13 +119,28 @@ rgb_done(int rc, PGresult *res, void *ud)
     }
 }
 
-/* Sends waiting batches while fewer than the pool's connections are in flight. */
+/* Reads one statement takes: PHR_RECORDS_GET_BATCH, at most RGB_MAX. */
+static int
+rgb_per_batch(const rgb_t *b)
+{
+    int n = b->cfg->records_get_batch;
+
+    return n > 0 && n <= RGB_MAX ? n : RGB_MAX;
+}
+
+/*
+ * Sends waiting batches while fewer than the pool's connections are in flight:
+ * a full batch at once, a partial one only when nothing is in flight (it then
+ * fills up while the statement before it runs: fewer, larger statements).
+ */
 static void
 rgb_pump(rgb_t *b)
 {
     int slots = b->cfg->pg_pool_size;
+    int full = rgb_per_batch(b);
 
-    while (b->head != NULL && b->inflight < (slots > 0 ? slots : 1)) {
+    while (b->head != NULL && b->inflight < (slots > 0 ? slots : 1) &&
+           (b->inflight == 0 || b->head->n >= full)) {
         rgb_batch_t *bt = b->head;
         char ids[RGB_ARRAY_LEN], patients[RGB_ARRAY_LEN];
         const char *params[] = {ids, patients};
@@ -154,12 +170,9 @@ rgb_get(rgb_t *b, const char *id, const char *patient_id, rgb_cb cb, void *ud)
         cb(PHR_OK, NULL, -1, ud); /* no record has such a key */
         return;
     }
-    const cfg_t *cfg = b->cfg;
-    int per_batch = cfg->records_get_batch > 0 && cfg->records_get_batch <= RGB_MAX
-                        ? cfg->records_get_batch
-                        : RGB_MAX;
+    int per_batch = rgb_per_batch(b);
 
-    if (b->closing || b->pending >= cfg->records_get_waiting) {
+    if (b->closing || b->pending >= b->cfg->records_get_waiting) {
         cb(b->closing ? PHR_ECLOSED : PHR_EFULL, NULL, -1, ud);
         return;
     }

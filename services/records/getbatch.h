@@ -2,9 +2,10 @@
  * getbatch.h - reads of one record by id, coalesced into one SELECT.
  *
  * Under load a single-record read costs PostgreSQL a wake-up and a round trip
- * far dearer than its index lookup. Reads that arrive while as many batches as
- * the pool has connections are in flight wait together and leave as one
- * statement over arrays of (record id, patient id) keys; a lone read leaves at
+ * far dearer than its index lookup. Reads that arrive while a statement is in
+ * flight wait together and leave as one statement over arrays of (record id,
+ * patient id) keys when it returns, or at once when they fill a batch (then up
+ * to as many statements as the pool has connections); a lone read leaves at
  * once, so latency at low load is unchanged. Each key is still matched against
  * its patient in SQL: a reader sees only its own patient's record.
  */

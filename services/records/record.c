@@ -3,6 +3,7 @@
  * and the patient and staff record routes (create with Idempotency-Key,
  * keyset list, get, edit and delete with history).
  */
+#include <limits.h>
 #include <math.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -469,6 +470,92 @@ rec_row_json(const svc_t *svc, const PGresult *res, int row)
     return rec_row_json_keys(rec_crypt(svc), rec_tokener(svc), res, row);
 }
 
+/* |s| needs no JSON escaping (ids, enums and times as the database returns them). */
+static int
+rec_plain_text(const char *s)
+{
+    for (; *s != '\0'; s++) {
+        if (*s == '"' || *s == '\\' || (unsigned char)*s < 0x20) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* The members "values" and "note" of an opened payload as rec_seal wrote it, else NULL. */
+static const char *
+rec_plain_members(const char *plain, size_t len, size_t *n)
+{
+    static const char head[] = "{\"values\":{";
+
+    if (len < sizeof(head) + 1 || memcmp(plain, head, sizeof(head) - 1) != 0 ||
+        plain[len - 1] != '}' || memchr(plain, '\0', len) != NULL) {
+        return NULL;
+    }
+    *n = len - 2;
+    return plain + 1;
+}
+
+char *
+rec_row_text(const rcrypt_t *rc, const PGresult *res, int row, size_t *len)
+{
+    const char *col[REC_NCOLUMNS];
+    char aad[REC_AAD_LEN], measured[TU_JST_LEN], created[TU_JST_LEN], updated[TU_JST_LEN];
+    char *plain = NULL, *out = NULL;
+    size_t plain_len = 0, members_len = 0;
+    int64_t key_id, ms[3];
+    static const int time_cols[3] = {REC_COL_MEASURED_MS, REC_COL_CREATED_MS, REC_COL_UPDATED_MS};
+
+    if (PQnfields(res) < REC_NCOLUMNS) {
+        return NULL;
+    }
+    for (int i = 0; i < REC_NCOLUMNS; i++) {
+        col[i] = PQgetvalue(res, row, i);
+        if (i != REC_COL_SEALED && !rec_plain_text(col[i])) {
+            return NULL;
+        }
+    }
+    for (int i = 0; i < 3; i++) {
+        if (rec_parse_i64(col[time_cols[i]], &ms[i]) != PHR_OK) {
+            return NULL;
+        }
+    }
+    if (rec_parse_i64(col[REC_COL_KEY_ID], &key_id) != PHR_OK) {
+        return NULL;
+    }
+    tu_format_jst(ms[0], measured, sizeof(measured));
+    tu_format_jst(ms[1], created, sizeof(created));
+    tu_format_jst(ms[2], updated, sizeof(updated));
+    rcrypt_aad(aad, sizeof(aad), col[REC_COL_ID], col[REC_COL_PATIENT], col[REC_COL_TYPE]);
+    if (rcrypt_open(rc, aad, (int)key_id, col[REC_COL_SEALED], &plain, &plain_len) != PHR_OK) {
+        return NULL; /* the JSON path logs it and answers the error */
+    }
+    const char *members = rec_plain_members(plain, plain_len, &members_len);
+    const char *org = col[REC_COL_ORG];
+    int has_org = org[0] != '\0';
+    size_t cap = members_len + 512;
+
+    if (members != NULL && members_len <= INT_MAX && (out = malloc(cap)) != NULL) {
+        int n = snprintf(out, cap,
+                         "{\"id\":\"%s\",\"patient_id\":\"%s\",\"type\":\"%s\","
+                         "\"measured_at\":\"%s\",%.*s,\"source\":\"%s\",\"org_id\":%s%s%s,"
+                         "\"created_at\":\"%s\",\"updated_at\":\"%s\"}",
+                         col[REC_COL_ID], col[REC_COL_PATIENT], col[REC_COL_TYPE], measured,
+                         (int)members_len, members, col[REC_COL_SOURCE], has_org ? "\"" : "",
+                         has_org ? org : "null", has_org ? "\"" : "", created, updated);
+        if (n < 0 || (size_t)n >= cap) {
+            OPENSSL_cleanse(out, cap);
+            free(out);
+            out = NULL;
+        } else {
+            *len = (size_t)n;
+        }
+    }
+    OPENSSL_cleanse(plain, plain_len);
+    free(plain);
+    return out;
+}
+
 /* ---- insert -------------------------------------------------------------------- */
 
 typedef struct {
@@ -633,6 +720,11 @@ rec_req_free(void *arg)
     }
     json_object_put(r->types);
     json_object_put(r->answer);
+    free(r->perrs);
+    if (r->text != NULL) {
+        OPENSSL_cleanse(r->text, r->text_len);
+        free(r->text);
+    }
     free(r);
 }
 
@@ -722,7 +814,12 @@ rec_answer(rec_req_t *r, int rc, const char *what)
     r->answered = 1;
     if (r->pstatus != 0) {
         h2s_respond_problem(r->req, r->pstatus, r->pcode, r->pdetail,
-                            r->perrs.n > 0 ? &r->perrs : NULL);
+                            r->perrs != NULL && r->perrs->n > 0 ? r->perrs : NULL);
+        return;
+    }
+    if (rc == PHR_OK && r->text != NULL) {
+        h2s_respond(r->req, r->status != 0 ? r->status : 200, "application/json", r->text,
+                    r->text_len);
         return;
     }
     if (rc == PHR_OK && r->answer != NULL) {
@@ -738,6 +835,16 @@ rec_answer(rec_req_t *r, int rc, const char *what)
     svc_respond_error(r->req, rc, rc == PHR_EGENERIC || rc == PHR_ENOMEM ? NULL : what);
 }
 
+/* The refusal's field errors, made on first use (most requests have none); NULL: no memory. */
+static jx_errors_t *
+rec_perrs(rec_req_t *r)
+{
+    if (r->perrs == NULL) {
+        r->perrs = calloc(1, sizeof(*r->perrs));
+    }
+    return r->perrs;
+}
+
 void
 rec_refuse(rec_req_t *r, int status, const char *code, const char *detail, const char *field,
            const char *message)
@@ -747,8 +854,8 @@ rec_refuse(rec_req_t *r, int status, const char *code, const char *detail, const
         r->pstatus = status;
         r->pcode = code;
         r->pdetail = detail;
-        if (field != NULL) {
-            jx_error_add(&r->perrs, field, "%s", message);
+        if (field != NULL && rec_perrs(r) != NULL) {
+            jx_error_add(r->perrs, field, "%s", message);
         }
     }
 }
@@ -1198,8 +1305,9 @@ rec_one_done(int rc, const PGresult *res, int row, void *ud)
     if (rc == PHR_OK && row < 0) {
         rec_problem(r, 404, "not_found", "no such record");
     } else if (rc == PHR_OK) {
-        r->answer = rec_row_json(r->svc, res, row);
-        rc = r->answer != NULL ? PHR_OK : PHR_EGENERIC;
+        r->text = rec_row_text(rec_crypt(r->svc), res, row, &r->text_len);
+        r->answer = r->text == NULL ? rec_row_json(r->svc, res, row) : NULL;
+        rc = r->text != NULL || r->answer != NULL ? PHR_OK : PHR_EGENERIC;
     }
     rec_answer(r, rc, "the records could not be read; retry later");
 }
@@ -1759,7 +1867,9 @@ rec_patch_apply(rec_req_t *r, const PGresult *res)
         json_object_put(note);
         if (errs.n > 0) {
             rec_problem(r, 400, "validation_failed", "the record has invalid fields");
-            r->perrs = errs;
+            if (rec_perrs(r) != NULL) {
+                *r->perrs = errs;
+            }
             return PHR_EINVAL;
         }
         return PHR_ENOMEM;

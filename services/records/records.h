@@ -85,6 +85,15 @@ enum {
 json_object *rec_row_json(const svc_t *svc, const PGresult *res, int row);
 
 /*
+ * The same answer as rec_row_json, as JSON text (caller cleanses and frees;
+ * length in |len|): the opened payload is spliced in as rec_seal wrote it,
+ * without parsing it and serializing it again. NULL when a column needs
+ * escaping, the payload is not in rec_seal's form or it cannot be opened:
+ * then use rec_row_json.
+ */
+char *rec_row_text(const rcrypt_t *rc, const PGresult *res, int row, size_t *len);
+
+/*
  * Same with an explicit key ring (unit tests, tools) and tokener |tok| (reset and reused;
  * NULL: one made for this call).
  */
@@ -196,7 +205,7 @@ struct rec_req {
     int sent;     /* the answer went out (|req| may be gone) */
     int pstatus;  /* a refusal decided on the way (rec_problem), sent by rec_answer */
     const char *pcode, *pdetail;
-    jx_errors_t perrs;
+    jx_errors_t *perrs; /* its field errors, made by rec_refuse when needed */
     /* a read */
     const char *sql;
     int nparams;
@@ -205,6 +214,8 @@ struct rec_req {
     rec_build_fn build;
     json_object *types; /* record types read, for the records.read event */
     json_object *answer;
+    char *text; /* or the answer as JSON text (rec_row_text) */
+    size_t text_len;
     int status;
     void *priv; /* the route's own state, freed with priv_free */
     void (*priv_free)(void *priv);

@@ -244,13 +244,77 @@ test_row_json(void **state)
     rcrypt_free(rc);
 }
 
+/* rec_row_text answers what the JSON path serializes, or NULL where it cannot splice. */
+static void
+test_row_text(void **state)
+{
+    rcrypt_t *rc = rcrypt_create();
+    const char *id = "01890a5d-ac96-774b-bcce-b302099a8057";
+    const char *pid = "01890a5d-ac96-774b-bcce-b302099a8058";
+    const char *plains[] = {
+        "{\"values\":{\"systolic\":132,\"diastolic\":84},\"note\":\"食後\"}",
+        "{\"values\":{\"value\":64.50},\"note\":null}",
+        "{\"values\":{\"text\":\"a \\\" / \\\\ \\u0001\"},\"note\":\"x\\ny\"}",
+        "{\"values\":{\"name\":\"m\",\"taken\":true},\"note\":null}",
+    };
+    const char *orgs[] = {"", "01890a5d-ac96-774b-bcce-b302099a8059"};
+    char aad[REC_AAD_LEN], kid[8];
+    int k;
+
+    assert_int_equal(rcrypt_add_key(rc, 1, key1), PHR_OK);
+    rcrypt_aad(aad, sizeof(aad), id, pid, "note");
+    for (size_t i = 0; i < sizeof(plains) / sizeof(plains[0]); i++) {
+        char *hex = NULL;
+        assert_int_equal(rcrypt_seal(rc, aad, plains[i], strlen(plains[i]), &k, &hex), PHR_OK);
+        snprintf(kid, sizeof(kid), "%d", k);
+        for (int o = 0; o < 2; o++) {
+            const char *vals[REC_NCOLUMNS] = {
+                id,  pid, "note", "1763937000000", "self",          orgs[o],
+                kid, hex, pid,    "1763937000123", "1763937000999", "1"};
+            PGresult *res = row_result(vals);
+            json_object *obj = rec_row_json_keys(rc, NULL, res, 0);
+            size_t len = 0;
+            char *text = rec_row_text(rc, res, 0, &len);
+            assert_non_null(obj);
+            assert_non_null(text);
+            assert_int_equal(len, strlen(text));
+            assert_string_equal(text, jx_to_string(obj, NULL));
+            free(text);
+            json_object_put(obj);
+            /* a column that would need escaping: the JSON path answers instead */
+            vals[REC_COL_SOURCE] = "se\"lf";
+            PQclear(res);
+            res = row_result(vals);
+            assert_null(rec_row_text(rc, res, 0, &len));
+            PQclear(res);
+        }
+        free(hex);
+    }
+    /* a payload not in rec_seal's form, and one that does not open */
+    const char *odd = "{\"note\":null,\"values\":{\"value\":1}}";
+    char *hex = NULL;
+    size_t len = 0;
+    assert_int_equal(rcrypt_seal(rc, aad, odd, strlen(odd), &k, &hex), PHR_OK);
+    const char *vals[REC_NCOLUMNS] = {id,  pid, "note", "1763937000000", "self",          "",
+                                      "1", hex, pid,    "1763937000123", "1763937000123", "1"};
+    PGresult *res = row_result(vals);
+    assert_null(rec_row_text(rc, res, 0, &len));
+    PQclear(res);
+    vals[REC_COL_TYPE] = "pulse";
+    res = row_result(vals);
+    assert_null(rec_row_text(rc, res, 0, &len));
+    PQclear(res);
+    free(hex);
+    rcrypt_free(rc);
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip), cmocka_unit_test(test_tamper_fails),
         cmocka_unit_test(test_rotation),   cmocka_unit_test(test_load_from_secrets),
-        cmocka_unit_test(test_row_json),
+        cmocka_unit_test(test_row_json),   cmocka_unit_test(test_row_text),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

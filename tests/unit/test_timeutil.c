@@ -180,6 +180,25 @@ t_round_trip(void **state)
 }
 
 static void
+t_format_matches_libc(void **state)
+{
+    /* Every day of 1896..2104 (and a year past 9999) formats as gmtime_r() + 9 h does. */
+    for (int64_t day = -27028; day < 49309 + 1; day += 1) {
+        int64_t ms = day == 49309 ? 253402300800000LL : day * 86400000 + 3723456;
+        int64_t frac = (ms % 1000 + 1000) % 1000;
+        time_t t = (time_t)((ms - frac) / 1000 + 9 * 3600);
+        struct tm tm;
+        char want[48], got[TU_JST_LEN + 8];
+
+        gmtime_r(&t, &tm);
+        snprintf(want, sizeof(want), "%04d-%02d-%02dT%02d:%02d:%02d.%03d+09:00", tm.tm_year + 1900,
+                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)frac);
+        assert_int_equal(tu_format_jst(ms, got, sizeof(got)), strlen(want));
+        assert_string_equal(got, want);
+    }
+}
+
+static void
 t_matches_libc(void **state)
 {
     /* The civil-date arithmetic agrees with timegm() for every day of 1896..2104. */
@@ -217,10 +236,10 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(t_format_jst),  cmocka_unit_test(t_format_small_buffer),
-        cmocka_unit_test(t_parse_valid), cmocka_unit_test(t_parse_invalid),
-        cmocka_unit_test(t_round_trip),  cmocka_unit_test(t_matches_libc),
-        cmocka_unit_test(t_clocks),
+        cmocka_unit_test(t_format_jst),          cmocka_unit_test(t_format_small_buffer),
+        cmocka_unit_test(t_parse_valid),         cmocka_unit_test(t_parse_invalid),
+        cmocka_unit_test(t_round_trip),          cmocka_unit_test(t_matches_libc),
+        cmocka_unit_test(t_format_matches_libc), cmocka_unit_test(t_clocks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
