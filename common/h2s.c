@@ -115,9 +115,10 @@ struct h2s_conn {
     nghttp2_session *session;
     char peer[64];
     struct event *idle_timer;
-    h2s_req_t *reqs; /* every request of this connection */
-    int in_recv;     /* inside nghttp2_session_mem_recv */
-    int closing;     /* close once output is flushed */
+    h2s_req_t *reqs;   /* every request of this connection */
+    int in_recv;       /* inside nghttp2_session_mem_recv */
+    int ended_in_recv; /* requests whose END_STREAM this mem_recv read */
+    int closing;       /* close once output is flushed */
     int read_paused;
     h2s_conn_t *next, *prev;
 };
@@ -1025,6 +1026,7 @@ h2s_on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *us
     }
     if (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) {
         req->recv_complete = 1;
+        ((h2s_conn_t *)user_data)->ended_in_recv++;
         if (req->state == REQ_BODY) {
             h2s_dispatch(req);
         }
@@ -1144,19 +1146,32 @@ h2s_conn_flush(h2s_conn_t *conn)
 }
 
 /*
- * Acknowledges at once what was just read. nginx does not set TCP_NODELAY on
- * its upstream connections, so its next request can sit in Nagle's buffer
- * until our delayed ACK (40 ms) unless we ACK promptly. Linux clears the
- * flag after each ACK, so it is set before every read is processed.
+ * Acknowledges what was just read at once (TCP_QUICKACK; Linux clears it after
+ * each ACK) on cleartext connections (the gateway, the services), unless the
+ * read completed a request and no other one is still arriving: the answer then
+ * carries the ACK, and one setsockopt and one bare ACK per request are saved.
+ * Otherwise nginx, which sets no TCP_NODELAY on upstream connections, may hold
+ * its next small segment (a body, a window update before the next request) in
+ * Nagle's buffer until our delayed ACK: a 40 ms stall.
  */
 static void
 h2s_conn_quickack(h2s_conn_t *conn)
 {
     int one = 1;
 
-    if (conn->srv->ssl_ctx == NULL) {
-        setsockopt(bufferevent_getfd(conn->bev), IPPROTO_TCP, TCP_QUICKACK, &one, sizeof(one));
+    if (conn->srv->ssl_ctx != NULL) {
+        return;
     }
+    if (conn->ended_in_recv > 0) {
+        const h2s_req_t *r = conn->reqs;
+        while (r != NULL && (r->recv_complete || r->stream_closed)) {
+            r = r->next;
+        }
+        if (r == NULL) {
+            return;
+        }
+    }
+    setsockopt(bufferevent_getfd(conn->bev), IPPROTO_TCP, TCP_QUICKACK, &one, sizeof(one));
 }
 
 static void
@@ -1167,8 +1182,8 @@ h2s_conn_readcb(struct bufferevent *bev, void *arg)
     size_t len = evbuffer_get_length(in);
     unsigned char *data = evbuffer_pullup(in, -1);
 
-    h2s_conn_quickack(conn);
     conn->in_recv = 1;
+    conn->ended_in_recv = 0;
     ssize_t rv = nghttp2_session_mem_recv(conn->session, data, len);
     conn->in_recv = 0;
     if (rv < 0) {
@@ -1179,6 +1194,7 @@ h2s_conn_readcb(struct bufferevent *bev, void *arg)
         return;
     }
     evbuffer_drain(in, (size_t)rv);
+    h2s_conn_quickack(conn);
     h2s_conn_flush(conn);
 }
 
