@@ -228,6 +228,10 @@ if [ -d "$base_dir" ]; then
     base_stop h2c
     base_stop tls
 fi
+# How busy the machine is without us: other work on the 2 CPUs skews every ratio.
+BENCH_IDLE_START=$("$py" "$bench_dir/bench.py" idle 2) || BENCH_IDLE_START="? ?"
+export BENCH_IDLE_START
+say "machine before the stack: ${BENCH_IDLE_START% *} % busy (load average ${BENCH_IDLE_START#* })"
 stack purge || die "could not clean $PHR_VAR"
 stack_up=1
 stack up >/dev/null || die "the bench stack did not come up (see $PHR_VAR/log)"
@@ -887,6 +891,8 @@ fi
 # ---- report ---------------------------------------------------------------------------
 
 report_md=${BENCH_REPORT:-$root/BENCHMARKS.md}
+BENCH_IDLE_END=$("$py" "$bench_dir/bench.py" idle 2) || BENCH_IDLE_END="? ?"
+export BENCH_IDLE_END
 "$py" "$bench_dir/bench.py" report "$results" "$rss_json" "$report_md" || die "report failed"
 say "$report_md updated"
 exit 0
