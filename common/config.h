@@ -62,9 +62,11 @@ typedef struct cfg {
     int call_timeout_ms; /* service-to-service call deadline */
 
     /* records */
-    int retention_days;      /* days a withdrawn patient's data is kept before the purge */
-    int records_get_batch;   /* record reads coalesced into one SELECT (1: none) */
-    int records_get_waiting; /* record reads waiting for a connection before 503 */
+    int retention_days;         /* days a withdrawn patient's data is kept before the purge */
+    int records_get_batch;      /* record reads coalesced into one SELECT (1: none) */
+    int records_get_waiting;    /* record reads waiting for a connection before 503 */
+    int records_insert_batch;   /* record creates coalesced into one INSERT (1: none) */
+    int records_insert_waiting; /* record creates waiting for a connection before 503 */
 
     /* notification */
     char sendgrid_base_url[256];    /* SendGrid API base (the stand-in locally) */

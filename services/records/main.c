@@ -126,8 +126,9 @@ records_init(svc_t *svc)
     log_info("records: data keys loaded, sealing with version %d",
              rcrypt_current(records_ctx.crypt));
     records_ctx.gets = rgb_create(svc_db(svc), svc_cfg(svc));
+    records_ctx.creates = rec_creates_create(svc_db(svc), svc_cfg(svc));
     records_ctx.tok = json_tokener_new();
-    if (records_ctx.gets == NULL || records_ctx.tok == NULL) {
+    if (records_ctx.gets == NULL || records_ctx.creates == NULL || records_ctx.tok == NULL) {
         return PHR_ENOMEM;
     }
     svc_set_data(svc, &records_ctx);
@@ -149,6 +150,8 @@ records_fini(svc_t *svc)
     svc_set_data(svc, NULL);
     rgb_free(records_ctx.gets);
     records_ctx.gets = NULL;
+    rib_free(records_ctx.creates);
+    records_ctx.creates = NULL;
     json_tokener_free(records_ctx.tok);
     records_ctx.tok = NULL;
     rcrypt_free(records_ctx.crypt);

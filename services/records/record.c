@@ -606,16 +606,49 @@ static const char rec_replace_sql[] =
     "AND local_day = $5::date RETURNING *) "
     "INSERT INTO record_history (" REC_HISTORY_COLS ") SELECT " REC_HISTORY_SELECT " FROM old";
 
-#define REC_INSERT                                                                                 \
+#define REC_INSERT_INTO                                                                            \
     "INSERT INTO records AS r (id, patient_id, type, measured_at, local_day, source, org_id, "     \
-    "key_id, sealed, created_by) VALUES ($1::uuid, $2::uuid, $3, " REC_TS(                         \
-        "$4") ", $5::date, $6, $7::uuid, $8::int4, $9::bytea, $10::uuid) RETURNING " REC_COLUMNS
+    "key_id, sealed, created_by) "
+#define REC_INSERT                                                                                 \
+    REC_INSERT_INTO "VALUES ($1::uuid, $2::uuid, $3, " REC_TS(                                     \
+        "$4") ", $5::date, $6, $7::uuid, "                                                         \
+              "$8::int4, $9::bytea, $10::uuid) RETURNING " REC_COLUMNS
 
 static const char rec_insert_sql[] = REC_INSERT;
 
 /* The insert and its audit event ($11 topic, $12 key, $13 body) in one statement. */
 static const char rec_insert_audited_sql[] =
     "WITH ob AS (" OUTBOX_SQL_ADD("$11, $12, $13::jsonb") ") " REC_INSERT;
+
+/*
+ * Several creates at once (insbatch.h): rec_insert_audited_sql over arrays,
+ * $1..$13 one text[] per parameter of it, cast the same way; the rows come
+ * back in no set order (insbatch matches them by id).
+ */
+static const char rec_insert_audited_many_sql[] =
+    "WITH v AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], "
+    "$5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], "
+    "$12::text[], $13::text[]) AS v(id, patient_id, type, ms, day, source, org_id, key_id, "
+    "sealed, created_by, topic, okey, body)), "
+    "ob AS (INSERT INTO outbox (topic, idempotency_key, body) SELECT v.topic, v.okey, "
+    "v.body::jsonb FROM v ON CONFLICT (idempotency_key) DO NOTHING) " REC_INSERT_INTO
+    "SELECT v.id::uuid, v.patient_id::uuid, v.type, " REC_TS(
+        "v.ms") ", v.day::date, v.source, "
+                "v.org_id::uuid, v.key_id::int4, v.sealed::bytea, v.created_by::uuid FROM v "
+                "RETURNING " REC_COLUMNS;
+
+rib_t *
+rec_creates_create(db_pool_t *pool, const cfg_t *cfg)
+{
+    rib_config_t rc = {
+        .one_sql = rec_insert_audited_sql,
+        .many_sql = rec_insert_audited_many_sql,
+        .per_batch = cfg->records_insert_batch,
+        .waiting = cfg->records_insert_waiting,
+        .slots = cfg->pg_pool_size,
+    };
+    return rib_create(pool, &rc);
+}
 
 /* A new record's id (uuid7) and sealed value, as the text parameters of rec_insert_sql. */
 typedef struct {
@@ -1480,14 +1513,14 @@ rec_post_claimed(int rc, PGresult *res, void *ud)
 
 /* The answer of a POST from the inserted row; a failure goes to r->rc. */
 static void
-rec_post_built(rec_req_t *r, int rc, const PGresult *res)
+rec_post_built(rec_req_t *r, int rc, const PGresult *res, int row)
 {
     rec_write_t *w = r->priv;
 
     if (rc == PHR_OK) { /* the row just sealed from w->in: no need to open it again */
         json_object *note = w->in.note != NULL ? json_object_new_string(w->in.note) : NULL;
         r->answer = PQnfields(res) >= REC_NCOLUMNS
-                        ? rec_row_json_with(res, 0, json_object_get(w->in.values), note)
+                        ? rec_row_json_with(res, row, json_object_get(w->in.values), note)
                         : NULL;
         r->status = 201;
         if (r->answer == NULL) {
@@ -1505,7 +1538,7 @@ rec_post_inserted(int rc, PGresult *res, void *ud)
     rec_req_t *r = ud;
     rec_write_t *w = r->priv;
 
-    rec_post_built(r, rc, res);
+    rec_post_built(r, rc, res, 0);
     if (w->key[0] != '\0') {
         return; /* rec_post_claimed ends the transaction */
     }
@@ -1576,18 +1609,19 @@ rec_post_begun(int rc, db_txn_t *txn, void *ud)
 
 /* The one-statement create answered (no transaction was opened: r->txn stays NULL). */
 static void
-rec_post_stored(int rc, PGresult *res, void *ud)
+rec_post_stored(int rc, const PGresult *res, int row, void *ud)
 {
     rec_req_t *r = ud;
 
-    rec_post_built(r, rc, res);
+    rec_post_built(r, rc, res, row);
     rec_write_ended(r->rc, NULL, r);
 }
 
 /*
  * A patient's create without an Idempotency-Key of a type that replaces
  * nothing: the record and its audit event in one atomic statement (one round
- * trip instead of BEGIN, two INSERTs and COMMIT).
+ * trip instead of BEGIN, two INSERTs and COMMIT), coalesced with the creates
+ * that wait with it (insbatch.h).
  */
 static void
 rec_post_single(rec_req_t *r)
@@ -1608,13 +1642,14 @@ rec_post_single(rec_req_t *r)
     const char *p[] = {
         r->record_id, r->patient_id, w->in.type->type,   sl.ms,   sl.day,   source, NULL,
         sl.kid,       sl.hex,        r->sess.account_id, "audit", event_id, ev};
-    rc = ev != NULL ? db_query(svc_db(r->svc), rec_insert_audited_sql, 13, p, rec_post_stored, r)
-                    : PHR_ENOMEM;
+    if (ev != NULL) {
+        const rec_ctx_t *ctx = svc_data(r->svc);
+        rib_add(ctx->creates, p, rec_post_stored, r); /* |r| may be gone when it returns */
+    } else {
+        rec_answer(r, PHR_ENOMEM, "the record could not be stored; retry later");
+    }
     free(ev);
     free(sl.hex);
-    if (rc != PHR_OK) {
-        rec_answer(r, rc, "the record could not be stored; retry later");
-    }
 }
 
 static void

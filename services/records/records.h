@@ -17,6 +17,7 @@
 
 #include "crypt.h"
 #include "getbatch.h"
+#include "insbatch.h"
 #include "jsonx.h"
 #include "rectype.h"
 #include "svc.h"
@@ -36,6 +37,7 @@ extern const svc_routes_t rec_purge_routes;   /* purge.c (r3): deletion, withdra
 typedef struct {
     rcrypt_t *crypt;   /* data keys, loaded at start */
     rgb_t *gets;       /* GET of one record: coalesced SELECTs */
+    rib_t *creates;    /* a patient's POST of one record: coalesced INSERTs */
     json_tokener *tok; /* parses every opened payload (the event loop's thread only) */
 } rec_ctx_t;
 
@@ -44,6 +46,12 @@ const rcrypt_t *rec_crypt(const svc_t *svc);
 
 /* The running service's tokener for opened payloads (rec_row_open). */
 json_tokener *rec_tokener(const svc_t *svc);
+
+/*
+ * The batcher of patients' creates (insbatch.h) on |pool|, PHR_RECORDS_INSERT_*
+ * of |cfg|: rec_insert_audited_sql, several at once over arrays. rib_free frees it.
+ */
+rib_t *rec_creates_create(db_pool_t *pool, const cfg_t *cfg);
 
 /* ---- records --------------------------------------------------------------- */
 

@@ -623,6 +623,7 @@ main(int argc, char **argv)
     it_run(records_export_cases, filter, &passed, &failed);
     it_run(records_batch_cases, filter, &passed, &failed);
     it_run(records_getwait_cases, filter, &passed, &failed);
+    it_run(records_insbatch_cases, filter, &passed, &failed);
     it_run(notify_cases, filter, &passed, &failed);
     it_run(notify_notice_cases, filter, &passed, &failed);
     it_run(audit_cases, filter, &passed, &failed);

@@ -161,6 +161,7 @@ extern const it_case_t records_share_cases[];
 extern const it_case_t records_export_cases[];
 extern const it_case_t records_batch_cases[];
 extern const it_case_t records_getwait_cases[];
+extern const it_case_t records_insbatch_cases[];
 extern const it_case_t notify_cases[];
 extern const it_case_t notify_notice_cases[];
 extern const it_case_t audit_cases[];
