@@ -3,8 +3,9 @@
  * Pending creates sit in batches of at most per_batch, oldest first; while
  * fewer statements than the pool's connections are in flight, a full batch
  * leaves at once and a partial one when nothing is in flight. A batch of
- * one is sent with the one-row statement; a failed batch of several is split
- * into batches of one, each sent again (they count as statements in flight).
+ * one is sent with the one-row statement; a batch of several that PostgreSQL
+ * refused is split into batches of one, each sent again (they count as
+ * statements in flight).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -187,13 +188,24 @@ rib_split(rib_t *b, rib_batch_t *bt)
     free(bt);
 }
 
+/*
+ * PostgreSQL answered that the statement failed, so it wrote nothing and its
+ * creates can be sent again. Not a lost connection (PHR_EUNAVAIL): it may have
+ * committed; its creators get the error, as a lone create would.
+ */
+static int
+rib_failed_whole(int rc)
+{
+    return rc == PHR_EINVAL || rc == PHR_ECONFLICT || rc == PHR_ETIMEDOUT || rc == PHR_EGENERIC;
+}
+
 static void
 rib_done(int rc, PGresult *res, void *ud)
 {
     rib_batch_t *bt = ud;
     rib_t *b = bt->owner;
 
-    int retry = rc != PHR_OK && rc != PHR_ECLOSED && bt->n > 1 && !b->closing;
+    int retry = rib_failed_whole(rc) && bt->n > 1 && !b->closing;
 
     b->inflight--;
     if (retry) {

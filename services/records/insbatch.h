@@ -8,10 +8,11 @@
  * at once when they fill a batch (then up to as many statements as the pool
  * has connections); a lone create leaves at once with the one-row statement,
  * so latency at low load is unchanged. One statement is one transaction: each
- * row commits with its own audit outbox row. When a statement of several
- * creates fails, each of them is sent again alone, so one bad create cannot
- * fail the others (a failed statement wrote nothing, and the ids are made by
- * the caller: nothing is written twice).
+ * row commits with its own audit outbox row. When PostgreSQL refuses a
+ * statement of several creates, each of them is sent again alone, so one bad
+ * create cannot fail the others (a refused statement wrote nothing, and the
+ * ids are made by the caller: nothing is written twice). A statement whose
+ * connection was lost may have committed: its creates fail (503), as alone.
  */
 #ifndef PHR_RECORDS_INSBATCH_H
 #define PHR_RECORDS_INSBATCH_H
