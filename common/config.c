@@ -98,7 +98,7 @@ static const cfg_def_t cfg_table[] = {
          "records: reads by id coalesced into one SELECT while the pool is busy (1: none)"),
     CINT("PHR_RECORDS_GET_WAITING", records_get_waiting, "4096", 16, 65536,
          "records: reads by id waiting for a free connection before 503"),
-    CINT("PHR_RECORDS_INSERT_BATCH", records_insert_batch, "32", 1, 64,
+    CINT("PHR_RECORDS_INSERT_BATCH", records_insert_batch, "32", 1, CFG_RECORDS_INSERT_BATCH_MAX,
          "records: creates coalesced into one INSERT while the pool is busy (1: none)"),
     CINT("PHR_RECORDS_INSERT_WAITING", records_insert_waiting, "4096", 16, 65536,
          "records: creates waiting for a free connection before 503"),

@@ -14,6 +14,8 @@ enum { CFG_SVC_AUTH, CFG_SVC_RECORDS, CFG_SVC_NOTIFICATION, CFG_SVC_AUDIT, CFG_S
 
 /* Upper bound of PHR_RECORDS_GET_BATCH: also the capacity of a batch (records getbatch.c). */
 #define CFG_RECORDS_GET_BATCH_MAX 64
+/* Upper bound of PHR_RECORDS_INSERT_BATCH: also RIB_MAX (records insbatch.h). */
+#define CFG_RECORDS_INSERT_BATCH_MAX 64
 
 typedef struct cfg {
     int service;              /* CFG_SVC_* of the running binary */

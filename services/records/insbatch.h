@@ -19,10 +19,11 @@
 
 #include <libpq-fe.h>
 
+#include "config.h"
 #include "db.h"
 
 #define RIB_NPARAMS 13 /* text parameters of one create; the first is the new row's id */
-#define RIB_MAX 64     /* creates per statement at most */
+#define RIB_MAX CFG_RECORDS_INSERT_BATCH_MAX /* creates per statement at most */
 
 typedef struct rib rib_t;
 
