@@ -110,6 +110,7 @@ typedef struct {
     size_t route;
     size_t nids;
     int max_attempts;
+    int released; /* the pass stopped waiting for it (see ob_post_finish_items) */
     int64_t ids[];
 } ob_post_t;
 
@@ -171,8 +172,9 @@ ob_unref(outbox_t *ob)
 }
 
 /* One awaited callback of the current pass returned. May free |ob|. */
+/* The pass stops waiting for one operation; the next pass starts when none is left. */
 static void
-ob_op_done(outbox_t *ob)
+ob_pass_release(outbox_t *ob)
 {
     ob->pending--;
     if (ob->pending == 0 && ob->running) {
@@ -182,6 +184,12 @@ ob_op_done(outbox_t *ob)
             evtimer_add(ob->kick_ev, &tv);
         }
     }
+}
+
+static void
+ob_op_done(outbox_t *ob)
+{
+    ob_pass_release(ob);
     ob_unref(ob);
 }
 
@@ -244,6 +252,11 @@ ob_update_cb(int rc, PGresult *res, void *ud)
         log_warn("outbox: recording the outcome of %zu %s row(s) failed: %s", p->nids,
                  ob->routes[p->route].topic, phr_err_str(rc));
     }
+    if (p->released) {
+        free(p);
+        ob_unref(ob);
+        return;
+    }
     free(p);
     ob_op_done(ob);
 }
@@ -281,6 +294,14 @@ ob_post_finish_items(ob_post_t *p, ob_outcome_t outcome, const char *why, const 
     } else if (outcome == OB_SENT) {
         const char *params[1] = {ids};
         rc = db_query(ob->db, ob_sql_sent, 1, params, ob_update_cb, p);
+        /*
+         * The next pass need not wait for this UPDATE: these rows stay leased until it
+         * commits, so it claims only newer ones, and they were delivered (order kept).
+         */
+        if (rc == PHR_OK) {
+            p->released = 1;
+            ob_pass_release(ob);
+        }
     } else if (outcome == OB_DEAD) {
         const char *params[2] = {ids, why};
         log_warn("outbox: peer refused %zu %s row(s) (first id %" PRId64 ") permanently (%s); "

@@ -512,7 +512,7 @@ svc_start_outbox(svc_t *svc)
         .routes = routes,
         .nroutes = n,
         .poll_ms = 1000,
-        .batch_max = 500, /* the audit ingest's maxItems (proto/audit.yaml) */
+        .batch_max = 1000, /* the audit ingest's maxItems (proto/audit.yaml) */
         .rows_max = 100,
         .backoff_max_ms = 60000,
     };

@@ -25,7 +25,7 @@
 #include "timeutil.h"
 #include "uuid.h"
 
-#define INGEST_MAX_ITEMS 500
+#define INGEST_MAX_ITEMS 1000
 #define INGEST_EVENT_MAX 16384 /* bytes of one event's JSON */
 #define INGEST_LOCK_KEY "7300206010"
 #define INGEST_SKEW_US (5LL * 60 * 1000000)
