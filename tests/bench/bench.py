@@ -1179,6 +1179,30 @@ def cmd_idle(args):
     print("%.1f %s" % (busy, load))
 
 
+def cmd_settle(args):
+    """settle CPU MAX_SECONDS: wait until CPU ('all' or its number) is under 10 % busy for two
+    0.5-s samples in a row, at most MAX_SECONDS; prints the seconds waited."""
+    key = "cpu " if args[0] == "all" else "cpu%s " % args[0]
+
+    def sample():
+        with open("/proc/stat", encoding="ascii") as f:
+            for line in f:
+                if line.startswith(key):
+                    v = [int(x) for x in line.split()[1:]]
+                    return sum(v), v[3] + v[4]
+        die("settle: no %r in /proc/stat" % key)
+    start = time.monotonic()
+    quiet = 0
+    t0, i0 = sample()
+    while quiet < 2 and time.monotonic() - start < float(args[1]):
+        time.sleep(0.5)
+        t1, i1 = sample()
+        busy = 1 - (i1 - i0) / max(t1 - t0, 1)
+        quiet = quiet + 1 if busy < 0.10 else 0
+        t0, i0 = t1, i1
+    print("%.1f" % (time.monotonic() - start))
+
+
 def cmd_report(args):
     if len(args) != 3:
         die("usage: report RESULTS RSS_JSON BENCHMARKS_MD")
@@ -1205,7 +1229,7 @@ def main():
     if len(sys.argv) < 2:
         die("usage: bench.py check|rss|report ...")
     cmds = {"check": cmd_check, "rate": cmd_rate, "rss": cmd_rss, "report": cmd_report,
-            "idle": cmd_idle,
+            "idle": cmd_idle, "settle": cmd_settle,
             "curlcfg": cmd_curlcfg, "curlcheck": cmd_curlcheck, "raw": cmd_raw,
             "token": cmd_token, "pgscript": cmd_pgscript, "pgcheck": cmd_pgcheck,
             "exportparse": cmd_exportparse, "keepup": cmd_keepup, "svccfg": cmd_svccfg,

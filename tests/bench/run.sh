@@ -344,8 +344,20 @@ run_h2load() {
 
 # warmup CASE SUBJECT URL: unmeasured runs (one segment, then about BENCH_WARMUP seconds'
 # worth); sets n_seg to the number of segments that last about BENCH_DURATION seconds.
+# settle CASE: wait (up to 30 s) until the stack's CPU is quiet, so that work left over from
+# the case before (queued logins still hashing, a relay catching up) does not load this one.
+settle() {
+    local waited
+    waited=$("$py" "$bench_dir/bench.py" settle "$([ "$BENCH_PIN" = 1 ] && echo 1 || echo all)" 30) \
+        || return 0
+    if [ "${waited%.*}" -ge 2 ]; then
+        say "$1: waited $waited s for the stack's CPU to settle"
+    fi
+}
+
 warmup() {
     local rps
+    settle "$1"
     run_h2load "$1" "$2" probe "$3" 1 >/dev/null
     rps=$("$py" "$bench_dir/bench.py" rate "$res_dir/$1-$2-probe") || exit 1
     n_seg=$(((rps * BENCH_WARMUP + BENCH_SEGMENT - 1) / BENCH_SEGMENT))
@@ -368,7 +380,9 @@ ratio_case() {
     warmup "$1" ours "$3"
     n_ours=$n_seg
     for ((r = 1; r <= BENCH_ROUNDS; r++)); do
+        settle "$1"
         run_h2load "$1" base "$r" "$2" "$n_base"
+        settle "$1"
         run_h2load "$1" ours "$r" "$3" "$n_ours"
     done
 }
@@ -590,9 +604,12 @@ if want_any record-get record-pg; then
     want record-pg && run_pgbench record-pg warmup records "$res_dir/record-get.sql" \
         "$BENCH_WARMUP" "${pg_get[@]}" > /dev/null
     for ((r = 1; r <= BENCH_ROUNDS; r++)); do
+        settle record-get
         run_h2load record-get base "$r" "$base_rec_url" "$n_base"
+        settle record-get
         run_h2load record-get ours "$r" "$rec_url/$rid" "$n_ours"
         if want record-pg; then
+            settle record-pg
             run_pgbench record-pg "$r" records "$res_dir/record-get.sql" "$BENCH_DURATION" \
                 "${pg_get[@]}"
         fi
@@ -636,6 +653,7 @@ if want_any record-post audit-keepup; then
     for ((r = 1; r <= BENCH_ROUNDS; r++)); do
         kfile=$res_dir/keepup-$r.txt
         rm -f "$kfile"
+        settle record-post
         read -r ev0 au0 < <(keepup_counts)
         keepup_sample "$kfile" &
         sampler=$!
@@ -650,6 +668,7 @@ if want_any record-post audit-keepup; then
         read -r ev2 au2 < <(keepup_counts)
         "$py" "$bench_dir/bench.py" keepup "$results" "$r" "$kfile" "$t0" "$t1" \
             "$ev0" "$ev1" "$ev2" "$au0" "$au1" "$au2" || exit 1
+        settle record-post # the relay's catch-up would load pgbench's run
         run_pgbench record-post "$r" records "$res_dir/record-post.sql" "$BENCH_DURATION" \
             "${pg_post[@]}"
     done
