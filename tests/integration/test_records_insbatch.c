@@ -33,8 +33,7 @@ typedef struct {
 typedef struct {
     CURL *c;
     struct curl_slist *hdrs;
-    char *body;
-    size_t len;
+    it_buf_t body;
     char location[128];
     char sent[256]; /* the POST body */
     int patient;
@@ -61,22 +60,6 @@ ib_patient(ib_patient_t *p)
     }
     snprintf(p->auth, sizeof(p->auth), "Authorization: Bearer %s", p->token);
     return 1;
-}
-
-static size_t
-ib_collect(char *data, size_t size, size_t n, void *ud)
-{
-    ib_call_t *call = ud;
-    char *b = realloc(call->body, call->len + size * n + 1);
-
-    if (b == NULL) {
-        return 0;
-    }
-    memcpy(b + call->len, data, size * n);
-    call->len += size * n;
-    b[call->len] = '\0';
-    call->body = b;
-    return size * n;
 }
 
 static size_t
@@ -118,9 +101,7 @@ ib_round(ib_call_t *calls, const ib_patient_t *pt, char (*get)[37])
         if (call->status != 0 && call->status != 429) {
             continue;
         }
-        free(call->body);
-        call->body = NULL;
-        call->len = 0;
+        it_buf_free(&call->body);
         call->status = 0;
         call->location[0] = '\0';
         snprintf(url, sizeof(url), "%s/api/v1/me/records%s%s", it_env("PHR_TEST_GATEWAY"),
@@ -137,8 +118,8 @@ ib_round(ib_call_t *calls, const ib_patient_t *pt, char (*get)[37])
         if (get == NULL) {
             curl_easy_setopt(call->c, CURLOPT_POSTFIELDS, call->sent);
         }
-        curl_easy_setopt(call->c, CURLOPT_WRITEFUNCTION, ib_collect);
-        curl_easy_setopt(call->c, CURLOPT_WRITEDATA, call);
+        curl_easy_setopt(call->c, CURLOPT_WRITEFUNCTION, it_collect);
+        curl_easy_setopt(call->c, CURLOPT_WRITEDATA, &call->body);
         curl_easy_setopt(call->c, CURLOPT_HEADERFUNCTION, ib_header);
         curl_easy_setopt(call->c, CURLOPT_HEADERDATA, call);
         curl_multi_add_handle(m, call->c);
@@ -223,8 +204,8 @@ static int
 ib_check(const ib_call_t *call, const ib_call_t *read, const ib_patient_t *pt, int i,
          const char *id)
 {
-    json_object *o = json_tokener_parse(call->body != NULL ? call->body : "");
-    json_object *g = json_tokener_parse(read->body != NULL ? read->body : "");
+    json_object *o = json_tokener_parse(call->body.buf != NULL ? call->body.buf : "");
+    json_object *g = json_tokener_parse(read->body.buf != NULL ? read->body.buf : "");
     json_object *v, *x;
     char loc[128], note[32];
 
@@ -240,8 +221,8 @@ ib_check(const ib_call_t *call, const ib_call_t *read, const ib_patient_t *pt, i
              read->status == 200 && g != NULL && json_object_equal(o, g);
     if (!ok) {
         printf("    create %d: %ld %.200s / read %ld %.200s\n", i, call->status,
-               call->body != NULL ? call->body : "", read->status,
-               read->body != NULL ? read->body : "");
+               call->body.buf != NULL ? call->body.buf : "", read->status,
+               read->body.buf != NULL ? read->body.buf : "");
     }
     json_object_put(o);
     json_object_put(g);
@@ -272,7 +253,7 @@ t_post_coalesced(void)
     IT_CHECK(ib_run(posts, pt, NULL));
     long q1 = ib_queries();
     for (int i = 0; i < IB_CREATES; i++) {
-        json_object *o = json_tokener_parse(posts[i].body != NULL ? posts[i].body : "");
+        json_object *o = json_tokener_parse(posts[i].body.buf != NULL ? posts[i].body.buf : "");
         json_object *v;
         ids[i][0] = '\0';
         if (o != NULL && json_object_object_get_ex(o, "id", &v)) {
@@ -288,9 +269,8 @@ t_post_coalesced(void)
     IT_CHECK(ib_run(gets, pt, ids));
     for (int i = 0; i < IB_CREATES; i++) {
         bad += !ib_check(&posts[i], &gets[i], pt, i, ids[i]);
-        free(posts[i].body);
-        free(gets[i].body);
-        posts[i].body = gets[i].body = NULL;
+        it_buf_free(&posts[i].body);
+        it_buf_free(&gets[i].body);
     }
     IT_CHECK(bad == 0);
     IT_CHECK(q1 - q0 > 0 && q1 - q0 < IB_CREATES);
