@@ -95,6 +95,46 @@ it_buf_free(it_buf_t *b)
     b->len = 0;
 }
 
+json_object *
+it_standin(const char *method, const char *path, const char *body, long *status)
+{
+    char url[256];
+    const char *port = getenv("PHR_STANDIN_PORT");
+    it_buf_t b = {NULL, 0};
+    struct curl_slist *h = NULL;
+    long code = 0;
+
+    if (status != NULL) {
+        *status = 0;
+    }
+    snprintf(url, sizeof(url), "http://127.0.0.1:%s%s", port != NULL && port[0] ? port : "9199",
+             path);
+    CURL *c = curl_easy_init();
+    if (c == NULL) {
+        return NULL;
+    }
+    h = curl_slist_append(h, "Content-Type: application/json");
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 30L);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, it_collect);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
+    if (body != NULL) {
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+    }
+    CURLcode rc = curl_easy_perform(c);
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
+    curl_slist_free_all(h);
+    curl_easy_cleanup(c);
+    json_object *o = rc == CURLE_OK && b.buf != NULL ? json_tokener_parse(b.buf) : NULL;
+    it_buf_free(&b);
+    if (status != NULL && rc == CURLE_OK) {
+        *status = code;
+    }
+    return o;
+}
+
 static int
 it_request_once(it_mode_t mode, const char *service, const char *method, const char *path,
                 const char *body, size_t body_len, const char *const *headers, it_resp_t *r)

@@ -54,6 +54,13 @@ size_t it_collect(char *data, size_t size, size_t nmemb, void *ud);
 /* Frees |b|'s bytes and empties it. */
 void it_buf_free(it_buf_t *b);
 
+/*
+ * |method| |path| (a JSON |body| or NULL) to the provider stand-in over HTTP/1.1: its answer
+ * parsed as JSON (caller puts), NULL on no answer or a body that is not JSON; its status in
+ * |*status| when not NULL (0: no answer).
+ */
+json_object *it_standin(const char *method, const char *path, const char *body, long *status);
+
 /* Environment of the test stack. */
 const char *it_env(const char *name);
 int it_port(const char *service); /* "auth" → PHR_AUTH_PORT */

@@ -189,41 +189,18 @@ test_suspend_revokes(void)
 
 /* ---- delivered e-mails lose their secrets ------------------------------------ */
 
-static size_t
-hy_curl_body(char *data, size_t size, size_t nmemb, void *ud)
-{
-    char **buf = ud;
-    size_t n = size * nmemb, old = *buf != NULL ? strlen(*buf) : 0;
-    char *p = realloc(*buf, old + n + 1);
-    if (p == NULL) {
-        return 0;
-    }
-    memcpy(p + old, data, n);
-    p[old + n] = '\0';
-    *buf = p;
-    return n;
-}
-
 /* 1 when the stand-in holds a message to |addr| whose text contains |needle|. */
 static int
 hy_standin_has(const char *addr, const char *needle)
 {
-    char url[128];
-    char *buf = NULL;
     long code = 0;
     int found = 0;
-    CURL *c = curl_easy_init();
+    json_object *all = it_standin("GET", "/__messages", NULL, &code);
 
-    snprintf(url, sizeof(url), "http://127.0.0.1:%s/__messages", it_env("PHR_STANDIN_PORT"));
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, hy_curl_body);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &buf);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, 30L);
-    int ok = curl_easy_perform(c) == CURLE_OK;
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
-    curl_easy_cleanup(c);
-    json_object *all = ok && code == 200 && buf != NULL ? json_tokener_parse(buf) : NULL;
-    free(buf);
+    if (code != 200 || !json_object_is_type(all, json_type_array)) {
+        json_object_put(all);
+        return 0;
+    }
     for (size_t i = 0; all != NULL && i < json_object_array_length(all) && !found; i++) {
         json_object *m = json_object_array_get_idx(all, i);
         const char *to = json_object_get_string(json_object_object_get(m, "to"));

@@ -159,41 +159,17 @@ nt_wait_status(const char *id, const char *want, int seconds, json_object **out)
     return 0;
 }
 
-static size_t
-nt_curl_body(char *data, size_t size, size_t nmemb, void *ud)
-{
-    char **buf = ud;
-    size_t n = size * nmemb, old = *buf != NULL ? strlen(*buf) : 0;
-    char *p = realloc(*buf, old + n + 1);
-    if (p == NULL) {
-        return 0;
-    }
-    memcpy(p + old, data, n);
-    p[old + n] = '\0';
-    *buf = p;
-    return n;
-}
-
-/* GET |path| of the stand-in as JSON (caller puts), or NULL. */
+/* GET |path| of the stand-in as JSON (caller puts), or NULL unless it answered 200. */
 static json_object *
 nt_standin(const char *path)
 {
-    char url[256];
-    char *buf = NULL;
     long code = 0;
-    CURL *c = curl_easy_init();
+    json_object *o = it_standin("GET", path, NULL, &code);
 
-    snprintf(url, sizeof(url), "http://127.0.0.1:%s%s",
-             getenv("PHR_STANDIN_PORT") ? getenv("PHR_STANDIN_PORT") : "9199", path);
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, nt_curl_body);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &buf);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, 30L);
-    int ok = curl_easy_perform(c) == CURLE_OK;
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
-    curl_easy_cleanup(c);
-    json_object *o = ok && code == 200 && buf != NULL ? json_tokener_parse(buf) : NULL;
-    free(buf);
+    if (code != 200) {
+        json_object_put(o);
+        return NULL;
+    }
     return o;
 }
 

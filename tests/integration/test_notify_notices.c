@@ -22,44 +22,11 @@
 
 #define NN_PW "Blue7Harbor!qLong"
 
-/* HTTP/1.1 to the stand-in; the parsed JSON answer (caller puts) or NULL. */
-static json_object *
-nn_standin(const char *method, const char *path, const char *body)
-{
-    char url[256];
-    const char *port = getenv("PHR_STANDIN_PORT");
-    it_buf_t b = {NULL, 0};
-    struct curl_slist *h = NULL;
-
-    snprintf(url, sizeof(url), "http://127.0.0.1:%s%s", port != NULL && port[0] ? port : "9199",
-             path);
-    CURL *c = curl_easy_init();
-    if (c == NULL) {
-        return NULL;
-    }
-    h = curl_slist_append(h, "Content-Type: application/json");
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, 30L);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, it_collect);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
-    if (body != NULL) {
-        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-    }
-    CURLcode rc = curl_easy_perform(c);
-    curl_slist_free_all(h);
-    curl_easy_cleanup(c);
-    json_object *o = rc == CURLE_OK && b.buf != NULL ? json_tokener_parse(b.buf) : NULL;
-    it_buf_free(&b);
-    return o;
-}
-
 /* Signs and posts a webhook through the stand-in; the service's status code (0: failed). */
 static long
 nn_hook(const char *json)
 {
-    json_object *o = nn_standin("POST", "/__webhook", json), *st;
+    json_object *o = it_standin("POST", "/__webhook", json, NULL), *st;
     long s = o != NULL && json_object_object_get_ex(o, "status", &st) ? json_object_get_int(st) : 0;
     json_object_put(o);
     return s;
@@ -69,7 +36,7 @@ nn_hook(const char *json)
 static int
 nn_count(const char *field, const char *needle, const char *to)
 {
-    json_object *arr = nn_standin("GET", "/__messages", NULL);
+    json_object *arr = it_standin("GET", "/__messages", NULL, NULL);
     int n = 0;
     for (size_t i = 0; arr != NULL && i < json_object_array_length(arr); i++) {
         json_object *m = json_object_array_get_idx(arr, i), *v, *t;
@@ -89,7 +56,7 @@ static long nn_sql_long(const char *db, const char *sql);
 static int
 nn_count_distinct(const char *needle)
 {
-    json_object *arr = nn_standin("GET", "/__messages", NULL);
+    json_object *arr = it_standin("GET", "/__messages", NULL, NULL);
     json_object *seen = json_object_new_object();
     int n = 0;
     for (size_t i = 0; arr != NULL && i < json_object_array_length(arr); i++) {
@@ -845,7 +812,7 @@ test_incident_sms(void)
     IT_CHECK(settled);
 
     /* the stand-in got exactly one incident SMS for the phone, within one UCS-2 segment */
-    json_object *arr = nn_standin("GET", "/__messages", NULL);
+    json_object *arr = it_standin("GET", "/__messages", NULL, NULL);
     int n = 0;
     size_t units = 0;
     for (size_t i = 0; arr != NULL && i < json_object_array_length(arr); i++) {
