@@ -16,6 +16,9 @@
 
 #define AEV_ID_LEN 37
 
+/* Events per POST /internal/v1/events at most: the audit ingest's limit and the relays' batch. */
+#define AEV_BATCH_MAX 1000
+
 typedef struct {
     const char *service; /* "auth", "records", ... */
     const char *action;  /* "records.read" */

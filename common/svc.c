@@ -8,6 +8,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "aev.h"
 #include "err.h"
 #include "log.h"
 #include "metrics.h"
@@ -512,7 +513,7 @@ svc_start_outbox(svc_t *svc)
         .routes = routes,
         .nroutes = n,
         .poll_ms = 1000,
-        .batch_max = 1000, /* the audit ingest's maxItems (proto/audit.yaml) */
+        .batch_max = AEV_BATCH_MAX,
         .rows_max = 100,
         .backoff_max_ms = 60000,
     };

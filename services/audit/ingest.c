@@ -18,6 +18,7 @@
 #include <sys/time.h>
 #include <time.h>
 
+#include "aev.h"
 #include "audit.h"
 #include "err.h"
 #include "hex.h"
@@ -25,8 +26,8 @@
 #include "timeutil.h"
 #include "uuid.h"
 
-#define INGEST_MAX_ITEMS 1000
-#define INGEST_EVENT_MAX 16384 /* bytes of one event's JSON */
+#define INGEST_MAX_ITEMS AEV_BATCH_MAX /* proto/audit.yaml maxItems */
+#define INGEST_EVENT_MAX 16384         /* bytes of one event's JSON */
 #define INGEST_LOCK_KEY "7300206010"
 #define INGEST_SKEW_US (5LL * 60 * 1000000)
 #define INGEST_GROUP_MAX 2000 /* events of queued batches written in one transaction */

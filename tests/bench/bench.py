@@ -122,7 +122,7 @@ CASES = [
 ]
 KEEPUP_GOAL = 1.0
 EXPORT_SLACK_KIB = 8192  # export_bench.sh's EXPORT_BENCH_RSS_SLACK_KB
-KEEPUP_FLAT_SLACK = 1000  # events: one relay batch to the audit ingest (common/svc.c batch_max)
+KEEPUP_FLAT_SLACK = 1000  # events: one relay batch (AEV_BATCH_MAX in common/aev.h)
 CONSOLE_BUDGET_BYTES = 200 * 1024  # issue 9: first load <= 200 KB, compressed
 STORM_GOAL = 3.0
 BENCH_PASSWORD = "Bench-Login-%03d-x9Q"  # meets the policy; not the e-mail's local part
