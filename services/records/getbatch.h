@@ -2,22 +2,21 @@
  * getbatch.h - reads of one record by id, coalesced into one SELECT.
  *
  * Under load a single-record read costs PostgreSQL a wake-up and a round trip
- * far dearer than its index lookup. Reads that arrive while a statement is in
- * flight wait together and leave as one statement over arrays of (record id,
- * patient id) keys when it returns, or at once when they fill a batch (then up
- * to as many statements as the pool has connections); a lone read leaves at
- * once, so latency at low load is unchanged. Each key is still matched against
- * its patient in SQL: a reader sees only its own patient's record.
+ * far dearer than its index lookup. Reads wait together (coalesce.h) and leave
+ * as one statement over arrays of (record id, patient id) keys. Each key is
+ * still matched against its patient in SQL: a reader sees only its own
+ * patient's record.
  */
 #ifndef PHR_RECORDS_GETBATCH_H
 #define PHR_RECORDS_GETBATCH_H
 
 #include <libpq-fe.h>
 
+#include "coalesce.h"
 #include "config.h"
 #include "db.h"
 
-typedef struct rgb rgb_t;
+typedef rco_t rgb_t;
 
 /*
  * Outcome of one read: |rc| PHR_OK with the reader's |row| of |res|
@@ -29,15 +28,12 @@ typedef struct rgb rgb_t;
 typedef void (*rgb_cb)(int rc, const PGresult *res, int row, void *ud);
 
 /*
- * A batcher on |db| (as many batches in flight as cfg->pg_pool_size) with the limits
- * records_get_batch and records_get_waiting of |cfg|; both must outlive it.
+ * A batcher on |db| (as many batches in flight as cfg->pg_pool_size; it must outlive the
+ * batcher) with the limits records_get_batch and records_get_waiting of |cfg|.
  */
 rgb_t *rgb_create(db_pool_t *db, const cfg_t *cfg);
 
-/*
- * Waiting reads fail with PHR_ECLOSED now; batches in flight finish with the
- * pool (their readers are answered) and then free the batcher. NULL is a no-op.
- */
+/* rco_free: waiting reads fail with PHR_ECLOSED, those in flight finish. */
 void rgb_free(rgb_t *b);
 
 /*

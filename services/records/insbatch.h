@@ -3,16 +3,14 @@
  * getbatch.h).
  *
  * A create's cost in PostgreSQL is mostly its round trip and its commit, not
- * its row. Creates that arrive while a statement is in flight wait together
- * and leave as one statement over arrays (one per column) when it returns, or
- * at once when they fill a batch (then up to as many statements as the pool
- * has connections); a lone create leaves at once with the one-row statement,
- * so latency at low load is unchanged. One statement is one transaction: each
- * row commits with its own audit outbox row. When PostgreSQL refuses a
- * statement of several creates, each of them is sent again alone, so one bad
- * create cannot fail the others (a refused statement wrote nothing, and the
- * ids are made by the caller: nothing is written twice). A statement whose
- * connection was lost may have committed: its creates fail (503), as alone.
+ * its row. Creates wait together (coalesce.h) and leave as one statement over
+ * arrays (one per column); a lone create leaves with the one-row statement.
+ * One statement is one transaction: each row commits with its own audit outbox
+ * row. When PostgreSQL refuses a statement of several creates, each of them is
+ * sent again alone, so one bad create cannot fail the others (a refused
+ * statement wrote nothing, and the ids are made by the caller: nothing is
+ * written twice). A statement whose connection was lost may have committed:
+ * its creates fail (503), as alone.
  */
 #ifndef PHR_RECORDS_INSBATCH_H
 #define PHR_RECORDS_INSBATCH_H
@@ -46,11 +44,7 @@ typedef void (*rib_cb)(int rc, const PGresult *res, int row, void *ud);
 /* A batcher on |pool| (|cfg|'s statements must outlive it). NULL when out of memory. */
 rib_t *rib_create(db_pool_t *pool, const rib_config_t *cfg);
 
-/*
- * Waiting creates fail with PHR_ECLOSED now; statements in flight finish with
- * the pool (their creators are answered) and then free the batcher. NULL is a
- * no-op.
- */
+/* rco_free: waiting creates fail with PHR_ECLOSED, those in flight finish. */
 void rib_free(rib_t *b);
 
 /*
