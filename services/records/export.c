@@ -80,6 +80,7 @@ typedef struct {
     char key_ms[24], key_id[37];
     long nrecords;
     struct evbuffer *out;
+    rec_text_t text; /* json: one record's text (its room reused) */
 } exp_ctx_t;
 
 static void
@@ -90,6 +91,7 @@ exp_ctx_free(void *arg)
     if (x->out != NULL) {
         evbuffer_free(x->out);
     }
+    rec_text_free(&x->text);
     free(x);
 }
 
@@ -178,6 +180,35 @@ exp_prefix(exp_ctx_t *x)
     }
 }
 
+/* Appends record |i| of |res| in the export's format. 0, or -1. */
+static int
+exp_row(exp_ctx_t *x, const PGresult *res, int i)
+{
+    if (x->format == EXP_JSON) {
+        int rc = rec_row_text(rec_crypt(x->svc), res, i, &x->text);
+        if (rc == PHR_EINVAL) {
+            log_error("export: record %s cannot be opened", PQgetvalue(res, i, REC_COL_ID));
+        }
+        rc = rc == PHR_OK ? evbuffer_add(x->out, x->text.s, x->text.len) : -1;
+        rec_text_cut(&x->text, 0);
+        return rc;
+    }
+    json_object *rec = rec_row_json(x->svc, res, i);
+    int rc = -1;
+    if (rec == NULL) {
+        log_error("export: record %s cannot be opened", PQgetvalue(res, i, REC_COL_ID));
+        return -1;
+    }
+    if (x->format == EXP_CSV) {
+        rc = fhir_csv_rows(rec, x->out) < 0 ? -1 : 0;
+    } else {
+        json_object *r = fhir_resource(rec, x->patient_id);
+        rc = r != NULL ? exp_add_json(x, fhir_entry(jx_get_str(rec, "id", ""), r)) : -1;
+    }
+    json_object_put(rec);
+    return rc;
+}
+
 /* Turns the rows of one page into text. 0, or -1 when a row cannot be read. */
 static int
 exp_rows(exp_ctx_t *x, const PGresult *res)
@@ -185,25 +216,8 @@ exp_rows(exp_ctx_t *x, const PGresult *res)
     int n = PQntuples(res);
 
     for (int i = 0; i < n; i++) {
-        json_object *rec = rec_row_json(x->svc, res, i);
-        int rc = -1;
-        if (rec == NULL) {
-            log_error("export: record %s cannot be opened", PQgetvalue(res, i, REC_COL_ID));
-            return -1;
-        }
-        int sep = x->format == EXP_FHIR || x->nrecords > 0;
-        if (x->format == EXP_CSV) {
-            rc = fhir_csv_rows(rec, x->out) < 0 ? -1 : 0;
-        } else if (sep && evbuffer_add(x->out, ",", 1) != 0) {
-            rc = -1;
-        } else if (x->format == EXP_JSON) {
-            rc = exp_add_json(x, json_object_get(rec));
-        } else {
-            json_object *r = fhir_resource(rec, x->patient_id);
-            rc = r != NULL ? exp_add_json(x, fhir_entry(jx_get_str(rec, "id", ""), r)) : -1;
-        }
-        json_object_put(rec);
-        if (rc != 0) {
+        int sep = x->format != EXP_CSV && (x->format == EXP_FHIR || x->nrecords > 0);
+        if ((sep && evbuffer_add(x->out, ",", 1) != 0) || exp_row(x, res, i) != 0) {
             return -1;
         }
         x->nrecords++;

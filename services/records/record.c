@@ -3,7 +3,6 @@
  * and the patient and staff record routes (create with Idempotency-Key,
  * keyset list, get, edit and delete with history).
  */
-#include <limits.h>
 #include <math.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -75,12 +74,6 @@ rec_parse_i64(const char *s, int64_t *out)
     }
     *out = (int64_t)v;
     return PHR_OK;
-}
-
-static json_object *
-rec_str_or_null(const char *s)
-{
-    return s != NULL && *s != '\0' ? json_object_new_string(s) : NULL;
 }
 
 /* ---- validation -------------------------------------------------------------- */
@@ -333,20 +326,31 @@ rec_parse(const json_object *body, int flags, int64_t now_ms, rec_input_t *out, 
 
 /* ---- sealed payload ------------------------------------------------------------ */
 
-/* Seals {"values":..., "note":...} for record |id|. */
+/* The payload of a record, {"values":..., "note":...} (|note| NULL: null). */
+static json_object *
+rec_plain_new(json_object *values, const char *note)
+{
+    json_object *o = json_object_new_object();
+
+    if (o != NULL) {
+        json_object_object_add(o, "values", json_object_get(values));
+        json_object_object_add(o, "note", note != NULL ? json_object_new_string(note) : NULL);
+    }
+    return o;
+}
+
+/* Seals rec_plain_new's payload for record |id|. */
 static int
 rec_seal(const rcrypt_t *rc, const char *id, const char *patient_id, const char *type,
          json_object *values, const char *note, int *key_id, char **hex)
 {
     char aad[REC_AAD_LEN];
-    json_object *o = json_object_new_object();
+    json_object *o = rec_plain_new(values, note);
     size_t len;
 
     if (o == NULL) {
         return PHR_ENOMEM;
     }
-    json_object_object_add(o, "values", json_object_get(values));
-    json_object_object_add(o, "note", note != NULL ? json_object_new_string(note) : NULL);
     const char *plain = jx_to_string(o, &len);
     rcrypt_aad(aad, sizeof(aad), id, patient_id, type);
     int ret = plain != NULL ? rcrypt_seal(rc, aad, plain, len, key_id, hex) : PHR_ENOMEM;
@@ -411,75 +415,160 @@ rec_row_open(const rcrypt_t *rc, json_tokener *tok, const PGresult *res, int row
     return PHR_OK;
 }
 
-static json_object *
-rec_time_json(const char *ms_text)
+/* ---- the API JSON of a record: one serialization, as text ------------------------- */
+
+/* Room for |n| more bytes and the NUL; the old block is cleansed when it moves. */
+static int
+rec_text_reserve(rec_text_t *t, size_t n)
+{
+    if (t->cap > t->len && t->cap - t->len > n) {
+        return PHR_OK;
+    }
+    if (n >= SIZE_MAX / 4 - t->len) {
+        return PHR_ENOMEM;
+    }
+    size_t cap = t->cap > 0 ? t->cap : 512;
+    while (cap - t->len <= n) {
+        cap *= 2;
+    }
+    char *s = malloc(cap);
+    if (s == NULL) {
+        return PHR_ENOMEM;
+    }
+    if (t->s != NULL) {
+        memcpy(s, t->s, t->len);
+        OPENSSL_cleanse(t->s, t->cap);
+        free(t->s);
+    }
+    s[t->len] = '\0';
+    t->s = s;
+    t->cap = cap;
+    return PHR_OK;
+}
+
+int
+rec_text_add(rec_text_t *t, const char *s, size_t n)
+{
+    if (rec_text_reserve(t, n) != PHR_OK) {
+        return PHR_ENOMEM;
+    }
+    memcpy(t->s + t->len, s, n);
+    t->len += n;
+    t->s[t->len] = '\0';
+    return PHR_OK;
+}
+
+void
+rec_text_free(rec_text_t *t)
+{
+    if (t->s != NULL) {
+        OPENSSL_cleanse(t->s, t->cap);
+        free(t->s);
+    }
+    t->s = NULL;
+    t->len = t->cap = 0;
+}
+
+void
+rec_text_cut(rec_text_t *t, size_t len)
+{
+    if (t->s != NULL && len < t->len) {
+        OPENSSL_cleanse(t->s + len, t->len - len);
+        t->len = len;
+        t->s[len] = '\0';
+    }
+}
+
+/* |s| as a JSON string; json-c writes the rare one that needs escaping, as it does elsewhere. */
+static int
+rec_text_str(rec_text_t *t, const char *s)
+{
+    size_t n = 0;
+
+    while (s[n] != '\0' && s[n] != '"' && s[n] != '\\' && (unsigned char)s[n] >= 0x20) {
+        n++;
+    }
+    if (s[n] != '\0') {
+        json_object *o = json_object_new_string(s);
+        size_t len = 0;
+        const char *j = o != NULL ? jx_to_string(o, &len) : NULL;
+        int rc = j != NULL ? rec_text_add(t, j, len) : PHR_ENOMEM;
+        json_object_put(o);
+        return rc;
+    }
+    if (rec_text_reserve(t, n + 2) != PHR_OK) {
+        return PHR_ENOMEM;
+    }
+    t->s[t->len] = '"';
+    memcpy(t->s + t->len + 1, s, n);
+    t->s[t->len + n + 1] = '"';
+    t->len += n + 2;
+    t->s[t->len] = '\0';
+    return PHR_OK;
+}
+
+/* Epoch milliseconds |ms_text| as a +09:00 time string; null when it is not a number. */
+static int
+rec_text_time(rec_text_t *t, const char *ms_text)
 {
     int64_t ms;
     char buf[TU_JST_LEN];
 
     if (rec_parse_i64(ms_text, &ms) != PHR_OK) {
-        return NULL;
+        return rec_text_add(t, "null", 4);
     }
     tu_format_jst(ms, buf, sizeof(buf));
-    return json_object_new_string(buf);
+    return rec_text_str(t, buf);
 }
 
-/* The API JSON of row |row| with its opened |values| and |note| (both taken). */
-static json_object *
-rec_row_json_with(const PGresult *res, int row, json_object *values, json_object *note)
-{
-    json_object *o = json_object_new_object();
-    if (o == NULL) {
-        json_object_put(values);
-        json_object_put(note);
-        return NULL;
-    }
-    json_object_object_add(o, "id", json_object_new_string(PQgetvalue(res, row, REC_COL_ID)));
-    json_object_object_add(o, "patient_id",
-                           json_object_new_string(PQgetvalue(res, row, REC_COL_PATIENT)));
-    json_object_object_add(o, "type", json_object_new_string(PQgetvalue(res, row, REC_COL_TYPE)));
-    json_object_object_add(o, "measured_at",
-                           rec_time_json(PQgetvalue(res, row, REC_COL_MEASURED_MS)));
-    json_object_object_add(o, "values", values);
-    json_object_object_add(o, "note", note);
-    json_object_object_add(o, "source",
-                           json_object_new_string(PQgetvalue(res, row, REC_COL_SOURCE)));
-    json_object_object_add(o, "org_id", rec_str_or_null(PQgetvalue(res, row, REC_COL_ORG)));
-    json_object_object_add(o, "created_at",
-                           rec_time_json(PQgetvalue(res, row, REC_COL_CREATED_MS)));
-    json_object_object_add(o, "updated_at",
-                           rec_time_json(PQgetvalue(res, row, REC_COL_UPDATED_MS)));
-    return o;
-}
+/*
+ * The members of proto Record in order: each a column as a string, a time or a
+ * string-or-null, or (REC_M_PAYLOAD) the payload's "values" and "note".
+ */
+enum { REC_M_STR, REC_M_TIME, REC_M_STR_OR_NULL, REC_M_PAYLOAD };
+static const struct {
+    const char *head; /* what precedes the value */
+    int col;
+    int kind;
+} rec_members[] = {
+    {"{\"id\":", REC_COL_ID, REC_M_STR},
+    {",\"patient_id\":", REC_COL_PATIENT, REC_M_STR},
+    {",\"type\":", REC_COL_TYPE, REC_M_STR},
+    {",\"measured_at\":", REC_COL_MEASURED_MS, REC_M_TIME},
+    {",", REC_COL_SEALED, REC_M_PAYLOAD},
+    {",\"source\":", REC_COL_SOURCE, REC_M_STR},
+    {",\"org_id\":", REC_COL_ORG, REC_M_STR_OR_NULL},
+    {",\"created_at\":", REC_COL_CREATED_MS, REC_M_TIME},
+    {",\"updated_at\":", REC_COL_UPDATED_MS, REC_M_TIME},
+};
 
-json_object *
-rec_row_json_keys(const rcrypt_t *rc, json_tokener *tok, const PGresult *res, int row)
-{
-    json_object *values, *note;
-
-    if (PQnfields(res) < REC_NCOLUMNS ||
-        rec_row_open(rc, tok, res, row, &values, &note) != PHR_OK) {
-        return NULL;
-    }
-    return rec_row_json_with(res, row, values, note);
-}
-
-json_object *
-rec_row_json(const svc_t *svc, const PGresult *res, int row)
-{
-    return rec_row_json_keys(rec_crypt(svc), rec_tokener(svc), res, row);
-}
-
-/* |s| needs no JSON escaping (ids, enums and times as the database returns them). */
+/* Appends the record of row |row| around |members|, the payload's "values":...,"note":... */
 static int
-rec_plain_text(const char *s)
+rec_text_row(rec_text_t *t, const PGresult *res, int row, const char *members, size_t n)
 {
-    for (; *s != '\0'; s++) {
-        if (*s == '"' || *s == '\\' || (unsigned char)*s < 0x20) {
-            return 0;
+    size_t start = t->len;
+    int rc = PHR_OK;
+
+    for (size_t i = 0; rc == PHR_OK && i < sizeof(rec_members) / sizeof(rec_members[0]); i++) {
+        const char *v = PQgetvalue(res, row, rec_members[i].col);
+        rc = rec_text_add(t, rec_members[i].head, strlen(rec_members[i].head));
+        if (rc != PHR_OK) {
+            break;
+        }
+        switch (rec_members[i].kind) {
+        case REC_M_STR: rc = rec_text_str(t, v); break;
+        case REC_M_TIME: rc = rec_text_time(t, v); break;
+        case REC_M_STR_OR_NULL:
+            rc = v[0] != '\0' ? rec_text_str(t, v) : rec_text_add(t, "null", 4);
+            break;
+        default: rc = rec_text_add(t, members, n); break;
         }
     }
-    return 1;
+    rc = rc != PHR_OK ? rc : rec_text_add(t, "}", 1);
+    if (rc != PHR_OK) {
+        rec_text_cut(t, start);
+    }
+    return rc;
 }
 
 /* The members "values" and "note" of an opened payload as rec_seal wrote it, else NULL. */
@@ -496,64 +585,65 @@ rec_plain_members(const char *plain, size_t len, size_t *n)
     return plain + 1;
 }
 
-char *
-rec_row_text(const rcrypt_t *rc, const PGresult *res, int row, size_t *len)
+int
+rec_row_text(const rcrypt_t *rc, const PGresult *res, int row, rec_text_t *out)
 {
-    const char *col[REC_NCOLUMNS];
-    char aad[REC_AAD_LEN], measured[TU_JST_LEN], created[TU_JST_LEN], updated[TU_JST_LEN];
-    char *plain = NULL, *out = NULL;
-    size_t plain_len = 0, members_len = 0;
-    int64_t key_id, ms[3];
-    static const int time_cols[3] = {REC_COL_MEASURED_MS, REC_COL_CREATED_MS, REC_COL_UPDATED_MS};
+    char aad[REC_AAD_LEN];
+    char *plain = NULL;
+    size_t plain_len = 0, n = 0;
+    int64_t key_id;
 
-    if (PQnfields(res) < REC_NCOLUMNS) {
-        return NULL;
+    if (PQnfields(res) < REC_NCOLUMNS ||
+        rec_parse_i64(PQgetvalue(res, row, REC_COL_KEY_ID), &key_id) != PHR_OK) {
+        return PHR_EINVAL;
     }
-    for (int i = 0; i < REC_NCOLUMNS; i++) {
-        col[i] = PQgetvalue(res, row, i);
-        if (i != REC_COL_SEALED && !rec_plain_text(col[i])) {
-            return NULL;
-        }
+    rcrypt_aad(aad, sizeof(aad), PQgetvalue(res, row, REC_COL_ID),
+               PQgetvalue(res, row, REC_COL_PATIENT), PQgetvalue(res, row, REC_COL_TYPE));
+    if (rcrypt_open(rc, aad, (int)key_id, PQgetvalue(res, row, REC_COL_SEALED), &plain,
+                    &plain_len) != PHR_OK) {
+        log_error("records: record %s could not be decrypted (key %d)",
+                  PQgetvalue(res, row, REC_COL_ID), (int)key_id);
+        return PHR_EINVAL;
     }
-    for (int i = 0; i < 3; i++) {
-        if (rec_parse_i64(col[time_cols[i]], &ms[i]) != PHR_OK) {
-            return NULL;
-        }
-    }
-    if (rec_parse_i64(col[REC_COL_KEY_ID], &key_id) != PHR_OK) {
-        return NULL;
-    }
-    tu_format_jst(ms[0], measured, sizeof(measured));
-    tu_format_jst(ms[1], created, sizeof(created));
-    tu_format_jst(ms[2], updated, sizeof(updated));
-    rcrypt_aad(aad, sizeof(aad), col[REC_COL_ID], col[REC_COL_PATIENT], col[REC_COL_TYPE]);
-    if (rcrypt_open(rc, aad, (int)key_id, col[REC_COL_SEALED], &plain, &plain_len) != PHR_OK) {
-        return NULL; /* the JSON path logs it and answers the error */
-    }
-    const char *members = rec_plain_members(plain, plain_len, &members_len);
-    const char *org = col[REC_COL_ORG];
-    int has_org = org[0] != '\0';
-    size_t cap = members_len + 512;
-
-    if (members != NULL && members_len <= INT_MAX && (out = malloc(cap)) != NULL) {
-        int n = snprintf(out, cap,
-                         "{\"id\":\"%s\",\"patient_id\":\"%s\",\"type\":\"%s\","
-                         "\"measured_at\":\"%s\",%.*s,\"source\":\"%s\",\"org_id\":%s%s%s,"
-                         "\"created_at\":\"%s\",\"updated_at\":\"%s\"}",
-                         col[REC_COL_ID], col[REC_COL_PATIENT], col[REC_COL_TYPE], measured,
-                         (int)members_len, members, col[REC_COL_SOURCE], has_org ? "\"" : "",
-                         has_org ? org : "null", has_org ? "\"" : "", created, updated);
-        if (n < 0 || (size_t)n >= cap) {
-            OPENSSL_cleanse(out, cap);
-            free(out);
-            out = NULL;
-        } else {
-            *len = (size_t)n;
-        }
+    const char *members = rec_plain_members(plain, plain_len, &n);
+    int ret = members != NULL ? rec_text_row(out, res, row, members, n) : PHR_EINVAL;
+    if (members == NULL) {
+        log_error("records: record %s: the payload is not in the sealed form",
+                  PQgetvalue(res, row, REC_COL_ID));
     }
     OPENSSL_cleanse(plain, plain_len);
     free(plain);
-    return out;
+    return ret;
+}
+
+/* Appends the record of row |row| just sealed from |in|, without opening its payload again. */
+static int
+rec_text_input(rec_text_t *t, const PGresult *res, int row, const rec_input_t *in)
+{
+    json_object *o = rec_plain_new(in->values, in->note);
+    size_t len = 0, n = 0;
+    const char *plain = o != NULL ? jx_to_string(o, &len) : NULL;
+    const char *members = plain != NULL ? rec_plain_members(plain, len, &n) : NULL;
+    int rc = members != NULL ? rec_text_row(t, res, row, members, n) : PHR_ENOMEM;
+
+    json_object_put(o);
+    return rc;
+}
+
+json_object *
+rec_row_json_keys(const rcrypt_t *rc, json_tokener *tok, const PGresult *res, int row)
+{
+    rec_text_t t = {.s = NULL};
+    json_object *o = rec_row_text(rc, res, row, &t) == PHR_OK ? rec_plain_parse(tok, t.s) : NULL;
+
+    rec_text_free(&t);
+    return o;
+}
+
+json_object *
+rec_row_json(const svc_t *svc, const PGresult *res, int row)
+{
+    return rec_row_json_keys(rec_crypt(svc), rec_tokener(svc), res, row);
 }
 
 /* ---- insert -------------------------------------------------------------------- */
@@ -754,10 +844,7 @@ rec_req_free(void *arg)
     json_object_put(r->types);
     json_object_put(r->answer);
     free(r->perrs);
-    if (r->text != NULL) {
-        OPENSSL_cleanse(r->text, r->text_len);
-        free(r->text);
-    }
+    rec_text_free(&r->text);
     free(r);
 }
 
@@ -850,9 +937,9 @@ rec_answer(rec_req_t *r, int rc, const char *what)
                             r->perrs != NULL && r->perrs->n > 0 ? r->perrs : NULL);
         return;
     }
-    if (rc == PHR_OK && r->text != NULL) {
-        h2s_respond(r->req, r->status != 0 ? r->status : 200, "application/json", r->text,
-                    r->text_len);
+    if (rc == PHR_OK && r->text.s != NULL) {
+        h2s_respond(r->req, r->status != 0 ? r->status : 200, "application/json", r->text.s,
+                    r->text.len);
         return;
     }
     if (rc == PHR_OK && r->answer != NULL) {
@@ -943,7 +1030,7 @@ rec_read_rows(int rc, PGresult *res, void *ud)
 
     if (rc == PHR_OK) {
         r->answer = r->build(r, res, &r->status);
-        if (r->answer == NULL && !r->answered) {
+        if (r->answer == NULL && r->text.s == NULL && !r->answered) {
             rc = PHR_EGENERIC;
         }
     }
@@ -1009,7 +1096,7 @@ rec_read_done(int rc, PGresult *res, void *ud)
 
     if (rc == PHR_OK) {
         r->answer = r->build(r, res, &r->status);
-        if (r->answer == NULL && !r->answered) {
+        if (r->answer == NULL && r->text.s == NULL && !r->answered) {
             rc = PHR_EGENERIC;
         }
     }
@@ -1225,37 +1312,36 @@ rec_list_build(rec_req_t *r, const PGresult *res, int *status)
 {
     rec_list_t *l = r->priv;
     const rcrypt_t *rc = rec_crypt(r->svc);
-    json_tokener *tok = rec_tokener(r->svc);
+    rec_text_t *t = &r->text;
     int n = PQntuples(res);
     int more = n > l->limit;
-    json_object *o = json_object_new_object();
-    json_object *items = json_object_new_array();
+    int ret = rec_text_add(t, "{\"items\":[", 10);
 
     r->types = json_object_new_array();
-    json_object_object_add(o, "items", items);
     if (more) {
         n = l->limit;
     }
-    for (int i = 0; i < n; i++) {
-        json_object *it = rec_row_json_keys(rc, tok, res, i);
-        if (it == NULL) {
-            json_object_put(o);
-            return NULL;
-        }
-        json_object_array_add(items, it);
+    for (int i = 0; ret == PHR_OK && i < n; i++) {
+        ret = i > 0 ? rec_text_add(t, ",", 1) : PHR_OK;
+        ret = ret == PHR_OK ? rec_row_text(rc, res, i, t) : ret;
         rec_add_type(r->types, PQgetvalue(res, i, REC_COL_TYPE));
     }
     char cursor[64];
     int64_t ms;
-    if (more && (rec_parse_i64(PQgetvalue(res, n - 1, REC_COL_MEASURED_MS), &ms) != PHR_OK ||
-                 rec_cursor_make(rc, r->patient_id, ms, PQgetvalue(res, n - 1, REC_COL_ID),
-                                 cursor) != PHR_OK)) {
-        json_object_put(o);
-        return NULL;
+    if (ret == PHR_OK && more &&
+        (rec_parse_i64(PQgetvalue(res, n - 1, REC_COL_MEASURED_MS), &ms) != PHR_OK ||
+         rec_cursor_make(rc, r->patient_id, ms, PQgetvalue(res, n - 1, REC_COL_ID), cursor) !=
+             PHR_OK)) {
+        ret = PHR_EGENERIC;
     }
-    json_object_object_add(o, "next_cursor", more ? json_object_new_string(cursor) : NULL);
+    ret = ret == PHR_OK ? rec_text_add(t, "],\"next_cursor\":", 16) : ret;
+    ret = ret == PHR_OK ? (more ? rec_text_str(t, cursor) : rec_text_add(t, "null", 4)) : ret;
+    ret = ret == PHR_OK ? rec_text_add(t, "}", 1) : ret;
+    if (ret != PHR_OK) {
+        rec_text_free(t);
+    }
     *status = 200;
-    return o;
+    return NULL; /* the answer is r->text */
 }
 
 static void
@@ -1338,9 +1424,7 @@ rec_one_done(int rc, const PGresult *res, int row, void *ud)
     if (rc == PHR_OK && row < 0) {
         rec_problem(r, 404, "not_found", "no such record");
     } else if (rc == PHR_OK) {
-        r->text = rec_row_text(rec_crypt(r->svc), res, row, &r->text_len);
-        r->answer = r->text == NULL ? rec_row_json(r->svc, res, row) : NULL;
-        rc = r->text != NULL || r->answer != NULL ? PHR_OK : PHR_EGENERIC;
+        rc = rec_row_text(rec_crypt(r->svc), res, row, &r->text) == PHR_OK ? PHR_OK : PHR_EGENERIC;
     }
     rec_answer(r, rc, "the records could not be read; retry later");
 }
@@ -1438,8 +1522,7 @@ rec_write_ended(int rc, PGresult *res, void *ud)
     }
     if (rc == PHR_AGAIN && w->lookups < 2) { /* another request claimed the key meanwhile */
         r->rc = PHR_OK;
-        json_object_put(r->answer);
-        r->answer = NULL;
+        rec_text_free(&r->text);
         rec_post_lookup(r);
         return;
     }
@@ -1518,14 +1601,9 @@ rec_post_built(rec_req_t *r, int rc, const PGresult *res, int row)
     rec_write_t *w = r->priv;
 
     if (rc == PHR_OK) { /* the row just sealed from w->in: no need to open it again */
-        json_object *note = w->in.note != NULL ? json_object_new_string(w->in.note) : NULL;
-        r->answer = PQnfields(res) >= REC_NCOLUMNS
-                        ? rec_row_json_with(res, row, json_object_get(w->in.values), note)
-                        : NULL;
+        rc = PQnfields(res) >= REC_NCOLUMNS ? rec_text_input(&r->text, res, row, &w->in)
+                                            : PHR_EGENERIC;
         r->status = 201;
-        if (r->answer == NULL) {
-            rc = PHR_EGENERIC;
-        }
     }
     if (rc != PHR_OK && r->rc == PHR_OK) {
         r->rc = rc;
@@ -1679,9 +1757,8 @@ rec_post_replayed(int rc, PGresult *res, void *ud)
         return;
     }
     if (rc == PHR_OK) {
-        r->answer = rec_row_json(r->svc, res, 0);
         r->status = 201;
-        if (r->answer == NULL) {
+        if (rec_row_text(rec_crypt(r->svc), res, 0, &r->text) != PHR_OK) {
             rc = PHR_EGENERIC;
         } else if (!r->staff) {
             char loc[80];
@@ -1846,9 +1923,8 @@ rec_patch_updated(int rc, PGresult *res, void *ud)
     rec_req_t *r = ud;
 
     if (rc == PHR_OK) {
-        r->answer = rec_row_json(r->svc, res, 0);
         r->status = 200;
-        if (r->answer == NULL) {
+        if (rec_row_text(rec_crypt(r->svc), res, 0, &r->text) != PHR_OK) {
             rc = PHR_EGENERIC;
         }
     }

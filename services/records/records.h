@@ -60,7 +60,7 @@ rib_t *rec_creates_create(db_pool_t *pool, const cfg_t *cfg);
 #define REC_ID_LEN 37 /* UUID text + NUL */
 
 /*
- * The select list of one record under alias r; rec_row_json reads these
+ * The select list of one record under alias r; rec_row_text reads these
  * columns starting at column 0 (REC_NCOLUMNS of them), so put any extra
  * columns after it. Times come out as epoch milliseconds.
  */
@@ -86,20 +86,38 @@ enum {
 };
 
 /*
- * The API JSON (proto Record) of row |row| of |res| selected with
- * REC_COLUMNS: values and note decrypted, times in +09:00. NULL when the
- * row cannot be decrypted (unknown key, tampered) or on allocation failure.
+ * A growing text (answers of record reads), NUL-terminated. Memory it lets go of is
+ * cleansed first: it holds health values. Zero-initialise; rec_text_free frees.
  */
-json_object *rec_row_json(const svc_t *svc, const PGresult *res, int row);
+typedef struct {
+    char *s;
+    size_t len, cap;
+} rec_text_t;
+
+/* Appends |n| bytes of |s|. PHR_OK or PHR_ENOMEM (|t| unchanged). */
+int rec_text_add(rec_text_t *t, const char *s, size_t n);
+
+/* Back to its first |len| bytes (the rest cleansed; the room is kept). */
+void rec_text_cut(rec_text_t *t, size_t len);
+
+/* Cleanses and frees the text; |t| is empty again. */
+void rec_text_free(rec_text_t *t);
 
 /*
- * The same answer as rec_row_json, as JSON text (caller cleanses and frees;
- * length in |len|): the opened payload is spliced in as rec_seal wrote it,
- * without parsing it and serializing it again. NULL when a column needs
- * escaping, the payload is not in rec_seal's form or it cannot be opened:
- * then use rec_row_json.
+ * Appends the API JSON (proto Record) of row |row| of |res| selected with
+ * REC_COLUMNS to |out|: the one serialization of a record (reads, lists,
+ * exports, write answers). The opened payload is spliced in as rec_seal wrote
+ * it, times in +09:00. PHR_OK; PHR_EINVAL when the row cannot be opened
+ * (unknown key, tampered: logged) or PHR_ENOMEM, and then |out| is unchanged.
  */
-char *rec_row_text(const rcrypt_t *rc, const PGresult *res, int row, size_t *len);
+int rec_row_text(const rcrypt_t *rc, const PGresult *res, int row, rec_text_t *out);
+
+/*
+ * rec_row_text parsed, for code that reads records as objects (FHIR, CSV,
+ * patient list): parsed with the service's tokener. NULL when the row
+ * cannot be opened or on allocation failure.
+ */
+json_object *rec_row_json(const svc_t *svc, const PGresult *res, int row);
 
 /*
  * Same with an explicit key ring (unit tests, tools) and tokener |tok| (reset and reused;
@@ -110,8 +128,8 @@ json_object *rec_row_json_keys(const rcrypt_t *rc, json_tokener *tok, const PGre
 /*
  * Decrypts row |row| (REC_COLUMNS) into |*values| and |*note| (each a new
  * reference the caller puts; *note NULL when there is none), parsing with |tok|
- * as rec_row_json_keys does. PHR_OK or PHR_EINVAL. For exports that shape
- * records their own way (FHIR, CSV).
+ * as rec_row_json_keys does. PHR_OK or PHR_EINVAL. For code that works on the
+ * values (summaries, edits).
  */
 int rec_row_open(const rcrypt_t *rc, json_tokener *tok, const PGresult *res, int row,
                  json_object **values, json_object **note);
@@ -193,8 +211,9 @@ void rec_field_error(h2s_req_t *req, const char *field, const char *message);
 
 /*
  * Builds the answer of a read from its result: the JSON to send with
- * |*status|, and the record types read appended to r->types (staff audit).
- * NULL answers 500 (or the problem already sent when r->answered).
+ * |*status| (or NULL with the answer's text in r->text), and the record types
+ * read appended to r->types (staff audit). NULL and no text answers 500 (or
+ * the problem already sent when r->answered).
  */
 typedef json_object *(*rec_build_fn)(rec_req_t *r, const PGresult *res, int *status);
 
@@ -222,8 +241,7 @@ struct rec_req {
     rec_build_fn build;
     json_object *types; /* record types read, for the records.read event */
     json_object *answer;
-    char *text; /* or the answer as JSON text (rec_row_text) */
-    size_t text_len;
+    rec_text_t text; /* or the answer as JSON text (rec_row_text) */
     int status;
     void *priv; /* the route's own state, freed with priv_free */
     void (*priv_free)(void *priv);

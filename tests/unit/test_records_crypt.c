@@ -2,7 +2,8 @@
  * test_records_crypt.c - services/records/crypt.c: AES-256-GCM round trip,
  * tampering and a wrong AAD fail, key rotation (old versions still open, the
  * newest seals), loading data_key_v<N> from a secrets dir, the MAC; and
- * rec_row_json decrypting a row shaped like REC_COLUMNS.
+ * rec_row_json and rec_row_text (the one serialization of a record) decrypting
+ * a row shaped like REC_COLUMNS.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -244,67 +245,126 @@ test_row_json(void **state)
     rcrypt_free(rc);
 }
 
-/* rec_row_text answers what the JSON path serializes, or NULL where it cannot splice. */
+/* Row |vals| with payload |plain| sealed under key 1 for |type| (the hex into |*hex|). */
+static PGresult *
+sealed_row(rcrypt_t *rc, const char *plain, const char *vals[REC_NCOLUMNS], char **hex)
+{
+    char aad[REC_AAD_LEN];
+    int k;
+
+    rcrypt_aad(aad, sizeof(aad), vals[REC_COL_ID], vals[REC_COL_PATIENT], vals[REC_COL_TYPE]);
+    assert_int_equal(rcrypt_seal(rc, aad, plain, strlen(plain), &k, hex), PHR_OK);
+    assert_int_equal(k, 1);
+    vals[REC_COL_KEY_ID] = "1";
+    vals[REC_COL_SEALED] = *hex;
+    return row_result(vals);
+}
+
+#define T_ID "01890a5d-ac96-774b-bcce-b302099a8057"
+#define T_PID "01890a5d-ac96-774b-bcce-b302099a8058"
+#define T_ORG "01890a5d-ac96-774b-bcce-b302099a8059"
+#define T_HEAD "{\"id\":\"" T_ID "\",\"patient_id\":\"" T_PID "\",\"type\":\"note\","
+#define T_TIMES                                                                                    \
+    "\"created_at\":\"2025-11-24T07:30:00.123+09:00\","                                            \
+    "\"updated_at\":\"2025-11-24T07:30:00.999+09:00\"}"
+
+/* rec_row_text, the one serialization of a record, against literal answers. */
 static void
 test_row_text(void **state)
 {
     rcrypt_t *rc = rcrypt_create();
-    const char *id = "01890a5d-ac96-774b-bcce-b302099a8057";
-    const char *pid = "01890a5d-ac96-774b-bcce-b302099a8058";
-    const char *plains[] = {
-        "{\"values\":{\"systolic\":132,\"diastolic\":84},\"note\":\"食後\"}",
-        "{\"values\":{\"value\":64.50},\"note\":null}",
-        "{\"values\":{\"text\":\"a \\\" / \\\\ \\u0001\"},\"note\":\"x\\ny\"}",
-        "{\"values\":{\"name\":\"m\",\"taken\":true},\"note\":null}",
+    static const struct {
+        const char *plain, *source, *org, *measured, *want;
+    } cases[] = {
+        {"{\"values\":{\"text\":\"食後\"},\"note\":\"朝 😀\"}", "self", "", "1763937000000",
+         T_HEAD "\"measured_at\":\"2025-11-24T07:30:00.000+09:00\","
+                "\"values\":{\"text\":\"食後\"},\"note\":\"朝 😀\",\"source\":\"self\","
+                "\"org_id\":null," T_TIMES},
+        /* numbers and escapes stay as sealed */
+        {"{\"values\":{\"value\":64.50,\"n\":1e2},\"note\":null}", "device", T_ORG,
+         "-2208988800000",
+         T_HEAD "\"measured_at\":\"1900-01-01T09:00:00.000+09:00\","
+                "\"values\":{\"value\":64.50,\"n\":1e2},\"note\":null,\"source\":\"device\","
+                "\"org_id\":\"" T_ORG "\"," T_TIMES},
+        {"{\"values\":{\"text\":\"a \\\" / \\\\ \\u0001\"},\"note\":\"x\\ny\"}", "clinic", T_ORG,
+         "1763937000001",
+         T_HEAD "\"measured_at\":\"2025-11-24T07:30:00.001+09:00\","
+                "\"values\":{\"text\":\"a \\\" / \\\\ \\u0001\"},\"note\":\"x\\ny\","
+                "\"source\":\"clinic\",\"org_id\":\"" T_ORG "\"," T_TIMES},
+        /* a column that needs escaping is escaped as json-c does; a bad time is null */
+        {"{\"values\":{},\"note\":\"\"}", "se\"lf\\\t/", "", "x",
+         T_HEAD "\"measured_at\":null,\"values\":{},\"note\":\"\","
+                "\"source\":\"se\\\"lf\\\\\\t/\",\"org_id\":null," T_TIMES},
     };
-    const char *orgs[] = {"", "01890a5d-ac96-774b-bcce-b302099a8059"};
-    char aad[REC_AAD_LEN], kid[8];
-    int k;
+    rec_text_t all = {.s = NULL};
+    size_t all_len = 0;
 
     assert_int_equal(rcrypt_add_key(rc, 1, key1), PHR_OK);
-    rcrypt_aad(aad, sizeof(aad), id, pid, "note");
-    for (size_t i = 0; i < sizeof(plains) / sizeof(plains[0]); i++) {
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const char *vals[REC_NCOLUMNS] = {
+            T_ID, T_PID, "note", cases[i].measured, cases[i].source, cases[i].org,
+            NULL, NULL,  T_PID,  "1763937000123",   "1763937000999", "1"};
         char *hex = NULL;
-        assert_int_equal(rcrypt_seal(rc, aad, plains[i], strlen(plains[i]), &k, &hex), PHR_OK);
-        snprintf(kid, sizeof(kid), "%d", k);
-        for (int o = 0; o < 2; o++) {
-            const char *vals[REC_NCOLUMNS] = {
-                id,  pid, "note", "1763937000000", "self",          orgs[o],
-                kid, hex, pid,    "1763937000123", "1763937000999", "1"};
-            PGresult *res = row_result(vals);
-            json_object *obj = rec_row_json_keys(rc, NULL, res, 0);
-            size_t len = 0;
-            char *text = rec_row_text(rc, res, 0, &len);
-            assert_non_null(obj);
-            assert_non_null(text);
-            assert_int_equal(len, strlen(text));
-            assert_string_equal(text, jx_to_string(obj, NULL));
-            free(text);
-            json_object_put(obj);
-            /* a column that would need escaping: the JSON path answers instead */
-            vals[REC_COL_SOURCE] = "se\"lf";
-            PQclear(res);
-            res = row_result(vals);
-            assert_null(rec_row_text(rc, res, 0, &len));
-            PQclear(res);
-        }
+        rec_text_t t = {.s = NULL};
+        PGresult *res = sealed_row(rc, cases[i].plain, vals, &hex);
+
+        assert_int_equal(rec_row_text(rc, res, 0, &t), PHR_OK);
+        assert_string_equal(t.s, cases[i].want);
+        assert_int_equal(t.len, strlen(cases[i].want));
+        /* the object form is that text parsed */
+        json_object *o = rec_row_json_keys(rc, NULL, res, 0);
+        assert_non_null(o);
+        assert_string_equal(jx_to_string(o, NULL), cases[i].want);
+        json_object_put(o);
+        /* rows append (a list): earlier text kept */
+        assert_int_equal(rec_text_add(&all, i > 0 ? "," : "[", 1), PHR_OK);
+        assert_int_equal(rec_row_text(rc, res, 0, &all), PHR_OK);
+        all_len += 1 + t.len;
+        assert_int_equal(all.len, all_len);
+        assert_memory_equal(all.s + all.len - t.len, t.s, t.len);
+        rec_text_free(&t);
+        assert_null(t.s);
+        PQclear(res);
         free(hex);
     }
-    /* a payload not in rec_seal's form, and one that does not open */
-    const char *odd = "{\"note\":null,\"values\":{\"value\":1}}";
+    assert_memory_equal(all.s, "[" T_HEAD, strlen("[" T_HEAD));
+    /* a long payload grows the text; a row that does not open leaves it as it was */
+    char note[4200];
+    memset(note, 'n', sizeof(note));
+    int nl = snprintf(note, sizeof(note), "{\"values\":{\"text\":\"%04000d\"},\"note\":null}", 7);
+    assert_true(nl > 4000);
+    const char *vals[REC_NCOLUMNS] = {T_ID, T_PID, "note", "1763937000000", "self",          "",
+                                      NULL, NULL,  T_PID,  "1763937000123", "1763937000999", "1"};
     char *hex = NULL;
-    size_t len = 0;
-    assert_int_equal(rcrypt_seal(rc, aad, odd, strlen(odd), &k, &hex), PHR_OK);
-    const char *vals[REC_NCOLUMNS] = {id,  pid, "note", "1763937000000", "self",          "",
-                                      "1", hex, pid,    "1763937000123", "1763937000123", "1"};
-    PGresult *res = row_result(vals);
-    assert_null(rec_row_text(rc, res, 0, &len));
+    PGresult *res = sealed_row(rc, note, vals, &hex);
+    assert_int_equal(rec_row_text(rc, res, 0, &all), PHR_OK);
+    char want[4600];
+    int wl = snprintf(want, sizeof(want),
+                      T_HEAD "\"measured_at\":\"2025-11-24T07:30:00.000+09:00\",%.*s,"
+                             "\"source\":\"self\",\"org_id\":null," T_TIMES,
+                      nl - 2, note + 1);
+    assert_true(wl > nl && (size_t)wl < sizeof(want));
+    assert_int_equal(all.len, all_len + (size_t)wl);
+    assert_string_equal(all.s + all_len, want);
+    all_len = all.len;
     PQclear(res);
-    vals[REC_COL_TYPE] = "pulse";
+    vals[REC_COL_TYPE] = "pulse"; /* the blob moved to another type: it does not open */
     res = row_result(vals);
-    assert_null(rec_row_text(rc, res, 0, &len));
+    assert_int_equal(rec_row_text(rc, res, 0, &all), PHR_EINVAL);
+    assert_null(rec_row_json_keys(rc, NULL, res, 0));
+    assert_int_equal(all.len, all_len);
     PQclear(res);
     free(hex);
+    /* a payload not in rec_seal's form is refused, not spliced */
+    vals[REC_COL_TYPE] = "note";
+    res = sealed_row(rc, "{\"note\":null,\"values\":{\"value\":1}}", vals, &hex);
+    assert_int_equal(rec_row_text(rc, res, 0, &all), PHR_EINVAL);
+    assert_int_equal(all.len, all_len);
+    PQclear(res);
+    free(hex);
+    rec_text_cut(&all, 1);
+    assert_string_equal(all.s, "[");
+    rec_text_free(&all);
     rcrypt_free(rc);
 }
 
