@@ -45,7 +45,7 @@
       Rows of the console case from console_bench.mjs's output, or why it was skipped.
   bench.py report RESULTS RSS_JSON BENCHMARKS_MD
       Print the Markdown report and rewrite the "## Latest run" section of BENCHMARKS_MD
-      (everything from that heading to the end of the file).
+      (everything from that heading to the end of the file); BENCHMARKS_MD "-": print only.
 
 Settings shown in the report come from the environment run.sh exports: BENCH_DURATION,
 BENCH_WARMUP, BENCH_CLIENTS, BENCH_STREAMS, BENCH_ROUNDS, BENCH_PIN, BENCH_GATEWAY_WORKERS.
@@ -1052,7 +1052,14 @@ def cmd_keepup(args):
                                              row["backlog_end"], row["backlog_after"]))
 
 
-def report_text(rows, rss):
+def shown_path(path):
+    """PATH relative to the repository when it lies inside it, else absolute."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    path = os.path.abspath(path)
+    return os.path.relpath(path, root) if path.startswith(root + os.sep) else path
+
+
+def report_text(rows, rss, res_dir):
     env = os.environ
     now = datetime.datetime.now(zoneinfo.ZoneInfo("Asia/Tokyo"))
     pin = env.get("BENCH_PIN", "0") == "1"
@@ -1157,8 +1164,8 @@ def report_text(rows, rss):
         "krb5/ldap/gnutls dependencies) that all four services and nginx share; RssAnon is "
         "the process' own memory, Pss its proportional share.",
         "",
-        "Per-round numbers: `var/bench/results/results.jsonl`; raw h2load output and logs "
-        "in `var/bench/results/`.",
+        "Per-round numbers: `%s/results.jsonl`; raw h2load output and logs in `%s/`."
+        % (res_dir, res_dir),
         "",
     ]
     return "\n".join(lines)
@@ -1211,8 +1218,10 @@ def cmd_report(args):
         rows = [json.loads(line) for line in f if line.strip()]
     with open(rss_json, encoding="utf-8") as f:
         rss = json.load(f)
-    text = report_text(rows, rss)
+    text = report_text(rows, rss, shown_path(os.path.dirname(results)))
     print(text)
+    if md == "-":
+        return
     head = "# Benchmarks\n\n"
     if os.path.exists(md):
         with open(md, encoding="utf-8") as f:

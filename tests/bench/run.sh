@@ -71,7 +71,8 @@ buildarg "$@"
 
 # A second bench beside this one (development): BENCH_PORT_BASE moves every port (24000:
 # gateway base+443, PostgreSQL base+432, ..., baselines base+81 and base+444), BENCH_VAR the
-# stack's directory and BENCH_REPORT the Markdown file whose "Latest run" section is rewritten.
+# stack's directory and BENCH_REPORT the Markdown file whose "Latest run" section is rewritten
+# (0 or empty: none, the report is only printed).
 port_base=${BENCH_PORT_BASE:-24000}
 [[ $port_base =~ ^[1-5][0-9]{3}0$ ]] || { echo "BENCH_PORT_BASE: 1000-59990" >&2; exit 2; }
 export PHR_VAR=${BENCH_VAR:-$root/var/bench}
@@ -909,9 +910,10 @@ fi
 
 # ---- report ---------------------------------------------------------------------------
 
-report_md=${BENCH_REPORT:-$root/BENCHMARKS.md}
+report_md=${BENCH_REPORT-$root/BENCHMARKS.md}
+[ "$report_md" = 0 ] && report_md=
 BENCH_IDLE_END=$("$py" "$bench_dir/bench.py" idle 2) || BENCH_IDLE_END="? ?"
 export BENCH_IDLE_END
-"$py" "$bench_dir/bench.py" report "$results" "$rss_json" "$report_md" || die "report failed"
-say "$report_md updated"
+"$py" "$bench_dir/bench.py" report "$results" "$rss_json" "${report_md:--}" || die "report failed"
+say "${report_md:-no report file (BENCH_REPORT=0)}${report_md:+ updated}"
 exit 0

@@ -605,6 +605,151 @@ it_operator_new(const char *tag, const char *new_pw, char *token)
     return pw[0] != '\0' && it_login(email, pw, token) == 200 && it_change_pw(token, pw, new_pw);
 }
 
+int
+it_patient(const char *tag, const char *pw, int login, it_patient_t *p)
+{
+    char body[512];
+    it_resp_t r;
+
+    memset(p, 0, sizeof(*p));
+    it_unique_email(p->email, sizeof(p->email), tag);
+    snprintf(body, sizeof(body), "{\"email\":\"%s\",\"password\":\"%s\",\"name\":\"IT Patient\"}",
+             p->email, pw);
+    int ok = it_gw("POST", "/api/v1/auth/register", body, NULL, &r) == 201 &&
+             it_json_str(&r, "id") != NULL;
+    if (ok) {
+        snprintf(p->id, sizeof(p->id), "%s", it_json_str(&r, "id"));
+    } else {
+        fprintf(stderr, "  register: %ld %.300s\n", r.status, r.body ? r.body : "");
+    }
+    it_resp_free(&r);
+    return ok && (!login || it_login(p->email, pw, p->token) == 200);
+}
+
+/* The libcurl side of one it_call_t while a round of it_burst runs. */
+typedef struct {
+    CURL *c;
+    struct curl_slist *hdrs;
+    it_buf_t body, head;
+} it_easy_t;
+
+static void
+it_easy_start(CURLM *m, it_call_t *call, it_easy_t *e, const char *ca)
+{
+    char url[512], auth[128];
+
+    it_resp_free(&call->r);
+    snprintf(url, sizeof(url), "%s%s", it_env("PHR_TEST_GATEWAY"), call->path);
+    if (call->token != NULL) {
+        snprintf(auth, sizeof(auth), "Authorization: Bearer %s", call->token);
+        e->hdrs = curl_slist_append(e->hdrs, auth);
+    }
+    e->c = curl_easy_init();
+    if (e->c == NULL) {
+        return;
+    }
+    if (call->body != NULL) {
+        e->hdrs = curl_slist_append(e->hdrs, "Content-Type: application/json");
+        curl_easy_setopt(e->c, CURLOPT_POSTFIELDS, call->body);
+    }
+    curl_easy_setopt(e->c, CURLOPT_URL, url);
+    curl_easy_setopt(e->c, CURLOPT_CAINFO, ca);
+    curl_easy_setopt(e->c, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+    curl_easy_setopt(e->c, CURLOPT_PIPEWAIT, 1L);
+    curl_easy_setopt(e->c, CURLOPT_TIMEOUT, 30L);
+    curl_easy_setopt(e->c, CURLOPT_HTTPHEADER, e->hdrs);
+    curl_easy_setopt(e->c, CURLOPT_WRITEFUNCTION, it_collect);
+    curl_easy_setopt(e->c, CURLOPT_WRITEDATA, &e->body);
+    curl_easy_setopt(e->c, CURLOPT_HEADERFUNCTION, it_collect);
+    curl_easy_setopt(e->c, CURLOPT_HEADERDATA, &e->head);
+    curl_multi_add_handle(m, e->c);
+}
+
+/* Moves the answer of |e| into |call| and frees |e|'s handle. */
+static void
+it_easy_end(CURLM *m, it_call_t *call, it_easy_t *e)
+{
+    if (e->c != NULL) {
+        curl_easy_getinfo(e->c, CURLINFO_RESPONSE_CODE, &call->r.status);
+        curl_easy_getinfo(e->c, CURLINFO_HTTP_VERSION, &call->r.version);
+        call->r.version = call->r.version == CURL_HTTP_VERSION_2_0 ? 2 : 11;
+        curl_multi_remove_handle(m, e->c);
+        curl_easy_cleanup(e->c);
+    }
+    curl_slist_free_all(e->hdrs);
+    call->r.body = e->body.buf != NULL ? e->body.buf : strdup("");
+    call->r.len = e->body.len;
+    call->r.headers = e->head.buf != NULL ? e->head.buf : strdup("");
+    call->r.hlen = e->head.len;
+    call->r.json = call->r.len > 0 ? json_tokener_parse(call->r.body) : NULL;
+    memset(e, 0, sizeof(*e));
+}
+
+static int
+it_burst_left(const it_call_t *calls, size_t n)
+{
+    int left = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        left += calls[i].r.status == 0 || calls[i].r.status == 429;
+    }
+    return left;
+}
+
+/* One round of it_burst: the calls still unanswered, at once. */
+static int
+it_burst_round(CURLM *m, it_call_t *calls, it_easy_t *e, size_t n)
+{
+    char ca[512];
+    int running = 1;
+
+    snprintf(ca, sizeof(ca), "%s/tls/server.crt", it_env("PHR_TEST_VAR"));
+    for (size_t i = 0; i < n; i++) {
+        if (calls[i].r.status == 0 || calls[i].r.status == 429) {
+            it_easy_start(m, &calls[i], &e[i], ca);
+        }
+    }
+    while (running > 0 && curl_multi_perform(m, &running) == CURLM_OK) {
+        if (running > 0) {
+            curl_multi_poll(m, NULL, 0, 1000, NULL);
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (calls[i].r.status == 0) { /* started this round */
+            it_easy_end(m, &calls[i], &e[i]);
+        }
+    }
+    return it_burst_left(calls, n);
+}
+
+int
+it_burst(it_call_t *calls, size_t n, int *rounds)
+{
+    it_easy_t *e = calloc(n > 0 ? n : 1, sizeof(*e));
+    CURLM *m = curl_multi_init();
+    int left = -1, round = 0;
+
+    if (e != NULL && m != NULL) {
+        curl_multi_setopt(m, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
+        curl_multi_setopt(m, CURLMOPT_MAX_HOST_CONNECTIONS, 1L);
+        left = it_burst_left(calls, n);
+        while (left > 0 && round++ < 60) {
+            left = it_burst_round(m, calls, e, n);
+            if (left > 0) {
+                sleep(1);
+            }
+        }
+    }
+    if (m != NULL) {
+        curl_multi_cleanup(m);
+    }
+    free(e);
+    if (rounds != NULL) {
+        *rounds = round;
+    }
+    return left;
+}
+
 /* PHR_ITEST_SKIP: exact case names, one a line, that are not run (tests/compose/run-real.sh). */
 static int
 it_skipped(const char *name)

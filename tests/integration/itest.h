@@ -146,6 +146,33 @@ int it_staff_login(const char *email, const char *account_id, const char *new_pw
 int it_org_new(const char *op, const char *name, int seats, const char *admin_email,
                const char *admin_name, char *org_id, char *admin_id);
 
+/* A patient registered through the gateway. */
+typedef struct {
+    char email[128];
+    char id[37];
+    char token[IT_TOKEN_CAP]; /* "" unless logged in */
+} it_patient_t;
+
+/* Registers a patient (e-mail tagged |tag|, password |pw|) into |p| and, when |login|, logs it
+ * in. 1 when done. */
+int it_patient(const char *tag, const char *pw, int login, it_patient_t *p);
+
+/* One request of it_burst: through the gateway (HTTP/2), GET |path|, or a POST of JSON |body|
+ * when that is not NULL; |token| the bearer (NULL: none). Zeroed before the first it_burst. */
+typedef struct {
+    char path[128];
+    const char *token;
+    const char *body;
+    it_resp_t r; /* the answer (r.status 0: none); it_resp_free when done */
+} it_call_t;
+
+/*
+ * Sends the |n| |calls| at once on one HTTP/2 connection, and again, a second apart and for up
+ * to 60 rounds, those that got no answer or a 429 (the gateway's limiter forwards nothing).
+ * The rounds into |*rounds| when not NULL. Returns how many stay unanswered, -1 on failure.
+ */
+int it_burst(it_call_t *calls, size_t n, int *rounds);
+
 /* Runs `phrctl |args|` against the test stack; its first output line into |line|. Exit code. */
 int it_phrctl(const char *args, char *line, size_t cap);
 

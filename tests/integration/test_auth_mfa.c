@@ -60,20 +60,16 @@ mfa_names_field(const it_resp_t *r, const char *field)
 static int
 mfa_account(const char *kind, char *email, size_t cap, char *id)
 {
-    char body[512], org[64], out[64];
-    it_resp_t r;
+    char org[64], out[64];
+    it_patient_t p;
 
-    it_unique_email(email, cap, kind);
-    snprintf(body, sizeof(body), "{\"email\":\"%s\",\"password\":\"%s\",\"name\":\"MFA User\"}",
-             email, MFA_PW);
-    long st = it_gw("POST", "/api/v1/auth/register", body, NULL, &r);
-    int ok = st == 201 && it_json_str(&r, "id") != NULL;
-    if (ok) {
-        snprintf(id, 37, "%s", it_json_str(&r, "id"));
+    if (!it_patient(kind, MFA_PW, 0, &p)) {
+        return 0;
     }
-    it_resp_free(&r);
-    if (!ok || strcmp(kind, "patient") == 0) {
-        return ok;
+    snprintf(email, cap, "%s", p.email);
+    snprintf(id, 37, "%s", p.id);
+    if (strcmp(kind, "patient") == 0) {
+        return 1;
     }
     if (strcmp(kind, "operator") == 0) {
         return it_psql("auth", out, sizeof(out),

@@ -174,17 +174,29 @@ fault_redis_frozen(void)
     it_resp_free(&r);
 }
 
+/*
+ * A port of the stack's own range for a second service instance: records' port + |offset|
+ * (88-90; deploy/stack.sh's instances take up to + 80, test_records_getwait.c + 87).
+ */
+static int
+spare_port(int offset)
+{
+    return it_port("records") + offset;
+}
+
 /* A second records instance on a spare port: SIGTERM makes it drain and exit 0. */
 static void
 fault_sigterm_drains(void)
 {
     const char *v = it_env("PHR_TEST_VAR");
     const char *b = it_env("PHR_BUILD");
+    char port[16];
 
-    IT_CHECK(it_sh("PHR_RECORDS_PORT=19190 %s/bin/phr-records > %s/log/drain.log 2>&1 & "
+    snprintf(port, sizeof(port), "%d", spare_port(88));
+    IT_CHECK(it_sh("PHR_RECORDS_PORT=%s %s/bin/phr-records > %s/log/drain.log 2>&1 & "
                    "echo $! > %s/run/drain.pid",
-                   b, v, v) == 0);
-    if (!it_wait_status("19190", "/readyz", 200, 20)) {
+                   port, b, v, v) == 0);
+    if (!it_wait_status(port, "/readyz", 200, 20)) {
         it_sh("kill -KILL $(cat %s/run/drain.pid)", v);
         IT_CHECK(0);
     }
@@ -202,22 +214,24 @@ fault_tls_alpn(void)
 {
     const char *v = it_env("PHR_TEST_VAR");
     const char *b = it_env("PHR_BUILD");
+    int port = spare_port(90);
 
-    IT_CHECK(it_sh("PHR_RECORDS_PORT=19192 PHR_TLS_CERT=%s/tls/server.crt "
+    IT_CHECK(it_sh("PHR_RECORDS_PORT=%d PHR_TLS_CERT=%s/tls/server.crt "
                    "PHR_TLS_KEY=%s/tls/server.key %s/bin/phr-records > %s/log/tls.log 2>&1 & "
                    "echo $! > %s/run/tls.pid",
-                   v, v, b, v, v) == 0);
+                   port, v, v, b, v, v) == 0);
     int up = it_sh("for i in $(seq 100); do curl -s -o /dev/null --cacert %s/tls/server.crt "
-                   "--http2 https://127.0.0.1:19192/livez && exit 0; sleep 0.1; done; exit 1",
-                   v) == 0;
+                   "--http2 https://127.0.0.1:%d/livez && exit 0; sleep 0.1; done; exit 1",
+                   v, port) == 0;
     int h2 = it_sh("test \"$(curl -s -o /dev/null -w '%%{http_version}' --cacert "
-                   "%s/tls/server.crt --http2 https://127.0.0.1:19192/readyz)\" = 2",
-                   v) == 0;
+                   "%s/tls/server.crt --http2 https://127.0.0.1:%d/readyz)\" = 2",
+                   v, port) == 0;
     int h1_refused = it_sh("curl -s -o /dev/null --cacert %s/tls/server.crt --http1.1 "
-                           "https://127.0.0.1:19192/livez",
-                           v) != 0;
+                           "https://127.0.0.1:%d/livez",
+                           v, port) != 0;
     int h2c_refused = it_sh("curl -s -o /dev/null --http2-prior-knowledge "
-                            "http://127.0.0.1:19192/livez") != 0;
+                            "http://127.0.0.1:%d/livez",
+                            port) != 0;
     it_sh("kill -TERM $(cat %s/run/tls.pid)", v);
     IT_CHECK(up);
     IT_CHECK(h2);
@@ -237,9 +251,9 @@ fault_bad_config(void)
     IT_CHECK(it_sh("PHR_PG_PORT=70000 %s/bin/phr-auth 2> %s/log/badcfg.log; test $? -eq 2", b, v) ==
              0);
     IT_CHECK(it_sh("grep -q 'PHR_PG_PORT' %s/log/badcfg.log", v) == 0);
-    IT_CHECK(it_sh("PHR_AUTH_PORT=19191 PHR_SECRETS_DIR=/nonexistent %s/bin/phr-auth "
+    IT_CHECK(it_sh("PHR_AUTH_PORT=%d PHR_SECRETS_DIR=/nonexistent %s/bin/phr-auth "
                    "2> %s/log/badcfg.log; test $? -eq 1",
-                   b, v) == 0);
+                   spare_port(89), b, v) == 0);
     IT_CHECK(it_sh("grep -q 'pg_auth.password' %s/log/badcfg.log", v) == 0);
     IT_CHECK(it_sh("PHR_TLS_CERT=/x.pem %s/bin/phr-auth 2> %s/log/badcfg.log; test $? -eq 2", b,
                    v) == 0);
@@ -349,8 +363,8 @@ static int
 fault_linked_patient(const char *org_name, char *org_id, char *token)
 {
     static const char pw[] = "Amber6Lantern!qFault";
-    char op[64], admin_email[128], admin_id[37], admin[64], email[128], id[37], path[160];
-    char body[256], out[64];
+    char op[64], admin_email[128], admin_id[37], admin[64], path[160], body[256], out[64];
+    it_patient_t p;
     it_resp_t r;
 
     it_unique_email(admin_email, sizeof(admin_email), "fladm");
@@ -366,19 +380,10 @@ fault_linked_patient(const char *org_name, char *org_id, char *token)
     }
     snprintf(body, sizeof(body), "{\"code\":\"%s\"}", it_json_str(&r, "code"));
     it_resp_free(&r);
-    it_unique_email(email, sizeof(email), "flpat");
-    char reg[256];
-    snprintf(reg, sizeof(reg), "{\"email\":\"%s\",\"password\":\"%s\",\"name\":\"Fl\"}", email, pw);
-    if (it_gw("POST", "/api/v1/auth/register", reg, NULL, &r) != 201 ||
-        it_json_str(&r, "id") == NULL) {
-        it_resp_free(&r);
-        return 0;
-    }
-    snprintf(id, sizeof(id), "%s", it_json_str(&r, "id"));
-    it_resp_free(&r);
-    return it_psql("auth", out, sizeof(out),
-                   "UPDATE accounts SET email_verified_at = now() WHERE id = '%s'", id) == 0 &&
-           it_login(email, pw, token) == 200 &&
+    return it_patient("flpat", pw, 0, &p) &&
+           it_psql("auth", out, sizeof(out),
+                   "UPDATE accounts SET email_verified_at = now() WHERE id = '%s'", p.id) == 0 &&
+           it_login(p.email, pw, token) == 200 &&
            it_gw_status("POST", "/api/v1/me/links", body, token) == 201;
 }
 

@@ -15,11 +15,6 @@
 #define EX_NOTE "a, \\\"quoted\\\"\\nline"        /* JSON text of: a, "quoted"<LF>line */
 #define EX_NOTE_CSV "\"a, \"\"quoted\"\"\nline\"" /* the same as one CSV field */
 
-typedef struct {
-    char id[37];
-    char token[64];
-} ex_user_t;
-
 static long
 ex_req(const char *method, const char *path, const char *ctype, const char *body, const char *token,
        it_resp_t *r)
@@ -51,38 +46,9 @@ ex_import(const char *token, const char *body, const char *key, it_resp_t *r)
     return r->status;
 }
 
-/* A registered, logged-in patient. 1 on success. */
-static int
-ex_patient(ex_user_t *u)
-{
-    char email[128], body[512];
-    it_resp_t r;
-
-    it_unique_email(email, sizeof(email), "export");
-    snprintf(body, sizeof(body), "{\"email\":\"%s\",\"password\":\"%s\",\"name\":\"Export User\"}",
-             email, EX_PW);
-    int ok = ex_req("POST", "/api/v1/auth/register", NULL, body, NULL, &r) == 201 &&
-             it_json_str(&r, "id") != NULL;
-    if (ok) {
-        snprintf(u->id, sizeof(u->id), "%s", it_json_str(&r, "id"));
-    }
-    it_resp_free(&r);
-    if (!ok) {
-        return 0;
-    }
-    snprintf(body, sizeof(body), "{\"email\":\"%s\",\"password\":\"%s\"}", email, EX_PW);
-    long st = ex_req("POST", "/api/v1/auth/login", NULL, body, NULL, &r);
-    ok = st == 200 && it_json_str(&r, "token") != NULL;
-    if (ok) {
-        snprintf(u->token, sizeof(u->token), "%s", it_json_str(&r, "token"));
-    }
-    it_resp_free(&r);
-    return ok;
-}
-
 /* POST /api/v1/me/records; 1 on 201. */
 static int
-ex_record(const ex_user_t *u, const char *type, const char *at, const char *values,
+ex_record(const it_patient_t *u, const char *type, const char *at, const char *values,
           const char *note)
 {
     char body[1024];
@@ -99,7 +65,7 @@ ex_record(const ex_user_t *u, const char *type, const char *at, const char *valu
 
 /* One of every type (13 records), one with a note full of CSV specials. */
 static int
-ex_seed(const ex_user_t *u)
+ex_seed(const it_patient_t *u)
 {
     return ex_record(u, "blood_pressure", "2026-11-20T07:30:00+09:00",
                      "{\"systolic\":132,\"diastolic\":84,\"pulse\":71}", EX_NOTE) &&
@@ -138,7 +104,7 @@ ex_count(const char *table, const char *id)
 
 /* GET /api/v1/me/export?format=|fmt|; the parsed body into |*out| (json, fhir). */
 static long
-ex_export(const ex_user_t *u, const char *fmt, it_resp_t *r, json_object **out)
+ex_export(const it_patient_t *u, const char *fmt, it_resp_t *r, json_object **out)
 {
     char path[64];
     snprintf(path, sizeof(path), "/api/v1/me/export?format=%s", fmt);
@@ -248,11 +214,11 @@ ex_csv(const char *s, long *rows, long *distinct_ids, const char *want_field)
 static void
 test_export_formats_complete(void)
 {
-    ex_user_t u;
+    it_patient_t u;
     it_resp_t r;
     json_object *doc;
 
-    IT_CHECK(ex_patient(&u));
+    IT_CHECK(it_patient("export", EX_PW, 1, &u));
     IT_CHECK(ex_seed(&u));
     long db = ex_count("records", u.id);
     IT_CHECK(db == 13);
@@ -377,12 +343,12 @@ ex_observations(json_object *bundle)
 static void
 test_export_import_round_trip(void)
 {
-    ex_user_t a, b;
+    it_patient_t a, b;
     it_resp_t r;
     json_object *bundle_a, *bundle_b;
     char out[128];
 
-    IT_CHECK(ex_patient(&a) && ex_patient(&b));
+    IT_CHECK(it_patient("export", EX_PW, 1, &a) && it_patient("export", EX_PW, 1, &b));
     IT_CHECK(ex_seed(&a));
     IT_CHECK(ex_export(&a, "fhir", &r, &bundle_a) == 200 && bundle_a != NULL);
     char *text = strdup(r.body);
@@ -442,7 +408,7 @@ test_export_import_round_trip(void)
 static void
 test_import_bad_entries(void)
 {
-    ex_user_t u;
+    it_patient_t u;
     it_resp_t r;
     static const char bad_bp[] =
         "{\"resourceType\":\"Bundle\",\"type\":\"collection\",\"entry\":["
@@ -468,7 +434,7 @@ test_import_bad_entries(void)
                                    "[" EX_OBS("8867-4", "64", "/min") "," EX_OBS(
                                        "1234-5", "1", "kg") "," EX_OBS("8867-4", "64", "kg") "]}";
 
-    IT_CHECK(ex_patient(&u));
+    IT_CHECK(it_patient("export", EX_PW, 1, &u));
     IT_CHECK(ex_req("POST", "/api/v1/me/import", "application/fhir+json", bad_bp, u.token, &r) ==
              400);
     IT_CHECK(ex_names(&r, "entry[3].resource.component[0].valueQuantity.value"));
@@ -496,7 +462,7 @@ test_import_bad_entries(void)
 static void
 test_export_many_pages(void)
 {
-    ex_user_t u;
+    it_patient_t u;
     it_resp_t r;
     json_object *doc;
     const int n = 1234;
@@ -504,7 +470,7 @@ test_export_many_pages(void)
     char *bundle = malloc(cap);
 
     IT_CHECK(bundle != NULL);
-    IT_CHECK(ex_patient(&u));
+    IT_CHECK(it_patient("export", EX_PW, 1, &u));
     len += (size_t)snprintf(bundle + len, cap - len,
                             "{\"resourceType\":\"Bundle\",\"type\":\"collection\",\"entry\":[");
     for (int i = 0; i < n; i++) {
@@ -578,11 +544,11 @@ ex_share_rows(const char *id)
 static void
 test_deletion(void)
 {
-    ex_user_t u;
+    it_patient_t u;
     it_resp_t r;
     char out[64], body[128];
 
-    IT_CHECK(ex_patient(&u));
+    IT_CHECK(it_patient("export", EX_PW, 1, &u));
     IT_CHECK(ex_seed(&u));
     IT_CHECK(ex_share_rows(u.id));
     /* a history row: the patient deletes one record */
@@ -653,11 +619,11 @@ ex_internal(const char *caller, const char *path, const char *body, const char *
 static void
 test_withdrawal_and_retention(void)
 {
-    ex_user_t u;
+    it_patient_t u;
     it_resp_t r;
     char path[128], out[128], body[128];
 
-    IT_CHECK(ex_patient(&u));
+    IT_CHECK(it_patient("export", EX_PW, 1, &u));
     IT_CHECK(ex_seed(&u));
     IT_CHECK(ex_share_rows(u.id));
     snprintf(path, sizeof(path), "/internal/v1/patients/%s/withdrawal", u.id);
@@ -750,11 +716,11 @@ test_withdrawal_and_retention(void)
 static void
 test_withdrawal_from_auth(void)
 {
-    ex_user_t u;
+    it_patient_t u;
     it_resp_t r;
     char out[128], body[128];
 
-    IT_CHECK(ex_patient(&u));
+    IT_CHECK(it_patient("export", EX_PW, 1, &u));
     IT_CHECK(ex_seed(&u));
     IT_CHECK(ex_share_rows(u.id));
     snprintf(body, sizeof(body), "{\"password\":\"%s\"}", EX_PW);

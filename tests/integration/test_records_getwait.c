@@ -20,23 +20,14 @@
 #define GW_WAITING 16
 #define GW_ANSWERED (1 + GW_WAITING) /* the pool's one read in flight and those waiting */
 
-/* A patient with one record: its token and the record's id. */
+/* A record of the patient |token|: its id into |rec|. */
 static int
-gw_patient(char *token, char *rec, size_t rec_cap)
+gw_record(const char *token, char *rec, size_t rec_cap)
 {
-    char email[128], body[512];
+    const char *body = "{\"type\":\"blood_pressure\",\"measured_at\":\"2026-11-02T08:00:00+09:00\","
+                       "\"values\":{\"systolic\":121,\"diastolic\":70}}";
     it_resp_t r;
 
-    it_unique_email(email, sizeof(email), "getwait");
-    snprintf(body, sizeof(body), "{\"email\":\"%s\",\"password\":\"%s\",\"name\":\"Wait P\"}",
-             email, GW_PW);
-    if (it_gw_status("POST", "/api/v1/auth/register", body, NULL) != 201 ||
-        it_login(email, GW_PW, token) != 200) {
-        return 0;
-    }
-    snprintf(body, sizeof(body),
-             "{\"type\":\"blood_pressure\",\"measured_at\":\"2026-11-02T08:00:00+09:00\","
-             "\"values\":{\"systolic\":121,\"diastolic\":70}}");
     int ok = it_gw("POST", "/api/v1/me/records", body, token, &r) == 201 &&
              it_json_str(&r, "id") != NULL;
     if (ok) {
@@ -70,11 +61,12 @@ t_get_waiting_503(void)
     const char *v = it_env("PHR_TEST_VAR");
     const char *b = it_env("PHR_BUILD");
     int port = it_port("records") + 87;
-    char token[IT_TOKEN_CAP], rec[37], cfg[512], out[64];
+    char rec[37], cfg[512], out[64];
+    it_patient_t p;
 
-    IT_CHECK(gw_patient(token, rec, sizeof(rec)));
+    IT_CHECK(it_patient("getwait", GW_PW, 1, &p) && gw_record(p.token, rec, sizeof(rec)));
     snprintf(cfg, sizeof(cfg), "%s/run/getwait.curl", v);
-    IT_CHECK(gw_curl_config(cfg, port, token, rec));
+    IT_CHECK(gw_curl_config(cfg, port, p.token, rec));
     it_sh("rm -f %s/run/getwait.[0-9]*.json", v);
     IT_CHECK(it_sh("PHR_RECORDS_PORT=%d PHR_PG_POOL=1 PHR_RECORDS_GET_WAITING=%d "
                    "%s/bin/phr-records > %s/log/getwait.log 2>&1 & echo $! > %s/run/getwait.pid",
@@ -119,7 +111,7 @@ t_get_waiting_503(void)
     int again = it_sh("test \"$(curl -s -o /dev/null -w '%%{http_code}' --http2-prior-knowledge "
                       "-H 'Authorization: Bearer %s' http://127.0.0.1:%d/api/v1/me/records/%s)\" "
                       "= 200",
-                      token, port, rec) == 0;
+                      p.token, port, rec) == 0;
     it_sh("kill -TERM $(cat %s/run/getwait.pid); while kill -0 $(cat %s/run/getwait.pid) "
           "2> /dev/null; do sleep 0.1; done",
           v, v);

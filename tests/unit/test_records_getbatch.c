@@ -117,20 +117,31 @@ t_hold_pool(db_pool_t *db)
     assert_int_equal(t_sleeps_done, 0);
 }
 
+/* The records table, a pool of T_POOL connections all held (t_hold_pool) in |*db|, and a
+ * batcher on it. */
+static rgb_t *
+t_setup(db_pool_t **db)
+{
+    static const cfg_t cfg = {
+        .pg_pool_size = T_POOL, .records_get_batch = T_BATCH, .records_get_waiting = T_WAITING};
+
+    t_records();
+    *db = pgt_ready_pool(T_POOL, 5000, 256);
+    rgb_t *b = rgb_create(*db, &cfg);
+    assert_non_null(b);
+    t_hold_pool(*db);
+    return b;
+}
+
 static void
 test_waiting_limit(void **state)
 {
-    cfg_t cfg = {
-        .pg_pool_size = T_POOL, .records_get_batch = T_BATCH, .records_get_waiting = T_WAITING};
     t_read_t reads[T_READS + 2];
     char id[37];
+    db_pool_t *db;
 
     memset(reads, 0, sizeof(reads));
-    t_records();
-    db_pool_t *db = pgt_ready_pool(T_POOL, 5000, 256);
-    rgb_t *b = rgb_create(db, &cfg);
-    assert_non_null(b);
-    t_hold_pool(db);
+    rgb_t *b = t_setup(&db);
 
     /* T_SENT reads leave, T_WAITING reads wait: nobody is answered yet. */
     for (int i = 0; i < T_READS; i++) {
@@ -183,17 +194,12 @@ test_waiting_limit(void **state)
 static void
 test_free_with_waiting(void **state)
 {
-    cfg_t cfg = {
-        .pg_pool_size = T_POOL, .records_get_batch = T_BATCH, .records_get_waiting = T_WAITING};
     t_read_t reads[T_SENT + T_BATCH];
     char id[37];
+    db_pool_t *db;
 
     memset(reads, 0, sizeof(reads));
-    t_records();
-    db_pool_t *db = pgt_ready_pool(T_POOL, 5000, 256);
-    rgb_t *b = rgb_create(db, &cfg);
-    assert_non_null(b);
-    t_hold_pool(db);
+    rgb_t *b = t_setup(&db);
     for (int i = 0; i < T_SENT + T_BATCH; i++) {
         t_record_id(i, id);
         rgb_get(b, id, T_PATIENT, t_read_cb, &reads[i]);

@@ -88,6 +88,13 @@ t_pool(int size)
     return p;
 }
 
+/* INSERT statements on records so far (t_pool's trigger). */
+static long
+t_stmts(void)
+{
+    return pgt_side_long("SELECT count(*) FROM t_stmts");
+}
+
 static rib_t *
 t_batcher(db_pool_t *p, int per_batch, int waiting, int slots)
 {
@@ -146,7 +153,7 @@ test_coalesced(void **state)
         pgt_side_long("SELECT count(*) FROM records WHERE patient_id = '%s'", T_PATIENT_A),
         T_MAX / 2);
     /* one alone, then full batches of 32 (4 in flight), then the rest: 8 statements */
-    long stmts = pgt_side_long("SELECT count(*) FROM t_stmts");
+    long stmts = t_stmts();
     assert_true(stmts >= 1 && stmts <= 8);
     rib_free(b);
     db_pool_free(p);
@@ -173,7 +180,7 @@ test_one_bad(void **state)
     assert_int_equal(pgt_side_long("SELECT count(*) FROM records"), n - 1);
     assert_int_equal(pgt_side_long("SELECT count(*) FROM outbox"), n - 1);
     /* the first alone, the batch failed (nothing counted), then its 6 good ones alone */
-    assert_int_equal(pgt_side_long("SELECT count(*) FROM t_stmts"), 1 + (n - 2));
+    assert_int_equal(t_stmts(), 1 + (n - 2));
     rib_free(b);
     db_pool_free(p);
 }
@@ -197,7 +204,7 @@ test_waiting_limit(void **state)
         assert_int_equal(t_creates[i].rc, PHR_OK);
     }
     t_check_stored(17, -1);
-    assert_int_equal(pgt_side_long("SELECT count(*) FROM t_stmts"), 2);
+    assert_int_equal(t_stmts(), 2);
     rib_free(b);
     db_pool_free(p);
 }
