@@ -220,14 +220,17 @@ svc_gauges(char **out, size_t *len, size_t *cap, void *ud)
                     "phr_redis_timeouts_total{service=\"%s\"} %lu\n"
                     "# TYPE phr_workq_pending gauge\n"
                     "phr_workq_pending{service=\"%s\"} %d\n"
+                    "# TYPE phr_workq_dropped_total counter\n"
+                    "phr_workq_dropped_total{service=\"%s\"} %lu\n"
                     "# TYPE phr_http_connections gauge\n"
                     "phr_http_connections{service=\"%s\"} %zu\n"
                     "# TYPE phr_ready gauge\n"
                     "phr_ready{service=\"%s\"} %d\n",
                     name, ds.connected, name, ds.busy, name, ds.size, name, ds.waiting, name,
                     ds.queries, name, ds.errors, name, ks.connected, name, ks.errors, name,
-                    ks.timeouts, name, workq_pending(svc->wq), name, h2s_connections(svc->srv),
-                    name, db_pool_ready(svc->db) && kv_ready(svc->kv) && !svc->draining);
+                    ks.timeouts, name, workq_pending(svc->wq), name, workq_dropped(svc->wq), name,
+                    h2s_connections(svc->srv), name,
+                    db_pool_ready(svc->db) && kv_ready(svc->kv) && !svc->draining);
 }
 
 static void

@@ -2,9 +2,16 @@
  * workq.c - worker pool with a bounded FIFO; completions go back to the
  * event loop through an eventfd watched by an event on the base.
  *
- * Locking: one mutex guards the waiting queue, the completed list, the
- * counters and the stop flag. Workers wait on |cond|. The loop side never
- * blocks on the mutex for longer than a list splice.
+ * The waiting jobs (|backlog|) belong to the loop thread, which hands a job
+ * to the workers only when one is free (|busy| < |nthreads|): so a job's
+ * |live| check runs on the loop, where its request lives, right before the
+ * job starts, and a dropped job never reaches a worker. The cost is one loop
+ * wake-up between a job's end and the next one's start, small next to a
+ * password hash.
+ *
+ * Locking: one mutex guards the handed-out list (|ready|), the completed
+ * list and the stop flag. Workers wait on |cond|. The loop side never blocks
+ * on the mutex for longer than a list splice.
  */
 #include "workq.h"
 
@@ -25,6 +32,7 @@
 typedef struct workq_job {
     workq_work_fn work;
     workq_done_fn done;
+    workq_live_fn live; /* NULL: always wanted */
     void *arg;
     struct workq_job *next;
 } workq_job_t;
@@ -44,12 +52,17 @@ struct workq {
 
     pthread_mutex_t mu;
     pthread_cond_t cond;
-    workq_list_t queue; /* waiting to run */
-    int queued;         /* length of |queue| */
-    int queue_max;
-    int pending;            /* queued + running; read atomically by workq_pending */
+    workq_list_t ready;     /* handed to the workers, not yet taken */
     workq_list_t completed; /* |work| ran, |done| not yet called */
     int stopping;
+
+    /* The loop thread's own. */
+    workq_list_t backlog; /* waiting for a free worker */
+    int nbacklog;
+    int queue_max;
+    int busy;             /* handed out (ready or running) and not yet back */
+    workq_list_t dropped; /* |live| said 0; |done| runs from workq_wake_cb */
+    unsigned long ndropped;
 
     int dispatching;  /* inside workq_wake_cb */
     int free_pending; /* workq_free called from a |done| callback */
@@ -105,21 +118,19 @@ workq_thread_main(void *arg)
     setpriority(PRIO_PROCESS, (id_t)gettid(), WORKQ_NICE);
     pthread_mutex_lock(&wq->mu);
     for (;;) {
-        while (!wq->stopping && wq->queue.head == NULL) {
+        while (!wq->stopping && wq->ready.head == NULL) {
             pthread_cond_wait(&wq->cond, &wq->mu);
         }
         if (wq->stopping) {
             break;
         }
-        workq_job_t *job = workq_list_pop(&wq->queue);
-        wq->queued--;
+        workq_job_t *job = workq_list_pop(&wq->ready);
         pthread_mutex_unlock(&wq->mu);
 
         job->work(job->arg);
 
         pthread_mutex_lock(&wq->mu);
         workq_list_push(&wq->completed, job);
-        __atomic_sub_fetch(&wq->pending, 1, __ATOMIC_RELEASE);
         workq_wake(wq);
     }
     pthread_mutex_unlock(&wq->mu);
@@ -143,6 +154,68 @@ workq_deliver(workq_list_t *list, int rc)
     }
 }
 
+/* Appends |src| to |dst| and empties |src|. */
+static void
+workq_list_splice(workq_list_t *dst, workq_list_t *src)
+{
+    if (src->head == NULL) {
+        return;
+    }
+    if (dst->tail != NULL) {
+        dst->tail->next = src->head;
+    } else {
+        dst->head = src->head;
+    }
+    dst->tail = src->tail;
+    src->head = src->tail = NULL;
+}
+
+/* Moves the waiting jobs no longer wanted to |wq->dropped|. Returns how many. */
+static int
+workq_sweep(workq_t *wq)
+{
+    workq_list_t keep = {NULL, NULL};
+    workq_job_t *job;
+    int n = 0;
+
+    while ((job = workq_list_pop(&wq->backlog)) != NULL) {
+        if (job->live != NULL && !job->live(job->arg)) {
+            workq_list_push(&wq->dropped, job);
+            n++;
+        } else {
+            workq_list_push(&keep, job);
+        }
+    }
+    wq->backlog = keep;
+    wq->nbacklog -= n;
+    wq->ndropped += (unsigned long)n;
+    return n;
+}
+
+/* Hands waiting jobs to the free workers. */
+static void
+workq_feed(workq_t *wq)
+{
+    workq_list_t give = {NULL, NULL};
+    int n = 0;
+
+    while (wq->busy < wq->nthreads && wq->backlog.head != NULL) {
+        workq_list_push(&give, workq_list_pop(&wq->backlog));
+        wq->nbacklog--;
+        wq->busy++;
+        n++;
+    }
+    if (n == 0) {
+        return;
+    }
+    pthread_mutex_lock(&wq->mu);
+    workq_list_splice(&wq->ready, &give);
+    for (int i = 0; i < n; i++) {
+        pthread_cond_signal(&wq->cond);
+    }
+    pthread_mutex_unlock(&wq->mu);
+}
+
 static void
 workq_destroy(workq_t *wq)
 {
@@ -163,7 +236,7 @@ workq_wake_cb(evutil_socket_t fd, short what, void *arg)
 {
     workq_t *wq = arg;
     uint64_t cnt;
-    workq_list_t batch;
+    workq_list_t batch, dropped;
 
     while (read(fd, &cnt, sizeof(cnt)) < 0 && errno == EINTR) {
     }
@@ -174,8 +247,20 @@ workq_wake_cb(evutil_socket_t fd, short what, void *arg)
     wq->completed.tail = NULL;
     pthread_mutex_unlock(&wq->mu);
 
+    for (workq_job_t *job = batch.head; job != NULL; job = job->next) {
+        wq->busy--;
+    }
+    /* Before the next jobs start: drop the waiting ones no longer wanted. */
+    if (wq->busy < wq->nthreads) {
+        workq_sweep(wq);
+    }
+    workq_feed(wq);
+    dropped = wq->dropped;
+    wq->dropped.head = wq->dropped.tail = NULL;
+
     wq->dispatching = 1;
     workq_deliver(&batch, PHR_OK);
+    workq_deliver(&dropped, PHR_ECLOSED);
     wq->dispatching = 0;
     if (wq->free_pending) {
         workq_destroy(wq);
@@ -245,12 +330,23 @@ fail:
 }
 
 int
-workq_submit(workq_t *wq, workq_work_fn work, workq_done_fn done, void *arg)
+workq_submit_live(workq_t *wq, workq_work_fn work, workq_done_fn done, workq_live_fn live,
+                  void *arg)
 {
     workq_job_t *job;
 
     if (wq == NULL || work == NULL) {
         return PHR_EINVAL;
+    }
+    if (wq->free_pending) {
+        return PHR_ECLOSED;
+    }
+    /* A full queue may hold jobs nobody waits for any more: they make room. */
+    if (wq->nbacklog >= wq->queue_max && workq_sweep(wq) > 0) {
+        event_active(wq->wake_ev, EV_READ, 1); /* their |done| runs from the loop */
+    }
+    if (wq->nbacklog >= wq->queue_max) {
+        return PHR_EFULL;
     }
     job = calloc(1, sizeof(*job));
     if (job == NULL) {
@@ -258,25 +354,18 @@ workq_submit(workq_t *wq, workq_work_fn work, workq_done_fn done, void *arg)
     }
     job->work = work;
     job->done = done;
+    job->live = live;
     job->arg = arg;
-
-    pthread_mutex_lock(&wq->mu);
-    if (wq->stopping) {
-        pthread_mutex_unlock(&wq->mu);
-        free(job);
-        return PHR_ECLOSED;
-    }
-    if (wq->queued >= wq->queue_max) {
-        pthread_mutex_unlock(&wq->mu);
-        free(job);
-        return PHR_EFULL;
-    }
-    workq_list_push(&wq->queue, job);
-    wq->queued++;
-    __atomic_add_fetch(&wq->pending, 1, __ATOMIC_RELEASE);
-    pthread_cond_signal(&wq->cond);
-    pthread_mutex_unlock(&wq->mu);
+    workq_list_push(&wq->backlog, job);
+    wq->nbacklog++;
+    workq_feed(wq);
     return PHR_OK;
+}
+
+int
+workq_submit(workq_t *wq, workq_work_fn work, workq_done_fn done, void *arg)
+{
+    return workq_submit_live(wq, work, done, NULL, arg);
 }
 
 int
@@ -285,13 +374,19 @@ workq_pending(const workq_t *wq)
     if (wq == NULL) {
         return 0;
     }
-    return __atomic_load_n(&wq->pending, __ATOMIC_ACQUIRE);
+    return wq->nbacklog + wq->busy;
+}
+
+unsigned long
+workq_dropped(const workq_t *wq)
+{
+    return wq != NULL ? wq->ndropped : 0;
 }
 
 void
 workq_free(workq_t *wq)
 {
-    workq_list_t queued, completed;
+    workq_list_t unrun, completed;
 
     if (wq == NULL || wq->free_pending) {
         return;
@@ -307,20 +402,22 @@ workq_free(workq_t *wq)
     }
     wq->nthreads = 0;
 
-    /* No thread left: the lists are ours without locking. */
-    queued = wq->queue;
-    wq->queue.head = wq->queue.tail = NULL;
-    wq->queued = 0;
+    /* No thread left: the lists are ours without locking. Never run: handed out, dropped, waiting. */
     completed = wq->completed;
     wq->completed.head = wq->completed.tail = NULL;
-    __atomic_store_n(&wq->pending, 0, __ATOMIC_RELEASE);
+    unrun = wq->ready;
+    wq->ready.head = wq->ready.tail = NULL;
+    workq_list_splice(&unrun, &wq->dropped);
+    workq_list_splice(&unrun, &wq->backlog);
+    wq->nbacklog = 0;
+    wq->busy = 0;
 
     if (wq->wake_ev != NULL) {
         event_del(wq->wake_ev);
     }
     wq->free_pending = 1;
     workq_deliver(&completed, PHR_OK);
-    workq_deliver(&queued, PHR_ECLOSED);
+    workq_deliver(&unrun, PHR_ECLOSED);
     if (!wq->dispatching) {
         workq_destroy(wq);
     }

@@ -134,7 +134,8 @@ auth_register_common_done(int rc, PGresult *res, void *ud)
     }
     size_t npeppers;
     const pwhash_pepper_t *peppers = auth_peppers(ctx->svc, &npeppers);
-    rc = pwhash_hash_async(svc_workq(ctx->svc), ctx->password, peppers, auth_register_hashed, ctx);
+    rc = pwhash_hash_async(svc_workq(ctx->svc), ctx->password, peppers, ctx->req,
+                           auth_register_hashed, ctx);
     if (rc != PHR_OK) {
         svc_respond_error(ctx->req, rc, "password hashing is saturated; retry later");
     }
@@ -348,8 +349,8 @@ auth_pwchange_common_done(int rc, PGresult *res, void *ud)
     }
     size_t npeppers;
     const pwhash_pepper_t *peppers = auth_peppers(ctx->svc, &npeppers);
-    rc = pwhash_hash_async(svc_workq(ctx->svc), ctx->new_password, peppers, auth_pwchange_hashed,
-                           ctx);
+    rc = pwhash_hash_async(svc_workq(ctx->svc), ctx->new_password, peppers, ctx->req,
+                           auth_pwchange_hashed, ctx);
     if (rc != PHR_OK) {
         svc_respond_error(ctx->req, rc, "password hashing is saturated; retry later");
     }
@@ -403,7 +404,7 @@ auth_pwchange_loaded(int rc, PGresult *res, void *ud)
     size_t npeppers;
     const pwhash_pepper_t *peppers = auth_peppers(ctx->svc, &npeppers);
     rc = pwhash_verify_async(svc_workq(ctx->svc), ctx->hash, ctx->password, peppers, npeppers,
-                             auth_pwchange_verified, ctx);
+                             ctx->req, auth_pwchange_verified, ctx);
     if (rc != PHR_OK) {
         svc_respond_error(ctx->req, rc, "password hashing is saturated; retry later");
     }

@@ -243,7 +243,7 @@ auth_login_verified(int rc, int needs_rehash, void *ud)
         auth_login_failed(ctx, "password_expired");
         return;
     }
-    if (needs_rehash && pwhash_hash_async(svc_workq(ctx->svc), ctx->password, peppers,
+    if (needs_rehash && pwhash_hash_async(svc_workq(ctx->svc), ctx->password, peppers, ctx->req,
                                           auth_login_rehashed, ctx) == PHR_OK) {
         return;
     }
@@ -278,7 +278,7 @@ auth_login_loaded(int rc, PGresult *res, void *ud)
     }
     /* Unknown and locked accounts cost the same hash as a real check. */
     rc = pwhash_verify_async(svc_workq(ctx->svc), ctx->found && !ctx->locked ? ctx->hash : NULL,
-                             ctx->password, peppers, npeppers, auth_login_verified, ctx);
+                             ctx->password, peppers, npeppers, ctx->req, auth_login_verified, ctx);
     if (rc != PHR_OK) {
         svc_respond_error(ctx->req, rc, "password hashing is saturated; retry later");
     }

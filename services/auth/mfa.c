@@ -781,7 +781,7 @@ mfa_remove_loaded(int rc, PGresult *res, void *ud)
     size_t npeppers;
     const pwhash_pepper_t *peppers = auth_peppers(ctx->svc, &npeppers);
     rc = pwhash_verify_async(svc_workq(ctx->svc), ctx->hash, ctx->password, peppers, npeppers,
-                             mfa_remove_verified, m);
+                             ctx->req, mfa_remove_verified, m);
     if (rc != PHR_OK) {
         svc_respond_error(ctx->req, rc, "password hashing is saturated; retry later");
     }

@@ -608,7 +608,7 @@ org_prepare_staff(org_ctx_t *o, org_step_fn step)
     size_t npeppers;
     const pwhash_pepper_t *peppers = auth_peppers(o->a->svc, &npeppers);
     int rc = pwhash_hash_async(svc_workq(o->a->svc), o->initial_pw, npeppers > 0 ? peppers : NULL,
-                               org_hashed, o);
+                               o->a->req, org_hashed, o);
     if (rc != PHR_OK) {
         svc_respond_error(o->a->req, rc, "password hashing is saturated; retry later");
     }

@@ -442,6 +442,7 @@ typedef struct {
     pwhash_hash_cb hash_cb;
     pwhash_verify_cb verify_cb;
     void *ud;
+    const h2s_req_t *req; /* the request waiting for the answer, or NULL */
 } pwhash_job_t;
 
 static void
@@ -483,12 +484,21 @@ pwhash_job_work(void *arg)
     pwhash_job_wipe(job);
 }
 
+/* Runs on the loop before the job starts: a request already closed needs no hash. */
+static int
+pwhash_job_live(void *arg)
+{
+    const pwhash_job_t *job = arg;
+
+    return job->req == NULL || !h2s_req_closed(job->req);
+}
+
 static void
 pwhash_job_done(int rc, void *arg)
 {
     pwhash_job_t *job = arg;
 
-    if (rc != PHR_OK) { /* the pool shut down before the job ran */
+    if (rc != PHR_OK) { /* never ran: the pool shut down or the request closed first */
         job->rc = rc;
         job->needs_rehash = 0;
     }
@@ -526,7 +536,7 @@ pwhash_job_new(const char *password, const pwhash_pepper_t *peppers, size_t npep
 static int
 pwhash_submit(workq_t *wq, pwhash_job_t *job)
 {
-    int rc = workq_submit(wq, pwhash_job_work, pwhash_job_done, job);
+    int rc = workq_submit_live(wq, pwhash_job_work, pwhash_job_done, pwhash_job_live, job);
 
     if (rc != PHR_OK) {
         pwhash_job_free(job);
@@ -536,7 +546,7 @@ pwhash_submit(workq_t *wq, pwhash_job_t *job)
 
 int
 pwhash_hash_async(workq_t *wq, const char *password, const pwhash_pepper_t *pepper,
-                  pwhash_hash_cb cb, void *ud)
+                  const h2s_req_t *req, pwhash_hash_cb cb, void *ud)
 {
     pwhash_job_t *job;
 
@@ -549,12 +559,14 @@ pwhash_hash_async(workq_t *wq, const char *password, const pwhash_pepper_t *pepp
     }
     job->hash_cb = cb;
     job->ud = ud;
+    job->req = req;
     return pwhash_submit(wq, job);
 }
 
 int
 pwhash_verify_async(workq_t *wq, const char *encoded, const char *password,
-                    const pwhash_pepper_t *peppers, size_t npeppers, pwhash_verify_cb cb, void *ud)
+                    const pwhash_pepper_t *peppers, size_t npeppers, const h2s_req_t *req,
+                    pwhash_verify_cb cb, void *ud)
 {
     pwhash_job_t *job;
 
@@ -575,5 +587,6 @@ pwhash_verify_async(workq_t *wq, const char *encoded, const char *password,
     job->verify = 1;
     job->verify_cb = cb;
     job->ud = ud;
+    job->req = req;
     return pwhash_submit(wq, job);
 }

@@ -12,6 +12,7 @@
 
 #include <stddef.h>
 
+#include "h2s.h"
 #include "workq.h"
 
 #define PWHASH_ENCODED_MAX 256
@@ -46,15 +47,20 @@ int pwhash_needs_rehash(const char *encoded, const pwhash_pepper_t *current);
  * during the call); for verify, |rc| as pwhash_verify and |needs_rehash|.
  * |encoded| NULL in verify means "no such account": a dummy hash of the same
  * cost runs and the answer is PHR_EDENIED (no timing difference).
+ * |req| is the request waiting for the answer (NULL: none): when it closes
+ * (the client reset the stream or left) before the hash starts, the hash is
+ * dropped and the callback gets PHR_ECLOSED (counted in workq_dropped); a
+ * hash already running finishes. |req| must stay valid until the callback,
+ * as an unanswered h2s request does.
  * Returns PHR_OK, PHR_EFULL (queue full: answer 503 + Retry-After), PHR_ENOMEM.
  */
 typedef void (*pwhash_hash_cb)(int rc, const char *encoded, void *ud);
 typedef void (*pwhash_verify_cb)(int rc, int needs_rehash, void *ud);
 
 int pwhash_hash_async(workq_t *wq, const char *password, const pwhash_pepper_t *pepper,
-                      pwhash_hash_cb cb, void *ud);
+                      const h2s_req_t *req, pwhash_hash_cb cb, void *ud);
 int pwhash_verify_async(workq_t *wq, const char *encoded, const char *password,
-                        const pwhash_pepper_t *peppers, size_t npeppers, pwhash_verify_cb cb,
-                        void *ud);
+                        const pwhash_pepper_t *peppers, size_t npeppers, const h2s_req_t *req,
+                        pwhash_verify_cb cb, void *ud);
 
 #endif

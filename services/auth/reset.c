@@ -312,8 +312,8 @@ reset_confirm_common_done(int rc, PGresult *res, void *ud)
         return;
     }
     const pwhash_pepper_t *peppers = auth_peppers(ctx->svc, &n);
-    rc = pwhash_hash_async(svc_workq(ctx->svc), ctx->new_password, peppers, reset_confirm_hashed,
-                           ctx);
+    rc = pwhash_hash_async(svc_workq(ctx->svc), ctx->new_password, peppers, ctx->req,
+                           reset_confirm_hashed, ctx);
     if (rc != PHR_OK) {
         svc_respond_error(ctx->req, rc, "password hashing is saturated; retry later");
     }
@@ -479,7 +479,7 @@ withdraw_loaded(int rc, PGresult *res, void *ud)
     }
     snprintf(ctx->hash, sizeof(ctx->hash), "%s", PQgetvalue(res, 0, 0));
     const pwhash_pepper_t *peppers = auth_peppers(ctx->svc, &n);
-    rc = pwhash_verify_async(svc_workq(ctx->svc), ctx->hash, ctx->password, peppers, n,
+    rc = pwhash_verify_async(svc_workq(ctx->svc), ctx->hash, ctx->password, peppers, n, ctx->req,
                              withdraw_verified, ctx);
     if (rc != PHR_OK) {
         svc_respond_error(ctx->req, rc, "password hashing is saturated; retry later");
@@ -597,7 +597,7 @@ verify_loaded(int rc, PGresult *res, void *ud)
     snprintf(ctx->name, sizeof(ctx->name), "%s", PQgetvalue(res, 0, 4));
     snprintf(ctx->locale, sizeof(ctx->locale), "%s", PQgetvalue(res, 0, 5));
     const pwhash_pepper_t *peppers = auth_peppers(ctx->svc, &n);
-    rc = pwhash_verify_async(svc_workq(ctx->svc), ctx->hash, ctx->password, peppers, n,
+    rc = pwhash_verify_async(svc_workq(ctx->svc), ctx->hash, ctx->password, peppers, n, ctx->req,
                              verify_checked, ctx);
     if (rc != PHR_OK) {
         svc_respond_error(ctx->req, rc, "password hashing is saturated; retry later");

@@ -803,6 +803,7 @@ main(int argc, char **argv)
     it_run(auth_mfa_cases, filter, &passed, &failed);
     it_run(auth_org_cases, filter, &passed, &failed);
     it_run(auth_hygiene_cases, filter, &passed, &failed);
+    it_run(auth_abandon_cases, filter, &passed, &failed);
     it_run(records_cases, filter, &passed, &failed);
     it_run(records_share_cases, filter, &passed, &failed);
     it_run(records_export_cases, filter, &passed, &failed);

@@ -190,6 +190,7 @@ extern const it_case_t auth_reset_cases[];
 extern const it_case_t auth_mfa_cases[];
 extern const it_case_t auth_org_cases[];
 extern const it_case_t auth_hygiene_cases[];
+extern const it_case_t auth_abandon_cases[];
 extern const it_case_t records_cases[];
 extern const it_case_t records_share_cases[];
 extern const it_case_t records_export_cases[];

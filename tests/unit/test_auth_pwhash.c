@@ -544,7 +544,8 @@ test_async_verify_20(void **state)
 
         snprintf(pw, sizeof(pw), "%s", right ? "Password1" : "Password2");
         jobs[i].want_rc = enc != NULL && right ? PHR_OK : PHR_EDENIED;
-        assert_int_equal(pwhash_verify_async(wq, enc, pw, keys, 2, t_verify_cb, &jobs[i]), PHR_OK);
+        assert_int_equal(pwhash_verify_async(wq, enc, pw, keys, 2, NULL, t_verify_cb, &jobs[i]),
+                         PHR_OK);
         memset(pw, 'Z', sizeof(pw) - 1); /* the job has its own copy */
     }
     t_run_until_done(base, N, 30000);
@@ -563,7 +564,7 @@ test_async_verify_20(void **state)
     /* hash_async: the string arrives on the loop and verifies. */
     int off_loop = 0;
     t_done = 0;
-    assert_int_equal(pwhash_hash_async(wq, "Async-Pass1", &v2, t_hash_cb, &off_loop), PHR_OK);
+    assert_int_equal(pwhash_hash_async(wq, "Async-Pass1", &v2, NULL, t_hash_cb, &off_loop), PHR_OK);
     t_run_until_done(base, 1, 10000);
     assert_int_equal(t_done, 1);
     assert_int_equal(t_hash_rc, PHR_OK);
@@ -593,13 +594,13 @@ test_async_queue_full(void **state)
     t_done = 0;
     t_gate(1); /* argon2 calls wait: nothing completes while we submit */
     /* The one worker takes a first job and is held in argon2 ... */
-    assert_int_equal(pwhash_verify_async(wq, enc, "Password1", NULL, 0, t_verify_cb, &jobs[0]),
-                     PHR_OK);
+    assert_int_equal(
+        pwhash_verify_async(wq, enc, "Password1", NULL, 0, NULL, t_verify_cb, &jobs[0]), PHR_OK);
     assert_int_equal(t_wait_held(1), 1);
     accepted = 1;
     /* ... so exactly queue_max (2) more wait in the queue, and the rest are refused. */
     for (int i = 1; i < TRIES; i++) {
-        int rc = pwhash_verify_async(wq, enc, "Password1", NULL, 0, t_verify_cb, &jobs[i]);
+        int rc = pwhash_verify_async(wq, enc, "Password1", NULL, 0, NULL, t_verify_cb, &jobs[i]);
         if (rc == PHR_OK) {
             accepted++;
         } else {
@@ -612,7 +613,7 @@ test_async_queue_full(void **state)
     for (int i = 0; i < TRIES; i++) {
         assert_int_equal(jobs[i].calls, 0);
     }
-    int refused_hash = pwhash_hash_async(wq, "x", NULL, t_hash_cb, &full);
+    int refused_hash = pwhash_hash_async(wq, "x", NULL, NULL, t_hash_cb, &full);
     assert_int_equal(refused_hash, PHR_EFULL);
     t_gate(0);
     t_run_until_done(base, accepted, 30000);

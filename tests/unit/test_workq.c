@@ -355,6 +355,165 @@ test_workq_loop_responsive(void **state)
     event_base_free(base);
 }
 
+/* ---- jobs no longer wanted (workq_submit_live) ------------------------ */
+
+/* A job whose |wanted| the test turns off, as a request the client reset. */
+typedef struct {
+    t_res_t res;
+    int wanted;
+    int runs;     /* |work| ran (atomic) */
+    int asked;    /* |live| calls */
+    int off_loop; /* |live| ran off the loop thread: wrong */
+} t_live_t;
+
+static int
+t_live_fn(void *arg)
+{
+    t_live_t *l = arg;
+    l->asked++;
+    if (!pthread_equal(pthread_self(), t_loop_thread)) {
+        l->off_loop = 1;
+    }
+    return l->wanted;
+}
+
+static void
+t_live_work(void *arg)
+{
+    t_live_t *l = arg;
+    __atomic_add_fetch(&l->runs, 1, __ATOMIC_SEQ_CST);
+}
+
+static void
+t_live_gate_work(void *arg)
+{
+    t_live_work(arg);
+    t_gate_work(arg);
+}
+
+static void
+t_live_done(int rc, void *arg)
+{
+    t_live_t *l = arg;
+    t_res_done(rc, &l->res);
+}
+
+static void
+test_workq_drop_queued(void **state)
+{
+    struct event_base *base = event_base_new();
+    t_live_t blocker = {.wanted = 1}, gone = {.wanted = 1}, kept = {.wanted = 1};
+    assert_non_null(base);
+    t_loop_thread = pthread_self();
+    t_gate_reset();
+    t_seq = 0;
+
+    workq_t *wq = workq_create(base, 1, 8);
+    assert_non_null(wq);
+    assert_int_equal(workq_submit_live(wq, t_live_gate_work, t_live_done, t_live_fn, &blocker),
+                     PHR_OK);
+    t_gate_wait_running();
+    assert_int_equal(workq_submit_live(wq, t_live_work, t_live_done, t_live_fn, &gone), PHR_OK);
+    assert_int_equal(workq_submit_live(wq, t_live_work, t_live_done, t_live_fn, &kept), PHR_OK);
+    assert_int_equal(workq_pending(wq), 3);
+
+    gone.wanted = 0; /* its client left while it waited */
+    t_gate_open();
+    t_run_until(base, &kept.res.calls, 5000);
+
+    assert_int_equal(blocker.res.calls, 1);
+    assert_int_equal(blocker.res.rc, PHR_OK);
+    assert_int_equal(kept.res.calls, 1);
+    assert_int_equal(kept.res.rc, PHR_OK);
+    assert_int_equal(kept.runs, 1);
+    assert_int_equal(gone.res.calls, 1);
+    assert_int_equal(gone.res.rc, PHR_ECLOSED);
+    assert_int_equal(gone.runs, 0); /* never started */
+    assert_true(gone.asked >= 1);
+    assert_int_equal(gone.off_loop | kept.off_loop, 0);
+    assert_int_equal(workq_dropped(wq), 1);
+    assert_int_equal(workq_pending(wq), 0);
+    workq_free(wq);
+    assert_int_equal(gone.res.calls, 1); /* exactly once */
+    event_base_free(base);
+}
+
+static void
+test_workq_drop_running(void **state)
+{
+    struct event_base *base = event_base_new();
+    t_live_t running = {.wanted = 1};
+    assert_non_null(base);
+    t_loop_thread = pthread_self();
+    t_gate_reset();
+
+    workq_t *wq = workq_create(base, 1, 4);
+    assert_non_null(wq);
+    assert_int_equal(workq_submit_live(wq, t_live_gate_work, t_live_done, t_live_fn, &running),
+                     PHR_OK);
+    t_gate_wait_running();
+    running.wanted = 0; /* too late: the job finishes and reports as usual */
+    t_gate_open();
+    t_run_until(base, &running.res.calls, 5000);
+    assert_int_equal(running.runs, 1);
+    assert_int_equal(running.res.calls, 1);
+    assert_int_equal(running.res.rc, PHR_OK);
+    assert_int_equal(workq_dropped(wq), 0);
+    workq_free(wq);
+    assert_int_equal(running.res.calls, 1);
+    event_base_free(base);
+}
+
+/* A full queue of unwanted jobs makes room for a new one; their |done| comes later, from the
+ * loop, and workq_free delivers what is still due exactly once. */
+static void
+test_workq_drop_when_full(void **state)
+{
+    struct event_base *base = event_base_new();
+    t_live_t blocker = {.wanted = 1}, gone = {.wanted = 1}, next = {.wanted = 1};
+    t_live_t gone2 = {.wanted = 1}, last = {.wanted = 1};
+    assert_non_null(base);
+    t_loop_thread = pthread_self();
+    t_gate_reset();
+
+    workq_t *wq = workq_create(base, 1, 1);
+    assert_non_null(wq);
+    assert_int_equal(workq_submit_live(wq, t_live_gate_work, t_live_done, t_live_fn, &blocker),
+                     PHR_OK);
+    t_gate_wait_running();
+    assert_int_equal(workq_submit_live(wq, t_live_work, t_live_done, t_live_fn, &gone), PHR_OK);
+    assert_int_equal(workq_submit_live(wq, t_live_work, t_live_done, t_live_fn, &next), PHR_EFULL);
+    gone.wanted = 0;
+    assert_int_equal(workq_submit_live(wq, t_live_work, t_live_done, t_live_fn, &next), PHR_OK);
+    assert_int_equal(gone.res.calls, 0); /* not from inside the submit */
+    assert_int_equal(workq_dropped(wq), 1);
+    t_run_until(base, &gone.res.calls, 5000);
+    assert_int_equal(gone.res.rc, PHR_ECLOSED);
+    assert_int_equal(gone.runs, 0);
+
+    /* Dropped but not yet told when the pool is freed: told once, by workq_free. */
+    assert_int_equal(workq_submit_live(wq, t_live_work, t_live_done, t_live_fn, &gone2), PHR_EFULL);
+    next.wanted = 0;
+    assert_int_equal(workq_submit_live(wq, t_live_work, t_live_done, t_live_fn, &gone2), PHR_OK);
+    gone2.wanted = 0;
+    assert_int_equal(workq_submit_live(wq, t_live_work, t_live_done, t_live_fn, &last), PHR_OK);
+    assert_int_equal(workq_dropped(wq), 3);
+    t_gate_open();
+    workq_free(wq);
+    assert_int_equal(blocker.res.calls, 1);
+    assert_int_equal(blocker.res.rc, PHR_OK);
+    assert_int_equal(next.res.calls, 1);
+    assert_int_equal(next.res.rc, PHR_ECLOSED);
+    assert_int_equal(gone2.res.calls, 1);
+    assert_int_equal(gone2.res.rc, PHR_ECLOSED);
+    assert_int_equal(last.res.calls, 1);
+    assert_int_equal(last.res.rc, PHR_ECLOSED); /* queued at free: never ran */
+    assert_int_equal(next.runs + gone.runs + gone2.runs + last.runs, 0);
+    event_base_loop(base, EVLOOP_NONBLOCK); /* the pending wake-up is gone with the pool */
+    assert_int_equal(gone.res.calls + next.res.calls + gone2.res.calls, 3);
+    event_base_free(base);
+}
+
 static void
 test_workq_bad_args(void **state)
 {
@@ -377,7 +536,9 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_workq_many_jobs),       cmocka_unit_test(test_workq_full),
         cmocka_unit_test(test_workq_free_queued),     cmocka_unit_test(test_workq_free_in_done),
-        cmocka_unit_test(test_workq_loop_responsive), cmocka_unit_test(test_workq_bad_args),
+        cmocka_unit_test(test_workq_loop_responsive), cmocka_unit_test(test_workq_drop_queued),
+        cmocka_unit_test(test_workq_drop_running),    cmocka_unit_test(test_workq_drop_when_full),
+        cmocka_unit_test(test_workq_bad_args),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
