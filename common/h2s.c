@@ -11,9 +11,11 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <nghttp2/nghttp2.h>
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +23,7 @@
 #include <unistd.h>
 
 #include "err.h"
+#include "fmt.h"
 #include "log.h"
 #include "metrics.h"
 #include "router.h"
@@ -34,6 +37,14 @@
 #define H2S_REQUEST_ID_MAX 64
 #define H2S_READ_HIGH_WATER ((size_t)256 * 1024)
 #define H2S_DEFAULT_WRITE_TIMEOUT_MS 30000
+/* A request's own memory (header strings, handler contexts, a small answer) before it mallocs. */
+#define H2S_ARENA_BYTES 8192
+/* Finished requests a server keeps for reuse; none under ASan, which must see every free. */
+#if defined(__SANITIZE_ADDRESS__)
+#define H2S_SPARE_REQS 0
+#else
+#define H2S_SPARE_REQS 256
+#endif
 
 typedef enum {
     REQ_HEADERS,    /* receiving headers */
@@ -55,6 +66,13 @@ typedef struct {
     char *name;
     char *value;
 } h2s_header_t;
+
+/* h2s_req_alloc's memory beyond the request's arena. */
+typedef struct h2s_block {
+    struct h2s_block *next;
+    size_t len;
+    max_align_t data[];
+} h2s_block_t;
 
 struct h2s_req {
     h2s_server_t *srv;
@@ -105,7 +123,11 @@ struct h2s_req {
     struct event timer; /* receive deadline, then send-stall deadline */
     size_t sent_mark;   /* resp_off when the send-stall deadline was armed */
     int64_t start_us;
-    h2s_req_t *next, *prev; /* connection's list, or the server's orphans */
+    h2s_req_t *next, *prev; /* connection's list, the server's orphans or its spares */
+    /* everything above is zeroed for each request; below, h2s_req_alloc's memory */
+    h2s_block_t *blocks; /* beyond the arena */
+    size_t arena_used;
+    _Alignas(max_align_t) unsigned char arena[H2S_ARENA_BYTES];
 };
 
 struct h2s_conn {
@@ -134,6 +156,8 @@ struct h2s_server {
     h2s_conn_t *conns;
     size_t nconns;
     h2s_req_t *orphans; /* dispatched requests whose connection is gone */
+    h2s_req_t *spares;  /* finished requests kept for reuse */
+    size_t nspares;
     size_t inflight;
     int shutting_down;
     struct event *drain_timer;
@@ -153,15 +177,85 @@ static int h2s_write_timeout_ms(const h2s_server_t *srv);
 
 /* ---- small helpers ------------------------------------------------------ */
 
-static char *
-h2s_strndup(const uint8_t *s, size_t n)
+/* |n| bytes of |req|'s memory, not zeroed; NULL when out of memory. */
+static void *
+h2s_req_take(h2s_req_t *req, size_t n)
 {
-    char *p = malloc(n + 1);
+    size_t align = sizeof(max_align_t);
+    size_t at = (req->arena_used + align - 1) & ~(align - 1);
+
+    if (H2S_SPARE_REQS > 0 && n <= sizeof(req->arena) - at) {
+        req->arena_used = at + n;
+        return req->arena + at;
+    }
+    h2s_block_t *b = malloc(sizeof(*b) + n);
+    if (b == NULL) {
+        return NULL;
+    }
+    b->next = req->blocks;
+    b->len = n;
+    req->blocks = b;
+    return b->data;
+}
+
+/* A NUL-terminated copy of |s| (|n| bytes) in |req|'s memory. */
+static char *
+h2s_req_strndup(h2s_req_t *req, const void *s, size_t n)
+{
+    char *p = h2s_req_take(req, n + 1);
     if (p != NULL) {
         memcpy(p, s, n);
         p[n] = '\0';
     }
     return p;
+}
+
+void *
+h2s_req_alloc(h2s_req_t *req, size_t n)
+{
+    void *p = h2s_req_take(req, n);
+    if (p != NULL) {
+        memset(p, 0, n);
+    }
+    return p;
+}
+
+/* A request of |srv| to fill: a spare one when there is one. NULL when out of memory. */
+static h2s_req_t *
+h2s_req_new(h2s_server_t *srv)
+{
+    h2s_req_t *req = srv->spares;
+
+    if (req != NULL) {
+        srv->spares = req->next;
+        srv->nspares--;
+    } else if ((req = malloc(sizeof(*req))) == NULL) {
+        return NULL;
+    }
+    memset(req, 0, offsetof(h2s_req_t, blocks));
+    req->blocks = NULL;
+    req->arena_used = 0;
+    return req;
+}
+
+/* Wipes and frees |req|'s memory, then keeps |req| as a spare of |srv| (NULL: frees it). */
+static void
+h2s_req_release(h2s_req_t *req, h2s_server_t *srv)
+{
+    while (req->blocks != NULL) {
+        h2s_block_t *b = req->blocks;
+        req->blocks = b->next;
+        explicit_bzero(b->data, b->len);
+        free(b);
+    }
+    explicit_bzero(req->arena, req->arena_used);
+    if (srv != NULL && srv->nspares < H2S_SPARE_REQS) {
+        req->next = srv->spares;
+        srv->spares = req;
+        srv->nspares++;
+        return;
+    }
+    free(req);
 }
 
 const char *
@@ -345,11 +439,9 @@ h2s_req_add_header(h2s_req_t *req, const char *name, const char *value)
         return PHR_ETOOBIG;
     }
     h2s_header_t *h = &req->resp_headers[req->nresp_headers];
-    h->name = strdup(name);
-    h->value = strdup(value);
+    h->name = h2s_req_strndup(req, name, strlen(name));
+    h->value = h2s_req_strndup(req, value, strlen(value));
     if (h->name == NULL || h->value == NULL) {
-        free(h->name);
-        free(h->value);
         return PHR_ENOMEM;
     }
     req->nresp_headers++;
@@ -414,19 +506,8 @@ h2s_req_free(h2s_req_t *req)
         event_del(&req->s_wake);
         evbuffer_free(req->sbuf);
     }
-    free(req->path);
-    free(req->query);
-    for (int i = 0; i < req->nheaders; i++) {
-        free(req->headers[i].name);
-        free(req->headers[i].value);
-    }
-    for (int i = 0; i < req->nresp_headers; i++) {
-        free(req->resp_headers[i].name);
-        free(req->resp_headers[i].value);
-    }
     free(req->body);
-    free(req->resp_body);
-    free(req);
+    h2s_req_release(req, req->srv);
 }
 
 static void
@@ -528,14 +609,18 @@ h2s_submit(h2s_req_t *req, const char *content_type, ssize_t len,
         nnv++;                                                                                     \
     } while (0)
 
-    snprintf(req->status_str, sizeof(req->status_str), "%d", req->status);
+    int status = req->status >= 100 && req->status <= 999 ? req->status : 500;
+    req->status_str[0] = (char)('0' + status / 100);
+    req->status_str[1] = (char)('0' + status / 10 % 10);
+    req->status_str[2] = (char)('0' + status % 10);
+    req->status_str[3] = '\0';
     H2S_NV(":status", req->status_str);
     if (content_type != NULL && len != 0) {
-        snprintf(req->content_type, sizeof(req->content_type), "%s", content_type);
+        fmt_cat(req->content_type, sizeof(req->content_type), 0, content_type);
         H2S_NV("content-type", req->content_type);
     }
     if (len >= 0) {
-        snprintf(req->content_length, sizeof(req->content_length), "%zd", len);
+        fmt_u64(req->content_length, (uint64_t)len);
         H2S_NV("content-length", req->content_length);
     }
     H2S_NV("x-request-id", req->request_id);
@@ -568,7 +653,7 @@ h2s_respond(h2s_req_t *req, int status, const char *content_type, const char *bo
         return rc;
     }
     if (len > 0) {
-        req->resp_body = malloc(len);
+        req->resp_body = h2s_req_take(req, len);
         if (req->resp_body == NULL) {
             nghttp2_submit_rst_stream(req->conn->session, NGHTTP2_FLAG_NONE, req->stream_id,
                                       NGHTTP2_INTERNAL_ERROR);
@@ -901,7 +986,7 @@ h2s_on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame, void 
     if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST) {
         return 0;
     }
-    h2s_req_t *req = calloc(1, sizeof(*req));
+    h2s_req_t *req = h2s_req_new(conn->srv);
     if (req == NULL) {
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     }
@@ -950,10 +1035,8 @@ h2s_on_header(nghttp2_session *session, const nghttp2_frame *frame, const uint8_
         } else if (namelen == 5 && memcmp(name, ":path", 5) == 0) {
             const uint8_t *q = memchr(value, '?', valuelen);
             size_t plen = q != NULL ? (size_t)(q - value) : valuelen;
-            free(req->path);
-            free(req->query);
-            req->path = h2s_strndup(value, plen);
-            req->query = q != NULL ? h2s_strndup(q + 1, valuelen - plen - 1) : NULL;
+            req->path = h2s_req_strndup(req, value, plen);
+            req->query = q != NULL ? h2s_req_strndup(req, q + 1, valuelen - plen - 1) : NULL;
             if (req->path == NULL) {
                 return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
             }
@@ -965,11 +1048,9 @@ h2s_on_header(nghttp2_session *session, const nghttp2_frame *frame, const uint8_
         return 0;
     }
     h2s_header_t *h = &req->headers[req->nheaders];
-    h->name = h2s_strndup(name, namelen);
-    h->value = h2s_strndup(value, valuelen);
+    h->name = h2s_req_strndup(req, name, namelen);
+    h->value = h2s_req_strndup(req, value, valuelen);
     if (h->name == NULL || h->value == NULL) {
-        free(h->name);
-        free(h->value);
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     }
     req->nheaders++;
@@ -1466,6 +1547,11 @@ h2s_server_free(h2s_server_t *srv)
     }
     for (size_t i = 0; i < srv->nroutes; i++) {
         free(srv->routes[i]);
+    }
+    while (srv->spares != NULL) {
+        h2s_req_t *req = srv->spares;
+        srv->spares = req->next;
+        free(req);
     }
     router_free(srv->router);
     nghttp2_option_del(srv->option);

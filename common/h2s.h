@@ -103,6 +103,13 @@ void *h2s_req_data(const h2s_req_t *req);
  */
 int h2s_req_add_cleanup(h2s_req_t *req, void (*fn)(void *arg), void *arg);
 
+/*
+ * |n| zeroed bytes (aligned for any type) that live as long as the request:
+ * released, wiped, after its cleanups ran. A handler's per-request context
+ * belongs here rather than in malloc. NULL when out of memory.
+ */
+void *h2s_req_alloc(h2s_req_t *req, size_t n);
+
 /* Adds a response header (before h2s_respond*). Returns PHR_OK or PHR_ETOOBIG. */
 int h2s_req_add_header(h2s_req_t *req, const char *name, const char *value);
 

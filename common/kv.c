@@ -31,6 +31,7 @@
 #include "kv.h"
 
 #include <event2/event.h>
+#include <event2/event_struct.h>
 #include <hiredis/adapters/libevent.h>
 #include <hiredis/async.h>
 #include <stdint.h>
@@ -49,7 +50,7 @@ typedef struct kv_req {
     struct kv_req *prev, *next; /* kv->pending while !done */
     kv_t *kv;
     redisAsyncContext *ac; /* the connection the command was sent on */
-    struct event *timer;
+    struct event timer;    /* assigned by kv_send, pending until the command is done */
     kv_cb cb;
     void *ud;
     int done; /* user callback already called */
@@ -138,9 +139,7 @@ kv_req_finish(kv_req_t *req)
         return 0;
     }
     req->done = 1;
-    if (req->timer != NULL) {
-        evtimer_del(req->timer);
-    }
+    evtimer_del(&req->timer);
     kv_pending_unlink(req->kv, req);
     return 1;
 }
@@ -148,9 +147,7 @@ kv_req_finish(kv_req_t *req)
 static void
 kv_req_free(kv_req_t *req)
 {
-    if (req->timer != NULL) {
-        event_free(req->timer);
-    }
+    evtimer_del(&req->timer);
     free(req);
 }
 
@@ -588,17 +585,13 @@ kv_send(kv_t *kv, kv_cb cb, void *ud, int argc, const char **argv, const size_t 
     req->ac = kv->ac;
     req->cb = cb;
     req->ud = ud;
-    req->timer = evtimer_new(kv->base, kv_req_timeout_cb, req);
-    if (req->timer == NULL) {
-        free(req);
-        return PHR_ENOMEM;
-    }
+    evtimer_assign(&req->timer, kv->base, kv_req_timeout_cb, req);
     if (redisAsyncCommandArgv(kv->ac, kv_reply_cb, req, argc, argv, argvlen) != REDIS_OK) {
         kv_req_free(req);
         return PHR_EUNAVAIL;
     }
     kv_pending_link(kv, req);
-    kv_timer_add_ms(req->timer, kv->timeout_ms);
+    kv_timer_add_ms(&req->timer, kv->timeout_ms);
     return PHR_OK;
 }
 

@@ -4,11 +4,11 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "fmt.h"
 #include "timeutil.h"
 
 /* Field budgets add up to well under LOG_LINE_MAX: lines are never cut mid-JSON. */
 #define LOG_LINE_MAX 4096
-#define LOG_FIELD_MAX 2048
 
 static const char *log_service = "phr";
 static log_level_t log_min = LOGL_INFO;
@@ -61,17 +61,7 @@ log_json_escape(char *out, size_t cap, size_t *len, const char *s)
 static void
 log_append(char *out, size_t cap, size_t *len, const char *s)
 {
-    size_t n = strlen(s);
-
-    if (*len + 1 >= cap) {
-        return;
-    }
-    if (*len + n >= cap) {
-        n = cap - *len - 1;
-    }
-    memcpy(out + *len, s, n);
-    *len += n;
-    out[*len] = '\0';
+    *len = fmt_cat(out, cap, *len, s);
 }
 
 /*
@@ -81,16 +71,24 @@ log_append(char *out, size_t cap, size_t *len, const char *s)
 static void
 log_field(char *line, size_t cap, size_t *len, const char *name, const char *value, size_t max)
 {
-    char esc[LOG_FIELD_MAX];
-    size_t n = 0;
-
-    esc[0] = '\0';
-    log_json_escape(esc, max < sizeof(esc) ? max : sizeof(esc), &n, value);
     log_append(line, cap, len, ",\"");
     log_append(line, cap, len, name);
     log_append(line, cap, len, "\":\"");
-    log_append(line, cap, len, esc);
+    log_json_escape(line, *len + max < cap ? *len + max : cap, len, value);
     log_append(line, cap, len, "\"");
+}
+
+/* Appends ,"name":N. */
+static void
+log_number(char *line, size_t cap, size_t *len, const char *name, unsigned long long v)
+{
+    char d[FMT_U64_LEN];
+
+    log_append(line, cap, len, ",\"");
+    log_append(line, cap, len, name);
+    log_append(line, cap, len, "\":");
+    fmt_u64(d, v);
+    log_append(line, cap, len, d);
 }
 
 static void
@@ -143,7 +141,6 @@ void
 log_access(const log_access_t *a)
 {
     char line[LOG_LINE_MAX];
-    char num[160];
     size_t len = 0;
 
     if (LOGL_INFO < log_min) {
@@ -155,8 +152,16 @@ log_access(const log_access_t *a)
     log_field(line, sizeof(line), &len, "path", a->path, 1024);
     log_field(line, sizeof(line), &len, "route", a->route ? a->route : "-", 256);
     log_field(line, sizeof(line), &len, "peer", a->peer ? a->peer : "-", 64);
-    snprintf(num, sizeof(num), ",\"status\":%d,\"bytes_in\":%zu,\"bytes_out\":%zu,\"ms\":%.3f}\n",
-             a->status, a->bytes_in, a->bytes_out, a->duration_ms);
-    log_append(line, sizeof(line), &len, num);
+    log_number(line, sizeof(line), &len, "status", (unsigned)(a->status > 0 ? a->status : 0));
+    log_number(line, sizeof(line), &len, "bytes_in", a->bytes_in);
+    log_number(line, sizeof(line), &len, "bytes_out", a->bytes_out);
+    /* milliseconds with three decimals, as %.3f would print them */
+    unsigned long long us =
+        a->duration_ms > 0 ? (unsigned long long)(a->duration_ms * 1000 + 0.5) : 0;
+    char frac[5] = {'.', (char)('0' + us / 100 % 10), (char)('0' + us / 10 % 10),
+                    (char)('0' + us % 10), '\0'};
+    log_number(line, sizeof(line), &len, "ms", us / 1000);
+    log_append(line, sizeof(line), &len, frac);
+    log_append(line, sizeof(line), &len, "}\n");
     fputs(line, stderr);
 }

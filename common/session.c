@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "err.h"
+#include "fmt.h"
 #include "log.h"
 #include "timeutil.h"
 
@@ -62,7 +63,8 @@ typedef struct {
 
 struct sess_reader {
     kv_t *kv;
-    EVP_MD *sha256; /* fetched once: EVP_sha256() makes every EVP_Digest look it up again */
+    EVP_MD *sha256;     /* fetched once: EVP_sha256() makes every EVP_Digest look it up again */
+    EVP_MD_CTX *digest; /* reused: a fresh context per token costs two allocations */
     sess_cached_t *cache[SESS_CACHE_SLOTS];
 };
 
@@ -80,8 +82,9 @@ sess_reader_create(kv_t *kv)
     }
     r->kv = kv;
     r->sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
-    if (r->sha256 == NULL) {
-        free(r);
+    r->digest = EVP_MD_CTX_new();
+    if (r->sha256 == NULL || r->digest == NULL) {
+        sess_reader_free(r);
         return NULL;
     }
     return r;
@@ -105,20 +108,22 @@ sess_reader_free(sess_reader_t *r)
         OPENSSL_cleanse(c, sizeof(*c));
         free(c);
     }
+    EVP_MD_CTX_free(r->digest);
     EVP_MD_free(r->sha256);
     free(r);
 }
 
-/* sess_token_hash with digest |sha256|. */
+/* sess_token_hash with context |ctx| and digest |sha256|. */
 static void
-sess_hash_with(const EVP_MD *sha256, const char *token, char *out)
+sess_hash_with(EVP_MD_CTX *ctx, const EVP_MD *sha256, const char *token, char *out)
 {
     static const char hex[] = "0123456789abcdef";
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int mdlen = 0;
 
-    if (sha256 == NULL || EVP_Digest(token, strlen(token), md, &mdlen, sha256, NULL) != 1 ||
-        mdlen != 32) {
+    if (ctx == NULL || sha256 == NULL || EVP_DigestInit_ex2(ctx, sha256, NULL) != 1 ||
+        EVP_DigestUpdate(ctx, token, strlen(token)) != 1 ||
+        EVP_DigestFinal_ex(ctx, md, &mdlen) != 1 || mdlen != 32) {
         /* Cannot happen with the default provider; never yield a usable key. */
         memset(out, '0', SESS_HASH_LEN);
         out[SESS_HASH_LEN] = '\0';
@@ -135,7 +140,10 @@ sess_hash_with(const EVP_MD *sha256, const char *token, char *out)
 void
 sess_token_hash(const char *token, char *out)
 {
-    sess_hash_with(EVP_sha256(), token, out);
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+
+    sess_hash_with(ctx, EVP_sha256(), token, out);
+    EVP_MD_CTX_free(ctx);
 }
 
 int
@@ -528,7 +536,7 @@ sess_lookup(sess_reader_t *r, const char *token, int idle_s, sess_cb cb, void *u
 {
     sess_lookup_t *lk;
     char hash[SESS_HASH_LEN + 1];
-    char num[16];
+    char num[FMT_U64_LEN];
     const char *argv[4];
     size_t argvlen[4];
     int rc;
@@ -547,11 +555,11 @@ sess_lookup(sess_reader_t *r, const char *token, int idle_s, sess_cb cb, void *u
     lk->cb = cb;
     lk->ud = ud;
     lk->idle_s = idle_s;
-    sess_hash_with(r->sha256, token, hash);
+    sess_hash_with(r->digest, r->sha256, token, hash);
     sess_key(hash, lk->key);
     memcpy(lk->hash, hash, sizeof(lk->hash));
 
-    int n = snprintf(num, sizeof(num), "%d", idle_s);
+    size_t n = fmt_u64(num, (uint64_t)idle_s);
     argv[0] = "GETEX";
     argvlen[0] = 5;
     argv[1] = lk->key;
@@ -559,7 +567,7 @@ sess_lookup(sess_reader_t *r, const char *token, int idle_s, sess_cb cb, void *u
     argv[2] = "EX";
     argvlen[2] = 2;
     argv[3] = num;
-    argvlen[3] = (size_t)n;
+    argvlen[3] = n;
     rc = kv_command_argv(r->kv, sess_lookup_done, lk, 4, argv, argvlen);
     if (rc != PHR_OK) {
         free(lk);

@@ -299,12 +299,6 @@ svc_count_routes(const svc_def_t *def)
 
 /* ---- authentication of routes ------------------------------------------- */
 
-static void
-svc_call_free(void *arg)
-{
-    free(arg);
-}
-
 /* The CFG_SVC_* index of the peer whose credential |req| carries, or -1. */
 static int
 svc_check_credential(svc_t *svc, h2s_req_t *req)
@@ -396,9 +390,8 @@ svc_route_handler(h2s_req_t *req, void *ud)
                             "an Authorization: Bearer session token is required", NULL);
         return;
     }
-    svc_call_t *call = malloc(sizeof(*call));
-    if (call == NULL || h2s_req_add_cleanup(req, svc_call_free, call) != PHR_OK) {
-        free(call);
+    svc_call_t *call = h2s_req_alloc(req, sizeof(*call));
+    if (call == NULL) {
         svc_respond_error(req, PHR_ENOMEM, NULL);
         return;
     }

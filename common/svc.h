@@ -22,7 +22,7 @@
 
 typedef struct svc svc_t;
 
-/* |sess| is the caller's session on SVC_SESSION routes (valid until the answer), else NULL. */
+/* |sess| is the caller's session on SVC_SESSION routes (valid as long as |req|), else NULL. */
 typedef void (*svc_handler_fn)(svc_t *svc, h2s_req_t *req, const sess_t *sess);
 
 enum {

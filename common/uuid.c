@@ -71,7 +71,8 @@ uuid_valid(const char *s)
     }
     for (size_t i = 0; i < UUID_STR_LEN; i++) {
         int dash = i == 8 || i == 13 || i == 18 || i == 23;
-        if (dash ? s[i] != '-' : strchr("0123456789abcdef", s[i]) == NULL || s[i] == '\0') {
+        char c = s[i];
+        if (dash ? c != '-' : !((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) {
             return 0;
         }
     }

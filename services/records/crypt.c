@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "err.h"
+#include "fmt.h"
 #include "hex.h"
 
 #define RCRYPT_NONCE_LEN 12
@@ -146,7 +147,12 @@ rcrypt_current(const rcrypt_t *rc)
 void
 rcrypt_aad(char *out, size_t cap, const char *id, const char *patient_id, const char *type)
 {
-    snprintf(out, cap, "rec1|%s|%s|%s", id, patient_id, type);
+    size_t n = fmt_cat(out, cap, 0, "rec1|");
+    n = fmt_cat(out, cap, n, id);
+    n = fmt_cat(out, cap, n, "|");
+    n = fmt_cat(out, cap, n, patient_id);
+    n = fmt_cat(out, cap, n, "|");
+    fmt_cat(out, cap, n, type);
 }
 
 int

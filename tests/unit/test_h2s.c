@@ -502,6 +502,32 @@ h_hello(h2s_req_t *req, void *ud)
     h2s_respond(req, 200, "text/plain", "hello", 5);
 }
 
+/*
+ * Takes request memory inside and beyond the arena, checks it is zeroed,
+ * aligned and distinct, dirties it, and answers with header x-foo ("-").
+ */
+static void
+h_mem(h2s_req_t *req, void *ud)
+{
+    static const size_t sizes[] = {1, 100, 7000, 20000, 3};
+    unsigned char *got[5];
+
+    for (size_t i = 0; i < 5; i++) {
+        got[i] = h2s_req_alloc(req, sizes[i]);
+        assert_non_null(got[i]);
+        assert_int_equal((uintptr_t)got[i] % sizeof(max_align_t), 0);
+        for (size_t k = 0; k < sizes[i]; k++) {
+            assert_int_equal(got[i][k], 0);
+        }
+        for (size_t j = 0; j < i; j++) {
+            assert_true(got[i] + sizes[i] <= got[j] || got[j] + sizes[j] <= got[i]);
+        }
+        memset(got[i], 0xab, sizes[i]);
+    }
+    const char *foo = h2s_req_header(req, "x-foo");
+    h2s_respond(req, 200, "text/plain", foo != NULL ? foo : "-", foo != NULL ? strlen(foo) : 1);
+}
+
 static void
 h_echo(h2s_req_t *req, void *ud)
 {
@@ -638,6 +664,7 @@ t_setup(void **state)
     fx.srv = h2s_server_create(fx.base, &lim);
     assert_non_null(fx.srv);
     assert_int_equal(h2s_route(fx.srv, "GET", "/hello", h_hello, NULL, 0), PHR_OK);
+    assert_int_equal(h2s_route(fx.srv, "GET", "/mem", h_mem, NULL, 0), PHR_OK);
     assert_int_equal(h2s_route(fx.srv, "POST", "/echo", h_echo, NULL, T_ECHO_MAX), PHR_OK);
     assert_int_equal(h2s_route(fx.srv, "POST", "/small", h_echo, NULL, 0), PHR_OK);
     assert_int_equal(h2s_route(fx.srv, "GET", "/slow", h_slow, NULL, 0), PHR_OK);
@@ -699,6 +726,26 @@ t_get_hello(void **state)
     assert_true(t_is_hex32(st2->rid));
     assert_string_not_equal(st->rid, st2->rid);
     assert_int_equal(t_cleanups, 2);
+    assert_int_equal(h2s_inflight(fx.srv), 0);
+}
+
+/* Request memory is zeroed for each request, and a reused request keeps nothing of the last. */
+static void
+t_request_memory(void **state)
+{
+    nghttp2_nv nv[1] = {t_nv("x-foo", "bar")};
+    t_reqspec_t with = {.method = "GET", .path = "/mem", .extra = nv, .nextra = 1};
+
+    for (int round = 0; round < 3; round++) {
+        t_stream_t *st = t_do(&with);
+        assert_int_equal(st->status, 200);
+        assert_int_equal(st->blen, 3);
+        assert_memory_equal(st->body, "bar", 3);
+        st = t_get("/mem");
+        assert_int_equal(st->status, 200);
+        assert_int_equal(st->blen, 1);
+        assert_memory_equal(st->body, "-", 1);
+    }
     assert_int_equal(h2s_inflight(fx.srv), 0);
 }
 
@@ -1595,6 +1642,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(t_route_errors, t_setup, t_teardown),
         cmocka_unit_test_setup_teardown(t_get_hello, t_setup, t_teardown),
+        cmocka_unit_test_setup_teardown(t_request_memory, t_setup, t_teardown),
         cmocka_unit_test_setup_teardown(t_request_id, t_setup, t_teardown),
         cmocka_unit_test_setup_teardown(t_params_and_query, t_setup, t_teardown),
         cmocka_unit_test_setup_teardown(t_not_found, t_setup, t_teardown),

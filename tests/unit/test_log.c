@@ -284,6 +284,37 @@ t_escape_fn(void **state)
     assert_int_equal(strncmp(out, "0123456789abcdefghij", len), 0);
 }
 
+/* The access line's numbers are what printf would write: status, sizes and %.3f milliseconds. */
+static void
+t_access_numbers(void **state)
+{
+    (void)state;
+    static const double ms[] = {0,      0.0004,  0.0006,   0.25,       1.5, 9.9994,
+                                9.9996, 12.3456, 999.9996, 123456.789, -3};
+    log_init("records", "info");
+    for (size_t i = 0; i < sizeof(ms) / sizeof(ms[0]); i++) {
+        log_access_t a = {.request_id = "r",
+                          .method = "GET",
+                          .path = "/",
+                          .status = 200 + (int)i,
+                          .bytes_in = i * 1000003u,
+                          .bytes_out = SIZE_MAX - i,
+                          .duration_ms = ms[i]};
+        t_capture_begin();
+        log_access(&a);
+        char *out = t_capture_end(NULL);
+        char want[160];
+        snprintf(want, sizeof(want),
+                 ",\"status\":%d,\"bytes_in\":%zu,\"bytes_out\":%zu,\"ms\":%.3f}\n", a.status,
+                 a.bytes_in, a.bytes_out, ms[i] > 0 ? ms[i] : 0.0);
+        assert_non_null(out);
+        size_t n = strlen(out), w = strlen(want);
+        assert_true(n >= w);
+        assert_string_equal(out + n - w, want);
+        free(out);
+    }
+}
+
 /*
  * Runs |fn| in a child with stderr going to a temp file; returns the
  * child's wait status and fills |out| with what it wrote (caller frees).
@@ -409,10 +440,11 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(t_fields),        cmocka_unit_test(t_macros_and_no_request_id),
-        cmocka_unit_test(t_escaping),      cmocka_unit_test(t_level_filter),
-        cmocka_unit_test(t_access),        cmocka_unit_test(t_escape_fn),
-        cmocka_unit_test(t_long_messages), cmocka_unit_test(t_long_access_path),
+        cmocka_unit_test(t_fields),           cmocka_unit_test(t_macros_and_no_request_id),
+        cmocka_unit_test(t_escaping),         cmocka_unit_test(t_level_filter),
+        cmocka_unit_test(t_access),           cmocka_unit_test(t_access_numbers),
+        cmocka_unit_test(t_escape_fn),        cmocka_unit_test(t_long_messages),
+        cmocka_unit_test(t_long_access_path),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
