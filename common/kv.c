@@ -39,6 +39,7 @@
 #include <string.h>
 
 #include "err.h"
+#include "fmt.h"
 #include "log.h"
 #include "timeutil.h"
 
@@ -568,6 +569,46 @@ kv_stats(const kv_t *kv, kv_stats_t *out)
     out->connected = kv_ready(kv);
 }
 
+/* Bytes of a command kv_send formats itself; longer ones go through hiredis' formatter. */
+#define KV_CMD_MAX 512
+
+/*
+ * |argv| as a RESP array of bulk strings into |out| (KV_CMD_MAX bytes). Returns its
+ * length, or 0 when it does not fit.
+ */
+static size_t
+kv_format(char *out, int argc, const char **argv, const size_t *argvlen)
+{
+    char num[FMT_U64_LEN];
+    size_t n = 0, k;
+
+    k = fmt_u64(num, (uint64_t)argc);
+    if (k + 3 > KV_CMD_MAX) {
+        return 0;
+    }
+    out[n++] = '*';
+    memcpy(out + n, num, k);
+    n += k;
+    out[n++] = '\r';
+    out[n++] = '\n';
+    for (int i = 0; i < argc; i++) {
+        k = fmt_u64(num, argvlen[i]);
+        if (argvlen[i] > KV_CMD_MAX || n + k + argvlen[i] + 5 > KV_CMD_MAX) {
+            return 0;
+        }
+        out[n++] = '$';
+        memcpy(out + n, num, k);
+        n += k;
+        out[n++] = '\r';
+        out[n++] = '\n';
+        memcpy(out + n, argv[i], argvlen[i]);
+        n += argvlen[i];
+        out[n++] = '\r';
+        out[n++] = '\n';
+    }
+    return n;
+}
+
 /* Sends one command on the current connection with its own timer (not counted). */
 static int
 kv_send(kv_t *kv, kv_cb cb, void *ud, int argc, const char **argv, const size_t *argvlen)
@@ -586,7 +627,11 @@ kv_send(kv_t *kv, kv_cb cb, void *ud, int argc, const char **argv, const size_t 
     req->cb = cb;
     req->ud = ud;
     evtimer_assign(&req->timer, kv->base, kv_req_timeout_cb, req);
-    if (redisAsyncCommandArgv(kv->ac, kv_reply_cb, req, argc, argv, argvlen) != REDIS_OK) {
+    char cmd[KV_CMD_MAX];
+    size_t len = kv_format(cmd, argc, argv, argvlen);
+    int sent = len > 0 ? redisAsyncFormattedCommand(kv->ac, kv_reply_cb, req, cmd, len)
+                       : redisAsyncCommandArgv(kv->ac, kv_reply_cb, req, argc, argv, argvlen);
+    if (sent != REDIS_OK) {
         kv_req_free(req);
         return PHR_EUNAVAIL;
     }

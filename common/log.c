@@ -1,6 +1,7 @@
 #include "log.h"
 
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -28,29 +29,50 @@ log_init(const char *service, const char *level)
     }
 }
 
+/* 1: a byte JSON strings carry as it is (not a control character, quote or backslash). */
+static const unsigned char log_plain[256] = {
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+};
+
 void
 log_json_escape(char *out, size_t cap, size_t *len, const char *s)
 {
     static const char hex[] = "0123456789abcdef";
     size_t n = *len;
 
-    for (; s != NULL && *s != '\0' && n + 7 < cap; s++) {
-        unsigned char c = (unsigned char)*s;
+    while (s != NULL && *s != '\0' && n + 7 < cap) {
+        size_t run = 0;
+        while (log_plain[(unsigned char)s[run]]) {
+            run++;
+        }
+        if (run > 0) {
+            if (run > cap - 7 - n) {
+                run = cap - 7 - n;
+            }
+            memcpy(out + n, s, run);
+            n += run;
+            s += run;
+            continue;
+        }
+        unsigned char c = (unsigned char)*s++;
+        out[n++] = '\\';
         if (c == '"' || c == '\\') {
-            out[n++] = '\\';
             out[n++] = (char)c;
         } else if (c == '\n') {
-            out[n++] = '\\';
             out[n++] = 'n';
-        } else if (c < 0x20 || c == 0x7f) {
-            out[n++] = '\\';
+        } else {
             out[n++] = 'u';
             out[n++] = '0';
             out[n++] = '0';
             out[n++] = hex[c >> 4];
             out[n++] = hex[c & 15];
-        } else {
-            out[n++] = (char)c;
         }
     }
     out[n] = '\0';
@@ -64,29 +86,29 @@ log_append(char *out, size_t cap, size_t *len, const char *s)
     *len = fmt_cat(out, cap, *len, s);
 }
 
+/* The JSON text that starts member |name| of a line: ,"name": */
+#define LOG_KEY(name) ",\"" name "\":"
+
 /*
- * Appends ,"name":"value" with |value| escaped and cut to |max| bytes, so
- * that the fixed budget of every field keeps the line valid JSON.
+ * Appends |key| (LOG_KEY) and "value" with |value| escaped and cut to |max|
+ * bytes, so that the fixed budget of every field keeps the line valid JSON.
  */
 static void
-log_field(char *line, size_t cap, size_t *len, const char *name, const char *value, size_t max)
+log_field(char *line, size_t cap, size_t *len, const char *key, const char *value, size_t max)
 {
-    log_append(line, cap, len, ",\"");
-    log_append(line, cap, len, name);
-    log_append(line, cap, len, "\":\"");
+    log_append(line, cap, len, key);
+    log_append(line, cap, len, "\"");
     log_json_escape(line, *len + max < cap ? *len + max : cap, len, value);
     log_append(line, cap, len, "\"");
 }
 
-/* Appends ,"name":N. */
+/* Appends |key| (LOG_KEY) and the number |v|. */
 static void
-log_number(char *line, size_t cap, size_t *len, const char *name, unsigned long long v)
+log_number(char *line, size_t cap, size_t *len, const char *key, unsigned long long v)
 {
     char d[FMT_U64_LEN];
 
-    log_append(line, cap, len, ",\"");
-    log_append(line, cap, len, name);
-    log_append(line, cap, len, "\":");
+    log_append(line, cap, len, key);
     fmt_u64(d, v);
     log_append(line, cap, len, d);
 }
@@ -94,16 +116,22 @@ log_number(char *line, size_t cap, size_t *len, const char *name, unsigned long 
 static void
 log_head(char *line, size_t cap, size_t *len, const char *level, const char *request_id)
 {
-    char ts[TU_JST_LEN];
+    /* the time of the last line: lines come many per millisecond under load */
+    static char ts[TU_JST_LEN];
+    static int64_t ts_ms = -1;
+    int64_t now = tu_now_ms();
 
-    tu_format_jst(tu_now_ms(), ts, sizeof(ts));
+    if (now != ts_ms) {
+        tu_format_jst(now, ts, sizeof(ts));
+        ts_ms = now;
+    }
     log_append(line, cap, len, "{\"ts\":\"");
     log_append(line, cap, len, ts);
     log_append(line, cap, len, "\"");
-    log_field(line, cap, len, "level", level, 16);
-    log_field(line, cap, len, "service", log_service, 32);
+    log_field(line, cap, len, LOG_KEY("level"), level, 16);
+    log_field(line, cap, len, LOG_KEY("service"), log_service, 32);
     if (request_id != NULL && request_id[0] != '\0') {
-        log_field(line, cap, len, "request_id", request_id, 80);
+        log_field(line, cap, len, LOG_KEY("request_id"), request_id, 80);
     }
 }
 
@@ -123,9 +151,9 @@ log_msg(log_level_t level, const char *request_id, const char *fmt, ...)
     va_end(ap);
 
     log_head(line, sizeof(line), &len, log_names[level], request_id);
-    log_field(line, sizeof(line), &len, "msg", msg, 2048);
+    log_field(line, sizeof(line), &len, LOG_KEY("msg"), msg, 2048);
     log_append(line, sizeof(line), &len, "}\n");
-    fputs(line, stderr);
+    fwrite(line, 1, len, stderr);
     if (level >= LOGL_WARN) {
         fflush(stderr);
     }
@@ -147,21 +175,22 @@ log_access(const log_access_t *a)
         return;
     }
     log_head(line, sizeof(line), &len, "info", a->request_id);
-    log_field(line, sizeof(line), &len, "msg", "access", 16);
-    log_field(line, sizeof(line), &len, "method", a->method, 32);
-    log_field(line, sizeof(line), &len, "path", a->path, 1024);
-    log_field(line, sizeof(line), &len, "route", a->route ? a->route : "-", 256);
-    log_field(line, sizeof(line), &len, "peer", a->peer ? a->peer : "-", 64);
-    log_number(line, sizeof(line), &len, "status", (unsigned)(a->status > 0 ? a->status : 0));
-    log_number(line, sizeof(line), &len, "bytes_in", a->bytes_in);
-    log_number(line, sizeof(line), &len, "bytes_out", a->bytes_out);
+    log_field(line, sizeof(line), &len, LOG_KEY("msg"), "access", 16);
+    log_field(line, sizeof(line), &len, LOG_KEY("method"), a->method, 32);
+    log_field(line, sizeof(line), &len, LOG_KEY("path"), a->path, 1024);
+    log_field(line, sizeof(line), &len, LOG_KEY("route"), a->route ? a->route : "-", 256);
+    log_field(line, sizeof(line), &len, LOG_KEY("peer"), a->peer ? a->peer : "-", 64);
+    log_number(line, sizeof(line), &len, LOG_KEY("status"),
+               (unsigned)(a->status > 0 ? a->status : 0));
+    log_number(line, sizeof(line), &len, LOG_KEY("bytes_in"), a->bytes_in);
+    log_number(line, sizeof(line), &len, LOG_KEY("bytes_out"), a->bytes_out);
     /* milliseconds with three decimals, as %.3f would print them */
     unsigned long long us =
         a->duration_ms > 0 ? (unsigned long long)(a->duration_ms * 1000 + 0.5) : 0;
     char frac[5] = {'.', (char)('0' + us / 100 % 10), (char)('0' + us / 10 % 10),
                     (char)('0' + us % 10), '\0'};
-    log_number(line, sizeof(line), &len, "ms", us / 1000);
+    log_number(line, sizeof(line), &len, LOG_KEY("ms"), us / 1000);
     log_append(line, sizeof(line), &len, frac);
     log_append(line, sizeof(line), &len, "}\n");
-    fputs(line, stderr);
+    fwrite(line, 1, len, stderr);
 }

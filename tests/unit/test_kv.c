@@ -55,7 +55,8 @@ typedef struct {
     int type;
     long long integer;
     char str[256];
-    size_t len;
+    size_t len;  /* bytes kept in str */
+    size_t rlen; /* the whole reply's length */
     int64_t at_us;
 } capture_t;
 
@@ -70,6 +71,7 @@ capture_cb(int rc, redisReply *reply, void *ud)
     if (reply != NULL) {
         c->integer = reply->integer;
         if (reply->str != NULL) {
+            c->rlen = reply->len;
             c->len = reply->len < sizeof(c->str) ? reply->len : sizeof(c->str);
             memcpy(c->str, reply->str, c->len);
         }
@@ -305,6 +307,24 @@ test_roundtrip_binary(void **state)
     assert_memory_equal(get.str, val, vlen);
     assert_int_equal(del.calls, 1);
     assert_int_equal(del.integer, 1);
+
+    /* A command longer than kv's own formatter takes (512 bytes) goes out just as well. */
+    static char big[4000];
+    for (size_t i = 0; i < sizeof(big); i++) {
+        big[i] = (char)(i * 7 + 1);
+    }
+    capture_t bset = {0}, bget = {0}, bdel = {0};
+    const char *bsargv[3] = {"SET", key, big};
+    size_t bslen[3] = {3, strlen(key), sizeof(big)};
+    assert_int_equal(kv_command_argv(kv, capture_cb, &bset, 3, bsargv, bslen), PHR_OK);
+    assert_int_equal(send1(kv, &bget, 2, gargv), PHR_OK);
+    assert_int_equal(send1(kv, &bdel, 2, dargv), PHR_OK);
+    run_until(&l, &bdel.calls, 2000);
+    assert_int_equal(bset.type, REDIS_REPLY_STATUS);
+    assert_int_equal(bget.type, REDIS_REPLY_STRING);
+    assert_int_equal(bget.rlen, sizeof(big));
+    assert_memory_equal(bget.str, big, bget.len);
+    assert_int_equal(bdel.integer, 1);
 
     /* An error reply is PHR_OK with a REDIS_REPLY_ERROR and counts as an error. */
     capture_t bad = {0};

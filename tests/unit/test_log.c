@@ -272,6 +272,21 @@ t_escape_fn(void **state)
     assert_int_equal(len, 4);
     log_json_escape(out, sizeof(out), &len, NULL);
     assert_int_equal(len, 4);
+    /* every ASCII byte: plain ones as they are, the rest as JSON escapes that parse back */
+    for (int c = 1; c < 128; c++) {
+        char in[4] = {'a', (char)c, 'b', '\0'};
+        char esc[32] = "\"";
+        size_t elen = 1;
+        log_json_escape(esc, sizeof(esc) - 2, &elen, in);
+        esc[elen++] = '"';
+        esc[elen] = '\0';
+        int plain = c >= 0x20 && c != '"' && c != '\\' && c != 0x7f;
+        assert_int_equal(elen, plain ? 5u : (c == '"' || c == '\\' || c == '\n') ? 6u : 10u);
+        json_object *o = json_tokener_parse(esc);
+        assert_non_null(o);
+        assert_string_equal(json_object_get_string(o), in);
+        json_object_put(o);
+    }
     /* Truncates without splitting an escape and stays terminated. */
     len = 0;
     log_json_escape(out, sizeof(out), &len, "\x01\x02\x03\x04");
