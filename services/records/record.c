@@ -13,6 +13,7 @@
 
 #include "aev.h"
 #include "err.h"
+#include "fmt.h"
 #include "hex.h"
 #include "log.h"
 #include "query.h"
@@ -845,7 +846,6 @@ rec_req_free(void *arg)
     json_object_put(r->answer);
     free(r->perrs);
     rec_text_free(&r->text);
-    free(r);
 }
 
 rec_req_t *
@@ -869,21 +869,20 @@ rec_req_new(svc_t *svc, h2s_req_t *req, const sess_t *sess, int staff)
             return NULL;
         }
     }
-    rec_req_t *r = calloc(1, sizeof(*r));
+    rec_req_t *r = h2s_req_alloc(req, sizeof(*r));
     if (r == NULL || h2s_req_add_cleanup(req, rec_req_free, r) != PHR_OK) {
-        free(r);
         svc_respond_error(req, PHR_ENOMEM, NULL);
         return NULL;
     }
     r->svc = svc;
     r->req = req;
-    r->sess = *sess;
+    r->sess = sess;
     r->staff = staff;
     if (staff) {
-        snprintf(r->org_id, sizeof(r->org_id), "%s", h2s_req_param(req, "org_id"));
-        snprintf(r->patient_id, sizeof(r->patient_id), "%s", h2s_req_param(req, "patient_id"));
+        fmt_cat(r->org_id, sizeof(r->org_id), 0, h2s_req_param(req, "org_id"));
+        fmt_cat(r->patient_id, sizeof(r->patient_id), 0, h2s_req_param(req, "patient_id"));
     } else {
-        snprintf(r->patient_id, sizeof(r->patient_id), "%s", sess->account_id);
+        fmt_cat(r->patient_id, sizeof(r->patient_id), 0, sess->account_id);
     }
     return r;
 }
@@ -895,7 +894,7 @@ rec_audit_json(rec_req_t *r, const char *action, const char *target_type, const 
 {
     aev_t ev;
 
-    aev_init(&ev, "records", action, r->req, &r->sess);
+    aev_init(&ev, "records", action, r->req, r->sess);
     ev.target_type = target_type;
     ev.target_id = target_id;
     ev.patient_id = r->patient_id;
@@ -1438,7 +1437,7 @@ rec_path_record(rec_req_t *r)
         svc_respond_error(r->req, PHR_ENOTFOUND, "no such record");
         return PHR_ENOTFOUND;
     }
-    snprintf(r->record_id, sizeof(r->record_id), "%s", id);
+    fmt_cat(r->record_id, sizeof(r->record_id), 0, id);
     return PHR_OK;
 }
 
@@ -1633,13 +1632,13 @@ rec_post_insert(rec_req_t *r)
     rec_write_t *w = r->priv;
 
     int rc = rec_insert(r->svc, r->txn, r->patient_id, &w->in, r->staff ? "clinic" : NULL,
-                        r->sess.account_id, r->record_id, rec_post_inserted, r);
+                        r->sess->account_id, r->record_id, rec_post_inserted, r);
     if (rc != PHR_OK) {
         rec_write_abort(r, rc);
         return;
     }
     if (w->key[0] != '\0') {
-        const char *p[] = {r->sess.account_id, w->key, r->patient_id, w->hash, r->record_id};
+        const char *p[] = {r->sess->account_id, w->key, r->patient_id, w->hash, r->record_id};
         rc = db_txn_query(r->txn, rec_idem_claim_sql, 5, p, rec_post_claimed, r);
         if (rc != PHR_OK) {
             r->rc = rc; /* rec_post_inserted ends it */
@@ -1718,8 +1717,8 @@ rec_post_single(rec_req_t *r)
     char *ev = rec_audit_json(r, w->action, "record", r->record_id, d, event_id);
     const char *source = w->in.source != NULL ? w->in.source : "self";
     const char *p[] = {
-        r->record_id, r->patient_id, w->in.type->type,   sl.ms,   sl.day,   source, NULL,
-        sl.kid,       sl.hex,        r->sess.account_id, "audit", event_id, ev};
+        r->record_id, r->patient_id, w->in.type->type,    sl.ms,   sl.day,   source, NULL,
+        sl.kid,       sl.hex,        r->sess->account_id, "audit", event_id, ev};
     if (ev != NULL) {
         const rec_ctx_t *ctx = svc_data(r->svc);
         rib_add(ctx->creates, p, rec_post_stored, r); /* |r| may be gone when it returns */
@@ -1801,7 +1800,7 @@ static void
 rec_post_lookup(rec_req_t *r)
 {
     rec_write_t *w = r->priv;
-    const char *p[] = {r->sess.account_id, w->key};
+    const char *p[] = {r->sess->account_id, w->key};
 
     w->lookups++;
     int rc = db_query(svc_db(r->svc), rec_idem_get_sql, 2, p, rec_post_looked_up, r);
@@ -1995,7 +1994,7 @@ rec_patch_apply(rec_req_t *r, const PGresult *res)
     snprintf(w->ms, sizeof(w->ms), "%lld", (long long)ms);
     rec_local_day(ms, w->day);
     snprintf(w->kid, sizeof(w->kid), "%d", key_id);
-    const char *hp[] = {"update", r->sess.account_id, r->record_id};
+    const char *hp[] = {"update", r->sess->account_id, r->record_id};
     rc = db_txn_query(r->txn, rec_history_sql, 3, hp, rec_write_step, r);
     if (rc != PHR_OK) {
         return rc;
@@ -2040,7 +2039,7 @@ rec_change_locked(int rc, PGresult *res, void *ud)
         }
         return;
     }
-    const char *hp[] = {"delete", r->sess.account_id, r->record_id};
+    const char *hp[] = {"delete", r->sess->account_id, r->record_id};
     rc = db_txn_query(r->txn, rec_history_sql, 3, hp, rec_write_step, r);
     if (rc == PHR_OK) {
         const char *dp[] = {r->record_id};

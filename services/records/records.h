@@ -217,11 +217,11 @@ void rec_field_error(h2s_req_t *req, const char *field, const char *message);
  */
 typedef json_object *(*rec_build_fn)(rec_req_t *r, const PGresult *res, int *status);
 
-/* One request's context, freed with the request. */
+/* One request's context, in the request's memory (h2s_req_alloc). */
 struct rec_req {
     svc_t *svc;
     h2s_req_t *req;
-    sess_t sess;
+    const sess_t *sess;  /* the caller's, as long as |req| (svc_handler_fn) */
     int staff;           /* an org route: staff of org_id reading/writing a linked patient */
     char org_id[37];     /* staff routes */
     char patient_id[37]; /* the patient whose records these are */
