@@ -121,12 +121,18 @@ except Exception:
 print(v if v is not None else "")' "$1"
 }
 
+# nginx writes its access log from a buffer at least once a second (access_log ... flush=1s):
+# both readers wait that long first, so no line of the requests before is still unwritten.
+LOG_FLUSH_WAIT=1.2
+
 # lines_after FILE OFFSET: the lines of FILE after line OFFSET.
 lines_after() {
+    sleep "$LOG_FLUSH_WAIT"
     tail -n +"$(($2 + 1))" "$1" 2>/dev/null
 }
 
 nlines() {
+    sleep "$LOG_FLUSH_WAIT"
     if [ -f "$1" ]; then
         wc -l < "$1"
     else
