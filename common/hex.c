@@ -4,6 +4,13 @@
 
 #include "err.h"
 
+/* One more than the value of each byte as a hex digit (either case); 0 for any other byte. */
+static const unsigned char hex_tab[256] = {
+    ['0'] = 1,  ['1'] = 2,  ['2'] = 3,  ['3'] = 4,  ['4'] = 5,  ['5'] = 6,  ['6'] = 7,  ['7'] = 8,
+    ['8'] = 9,  ['9'] = 10, ['a'] = 11, ['b'] = 12, ['c'] = 13, ['d'] = 14, ['e'] = 15, ['f'] = 16,
+    ['A'] = 11, ['B'] = 12, ['C'] = 13, ['D'] = 14, ['E'] = 15, ['F'] = 16,
+};
+
 void
 hex_encode(const unsigned char *in, size_t n, char *out)
 {
@@ -19,16 +26,7 @@ hex_encode(const unsigned char *in, size_t n, char *out)
 int
 hex_val(int c)
 {
-    if (c >= '0' && c <= '9') {
-        return c - '0';
-    }
-    if (c >= 'a' && c <= 'f') {
-        return c - 'a' + 10;
-    }
-    if (c >= 'A' && c <= 'F') {
-        return c - 'A' + 10;
-    }
-    return -1;
+    return c >= 0 && c < 256 ? hex_tab[c] - 1 : -1;
 }
 
 int
@@ -39,13 +37,13 @@ hex_decode(const char *hex, unsigned char *out, size_t n)
         return PHR_EINVAL;
     }
     for (size_t i = 0; i < n; i++) {
-        int hi = hex_val((unsigned char)hex[2 * i]);
-        int lo = hex_val((unsigned char)hex[2 * i + 1]);
-        if (hi < 0 || lo < 0) {
+        unsigned hi = hex_tab[(unsigned char)hex[2 * i]];
+        unsigned lo = hex_tab[(unsigned char)hex[2 * i + 1]];
+        if (hi == 0 || lo == 0) {
             explicit_bzero(out, n);
             return PHR_EINVAL;
         }
-        out[i] = (unsigned char)(hi << 4 | lo);
+        out[i] = (unsigned char)((hi - 1) << 4 | (lo - 1));
     }
     return PHR_OK;
 }

@@ -90,6 +90,13 @@ test_hex(void **state)
     assert_int_equal(hex_decode("00ab10fg", b, 4), PHR_EINVAL);
     assert_true(b[0] == 0 && b[1] == 0 && b[2] == 0 && b[3] == 0); /* zeroed on failure */
     assert_int_equal(hex_decode(NULL, b, 4), PHR_EINVAL);
+    for (int c = -1; c <= 256; c++) {
+        int want = c >= '0' && c <= '9'   ? c - '0'
+                   : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                   : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                          : -1;
+        assert_int_equal(hex_val(c), want);
+    }
     assert_int_equal(hex_val('0'), 0);
     assert_int_equal(hex_val('9'), 9);
     assert_int_equal(hex_val('a'), 10);
