@@ -181,7 +181,7 @@ static int h2s_write_timeout_ms(const h2s_server_t *srv);
 static void *
 h2s_req_take(h2s_req_t *req, size_t n)
 {
-    size_t align = sizeof(max_align_t);
+    size_t align = _Alignof(max_align_t);
     size_t at = (req->arena_used + align - 1) & ~(align - 1);
 
     if (H2S_SPARE_REQS > 0 && n <= sizeof(req->arena) - at) {
@@ -249,12 +249,16 @@ h2s_req_release(h2s_req_t *req, h2s_server_t *srv)
         free(b);
     }
     explicit_bzero(req->arena, req->arena_used);
+#if H2S_SPARE_REQS > 0
     if (srv != NULL && srv->nspares < H2S_SPARE_REQS) {
         req->next = srv->spares;
         srv->spares = req;
         srv->nspares++;
         return;
     }
+#else
+    (void)srv;
+#endif
     free(req);
 }
 

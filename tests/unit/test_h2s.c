@@ -515,7 +515,7 @@ h_mem(h2s_req_t *req, void *ud)
     for (size_t i = 0; i < 5; i++) {
         got[i] = h2s_req_alloc(req, sizes[i]);
         assert_non_null(got[i]);
-        assert_int_equal((uintptr_t)got[i] % sizeof(max_align_t), 0);
+        assert_int_equal((uintptr_t)got[i] % _Alignof(max_align_t), 0);
         for (size_t k = 0; k < sizes[i]; k++) {
             assert_int_equal(got[i][k], 0);
         }
