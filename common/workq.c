@@ -192,18 +192,28 @@ workq_sweep(workq_t *wq)
     return n;
 }
 
-/* Hands waiting jobs to the free workers. */
+/* Hands waiting jobs to the free workers; a job no longer wanted is dropped instead. */
 static void
 workq_feed(workq_t *wq)
 {
     workq_list_t give = {NULL, NULL};
-    int n = 0;
+    int n = 0, dropped = 0;
 
     while (wq->busy < wq->nthreads && wq->backlog.head != NULL) {
-        workq_list_push(&give, workq_list_pop(&wq->backlog));
+        workq_job_t *job = workq_list_pop(&wq->backlog);
         wq->nbacklog--;
+        if (job->live != NULL && !job->live(job->arg)) {
+            workq_list_push(&wq->dropped, job);
+            wq->ndropped++;
+            dropped++;
+            continue;
+        }
+        workq_list_push(&give, job);
         wq->busy++;
         n++;
+    }
+    if (dropped > 0) {
+        event_active(wq->wake_ev, EV_READ, 1); /* their |done| runs from the loop */
     }
     if (n == 0) {
         return;

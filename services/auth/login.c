@@ -208,6 +208,11 @@ auth_login_rehashed(int rc, const char *encoded, void *ud)
 {
     auth_ctx_t *ctx = ud;
 
+    if (rc == PHR_ECLOSED && h2s_req_closed(ctx->req)) {
+        /* The client left while the re-hash waited: no session for it. Frees the request. */
+        h2s_respond(ctx->req, 499, NULL, NULL, 0);
+        return;
+    }
     if (rc == PHR_OK) {
         snprintf(ctx->new_hash, sizeof(ctx->new_hash), "%s", encoded);
     } else {
@@ -223,6 +228,11 @@ auth_login_verified(int rc, int needs_rehash, void *ud)
     size_t npeppers;
     const pwhash_pepper_t *peppers = auth_peppers(ctx->svc, &npeppers);
 
+    if (rc == PHR_ECLOSED && h2s_req_closed(ctx->req)) {
+        /* The check was dropped: the client left before it started. Frees the request. */
+        h2s_respond(ctx->req, 499, NULL, NULL, 0);
+        return;
+    }
     if (rc != PHR_OK && rc != PHR_EDENIED && rc != PHR_EINVAL) {
         svc_respond_error(ctx->req, rc, NULL);
         return;
@@ -241,6 +251,11 @@ auth_login_verified(int rc, int needs_rehash, void *ud)
     }
     if (ctx->pw_expired) { /* an initial password not changed within 72 h */
         auth_login_failed(ctx, "password_expired");
+        return;
+    }
+    if (h2s_req_closed(ctx->req)) {
+        /* The client left during the check: no session, no last login for nobody. */
+        h2s_respond(ctx->req, 499, NULL, NULL, 0);
         return;
     }
     if (needs_rehash && pwhash_hash_async(svc_workq(ctx->svc), ctx->password, peppers, ctx->req,
