@@ -608,13 +608,19 @@ it_operator_new(const char *tag, const char *new_pw, char *token)
 int
 it_patient(const char *tag, const char *pw, int login, it_patient_t *p)
 {
+    return it_patient_named(tag, "IT Patient", pw, login, p);
+}
+
+int
+it_patient_named(const char *tag, const char *name, const char *pw, int login, it_patient_t *p)
+{
     char body[512];
     it_resp_t r;
 
     memset(p, 0, sizeof(*p));
     it_unique_email(p->email, sizeof(p->email), tag);
-    snprintf(body, sizeof(body), "{\"email\":\"%s\",\"password\":\"%s\",\"name\":\"IT Patient\"}",
-             p->email, pw);
+    snprintf(body, sizeof(body), "{\"email\":\"%s\",\"password\":\"%s\",\"name\":\"%s\"}", p->email,
+             pw, name);
     int ok = it_gw("POST", "/api/v1/auth/register", body, NULL, &r) == 201 &&
              it_json_str(&r, "id") != NULL;
     if (ok) {

@@ -157,6 +157,9 @@ typedef struct {
  * in. 1 when done. */
 int it_patient(const char *tag, const char *pw, int login, it_patient_t *p);
 
+/* it_patient with the name |name| (JSON-escaped already) instead of "IT Patient". */
+int it_patient_named(const char *tag, const char *name, const char *pw, int login, it_patient_t *p);
+
 /* One request of it_burst: through the gateway (HTTP/2), GET |path|, or a POST of JSON |body|
  * when that is not NULL; |token| the bearer (NULL: none). Zeroed before the first it_burst. */
 typedef struct {

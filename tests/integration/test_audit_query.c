@@ -571,26 +571,19 @@ test_aq_read_audited(void)
 static void
 test_aq_access_log(void)
 {
-    char email[128], pid[37], token[64], body[512], path[256];
-    it_resp_t r;
+    char path[256];
+    it_patient_t p;
 
     IT_CHECK(aq_setup());
-    it_unique_email(email, sizeof(email), "aqpat");
-    snprintf(body, sizeof(body), "{\"email\":\"%s\",\"password\":\"%s\",\"name\":\"Pat AQ\"}",
-             email, AQ_PW);
-    IT_CHECK(it_gw("POST", "/api/v1/auth/register", body, NULL, &r) == 201 &&
-             it_json_str(&r, "id") != NULL);
-    snprintf(pid, sizeof(pid), "%s", it_json_str(&r, "id"));
-    it_resp_free(&r);
-    IT_CHECK(it_login(email, AQ_PW, token) == 200);
+    IT_CHECK(it_patient("aqpat", AQ_PW, 1, &p));
     /* nothing yet */
-    json_object *items = aq_items("/api/v1/me/access-log", token, NULL, 0);
+    json_object *items = aq_items("/api/v1/me/access-log", p.token, NULL, 0);
     IT_CHECK(items != NULL && json_object_array_length(items) == 0);
     json_object_put(items);
     /* a staff read of the patient's records (the records service's event) */
     char eid[37];
-    IT_CHECK(aq_ingest("records.read", aq_env.admin_id, aq_env.org_id, pid, 0, eid));
-    items = aq_items("/api/v1/me/access-log", token, NULL, 0);
+    IT_CHECK(aq_ingest("records.read", aq_env.admin_id, aq_env.org_id, p.id, 0, eid));
+    items = aq_items("/api/v1/me/access-log", p.token, NULL, 0);
     IT_CHECK(items != NULL && json_object_array_length(items) == 1);
     json_object *it = json_object_array_get_idx(items, 0), *types;
     const char *at = aq_str(it, NULL, "at");
@@ -605,14 +598,14 @@ test_aq_access_log(void)
     json_object_put(items);
     IT_CHECK(ok);
     /* the patient's own reading is audited but is not a staff access */
-    items = aq_items("/api/v1/me/access-log", token, NULL, 0);
+    items = aq_items("/api/v1/me/access-log", p.token, NULL, 0);
     IT_CHECK(items != NULL && json_object_array_length(items) == 1);
     json_object_put(items);
-    IT_CHECK(it_gw_names_field("GET", "/api/v1/me/access-log?from=x", NULL, token, "from"));
-    IT_CHECK(it_gw_names_field("GET", "/api/v1/me/access-log?cursor=abc", NULL, token, "cursor"));
+    IT_CHECK(it_gw_names_field("GET", "/api/v1/me/access-log?from=x", NULL, p.token, "from"));
+    IT_CHECK(it_gw_names_field("GET", "/api/v1/me/access-log?cursor=abc", NULL, p.token, "cursor"));
     /* patients cannot read an org's events */
     snprintf(path, sizeof(path), "/api/v1/orgs/%s/audit-events", aq_env.org_id);
-    IT_CHECK(it_gw_status("GET", path, NULL, token) == 403);
+    IT_CHECK(it_gw_status("GET", path, NULL, p.token) == 403);
 }
 
 static void

@@ -42,23 +42,6 @@ auth_call(const char *method, const char *path, const char *token, it_resp_t *r)
     return r->status;
 }
 
-/* Registers |email| with |pw|; the account id into |id| (37 bytes). 1 on 201. */
-static int
-auth_register(const char *email, const char *pw, char *id)
-{
-    char body[512];
-    it_resp_t r;
-    snprintf(body, sizeof(body), "{\"email\":\"%s\",\"password\":\"%s\",\"name\":\"Test User\"}",
-             email, pw);
-    int ok =
-        auth_post("/api/v1/auth/register", body, NULL, &r) == 201 && it_json_str(&r, "id") != NULL;
-    if (ok && id != NULL) {
-        snprintf(id, 37, "%s", it_json_str(&r, "id"));
-    }
-    it_resp_free(&r);
-    return ok;
-}
-
 static long
 auth_status(const char *method, const char *path, const char *token)
 {
@@ -153,26 +136,26 @@ test_register_verify(void)
 static void
 test_register_duplicate(void)
 {
-    char email[128], id[37], body[256], out[64];
+    char body[256], out[64];
+    it_patient_t u;
     it_resp_t r;
 
-    it_unique_email(email, sizeof(email), "dup");
-    IT_CHECK(auth_register(email, AUTH_PW, id));
+    IT_CHECK(it_patient("dup", AUTH_PW, 0, &u));
     /* the same address in other case: same 201 shape, another id, a mail to the owner */
-    for (char *p = email; *p != '@'; p++) {
+    for (char *p = u.email; *p != '@'; p++) {
         *p = (char)(*p >= 'a' && *p <= 'z' ? *p - 32 : *p);
     }
-    snprintf(body, sizeof(body), "{\"email\":\"%s\",\"password\":\"%s\",\"name\":\"B\"}", email,
+    snprintf(body, sizeof(body), "{\"email\":\"%s\",\"password\":\"%s\",\"name\":\"B\"}", u.email,
              AUTH_PW2);
     IT_CHECK(auth_post("/api/v1/auth/register", body, NULL, &r) == 201);
-    int shape = it_json_str(&r, "id") != NULL && strcmp(it_json_str(&r, "id"), id) != 0 &&
+    int shape = it_json_str(&r, "id") != NULL && strcmp(it_json_str(&r, "id"), u.id) != 0 &&
                 it_json_str(&r, "kind") != NULL;
     it_resp_free(&r);
     IT_CHECK(shape);
     IT_CHECK(it_psql("auth", out, sizeof(out),
                      "SELECT count(*) FROM outbox WHERE body->>'kind' = 'account_exists' AND "
                      "body->'to'->>'account_id' = '%s'",
-                     id) == 0);
+                     u.id) == 0);
     IT_CHECK(strcmp(out, "1") == 0);
 }
 
@@ -264,13 +247,13 @@ auth_same_problem(const it_resp_t *a, const it_resp_t *b)
 static void
 test_login_and_failures(void)
 {
-    char email[128], ghost[128], token[64], body[256];
+    char ghost[128], token[64], body[256];
+    it_patient_t u;
     it_resp_t wrong, unknown, r;
 
-    it_unique_email(email, sizeof(email), "login");
     it_unique_email(ghost, sizeof(ghost), "ghost");
-    IT_CHECK(auth_register(email, AUTH_PW, NULL));
-    snprintf(body, sizeof(body), "{\"email\":\"%s\",\"password\":\"%s\"}", email, AUTH_PW);
+    IT_CHECK(it_patient("login", AUTH_PW, 0, &u));
+    snprintf(body, sizeof(body), "{\"email\":\"%s\",\"password\":\"%s\"}", u.email, AUTH_PW);
     IT_CHECK(auth_post("/api/v1/auth/login", body, NULL, &r) == 200);
     json_object *acct, *mc;
     int shape = it_json_str(&r, "token") != NULL && it_json_str(&r, "expires_at") != NULL &&
@@ -283,7 +266,7 @@ test_login_and_failures(void)
     IT_CHECK(shape);
     IT_CHECK(auth_status("GET", "/api/v1/auth/session", token) == 200);
 
-    snprintf(body, sizeof(body), "{\"email\":\"%s\",\"password\":\"%s\"}", email, AUTH_PW2);
+    snprintf(body, sizeof(body), "{\"email\":\"%s\",\"password\":\"%s\"}", u.email, AUTH_PW2);
     auth_post("/api/v1/auth/login", body, NULL, &wrong);
     snprintf(body, sizeof(body), "{\"email\":\"%s\",\"password\":\"%s\"}", ghost, AUTH_PW2);
     auth_post("/api/v1/auth/login", body, NULL, &unknown);
@@ -297,18 +280,18 @@ test_login_and_failures(void)
 static void
 test_lockout(void)
 {
-    char email[128], out[32];
+    char out[32];
+    it_patient_t u;
     it_resp_t right, r;
 
-    it_unique_email(email, sizeof(email), "lock");
-    IT_CHECK(auth_register(email, AUTH_PW, NULL));
+    IT_CHECK(it_patient("lock", AUTH_PW, 0, &u));
     for (int i = 0; i < 5; i++) {
-        IT_CHECK(it_login(email, AUTH_PW2, NULL) == 401);
+        IT_CHECK(it_login(u.email, AUTH_PW2, NULL) == 401);
     }
     char body[256];
-    snprintf(body, sizeof(body), "{\"email\":\"%s\",\"password\":\"%s\"}", email, AUTH_PW);
+    snprintf(body, sizeof(body), "{\"email\":\"%s\",\"password\":\"%s\"}", u.email, AUTH_PW);
     auth_post("/api/v1/auth/login", body, NULL, &right);
-    snprintf(body, sizeof(body), "{\"email\":\"%s\",\"password\":\"%s\"}", email, AUTH_PW2);
+    snprintf(body, sizeof(body), "{\"email\":\"%s\",\"password\":\"%s\"}", u.email, AUTH_PW2);
     auth_post("/api/v1/auth/login", body, NULL, &r);
     int same = it_is_problem(&right, 401, "invalid_credentials") && auth_same_problem(&right, &r);
     it_resp_free(&right);
@@ -317,27 +300,25 @@ test_lockout(void)
     IT_CHECK(it_psql("auth", out, sizeof(out),
                      "SELECT locked_until > now() + interval '30 seconds' AND locked_until < "
                      "now() + interval '61 seconds' FROM accounts WHERE email = '%s'",
-                     email) == 0 &&
+                     u.email) == 0 &&
              strcmp(out, "t") == 0);
     IT_CHECK(it_psql("auth", out, sizeof(out),
                      "SELECT count(*) FROM outbox WHERE topic = 'audit' AND body->>'action' = "
                      "'auth.lockout' AND body->'target'->>'id' = (SELECT id::text FROM accounts "
                      "WHERE email = '%s')",
-                     email) == 0 &&
+                     u.email) == 0 &&
              strcmp(out, "1") == 0);
 }
 
 static void
 test_logout(void)
 {
-    char email[128], token[64];
+    it_patient_t u;
     it_resp_t r;
 
-    it_unique_email(email, sizeof(email), "logout");
-    IT_CHECK(auth_register(email, AUTH_PW, NULL));
-    IT_CHECK(it_login(email, AUTH_PW, token) == 200);
-    IT_CHECK(auth_status("POST", "/api/v1/auth/logout", token) == 204);
-    auth_call("GET", "/api/v1/auth/session", token, &r);
+    IT_CHECK(it_patient("logout", AUTH_PW, 1, &u));
+    IT_CHECK(auth_status("POST", "/api/v1/auth/logout", u.token) == 204);
+    auth_call("GET", "/api/v1/auth/session", u.token, &r);
     int gone = it_is_problem(&r, 401, "session_expired");
     it_resp_free(&r);
     IT_CHECK(gone);
@@ -347,20 +328,20 @@ test_logout(void)
                      "SELECT count(*) FROM outbox WHERE topic = 'audit' AND body->>'action' = "
                      "'auth.logout' AND body->'actor'->>'account_id' = (SELECT id::text FROM "
                      "accounts WHERE email = '%s')",
-                     email) == 0 &&
+                     u.email) == 0 &&
              strcmp(out, "1") == 0);
 }
 
 static void
 test_sessions_list_revoke(void)
 {
-    char email[128], a[64], b[64], sid_a[37], sid_b[37];
+    char a[64], b[64], sid_a[37], sid_b[37];
+    it_patient_t u;
     it_resp_t r;
 
-    it_unique_email(email, sizeof(email), "sess");
-    IT_CHECK(auth_register(email, AUTH_PW, NULL));
-    IT_CHECK(it_login(email, AUTH_PW, a) == 200);
-    IT_CHECK(it_login(email, AUTH_PW, b) == 200);
+    IT_CHECK(it_patient("sess", AUTH_PW, 0, &u));
+    IT_CHECK(it_login(u.email, AUTH_PW, a) == 200);
+    IT_CHECK(it_login(u.email, AUTH_PW, b) == 200);
     IT_CHECK(auth_session_id(a, sid_a) && auth_session_id(b, sid_b));
     IT_CHECK(auth_call("GET", "/api/v1/auth/sessions", a, &r) == 200);
     json_object *items, *cur;
@@ -397,14 +378,13 @@ test_sessions_list_revoke(void)
 static void
 test_session_delete(void)
 {
-    char e1[128], e2[128], a[64], a2[64], x[64], sid_x[37], sid_a2[37], path[128];
+    char a[64], a2[64], x[64], sid_x[37], sid_a2[37], path[128];
+    it_patient_t u1, u2;
     it_resp_t r;
 
-    it_unique_email(e1, sizeof(e1), "del1");
-    it_unique_email(e2, sizeof(e2), "del2");
-    IT_CHECK(auth_register(e1, AUTH_PW, NULL) && auth_register(e2, AUTH_PW, NULL));
-    IT_CHECK(it_login(e1, AUTH_PW, a) == 200 && it_login(e1, AUTH_PW, a2) == 200);
-    IT_CHECK(it_login(e2, AUTH_PW, x) == 200);
+    IT_CHECK(it_patient("del1", AUTH_PW, 0, &u1) && it_patient("del2", AUTH_PW, 0, &u2));
+    IT_CHECK(it_login(u1.email, AUTH_PW, a) == 200 && it_login(u1.email, AUTH_PW, a2) == 200);
+    IT_CHECK(it_login(u2.email, AUTH_PW, x) == 200);
     IT_CHECK(auth_session_id(x, sid_x) && auth_session_id(a2, sid_a2));
     snprintf(path, sizeof(path), "/api/v1/auth/sessions/%s", sid_x);
     auth_call("DELETE", path, a, &r);
@@ -421,13 +401,13 @@ test_session_delete(void)
 static void
 test_password_change(void)
 {
-    char email[128], a[64], b[64], body[256], out[32];
+    char a[64], b[64], body[256], out[32];
+    it_patient_t u;
     it_resp_t r;
     int ok;
 
-    it_unique_email(email, sizeof(email), "pwc");
-    IT_CHECK(auth_register(email, AUTH_PW, NULL));
-    IT_CHECK(it_login(email, AUTH_PW, a) == 200 && it_login(email, AUTH_PW, b) == 200);
+    IT_CHECK(it_patient("pwc", AUTH_PW, 0, &u));
+    IT_CHECK(it_login(u.email, AUTH_PW, a) == 200 && it_login(u.email, AUTH_PW, b) == 200);
     snprintf(body, sizeof(body), "{\"current_password\":\"%s\",\"new_password\":\"%s\"}", AUTH_PW2,
              AUTH_PW2);
     auth_post("/api/v1/auth/password", body, a, &r);
@@ -447,31 +427,31 @@ test_password_change(void)
     it_resp_free(&r);
     IT_CHECK(auth_status("GET", "/api/v1/auth/session", b) == 401);
     IT_CHECK(auth_status("GET", "/api/v1/auth/session", a) == 200);
-    IT_CHECK(it_login(email, AUTH_PW, NULL) == 401);
-    IT_CHECK(it_login(email, AUTH_PW2, NULL) == 200);
+    IT_CHECK(it_login(u.email, AUTH_PW, NULL) == 401);
+    IT_CHECK(it_login(u.email, AUTH_PW2, NULL) == 200);
     IT_CHECK(it_psql("auth", out, sizeof(out),
                      "SELECT count(*) FROM outbox WHERE body->>'kind' = 'password_changed' AND "
                      "body->'to'->>'account_id' = (SELECT id::text FROM accounts WHERE email = "
                      "'%s')",
-                     email) == 0 &&
+                     u.email) == 0 &&
              strcmp(out, "1") == 0);
 }
 
 static void
 test_must_change_gate(void)
 {
-    char email[128], token[64], out[32], body[256];
+    char token[64], out[32], body[256];
+    it_patient_t u;
     it_resp_t r;
     int ok;
 
-    it_unique_email(email, sizeof(email), "must");
-    IT_CHECK(auth_register(email, AUTH_PW, NULL));
+    IT_CHECK(it_patient("must", AUTH_PW, 0, &u));
     IT_CHECK(it_psql("auth", out, sizeof(out),
                      "UPDATE accounts SET must_change_password = true WHERE email = '%s' "
                      "RETURNING 1",
-                     email) == 0 &&
+                     u.email) == 0 &&
              strcmp(out, "1") == 0);
-    IT_CHECK(it_login(email, AUTH_PW, token) == 200);
+    IT_CHECK(it_login(u.email, AUTH_PW, token) == 200);
     auth_call("GET", "/api/v1/auth/sessions", token, &r);
     ok = it_is_problem(&r, 403, "password_change_required");
     it_resp_free(&r);
@@ -483,7 +463,8 @@ test_must_change_gate(void)
     it_resp_free(&r);
     IT_CHECK(auth_status("GET", "/api/v1/auth/sessions", token) == 200);
     IT_CHECK(it_psql("auth", out, sizeof(out),
-                     "SELECT must_change_password FROM accounts WHERE email = '%s'", email) == 0 &&
+                     "SELECT must_change_password FROM accounts WHERE email = '%s'",
+                     u.email) == 0 &&
              strcmp(out, "f") == 0);
 }
 

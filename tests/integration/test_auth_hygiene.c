@@ -86,27 +86,16 @@ hy_org_set(const hy_org_t *o, const char *status)
     return it_gw_status("PATCH", path, body, o->op_token);
 }
 
-/* A registered patient (e-mail verified), logged in; id and token. 1 when made. */
+/* A registered patient (e-mail verified), logged in. 1 when made. */
 static int
-hy_patient(char *email, size_t cap, char *id, char *token)
+hy_patient(it_patient_t *p)
 {
-    char body[512], out[64];
-    it_resp_t r;
+    char out[64];
 
-    it_unique_email(email, cap, "hypat");
-    snprintf(body, sizeof(body), "{\"email\":\"%s\",\"password\":\"%s\",\"name\":\"Hy Patient\"}",
-             email, HY_PW);
-    if (it_gw("POST", "/api/v1/auth/register", body, NULL, &r) != 201 ||
-        it_json_str(&r, "id") == NULL) {
-        fprintf(stderr, "  register: %ld %.300s\n", r.status, r.body ? r.body : "");
-        it_resp_free(&r);
-        return 0;
-    }
-    snprintf(id, 37, "%s", it_json_str(&r, "id"));
-    it_resp_free(&r);
-    return it_psql("auth", out, sizeof(out),
-                   "UPDATE accounts SET email_verified_at = now() WHERE id = '%s'", id) == 0 &&
-           it_login(email, HY_PW, token) == 200;
+    return it_patient("hypat", HY_PW, 0, p) &&
+           it_psql("auth", out, sizeof(out),
+                   "UPDATE accounts SET email_verified_at = now() WHERE id = '%s'", p->id) == 0 &&
+           it_login(p->email, HY_PW, p->token) == 200;
 }
 
 /* psql's answer to |sql| (a count or a boolean) in |db|, compared with |want|. */
@@ -268,27 +257,28 @@ test_outbox_secrets_wiped(void)
 static void
 test_withdrawn_purged(void)
 {
-    char email[128], id[37], token[64], body[256], sql[768], line[1024];
+    char body[256], sql[768], line[1024];
     char unknown[128], want[64], got[64];
+    it_patient_t p;
     json_object *o, *v;
 
-    IT_CHECK(hy_patient(email, sizeof(email), id, token));
+    IT_CHECK(hy_patient(&p));
     snprintf(body, sizeof(body), "{\"password\":\"%s\"}", HY_PW);
-    IT_CHECK(it_gw_status("POST", "/api/v1/auth/withdraw", body, token) == 204);
+    IT_CHECK(it_gw_status("POST", "/api/v1/auth/withdraw", body, p.token) == 204);
     snprintf(sql, sizeof(sql),
              "SELECT withdrawn_at IS NOT NULL AND purged_at IS NULL FROM accounts "
              "WHERE id = '%s'",
-             id);
+             p.id);
     IT_CHECK(hy_sql_is("auth", "t", sql));
     /* not due yet: a run keeps the row */
     IT_CHECK(it_phrctl("retention run --yes --json", line, sizeof(line)) == 0);
-    snprintf(sql, sizeof(sql), "SELECT count(*) FROM accounts WHERE email = '%s'", email);
+    snprintf(sql, sizeof(sql), "SELECT count(*) FROM accounts WHERE email = '%s'", p.email);
     IT_CHECK(hy_sql_is("auth", "1", sql));
     /* past any retention period (PHR_RETENTION_DAYS is at most 3650) */
     IT_CHECK(it_psql("auth", got, sizeof(got),
                      "UPDATE accounts SET withdrawn_at = now() - interval '3700 days' "
                      "WHERE id = '%s'",
-                     id) == 0);
+                     p.id) == 0);
     IT_CHECK(it_phrctl("retention run --yes --json", line, sizeof(line)) == 0);
     o = json_tokener_parse(line);
     int counted = o != NULL && json_object_object_get_ex(o, "accounts_purged", &v) &&
@@ -300,27 +290,27 @@ test_withdrawn_purged(void)
              "SELECT count(*) FROM accounts WHERE id = '%s' AND email <> '%s' AND "
              "strpos(email, 'hypat') = 0 AND name = 'purged' AND password_hash = '!' AND "
              "purged_at IS NOT NULL AND status = 'withdrawn'",
-             id, email);
+             p.id, p.email);
     IT_CHECK(hy_sql_is("auth", "1", sql));
     snprintf(sql, sizeof(sql),
              "SELECT (SELECT count(*) FROM accounts WHERE email = '%s') + (SELECT count(*) FROM "
              "account_tokens WHERE account_id = '%s')",
-             email, id);
+             p.email, p.id);
     IT_CHECK(hy_sql_is("auth", "0", sql));
     /* the login of the former address is refused exactly like an unknown one's */
     it_unique_email(unknown, sizeof(unknown), "hynobody");
     hy_login_problem(unknown, HY_PW, want, sizeof(want));
-    hy_login_problem(email, HY_PW, got, sizeof(got));
+    hy_login_problem(p.email, HY_PW, got, sizeof(got));
     IT_CHECK(strncmp(want, "401 ", 4) == 0);
     IT_CHECK(strcmp(got, want) == 0);
     /* audited (through auth's outbox into the audit log) with the count and the id */
     snprintf(sql, sizeof(sql),
              "SELECT count(*) FROM audit_events WHERE action = 'auth.account.purge' AND "
              "(details->>'accounts_purged')::int >= 1 AND details->'account_ids' ? '%s'",
-             id);
+             p.id);
     IT_CHECK(hy_wait_sql("audit", "1", 30, sql));
     /* a second run finds nothing more of it */
-    snprintf(sql, sizeof(sql), "SELECT purged_at < now() FROM accounts WHERE id = '%s'", id);
+    snprintf(sql, sizeof(sql), "SELECT purged_at < now() FROM accounts WHERE id = '%s'", p.id);
     IT_CHECK(it_phrctl("retention run --yes", line, sizeof(line)) == 0);
     IT_CHECK(hy_sql_is("auth", "t", sql));
 }
@@ -331,23 +321,24 @@ static void
 test_links_org_name(void)
 {
     hy_org_t o;
-    char email[128], id[37], token[64], path[160], body[128], code[16] = "";
+    char path[160], body[128], code[16] = "";
+    it_patient_t p;
     char name[64];
     it_resp_t r;
     json_object *items;
 
     snprintf(name, sizeof(name), "Hygiene Links %d", (int)getpid());
     IT_CHECK(hy_org(name, &o));
-    IT_CHECK(hy_patient(email, sizeof(email), id, token));
+    IT_CHECK(hy_patient(&p));
     snprintf(path, sizeof(path), "/api/v1/orgs/%s/invitations", o.org_id);
     IT_CHECK(it_gw("POST", path, NULL, o.admin_token, &r) == 201 &&
              it_json_str(&r, "code") != NULL);
     snprintf(code, sizeof(code), "%s", it_json_str(&r, "code"));
     it_resp_free(&r);
     snprintf(body, sizeof(body), "{\"code\":\"%s\"}", code);
-    IT_CHECK(it_gw_status("POST", "/api/v1/me/links", body, token) == 201);
+    IT_CHECK(it_gw_status("POST", "/api/v1/me/links", body, p.token) == 201);
 
-    IT_CHECK(it_gw("GET", "/api/v1/me/links", NULL, token, &r) == 200);
+    IT_CHECK(it_gw("GET", "/api/v1/me/links", NULL, p.token, &r) == 200);
     int found = 0;
     if (r.json != NULL && json_object_object_get_ex(r.json, "items", &items)) {
         for (size_t i = 0; i < json_object_array_length(items); i++) {
@@ -363,7 +354,7 @@ test_links_org_name(void)
     it_resp_free(&r);
     IT_CHECK(found == 1);
     /* the internal route: records only, unknown ids left out, bad ids named */
-    snprintf(body, sizeof(body), "{\"ids\":[\"%s\",\"%s\"]}", o.org_id, id);
+    snprintf(body, sizeof(body), "{\"ids\":[\"%s\",\"%s\"]}", o.org_id, p.id);
     IT_CHECK(it_internal("auth", "records", "POST", "/internal/v1/orgs/lookup", body, &r) == 200);
     int one = r.json != NULL && json_object_object_get_ex(r.json, "items", &items) &&
               json_object_array_length(items) == 1 &&

@@ -85,23 +85,6 @@ rs_names_field(const char *path, const char *body, const char *token, const char
     return ok;
 }
 
-/* Registers |email| with |pw|; the account id into |id| (37 bytes). 1 on 201. */
-static int
-rs_register(const char *email, const char *pw, char *id)
-{
-    char body[512];
-    it_resp_t r;
-    snprintf(body, sizeof(body), "{\"email\":\"%s\",\"password\":\"%s\",\"name\":\"Reset User\"}",
-             email, pw);
-    int ok =
-        rs_post("/api/v1/auth/register", body, NULL, &r) == 201 && it_json_str(&r, "id") != NULL;
-    if (ok) {
-        snprintf(id, 37, "%s", it_json_str(&r, "id"));
-    }
-    it_resp_free(&r);
-    return ok;
-}
-
 /* Logs in; the token into |token| (64 bytes) when not NULL. Returns the status. */
 static long
 rs_login(const char *email, const char *pw, char *token)
@@ -233,12 +216,12 @@ rs_outbox_count(const char *topic, const char *fmt, ...)
 static void
 test_reset_request_uniform(void)
 {
-    char known[128], unknown[128], id[37], b1[256], b2[256], out[64];
+    char unknown[128], b1[256], b2[256], out[64];
+    it_patient_t p;
 
-    it_unique_email(known, sizeof(known), "known");
+    IT_CHECK(it_patient("known", RS_PW, 0, &p));
     it_unique_email(unknown, sizeof(unknown), "unknown");
-    IT_CHECK(rs_register(known, RS_PW, id));
-    IT_CHECK(rs_request(known, b1, sizeof(b1)) == 202);
+    IT_CHECK(rs_request(p.email, b1, sizeof(b1)) == 202);
     IT_CHECK(rs_request(unknown, b2, sizeof(b2)) == 202);
     IT_CHECK(strcmp(b1, b2) == 0);
     IT_CHECK(strstr(b1, "\"status\":\"accepted\"") != NULL);
@@ -247,10 +230,10 @@ test_reset_request_uniform(void)
                      "SELECT count(*) || ':' || bool_and(expires_at BETWEEN now() + interval "
                      "'29 minutes' AND now() + interval '31 minutes') FROM account_tokens "
                      "WHERE account_id = '%s' AND purpose = 'password_reset'",
-                     id) == 0);
+                     p.id) == 0);
     IT_CHECK(strcmp(out, "1:true") == 0);
     char tok[44];
-    IT_CHECK(rs_mailed_token(id, tok));
+    IT_CHECK(rs_mailed_token(p.id, tok));
     IT_CHECK(it_psql("auth", out, sizeof(out),
                      "SELECT count(*) FROM account_tokens WHERE token_sha256 = "
                      "sha256(convert_to('%s', 'UTF8'))",
@@ -259,7 +242,7 @@ test_reset_request_uniform(void)
     IT_CHECK(rs_outbox_count("audit",
                              "body->>'action' = 'auth.password.reset_request' AND "
                              "body->'target'->>'id' = '%s'",
-                             id) == 1);
+                             p.id) == 1);
     /* bad input */
     const char *path = "/api/v1/auth/password-reset/request";
     IT_CHECK(rs_names_field(path, "{\"email\":\"not-an-address\"}", NULL, "email"));
@@ -270,22 +253,22 @@ test_reset_request_uniform(void)
 static void
 test_reset_confirm(void)
 {
-    char email[128], id[37], t1[64], t2[64], tok[44], old_tok[44], body[256], out[64];
+    char t1[64], t2[64], tok[44], old_tok[44], body[256], out[64];
+    it_patient_t p;
 
-    it_unique_email(email, sizeof(email), "confirm");
-    IT_CHECK(rs_register(email, RS_PW, id));
-    IT_CHECK(rs_login(email, RS_PW, t1) == 200);
-    IT_CHECK(rs_login(email, RS_PW, t2) == 200);
-    IT_CHECK(rs_request(email, body, sizeof(body)) == 202);
-    IT_CHECK(rs_mailed_token(id, old_tok));
-    IT_CHECK(rs_request(email, body, sizeof(body)) == 202);
-    IT_CHECK(rs_mailed_token(id, tok));
+    IT_CHECK(it_patient("confirm", RS_PW, 0, &p));
+    IT_CHECK(rs_login(p.email, RS_PW, t1) == 200);
+    IT_CHECK(rs_login(p.email, RS_PW, t2) == 200);
+    IT_CHECK(rs_request(p.email, body, sizeof(body)) == 202);
+    IT_CHECK(rs_mailed_token(p.id, old_tok));
+    IT_CHECK(rs_request(p.email, body, sizeof(body)) == 202);
+    IT_CHECK(rs_mailed_token(p.id, tok));
     IT_CHECK(strcmp(tok, old_tok) != 0);
     /* a lock in force is cleared by the reset */
     IT_CHECK(it_psql("auth", out, sizeof(out),
                      "UPDATE accounts SET failed_logins = 7, locked_until = now() + "
                      "interval '10 minutes' WHERE id = '%s'",
-                     id) == 0);
+                     p.id) == 0);
     /* the earlier token died when the second was issued */
     IT_CHECK(rs_confirm_problem(old_tok, RS_PW2, 422, "invalid_token"));
     /* policy: weak, common, containing the e-mail's local part */
@@ -299,56 +282,56 @@ test_reset_confirm(void)
     IT_CHECK(rs_names_field(path, body, NULL, "new_password"));
     /* the failed attempts above did not use the token up */
     IT_CHECK(rs_confirm(tok, RS_PW2) == 204);
-    IT_CHECK(rs_login_refused(email, RS_PW));
+    IT_CHECK(rs_login_refused(p.email, RS_PW));
     IT_CHECK(rs_session_dead(t1));
     IT_CHECK(rs_session_dead(t2));
-    IT_CHECK(rs_login(email, RS_PW2, t1) == 200);
+    IT_CHECK(rs_login(p.email, RS_PW2, t1) == 200);
     IT_CHECK(it_psql("auth", out, sizeof(out),
                      "SELECT failed_logins || ':' || (locked_until IS NULL) FROM accounts "
                      "WHERE id = '%s'",
-                     id) == 0 &&
+                     p.id) == 0 &&
              strcmp(out, "0:true") == 0);
     IT_CHECK(rs_outbox_count("notification",
                              "body->>'kind' = 'password_changed' AND "
                              "body->'to'->>'account_id' = '%s' AND body->'params' ? 'changed_at'",
-                             id) == 1);
+                             p.id) == 1);
     IT_CHECK(rs_outbox_count("audit",
                              "body->>'action' = 'auth.password.reset' AND "
                              "body->'target'->>'id' = '%s' AND body->'actor'->>'account_id' = '%s'",
-                             id, id) == 1);
+                             p.id, p.id) == 1);
     /* single use, forged */
     IT_CHECK(rs_confirm_problem(tok, RS_PW3, 422, "invalid_token"));
     IT_CHECK(rs_confirm_problem(RS_FORGED, RS_PW3, 422, "invalid_token"));
-    IT_CHECK(rs_login(email, RS_PW2, NULL) == 200);
+    IT_CHECK(rs_login(p.email, RS_PW2, NULL) == 200);
 }
 
 static void
 test_reset_expired(void)
 {
-    char email[128], id[37], tok[44], body[256], out[64];
+    char tok[44], body[256], out[64];
+    it_patient_t p;
 
-    it_unique_email(email, sizeof(email), "expired");
-    IT_CHECK(rs_register(email, RS_PW, id));
-    IT_CHECK(rs_request(email, body, sizeof(body)) == 202);
-    IT_CHECK(rs_mailed_token(id, tok));
+    IT_CHECK(it_patient("expired", RS_PW, 0, &p));
+    IT_CHECK(rs_request(p.email, body, sizeof(body)) == 202);
+    IT_CHECK(rs_mailed_token(p.id, tok));
     IT_CHECK(it_psql("auth", out, sizeof(out),
                      "UPDATE account_tokens SET expires_at = now() - interval '1 second' "
                      "WHERE account_id = '%s' AND purpose = 'password_reset'",
-                     id) == 0);
+                     p.id) == 0);
     IT_CHECK(rs_confirm_problem(tok, RS_PW2, 422, "invalid_token"));
-    IT_CHECK(rs_login(email, RS_PW, NULL) == 200);
+    IT_CHECK(rs_login(p.email, RS_PW, NULL) == 200);
 }
 
 static void
 test_withdraw(void)
 {
-    char email[128], id[37], t1[64], t2[64], body[256], out[64];
+    char t1[64], t2[64], body[256], out[64];
+    it_patient_t p;
     const char *path = "/api/v1/auth/withdraw";
 
-    it_unique_email(email, sizeof(email), "withdraw");
-    IT_CHECK(rs_register(email, RS_PW, id));
-    IT_CHECK(rs_login(email, RS_PW, t1) == 200);
-    IT_CHECK(rs_login(email, RS_PW, t2) == 200);
+    IT_CHECK(it_patient("withdraw", RS_PW, 0, &p));
+    IT_CHECK(rs_login(p.email, RS_PW, t1) == 200);
+    IT_CHECK(rs_login(p.email, RS_PW, t2) == 200);
     IT_CHECK(rs_post_status(path, "{\"password\":\"" RS_PW "\"}", NULL) == 401);
     IT_CHECK(
         rs_post_problem(path, "{\"password\":\"Wrong1Password\"}", t1, 422, "invalid_credentials"));
@@ -359,22 +342,22 @@ test_withdraw(void)
     IT_CHECK(rs_post_status(path, "{\"password\":\"" RS_PW "\"}", t1) == 204);
     IT_CHECK(rs_session_dead(t1));
     IT_CHECK(rs_session_dead(t2));
-    IT_CHECK(rs_login_refused(email, RS_PW));
-    IT_CHECK(it_psql("auth", out, sizeof(out), "SELECT status FROM accounts WHERE id = '%s'", id) ==
-                 0 &&
+    IT_CHECK(rs_login_refused(p.email, RS_PW));
+    IT_CHECK(it_psql("auth", out, sizeof(out), "SELECT status FROM accounts WHERE id = '%s'",
+                     p.id) == 0 &&
              strcmp(out, "withdrawn") == 0);
     IT_CHECK(rs_outbox_count("audit",
                              "body->>'action' = 'auth.account.withdraw' AND "
                              "body->'target'->>'id' = '%s'",
-                             id) == 1);
+                             p.id) == 1);
     /* records is told in the same transaction (it ends the links, schedules the purge) */
-    IT_CHECK(rs_outbox_count("records", "body->>'patient_id' = '%s'", id) == 1);
+    IT_CHECK(rs_outbox_count("records", "body->>'patient_id' = '%s'", p.id) == 1);
     /* a withdrawn account gets no reset link, with the same answer */
-    IT_CHECK(rs_request(email, body, sizeof(body)) == 202);
+    IT_CHECK(rs_request(p.email, body, sizeof(body)) == 202);
     IT_CHECK(rs_outbox_count("notification",
                              "body->>'kind' = 'password_reset' AND "
                              "body->'to'->>'account_id' = '%s'",
-                             id) == 0);
+                             p.id) == 0);
 }
 
 static void
@@ -402,16 +385,16 @@ test_withdraw_staff_forbidden(void)
 static void
 test_pepper(void)
 {
-    char email[128], old[128], id[64], out[512];
+    char old[128], id[64], out[512];
+    it_patient_t p;
     const char *pepper = it_secret("auth_pepper_v1");
 
     IT_CHECK(pepper != NULL && strlen(pepper) == 64);
-    it_unique_email(email, sizeof(email), "pepper");
-    IT_CHECK(rs_register(email, RS_PW, id));
+    IT_CHECK(it_patient("pepper", RS_PW, 0, &p));
     IT_CHECK(it_psql("auth", out, sizeof(out), "SELECT password_hash FROM accounts WHERE id = '%s'",
-                     id) == 0);
+                     p.id) == 0);
     IT_CHECK(strncmp(out, "$phrpepper$v1$argon2id$", 23) == 0);
-    IT_CHECK(rs_login(email, RS_PW, NULL) == 200);
+    IT_CHECK(rs_login(p.email, RS_PW, NULL) == 200);
     /* an account hashed before the pepper existed still logs in, and is rehashed with it */
     it_unique_email(old, sizeof(old), "prepepper");
     IT_CHECK(it_psql("auth", id, sizeof(id),
@@ -431,12 +414,12 @@ test_pepper(void)
 static void
 test_verify_password(void)
 {
-    char email[128], id[37], path[128], out[64];
+    char path[128], out[64];
+    it_patient_t p;
     it_resp_t r;
 
-    it_unique_email(email, sizeof(email), "verifypw");
-    IT_CHECK(rs_register(email, RS_PW, id));
-    snprintf(path, sizeof(path), "/internal/v1/accounts/%s/verify-password", id);
+    IT_CHECK(it_patient("verifypw", RS_PW, 0, &p));
+    snprintf(path, sizeof(path), "/internal/v1/accounts/%s/verify-password", p.id);
     IT_CHECK(it_internal("auth", "records", "POST", path, "{\"password\":\"" RS_PW "\"}", &r) ==
              204);
     it_resp_free(&r);
@@ -444,7 +427,7 @@ test_verify_password(void)
     IT_CHECK(it_is_problem(&r, 422, "invalid_credentials"));
     it_resp_free(&r);
     IT_CHECK(it_psql("auth", out, sizeof(out), "SELECT failed_logins FROM accounts WHERE id = '%s'",
-                     id) == 0 &&
+                     p.id) == 0 &&
              strcmp(out, "1") == 0);
     /* only records may ask; no credential is 401 */
     it_internal("auth", "audit", "POST", path, "{\"password\":\"" RS_PW "\"}", &r);
@@ -475,7 +458,7 @@ test_verify_password(void)
     IT_CHECK(rs_outbox_count("audit",
                              "body->>'action' = 'auth.password.verify' AND "
                              "body->'target'->>'id' = '%s'",
-                             id) == 9);
+                             p.id) == 9);
 }
 
 const it_case_t auth_reset_cases[] = {

@@ -18,11 +18,6 @@
 
 #define REC_PW "Blue7Harbor!qLong"
 
-typedef struct {
-    char id[37];
-    char token[64];
-} rec_user_t;
-
 static long
 rec_req(const char *method, const char *path, const char *body, const char *token,
         const char *extra, it_resp_t *r)
@@ -42,25 +37,6 @@ rec_req(const char *method, const char *path, const char *body, const char *toke
     }
     it_request(IT_GATEWAY_H2, NULL, method, path, body, body ? strlen(body) : 0, hdrs, r);
     return r->status;
-}
-
-/* A new patient, logged in. */
-static int
-rec_patient(rec_user_t *u)
-{
-    char email[128], body[512];
-    it_resp_t r;
-
-    it_unique_email(email, sizeof(email), "rec");
-    snprintf(body, sizeof(body), "{\"email\":\"%s\",\"password\":\"%s\",\"name\":\"Rec P\"}", email,
-             REC_PW);
-    int ok = rec_req("POST", "/api/v1/auth/register", body, NULL, NULL, &r) == 201 &&
-             it_json_str(&r, "id") != NULL;
-    if (ok) {
-        snprintf(u->id, sizeof(u->id), "%s", it_json_str(&r, "id"));
-    }
-    it_resp_free(&r);
-    return ok && it_login(email, REC_PW, u->token) == 200;
 }
 
 /* POSTs a record; its id into |id| (37 bytes, may be NULL). Returns the status. */
@@ -113,7 +89,7 @@ rec_num(json_object *o, const char *a, const char *b)
 static void
 test_types_valid_and_ranges(void)
 {
-    rec_user_t p;
+    it_patient_t p;
     static const struct {
         const char *ok, *bad, *field;
     } cases[] = {
@@ -170,7 +146,7 @@ test_types_valid_and_ranges(void)
          "{\"type\":\"note\",\"measured_at\":\"2026-01-05T07:30:00+09:00\",\"values\":{}}",
          "values.text"},
     };
-    IT_CHECK(rec_patient(&p));
+    IT_CHECK(it_patient("rec", REC_PW, 1, &p));
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         IT_CHECK(rec_post(p.token, cases[i].ok, NULL) == 201);
         IT_CHECK(
@@ -199,11 +175,11 @@ test_types_valid_and_ranges(void)
 static void
 test_bad_inputs(void)
 {
-    rec_user_t p;
+    it_patient_t p;
     char body[4096], note[1100];
     const char *path = "/api/v1/me/records";
 
-    IT_CHECK(rec_patient(&p));
+    IT_CHECK(it_patient("rec", REC_PW, 1, &p));
     IT_CHECK(it_gw_names_field("POST", path,
                                "{\"type\":\"weight\",\"measured_at\":\"2026-01-05T07:30:00Z\","
                                "\"values\":{\"value\":60}}",
@@ -297,11 +273,11 @@ test_bad_inputs(void)
 static void
 test_crud_history(void)
 {
-    rec_user_t p, q;
+    it_patient_t p, q;
     char id[37], path[128], out[256];
     it_resp_t r;
 
-    IT_CHECK(rec_patient(&p) && rec_patient(&q));
+    IT_CHECK(it_patient("rec", REC_PW, 1, &p) && it_patient("rec", REC_PW, 1, &q));
     IT_CHECK(rec_post(p.token,
                       "{\"type\":\"blood_pressure\",\"measured_at\":\"2026-01-10T07:30:00+09:00\","
                       "\"values\":{\"systolic\":140,\"diastolic\":90},\"note\":\"before\"}",
@@ -376,7 +352,7 @@ test_crud_history(void)
 static void
 test_idempotency(void)
 {
-    rec_user_t p, q;
+    it_patient_t p, q;
     const char *b1 = "{\"type\":\"pulse\",\"measured_at\":\"2026-01-05T07:30:00Z\","
                      "\"values\":{\"value\":61}}";
     const char *b2 = "{\"type\":\"pulse\",\"measured_at\":\"2026-01-05T07:30:00Z\","
@@ -384,7 +360,7 @@ test_idempotency(void)
     it_resp_t r;
     char id1[37] = "", id2[37] = "";
 
-    IT_CHECK(rec_patient(&p) && rec_patient(&q));
+    IT_CHECK(it_patient("rec", REC_PW, 1, &p) && it_patient("rec", REC_PW, 1, &q));
     IT_CHECK(rec_req("POST", "/api/v1/me/records", b1, p.token, "Idempotency-Key: k-1", &r) == 201);
     snprintf(id1, sizeof(id1), "%s", it_json_str(&r, "id") ? it_json_str(&r, "id") : "");
     it_resp_free(&r);
@@ -418,11 +394,11 @@ test_idempotency(void)
 static void
 test_keyset_pages(void)
 {
-    rec_user_t p;
+    it_patient_t p;
     char body[256], ids[30][37], path[700], cursor[600];
     int seen[30] = {0};
 
-    IT_CHECK(rec_patient(&p));
+    IT_CHECK(it_patient("rec", REC_PW, 1, &p));
     /* 25 records, several sharing a timestamp (ties broken by id) */
     for (int i = 0; i < 25; i++) {
         snprintf(body, sizeof(body),
@@ -506,8 +482,8 @@ test_keyset_pages(void)
     IT_CHECK(it_gw_names_field("GET", path, NULL, p.token, "cursor"));
     IT_CHECK(it_gw_names_field("GET", "/api/v1/me/records?cursor=abc", NULL, p.token, "cursor"));
     /* another patient's cursor does not work here */
-    rec_user_t q;
-    IT_CHECK(rec_patient(&q));
+    it_patient_t q;
+    IT_CHECK(it_patient("rec", REC_PW, 1, &q));
     cursor[5] = orig;
     snprintf(path, sizeof(path), "/api/v1/me/records?limit=4&cursor=%s", cursor);
     IT_CHECK(it_gw_status("GET", path, NULL, p.token) == 200);
@@ -517,12 +493,12 @@ test_keyset_pages(void)
 static void
 test_steps_per_day(void)
 {
-    rec_user_t p;
+    it_patient_t p;
     it_resp_t r;
     json_object *items;
     char id1[37], id2[37];
 
-    IT_CHECK(rec_patient(&p));
+    IT_CHECK(it_patient("rec", REC_PW, 1, &p));
     /* 2026-01-20 00:30 JST is 2026-01-19 in UTC; 23:00 JST the same JST day */
     IT_CHECK(rec_post(p.token,
                       "{\"type\":\"steps\",\"measured_at\":\"2026-01-20T00:30:00+09:00\","
@@ -554,7 +530,7 @@ test_steps_per_day(void)
 static void
 test_summary(void)
 {
-    rec_user_t p;
+    it_patient_t p;
     it_resp_t r;
     json_object *items, *b;
     static const char *const bp[] = {
@@ -570,7 +546,7 @@ test_summary(void)
     };
     char body[256];
 
-    IT_CHECK(rec_patient(&p));
+    IT_CHECK(it_patient("rec", REC_PW, 1, &p));
     for (size_t i = 0; i < sizeof(bp) / sizeof(bp[0]); i++) {
         snprintf(body, sizeof(body), "{\"type\":\"blood_pressure\",\"measured_at\":%s}", bp[i]);
         IT_CHECK(rec_post(p.token, body, NULL) == 201);
@@ -655,10 +631,10 @@ test_summary(void)
 static void
 test_encrypted_at_rest(void)
 {
-    rec_user_t p;
+    it_patient_t p;
     char id[37], body[512], marker[64], drug[64], cmd[1024];
 
-    IT_CHECK(rec_patient(&p));
+    IT_CHECK(it_patient("rec", REC_PW, 1, &p));
     snprintf(marker, sizeof(marker), "ZqxNoteMarker%d", (int)getpid());
     snprintf(drug, sizeof(drug), "Quetzalumab%d", (int)getpid());
     snprintf(body, sizeof(body),
@@ -736,14 +712,14 @@ static void
 test_staff_access(void)
 {
     rec_org_t e, e2;
-    rec_user_t p, other;
+    it_patient_t p, other;
     char path[256], spath[320], mpath[128], id[37] = "";
     it_resp_t r;
     json_object *items;
 
     IT_CHECK(rec_links_table());
     IT_CHECK(rec_org_setup(&e) && rec_org_setup(&e2));
-    IT_CHECK(rec_patient(&p) && rec_patient(&other));
+    IT_CHECK(it_patient("rec", REC_PW, 1, &p) && it_patient("rec", REC_PW, 1, &other));
     IT_CHECK(rec_post(p.token,
                       "{\"type\":\"blood_pressure\",\"measured_at\":\"2026-01-05T07:30:00+09:00\","
                       "\"values\":{\"systolic\":132,\"diastolic\":84}}",

@@ -27,12 +27,6 @@ typedef struct {
     char token[64]; /* the admin: staff (role admin) of the org */
 } sh_org_t;
 
-typedef struct {
-    char id[37];
-    char email[128];
-    char token[64];
-} sh_patient_t;
-
 static sh_org_t sh_a, sh_b;
 static int sh_ready; /* 1 made, -1 failed */
 
@@ -70,28 +64,15 @@ sh_setup(void)
 
 /* A patient named |name| (JSON-escaped already), e-mail verified when |verified|, logged in. */
 static int
-sh_patient(const char *name, int verified, sh_patient_t *p)
+sh_patient(const char *name, int verified, it_patient_t *p)
 {
-    char body[512], out[64];
-    it_resp_t r;
+    char out[64];
 
-    it_unique_email(p->email, sizeof(p->email), "shpat");
-    snprintf(body, sizeof(body), "{\"email\":\"%s\",\"password\":\"%s\",\"name\":\"%s\"}", p->email,
-             SH_PW, name);
-    if (it_gw("POST", "/api/v1/auth/register", body, NULL, &r) != 201 ||
-        it_json_str(&r, "id") == NULL) {
-        fprintf(stderr, "  register: %ld %.300s\n", r.status, r.body ? r.body : "");
-        it_resp_free(&r);
-        return 0;
-    }
-    snprintf(p->id, sizeof(p->id), "%s", it_json_str(&r, "id"));
-    it_resp_free(&r);
-    if (verified &&
-        it_psql("auth", out, sizeof(out),
-                "UPDATE accounts SET email_verified_at = now() WHERE id = '%s'", p->id) != 0) {
-        return 0;
-    }
-    return it_login(p->email, SH_PW, p->token) == 200;
+    return it_patient_named("shpat", name, SH_PW, 0, p) &&
+           (!verified ||
+            it_psql("auth", out, sizeof(out),
+                    "UPDATE accounts SET email_verified_at = now() WHERE id = '%s'", p->id) == 0) &&
+           it_login(p->email, SH_PW, p->token) == 200;
 }
 
 /* Creates an invitation of |o|; its code and id. 1 on a 201 of the right shape. */
@@ -116,7 +97,7 @@ sh_invite(const sh_org_t *o, char *code, char *id)
 
 /* Patient |p| accepts |code|. Returns the status. */
 static long
-sh_accept(const sh_patient_t *p, const char *code)
+sh_accept(const it_patient_t *p, const char *code)
 {
     char body[128];
     snprintf(body, sizeof(body), "{\"code\":\"%s\"}", code);
@@ -125,7 +106,7 @@ sh_accept(const sh_patient_t *p, const char *code)
 
 /* Invites and links |p| to |o|. */
 static int
-sh_link(const sh_org_t *o, const sh_patient_t *p)
+sh_link(const sh_org_t *o, const it_patient_t *p)
 {
     char code[9], id[37];
     return sh_invite(o, code, id) && sh_accept(p, code) == 201;
@@ -198,7 +179,7 @@ static void
 test_invitations(void)
 {
     char path[200], path_b[200], code[9], id[37];
-    sh_patient_t pat;
+    it_patient_t pat;
     it_resp_t r;
 
     IT_CHECK(sh_setup());
@@ -300,7 +281,7 @@ static void
 test_links(void)
 {
     char code[9], id[37], body[128], path[200], typed[16];
-    sh_patient_t p1, p2, unverified;
+    it_patient_t p1, p2, unverified;
     it_resp_t r;
 
     IT_CHECK(sh_setup());
@@ -414,7 +395,7 @@ test_links(void)
 static void
 test_patient_list(void)
 {
-    sh_patient_t yamada, suzuki, tanaka, other;
+    it_patient_t yamada, suzuki, tanaka, other;
     char path[900], base[200];
     it_resp_t r;
 
@@ -559,7 +540,7 @@ sh_label(const sh_org_t *o, const char *kind, const char *name, char *id)
 static void
 sh_labels(const char *kind, const char *filter)
 {
-    sh_patient_t in, out, never;
+    it_patient_t in, out, never;
     char id[37], id2[37], bid[37], base[200], path[600], name[64];
     it_resp_t r;
     json_object *v;
@@ -710,7 +691,7 @@ test_categories(void)
 static void
 test_revoke_detaches(void)
 {
-    sh_patient_t p;
+    it_patient_t p;
     char id[37], path[300], name[64];
 
     IT_CHECK(sh_setup());

@@ -7,7 +7,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "itest.h"
 #include "session.h"
@@ -286,30 +285,7 @@ redis_open(void)
     return c;
 }
 
-/* A real patient account (the session route refuses sessions without one); its id into |id|. */
-static int
-account_register(char *id, size_t cap)
-{
-    static const char *const json[] = {"Content-Type: application/json", NULL};
-    char body[256];
-    it_resp_t r;
-
-    snprintf(body, sizeof(body),
-             "{\"email\":\"svc-%ld-%ld@example.jp\",\"password\":\"Kf8#mQ2vLp\","
-             "\"name\":\"Session Test\"}",
-             (long)getpid(), (long)tu_now_ms());
-    if (it_request(IT_GATEWAY_H2, NULL, "POST", "/api/v1/auth/register", body, strlen(body), json,
-                   &r) != 0 ||
-        r.status != 201 || it_json_str(&r, "id") == NULL) {
-        printf("    register: %ld %.200s\n", r.status, r.body);
-        it_resp_free(&r);
-        return -1;
-    }
-    snprintf(id, cap, "%s", it_json_str(&r, "id"));
-    it_resp_free(&r);
-    return 0;
-}
-
+/* A real patient account's id (the session route refuses sessions without one). */
 static char session_account[37];
 
 /* Stores a session the way auth does, returning its bearer token. */
@@ -366,9 +342,11 @@ static void
 svc_session_authentication(void)
 {
     char token[SESS_TOKEN_LEN + 1], auth[128];
+    it_patient_t p;
     it_resp_t r;
 
-    IT_CHECK(account_register(session_account, sizeof(session_account)) == 0);
+    IT_CHECK(it_patient("svc", "Kf8#mQ2vLp", 0, &p));
+    snprintf(session_account, sizeof(session_account), "%s", p.id);
     IT_CHECK(sess_token_new(token) == 0);
     IT_CHECK(session_inject(token, tu_now_ms() + 3600 * 1000LL, 60) == 0);
     snprintf(auth, sizeof(auth), "Authorization: Bearer %s", token);
