@@ -656,10 +656,22 @@ try {
 
     await check('idle timeout: a warning a minute before idle_expires_at, then back to sign-in', async () => {
         const p = await newPage(browser);
+        // Every answered API call restarts the console's idle window (idle.ts): the page's
+        // own calls must all be answered before the clock is moved, or one answered after the
+        // warning would push the sign-out past the second fast-forward.
+        const inflight = new Set();
+        p.on('request', (r) => inflight.add(r));
+        p.on('requestfinished', (r) => inflight.delete(r));
+        p.on('requestfailed', (r) => inflight.delete(r));
         await p.clock.install();
         await p.goto(`${GATEWAY}/`);
         await signIn(p, ctx.adminEmail, NEW_PW);
         await p.getByRole('heading', { name: '患者' }).waitFor();
+        for (let quiet = 0, polls = 0; quiet < 5 && polls < 300; polls++) {
+            quiet = inflight.size === 0 ? quiet + 1 : 0;
+            await new Promise((done) => setTimeout(done, 100));
+        }
+        assert(inflight.size === 0, `${inflight.size} requests of the page still open`);
         const token = await p.evaluate(() => sessionStorage.getItem('phr.console.token'));
         const s = await api('GET', '/auth/session', 200, { token });
         const left = Date.parse(s.idle_expires_at) - Date.now();
