@@ -39,7 +39,10 @@
 #define H2S_DEFAULT_WRITE_TIMEOUT_MS 30000
 /* A request's own memory (header strings, handler contexts, a small answer) before it mallocs. */
 #define H2S_ARENA_BYTES 8192
-/* Finished requests a server keeps for reuse; none under ASan, which must see every free. */
+/*
+ * Finished requests a server keeps for reuse. None under ASan, which must see every free: then
+ * the arena is not used either, and every h2s_req_alloc is its own malloc.
+ */
 #if defined(__SANITIZE_ADDRESS__)
 #define H2S_SPARE_REQS 0
 #else

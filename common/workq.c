@@ -170,6 +170,18 @@ workq_list_splice(workq_list_t *dst, workq_list_t *src)
     src->head = src->tail = NULL;
 }
 
+/* Moves |job|, taken off the backlog, to |wq->dropped| when nobody wants it any more: 1 if so. */
+static int
+workq_drop_unwanted(workq_t *wq, workq_job_t *job)
+{
+    if (job->live == NULL || job->live(job->arg)) {
+        return 0;
+    }
+    workq_list_push(&wq->dropped, job);
+    wq->ndropped++;
+    return 1;
+}
+
 /* Moves the waiting jobs no longer wanted to |wq->dropped|. Returns how many. */
 static int
 workq_sweep(workq_t *wq)
@@ -179,8 +191,7 @@ workq_sweep(workq_t *wq)
     int n = 0;
 
     while ((job = workq_list_pop(&wq->backlog)) != NULL) {
-        if (job->live != NULL && !job->live(job->arg)) {
-            workq_list_push(&wq->dropped, job);
+        if (workq_drop_unwanted(wq, job)) {
             n++;
         } else {
             workq_list_push(&keep, job);
@@ -188,7 +199,6 @@ workq_sweep(workq_t *wq)
     }
     wq->backlog = keep;
     wq->nbacklog -= n;
-    wq->ndropped += (unsigned long)n;
     return n;
 }
 
@@ -202,9 +212,7 @@ workq_feed(workq_t *wq)
     while (wq->busy < wq->nthreads && wq->backlog.head != NULL) {
         workq_job_t *job = workq_list_pop(&wq->backlog);
         wq->nbacklog--;
-        if (job->live != NULL && !job->live(job->arg)) {
-            workq_list_push(&wq->dropped, job);
-            wq->ndropped++;
+        if (workq_drop_unwanted(wq, job)) {
             dropped++;
             continue;
         }
